@@ -1,0 +1,21 @@
+//! Shared media crate of moqcast.
+//!
+//! Everything two or more of the binaries need lives here, free of I/O where it can be:
+//!
+//! * [`catalog`]: the MSF catalog (draft-ietf-moq-msf) carried on the track named `catalog`.
+//! * [`loc`]: LOC packaging (draft-ietf-moq-loc-04): object properties (timestamp, timescale, configs).
+//! * [`h264`]: H.264 framing (Annex-B <-> AVCC, `avcC` records, codec strings): converted in one place.
+//! * [`caption`]: WebVTT cues as JSON on event-timeline tracks (draft-wilaw-moq-webvtt-msf-00).
+//! * [`frame`]: the in-memory unit publishers and subscribers exchange (one encoded frame).
+//! * [`moq`]: the only module that talks to `moq-transport` (draft-18): connecting, publishing and
+//!   subscribing. Moving to another draft is a change to this module.
+
+pub mod caption;
+pub mod catalog;
+pub mod frame;
+pub mod h264;
+pub mod loc;
+pub mod moq;
+pub mod time;
+
+pub use frame::{Frame, MediaKind};

@@ -1,0 +1,560 @@
+//! The one module of moqcast that knows which MoQ Transport draft it speaks.
+//!
+//! Everything else (relay, publisher, subscriber, sidecar) goes through the types and helpers
+//! here. Today that is draft-ietf-moq-transport-18 through Cloudflare's `moq-transport` 0.17
+//! (ALPN `moqt-18` for raw QUIC, `h3` + `WT-Protocol: moqt-18` for WebTransport). Moving to
+//! another draft means changing this module and the re-exports below.
+
+use std::{
+    net::{Ipv6Addr, SocketAddr, ToSocketAddrs},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+/// Re-export of the draft-specific transport crate for code that needs its session API
+/// (the relay). Prefer the helpers of this module where they fit.
+pub use moq_transport as transport;
+pub use moq_transport::{
+    coding::{TrackName, TrackNamespace},
+    data::ExtensionHeaders,
+    serve,
+    session::{Publisher, Session, SessionError, Subscriber, Transport},
+};
+
+/// The ALPN for raw QUIC MoQT of the draft we speak.
+pub const MOQT_ALPN: &str = moq_transport::setup::DraftVersion::Draft18.alpn_str();
+/// The ALPN for WebTransport over HTTP/3.
+pub const WEBTRANSPORT_ALPN: &str = web_transport_quinn::ALPN;
+
+/// The name of the MSF catalog track (draft-ietf-moq-msf §5).
+pub const CATALOG_TRACK: &str = "catalog";
+
+/// Errors from connecting to a relay.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    #[error("unsupported URL scheme {0:?}: use https:// (WebTransport) or moqt:// (raw QUIC)")]
+    Scheme(String),
+    #[error("URL {0} has no host")]
+    NoHost(String),
+    #[error("could not resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("invalid certificate fingerprint {0:?}: expected 64 hex digits (SHA-256 of the DER certificate)")]
+    Fingerprint(String),
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("could not open a UDP socket: {0}")]
+    Bind(std::io::Error),
+    #[error("QUIC connection to {addr} failed: {source}")]
+    Quic {
+        addr: SocketAddr,
+        source: quinn::ConnectionError,
+    },
+    #[error("QUIC connect to {addr}: {source}")]
+    QuicConnect {
+        addr: SocketAddr,
+        source: quinn::ConnectError,
+    },
+    #[error("WebTransport handshake with {url} failed: {source}")]
+    WebTransport {
+        url: String,
+        source: web_transport_quinn::ClientError,
+    },
+    #[error("MoQ SETUP with {url} failed: {source}")]
+    Setup { url: String, source: SessionError },
+    #[error("timed out connecting to {0}")]
+    Timeout(String),
+}
+
+/// How a client checks the relay's certificate.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// Accept any certificate (development only).
+    pub disable_verify: bool,
+    /// Accept exactly these certificates, by SHA-256 of their DER (the relay serves its own at
+    /// `GET /certificate.sha256`). Empty means "use the system roots".
+    pub fingerprints: Vec<[u8; 32]>,
+}
+
+impl ClientTls {
+    /// Parses a hex SHA-256 fingerprint (colons allowed) and pins it.
+    pub fn pin_hex(&mut self, hex_fp: &str) -> Result<(), ConnectError> {
+        let cleaned: String = hex_fp.trim().chars().filter(|c| *c != ':').collect();
+        let bytes = hex::decode(&cleaned).map_err(|_| ConnectError::Fingerprint(hex_fp.into()))?;
+        let fp: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| ConnectError::Fingerprint(hex_fp.into()))?;
+        self.fingerprints.push(fp);
+        Ok(())
+    }
+
+    fn rustls_config(&self) -> Result<rustls::ClientConfig, ConnectError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| ConnectError::Tls(e.to_string()))?;
+        let config = if self.disable_verify || !self.fingerprints.is_empty() {
+            let verifier = PinnedVerifier {
+                any: self.disable_verify,
+                fingerprints: self.fingerprints.clone(),
+                provider,
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                let _ = roots.add(cert);
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        };
+        Ok(config)
+    }
+}
+
+/// SHA-256 of a DER certificate.
+pub fn certificate_fingerprint(der: &[u8]) -> [u8; 32] {
+    Sha256::digest(der).into()
+}
+
+#[derive(Debug)]
+struct PinnedVerifier {
+    any: bool,
+    fingerprints: Vec<[u8; 32]>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self.any {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        let fp = certificate_fingerprint(end_entity.as_ref());
+        if self.fingerprints.contains(&fp) {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "server certificate fingerprint {} is not the pinned one",
+                hex::encode(fp)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// QUIC transport settings shared by our clients and the relay.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        Duration::from_secs(10)
+            .try_into()
+            .expect("10 s fits a QUIC idle timeout"),
+    ));
+    t.keep_alive_interval(Some(Duration::from_secs(4)));
+    // One stream per group: allow plenty of concurrent uni streams.
+    t.max_concurrent_uni_streams(1024u32.into());
+    t.max_concurrent_bidi_streams(256u32.into());
+    t
+}
+
+/// A connected MoQ session, split into its halves.
+pub struct Connected {
+    /// Drive this (`session.run()`) for as long as the publisher/subscriber are used.
+    pub session: Session,
+    pub publisher: Publisher,
+    pub subscriber: Subscriber,
+    /// The underlying QUIC connection (statistics, close).
+    pub quic: quinn::Connection,
+    pub transport: Transport,
+}
+
+/// A QUIC client endpoint that connects to relays over WebTransport or raw QUIC.
+#[derive(Clone)]
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    crypto: Arc<rustls::ClientConfig>,
+}
+
+impl Client {
+    /// Binds a client endpoint on an ephemeral UDP port (`[::]:0`, falling back to IPv4).
+    pub fn new(tls: &ClientTls) -> Result<Self, ConnectError> {
+        let endpoint = quinn::Endpoint::client(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+            .or_else(|_| quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))))
+            .map_err(ConnectError::Bind)?;
+        Ok(Self {
+            endpoint,
+            crypto: Arc::new(tls.rustls_config()?),
+        })
+    }
+
+    /// Connects and performs the MoQ SETUP exchange. `https://` uses WebTransport,
+    /// `moqt://` raw QUIC.
+    pub async fn connect(&self, url: &Url) -> Result<Connected, ConnectError> {
+        let fut = self.connect_inner(url);
+        tokio::time::timeout(Duration::from_secs(10), fut)
+            .await
+            .map_err(|_| ConnectError::Timeout(url.to_string()))?
+    }
+
+    async fn connect_inner(&self, url: &Url) -> Result<Connected, ConnectError> {
+        let (alpn, transport) = match url.scheme() {
+            "https" => (WEBTRANSPORT_ALPN, Transport::WebTransport),
+            "moqt" => (MOQT_ALPN, Transport::RawQuic),
+            other => return Err(ConnectError::Scheme(other.into())),
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| ConnectError::NoHost(url.to_string()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = url.port().unwrap_or(443);
+        let addr = resolve(&host, port, &self.endpoint)?;
+
+        let mut crypto = (*self.crypto).clone();
+        crypto.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+        let quic_crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+            .map_err(|e| ConnectError::Tls(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(quic_crypto));
+        config.transport_config(Arc::new(transport_config()));
+
+        let server_name = if host.parse::<std::net::IpAddr>().is_ok() {
+            "localhost".to_string()
+        } else {
+            host.clone()
+        };
+        let connecting = self
+            .endpoint
+            .connect_with(config, addr, &server_name)
+            .map_err(|source| ConnectError::QuicConnect { addr, source })?;
+        let conn = connecting
+            .await
+            .map_err(|source| ConnectError::Quic { addr, source })?;
+
+        let wt = match transport {
+            Transport::WebTransport => {
+                let request = web_transport_quinn::proto::ConnectRequest::new(url.clone())
+                    .with_protocol(MOQT_ALPN.to_string());
+                web_transport_quinn::Session::connect(conn.clone(), request)
+                    .await
+                    .map_err(|source| ConnectError::WebTransport {
+                        url: url.to_string(),
+                        source,
+                    })?
+            }
+            Transport::RawQuic => web_transport_quinn::Session::raw(
+                conn.clone(),
+                url.clone(),
+                web_transport_quinn::proto::ConnectResponse::default(),
+            ),
+        };
+        let (session, publisher, subscriber) =
+            Session::connect(wt.into(), None, transport.clone())
+                .await
+                .map_err(|source| ConnectError::Setup {
+                    url: url.to_string(),
+                    source,
+                })?;
+        Ok(Connected {
+            session,
+            publisher,
+            subscriber,
+            quic: conn,
+            transport,
+        })
+    }
+}
+
+fn resolve(host: &str, port: u16, endpoint: &quinn::Endpoint) -> Result<SocketAddr, ConnectError> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|source| ConnectError::Resolve {
+            host: host.into(),
+            source,
+        })?
+        .collect();
+    let local_v6 = endpoint
+        .local_addr()
+        .map(|a| a.is_ipv6())
+        .unwrap_or(false);
+    // An IPv6 (dual-stack) socket reaches both families; an IPv4 one only IPv4.
+    addrs
+        .iter()
+        .find(|a| local_v6 || a.is_ipv4())
+        .map(|a| {
+            if local_v6 {
+                if let SocketAddr::V4(v4) = a {
+                    return SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port()));
+                }
+            }
+            *a
+        })
+        .ok_or_else(|| ConnectError::Resolve {
+            host: host.into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no usable address"),
+        })
+}
+
+/// Builds a namespace from a broadcast path such as `demo` or `live/demo`.
+pub fn namespace(broadcast: &str) -> TrackNamespace {
+    TrackNamespace::from_utf8_path(broadcast.trim_matches('/'))
+}
+
+/// One object as read from a subscription.
+#[derive(Debug, Clone)]
+pub struct ReceivedObject {
+    pub group_id: u64,
+    pub object_id: u64,
+    pub properties: ExtensionHeaders,
+    pub payload: Bytes,
+}
+
+/// Errors while publishing or reading a track.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrackError {
+    #[error("track error: {0}")]
+    Serve(#[from] serve::ServeError),
+    #[error("track {0} is delivered in an unsupported mode (only subgroup streams are supported)")]
+    UnsupportedMode(String),
+}
+
+/// Publishes the tracks of one broadcast (a namespace).
+pub struct BroadcastPublisher {
+    tracks: serve::TracksWriter,
+    reader: Option<serve::TracksReader>,
+    _request: serve::TracksRequest,
+}
+
+impl BroadcastPublisher {
+    pub fn new(broadcast: &str) -> Self {
+        let (tracks, request, reader) = serve::Tracks::new(namespace(broadcast)).produce();
+        Self {
+            tracks,
+            reader: Some(reader),
+            _request: request,
+        }
+    }
+
+    /// Creates a track; `None` when a track of that name exists already.
+    pub fn create_track(&mut self, name: &str) -> Result<TrackPublisher, TrackError> {
+        let writer = self
+            .tracks
+            .create(name)
+            .ok_or(serve::ServeError::Duplicate)?;
+        Ok(TrackPublisher {
+            subgroups: writer.subgroups()?,
+            current: None,
+            next_group: 0,
+        })
+    }
+
+    /// Announces the namespace (PUBLISH_NAMESPACE) and answers subscriptions until the session
+    /// ends. Call once; run it beside `session.run()`.
+    pub async fn announce(&mut self, publisher: &mut Publisher) -> Result<(), SessionError> {
+        let reader = self.reader.take().ok_or(SessionError::Internal)?;
+        publisher.publish_namespace(reader).await
+    }
+}
+
+/// Writes LOC objects into one track, one group per GOP (or per catalog version).
+pub struct TrackPublisher {
+    subgroups: serve::SubgroupsWriter,
+    current: Option<serve::SubgroupWriter>,
+    next_group: u64,
+}
+
+impl TrackPublisher {
+    /// Starts a new group; the previous one is finished.
+    pub fn start_group(&mut self) -> Result<u64, TrackError> {
+        self.current.take();
+        let group_id = self.next_group;
+        self.next_group += 1;
+        let writer = self.subgroups.create(serve::Subgroup {
+            group_id,
+            subgroup_id: 0,
+            priority: 0,
+        })?;
+        self.current = Some(writer);
+        Ok(group_id)
+    }
+
+    /// Appends an object to the current group (starting one if none is open).
+    pub fn write(&mut self, properties: ExtensionHeaders, payload: Bytes) -> Result<(), TrackError> {
+        if self.current.is_none() {
+            self.start_group()?;
+        }
+        let group = self.current.as_mut().expect("a group is open");
+        let ext = (!properties.is_empty()).then_some(properties);
+        let mut object = group.create(payload.len(), ext)?;
+        object.write(payload)?;
+        Ok(())
+    }
+
+    /// Finishes the current group without starting another.
+    pub fn finish_group(&mut self) {
+        self.current.take();
+    }
+}
+
+/// Subscribes to one track and yields its objects in order within each group.
+pub struct TrackSubscription {
+    reader: serve::TrackReader,
+    subgroups: Option<serve::SubgroupsReader>,
+    groups: futures::stream::FuturesUnordered<
+        std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = (
+                            Result<Option<ReceivedObject>, serve::ServeError>,
+                            serve::SubgroupReader,
+                        ),
+                    > + Send,
+            >,
+        >,
+    >,
+}
+
+impl TrackSubscription {
+    /// Sends SUBSCRIBE for `track` of `broadcast`. The returned future drives the
+    /// subscription request and must be polled (spawned) while reading.
+    pub fn new(
+        subscriber: &Subscriber,
+        broadcast: &str,
+        track: &str,
+    ) -> (
+        Self,
+        impl std::future::Future<Output = Result<(), serve::ServeError>> + Send + 'static,
+    ) {
+        let (writer, reader) = serve::Track::new(namespace(broadcast), track).produce();
+        let mut subscriber = subscriber.clone();
+        let driver = async move { subscriber.subscribe(writer).await };
+        (
+            Self {
+                reader,
+                subgroups: None,
+                groups: Default::default(),
+            },
+            driver,
+        )
+    }
+
+    /// The next object of any open group, or `None` when the track ended.
+    ///
+    /// Cancel-safe: objects are not lost if the future is dropped between polls, except the
+    /// one being read when a group's future is dropped mid-read (the whole group future is
+    /// kept in `self`, so this does not happen in practice).
+    pub async fn next(&mut self) -> Result<Option<ReceivedObject>, TrackError> {
+        use futures::StreamExt;
+        if self.subgroups.is_none() {
+            match self.reader.mode().await? {
+                serve::TrackReaderMode::Subgroups(s) => self.subgroups = Some(s),
+                _ => {
+                    return Err(TrackError::UnsupportedMode(
+                        self.reader.name.to_string_lossy().into_owned(),
+                    ))
+                }
+            }
+        }
+        loop {
+            let subgroups = self.subgroups.as_mut().expect("mode resolved");
+            tokio::select! {
+                next = subgroups.next() => match next? {
+                    Some(group) => self.groups.push(Box::pin(read_one(group))),
+                    None => {
+                        // Track ended: drain the open groups.
+                        while let Some((res, group)) = self.groups.next().await {
+                            if let Ok(Some(obj)) = res {
+                                self.groups.push(Box::pin(read_one(group)));
+                                return Ok(Some(obj));
+                            }
+                        }
+                        return Ok(None);
+                    }
+                },
+                Some((res, group)) = self.groups.next(), if !self.groups.is_empty() => {
+                    match res {
+                        Ok(Some(obj)) => {
+                            self.groups.push(Box::pin(read_one(group)));
+                            return Ok(Some(obj));
+                        }
+                        // End of group or a reset group stream: drop that group only.
+                        Ok(None) | Err(_) => continue,
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn read_one(
+    mut group: serve::SubgroupReader,
+) -> (
+    Result<Option<ReceivedObject>, serve::ServeError>,
+    serve::SubgroupReader,
+) {
+    let res = async {
+        let Some(mut object) = group.next().await? else {
+            return Ok(None);
+        };
+        let payload = object.read_all().await?;
+        Ok(Some(ReceivedObject {
+            group_id: group.group_id,
+            object_id: object.object_id,
+            properties: object.extension_headers.clone(),
+            payload,
+        }))
+    }
+    .await;
+    (res, group)
+}

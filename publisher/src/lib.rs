@@ -1,0 +1,12 @@
+//! Ingest and publishing for moqcast, and the subscriber/recorder beside it.
+//!
+//! * [`ingest`]: FFmpeg sources (test pattern, files, stdin fMP4/MPEG-TS) turned into paced
+//!   encoded frames plus the codec configuration a catalog needs.
+//! * [`record`]: writes received frames into a playable MP4.
+//! * [`publish`]: puts a source on a relay as an MSF catalog plus LOC tracks.
+//! * [`subscribe`]: reads a broadcast back (catalog, tracks, stats, recording).
+
+pub mod ingest;
+pub mod publish;
+pub mod record;
+pub mod subscribe;

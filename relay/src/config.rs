@@ -1,0 +1,216 @@
+//! Relay configuration: command-line flags, environment variables (`MOQCAST_*`) and an
+//! optional TOML file (`--config`), in that order of precedence.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::cache::CacheLimits;
+
+/// Command line of `moqcast-relay`. Every flag also reads an environment variable, and every
+/// field can be set in the `--config` TOML file (same names, snake_case).
+#[derive(Debug, Clone, Parser, Default)]
+#[command(name = "moqcast-relay", version, about = "MoQ (draft-18) relay: raw QUIC and WebTransport on one UDP port")]
+pub struct Args {
+    /// TOML file with any of the settings below.
+    #[arg(long, env = "MOQCAST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// UDP address for QUIC (raw `moqt://` and WebTransport `https://`). Default [::]:4443.
+    #[arg(long, env = "MOQCAST_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// TCP address of the HTTP side (/certificate.sha256, /healthz, /metrics). Default 127.0.0.1:8080.
+    #[arg(long, env = "MOQCAST_HTTP_BIND")]
+    pub http_bind: Option<SocketAddr>,
+    /// PEM certificate chain.
+    #[arg(long, env = "MOQCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long, env = "MOQCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Generate a self-signed development certificate for these names (comma separated).
+    #[arg(long, env = "MOQCAST_TLS_GENERATE", value_delimiter = ',')]
+    pub tls_generate: Option<Vec<String>>,
+    /// Payload bytes cached per track.
+    #[arg(long, env = "MOQCAST_CACHE_BYTES")]
+    pub cache_bytes: Option<usize>,
+    /// Groups cached per track.
+    #[arg(long, env = "MOQCAST_CACHE_GROUPS")]
+    pub cache_groups: Option<usize>,
+    /// Oldest group age kept in a track cache, in milliseconds.
+    #[arg(long, env = "MOQCAST_CACHE_AGE_MS")]
+    pub cache_age_ms: Option<u64>,
+    /// Maximum concurrent sessions; more are refused.
+    #[arg(long, env = "MOQCAST_MAX_SESSIONS")]
+    pub max_sessions: Option<usize>,
+    /// Maximum concurrent QUIC streams a peer may open per session (each direction).
+    #[arg(long, env = "MOQCAST_MAX_STREAMS")]
+    pub max_streams: Option<u32>,
+    /// Unsent bytes a subscriber's connection may lag before its stale groups are dropped.
+    #[arg(long, env = "MOQCAST_SUBSCRIBER_BACKLOG_BYTES")]
+    pub subscriber_backlog_bytes: Option<u64>,
+    /// Log format: "text" or "json".
+    #[arg(long, env = "MOQCAST_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The same settings as read from a TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bind: Option<SocketAddr>,
+    pub http_bind: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_generate: Option<Vec<String>>,
+    pub cache_bytes: Option<usize>,
+    pub cache_groups: Option<usize>,
+    pub cache_age_ms: Option<u64>,
+    pub max_sessions: Option<usize>,
+    pub max_streams: Option<u32>,
+    pub subscriber_backlog_bytes: Option<u64>,
+    pub log_format: Option<String>,
+}
+
+/// Resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub http_bind: SocketAddr,
+    pub tls: TlsSource,
+    pub cache: CacheLimits,
+    pub max_sessions: usize,
+    pub max_streams: u32,
+    pub subscriber_backlog_bytes: u64,
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    Files { cert: PathBuf, key: PathBuf },
+    Generate(Vec<String>),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("could not read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: String, source: Box<toml::de::Error> },
+    #[error("no TLS configured: pass --tls-cert and --tls-key, or --tls-generate localhost,127.0.0.1")]
+    NoTls,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "[::]:4443".parse().expect("valid"),
+            http_bind: "127.0.0.1:8080".parse().expect("valid"),
+            tls: TlsSource::Generate(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]),
+            cache: CacheLimits::default(),
+            max_sessions: 10_000,
+            max_streams: 1024,
+            subscriber_backlog_bytes: 4 * 1024 * 1024,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Merges flags/env over the file over defaults.
+    pub fn resolve(args: Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    source: Box::new(source),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+            args.tls_generate.or(file.tls_generate),
+        ) {
+            (Some(cert), Some(key), _) => TlsSource::Files { cert, key },
+            (None, None, Some(names)) if !names.is_empty() => TlsSource::Generate(names),
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(ConfigError::Invalid("--tls-cert and --tls-key go together".into()))
+            }
+            _ => return Err(ConfigError::NoTls),
+        };
+        let cache = CacheLimits {
+            max_bytes: args.cache_bytes.or(file.cache_bytes).unwrap_or(d.cache.max_bytes),
+            max_groups: args.cache_groups.or(file.cache_groups).unwrap_or(d.cache.max_groups),
+            max_age: args
+                .cache_age_ms
+                .or(file.cache_age_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(d.cache.max_age),
+        };
+        if cache.max_bytes == 0 || cache.max_groups == 0 {
+            return Err(ConfigError::Invalid("cache limits must be positive".into()));
+        }
+        let log_format = args.log_format.or(file.log_format).unwrap_or(d.log_format);
+        if log_format != "text" && log_format != "json" {
+            return Err(ConfigError::Invalid(format!("log format {log_format:?}: use text or json")));
+        }
+        Ok(Self {
+            bind: args.bind.or(file.bind).unwrap_or(d.bind),
+            http_bind: args.http_bind.or(file.http_bind).unwrap_or(d.http_bind),
+            tls,
+            cache,
+            max_sessions: args.max_sessions.or(file.max_sessions).unwrap_or(d.max_sessions),
+            max_streams: args.max_streams.or(file.max_streams).unwrap_or(d.max_streams),
+            subscriber_backlog_bytes: args
+                .subscriber_backlog_bytes
+                .or(file.subscriber_backlog_bytes)
+                .unwrap_or(d.subscriber_backlog_bytes),
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file() {
+        let dir = std::env::temp_dir().join(format!("moqcast-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.toml");
+        std::fs::write(&path, "bind = \"127.0.0.1:5000\"\ncache_groups = 7\ntls_generate = [\"localhost\"]\n").unwrap();
+        let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap(), "--bind", "127.0.0.1:6000"]);
+        let c = Config::resolve(args).unwrap();
+        assert_eq!(c.bind.port(), 6000);
+        assert_eq!(c.cache.max_groups, 7);
+        assert!(matches!(c.tls, TlsSource::Generate(_)));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("moqcast-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.toml");
+        std::fs::write(&path, "bnd = \"127.0.0.1:5000\"\n").unwrap();
+        let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap()]);
+        let err = Config::resolve(args).unwrap_err().to_string();
+        assert!(err.contains("bnd"), "{err}");
+    }
+
+    #[test]
+    fn tls_is_required() {
+        let err = Config::resolve(Args::parse_from(["moqcast-relay"])).unwrap_err();
+        assert!(matches!(err, ConfigError::NoTls));
+    }
+}

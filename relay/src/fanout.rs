@@ -1,0 +1,448 @@
+//! Fan-out: one upstream subscription per track feeding a [`TrackCache`], and one pump per
+//! downstream subscription copying from the cache into that subscription's own track.
+//!
+//! The per-subscriber pump is what keeps subscribers independent: each starts at the first
+//! object of the newest cached group (a keyframe), follows the live edge, and when its own
+//! connection falls behind (its unsent backlog passes the configured budget) it drops its own
+//! stale groups and jumps to the newest one. Nobody else waits for it, and the relay holds at
+//! most the track's cache budget plus each subscriber's backlog budget.
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc, Mutex,
+};
+
+use futures::{stream::FuturesUnordered, StreamExt};
+use moqcast_media::moq::{serve, transport};
+use tokio::{sync::watch, time::Instant};
+
+use crate::{
+    cache::{CacheLimits, CachedObject, GroupStore},
+    metrics::Metrics,
+};
+
+/// PUBLISH_DONE / stream reset code for "too far behind" (draft-18 §10.12, §11.4.1).
+const TOO_FAR_BEHIND: u64 = transport::message::PublishDoneCode::TooFarBehind as u64;
+
+/// Where a track's upstream stands.
+#[derive(Debug, Clone)]
+pub enum UpstreamState {
+    /// SUBSCRIBE sent, nothing received yet.
+    Pending,
+    /// Objects are flowing.
+    Live,
+    /// The upstream subscription ended (cleanly with `None`).
+    Ended(Option<serve::ServeError>),
+}
+
+struct Inner {
+    store: GroupStore,
+    upstream: UpstreamState,
+}
+
+/// The relay's copy of one track: recent groups plus the upstream's state.
+pub struct TrackCache {
+    pub broadcast: String,
+    pub name: String,
+    inner: Mutex<Inner>,
+    changed: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
+    upstream_task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl std::fmt::Debug for TrackCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackCache")
+            .field("broadcast", &self.broadcast)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Drop for TrackCache {
+    fn drop(&mut self) {
+        // The last subscriber left: cancel the upstream subscription (sends UNSUBSCRIBE).
+        if let Some(task) = self.upstream_task.lock().expect("poisoned").take() {
+            task.abort();
+        }
+        let bytes = self.inner.lock().map(|i| i.store.bytes()).unwrap_or(0);
+        self.metrics.cache_bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
+        self.metrics.tracks.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl TrackCache {
+    pub fn new(broadcast: &str, name: &str, limits: CacheLimits, metrics: Arc<Metrics>) -> Arc<Self> {
+        metrics.tracks.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Self {
+            broadcast: broadcast.into(),
+            name: name.into(),
+            inner: Mutex::new(Inner {
+                store: GroupStore::new(limits),
+                upstream: UpstreamState::Pending,
+            }),
+            changed: watch::channel(0).0,
+            metrics,
+            upstream_task: Mutex::new(None),
+        })
+    }
+
+    fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let r = {
+            let mut inner = self.inner.lock().expect("poisoned");
+            let before = inner.store.bytes();
+            let r = f(&mut inner);
+            let after = inner.store.bytes();
+            if after >= before {
+                self.metrics.cache_bytes.fetch_add((after - before) as u64, Ordering::Relaxed);
+            } else {
+                self.metrics.cache_bytes.fetch_sub((before - after) as u64, Ordering::Relaxed);
+            }
+            r
+        };
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        r
+    }
+
+    pub fn upstream(&self) -> UpstreamState {
+        self.inner.lock().expect("poisoned").upstream.clone()
+    }
+
+    /// The largest (group, object) cached.
+    pub fn largest(&self) -> Option<(u64, u64)> {
+        self.inner.lock().expect("poisoned").store.largest()
+    }
+
+    /// Calls `f` with the store (read-only).
+    pub fn with_store<R>(&self, f: impl FnOnce(&GroupStore) -> R) -> R {
+        f(&self.inner.lock().expect("poisoned").store)
+    }
+
+    /// Waits until the upstream delivered something or ended; false when it ended with no data.
+    pub async fn ready(&self) -> Result<(), Option<serve::ServeError>> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            {
+                let inner = self.inner.lock().expect("poisoned");
+                match &inner.upstream {
+                    UpstreamState::Live => return Ok(()),
+                    UpstreamState::Ended(_) if !inner.store.is_empty() => return Ok(()),
+                    UpstreamState::Ended(e) => return Err(e.clone()),
+                    UpstreamState::Pending => {}
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(None);
+            }
+        }
+    }
+
+    /// Ends the track (publisher left or upstream failed).
+    pub fn end(&self, err: Option<serve::ServeError>) {
+        self.update(|inner| {
+            if !matches!(inner.upstream, UpstreamState::Ended(_)) {
+                inner.upstream = UpstreamState::Ended(err);
+            }
+        });
+    }
+
+    /// Starts reading `reader` (an upstream track) into this cache, driving `driver` (the
+    /// upstream SUBSCRIBE request) alongside. The task belongs to the cache: dropping the
+    /// last handle cancels it.
+    pub fn spawn_upstream<F>(self: &Arc<Self>, reader: serve::TrackReader, driver: F)
+    where
+        F: std::future::Future<Output = Result<(), serve::ServeError>> + Send + 'static,
+    {
+        let weak = Arc::downgrade(self);
+        let span = tracing::info_span!("upstream", broadcast = %self.broadcast, track = %self.name);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let res = tokio::select! {
+                    res = driver => res.err(),
+                    res = ingest(weak.clone(), reader) => res.err(),
+                };
+                if let Some(cache) = weak.upgrade() {
+                    tracing::debug!(error = ?res, "upstream ended");
+                    cache.end(res);
+                }
+            },
+            span,
+        ));
+        *self.upstream_task.lock().expect("poisoned") = Some(task.abort_handle());
+    }
+}
+
+/// Reads an upstream track into the cache until it ends.
+async fn ingest(cache: std::sync::Weak<TrackCache>, reader: serve::TrackReader) -> Result<(), serve::ServeError> {
+    let mut subgroups = match reader.mode().await? {
+        serve::TrackReaderMode::Subgroups(s) => s,
+        _ => {
+            return Err(serve::ServeError::NotImplemented(
+                "only subgroup-stream tracks are relayed".into(),
+            ))
+        }
+    };
+    let mut groups = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            next = subgroups.next() => match next? {
+                Some(group) => {
+                    let Some(c) = cache.upgrade() else { return Ok(()) };
+                    let opened = c.update(|inner| {
+                        inner.upstream = UpstreamState::Live;
+                        inner.store.open(group.group_id, group.subgroup_id, group.priority, Instant::now())
+                    });
+                    match opened {
+                        Ok(()) => groups.push(ingest_group(cache.clone(), group)),
+                        Err(e) => {
+                            c.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "dropping upstream group");
+                        }
+                    }
+                }
+                None => break,
+            },
+            Some(()) = groups.next(), if !groups.is_empty() => {}
+        }
+    }
+    while groups.next().await.is_some() {}
+    Ok(())
+}
+
+async fn ingest_group(cache: std::sync::Weak<TrackCache>, mut group: serve::SubgroupReader) {
+    let id = group.group_id;
+    let clean = loop {
+        let object = match group.next().await {
+            Ok(Some(o)) => o,
+            Ok(None) => break true,
+            Err(_) => break false,
+        };
+        let mut object = object;
+        let payload = match object.read_all().await {
+            Ok(p) => p,
+            Err(_) => break false,
+        };
+        let Some(c) = cache.upgrade() else { return };
+        c.metrics.objects_in.fetch_add(1, Ordering::Relaxed);
+        c.metrics.bytes_in.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        let cached = CachedObject {
+            id: object.object_id,
+            properties: object.extension_headers.clone(),
+            payload,
+        };
+        if let Err(e) = c.update(|inner| inner.store.push(id, cached, Instant::now())) {
+            c.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(group = id, error = %e, "dropping upstream object");
+            break false;
+        }
+    };
+    if let Some(c) = cache.upgrade() {
+        c.update(|inner| inner.store.end(id, clean));
+    }
+}
+
+/// How far behind one downstream connection is: payload bytes handed to its subscriptions
+/// minus bytes its QUIC connection has sent. Shared by the pumps of one session.
+pub struct Backlog {
+    conn: quinn::Connection,
+    baseline: AtomicU64,
+    handed: AtomicU64,
+    pub limit: u64,
+}
+
+impl Backlog {
+    pub fn new(conn: quinn::Connection, limit: u64) -> Arc<Self> {
+        let sent = conn.stats().udp_tx.bytes;
+        Arc::new(Self {
+            conn,
+            baseline: AtomicU64::new(sent),
+            handed: AtomicU64::new(0),
+            limit,
+        })
+    }
+
+    fn sent(&self) -> u64 {
+        self.conn
+            .stats()
+            .udp_tx
+            .bytes
+            .saturating_sub(self.baseline.load(Ordering::Relaxed))
+    }
+
+    /// Unsent payload bytes (an underestimate: packet overhead counts as sent).
+    pub fn bytes(&self) -> u64 {
+        self.handed.load(Ordering::Relaxed).saturating_sub(self.sent())
+    }
+
+    fn hand(&self, n: usize) {
+        self.handed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Forgets the backlog after stale groups were dropped.
+    fn reset(&self) {
+        self.handed.store(self.sent(), Ordering::Relaxed);
+    }
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The first object of the newest cached group (default: video starts on a keyframe).
+    Newest,
+    /// The first group after the newest cached one.
+    NextGroup,
+    /// A given group, or the newest if that one is no longer cached.
+    Group(u64),
+}
+
+struct OpenGroup {
+    id: u64,
+    writer: serve::SubgroupWriter,
+    next: usize,
+}
+
+/// Copies a cached track into one subscriber's private track until the track ends or the
+/// subscriber leaves.
+pub async fn pump(
+    cache: Arc<TrackCache>,
+    out: &mut serve::SubgroupsWriter,
+    start: Start,
+    backlog: Arc<Backlog>,
+) -> Result<(), serve::ServeError> {
+    let metrics = cache.metrics.clone();
+    let mut rx = cache.changed.subscribe();
+    let mut open: Vec<OpenGroup> = Vec::new();
+    // Groups below this id are never opened for this subscriber.
+    let mut floor: Option<u64> = None;
+    let mut batch: Vec<(usize, Vec<CachedObject>, bool)> = Vec::new();
+    let mut to_open: Vec<(u64, u64, u8)> = Vec::new();
+    let mut gone: Vec<usize> = Vec::new();
+
+    loop {
+        rx.borrow_and_update();
+        let ended = {
+            let inner = cache.inner.lock().expect("poisoned");
+            let store = &inner.store;
+            if floor.is_none() {
+                if let Some(newest) = store.newest() {
+                    floor = Some(match start {
+                        Start::Newest => newest.id,
+                        Start::NextGroup => newest.id + 1,
+                        Start::Group(g) if store.get(g).is_some() => g,
+                        Start::Group(g) => g.max(newest.id),
+                    });
+                }
+            }
+            if let Some(f) = floor {
+                for id in store.ids() {
+                    if id >= f && !open.iter().any(|o| o.id == id) {
+                        let g = store.get(id).expect("listed");
+                        to_open.push((g.id, g.subgroup, g.priority));
+                    }
+                }
+            }
+            for (i, o) in open.iter().enumerate() {
+                match store.get(o.id) {
+                    Some(g) => batch.push((i, g.objects[o.next..].to_vec(), g.ended())),
+                    None => gone.push(i),
+                }
+            }
+            // New groups: their objects are read on the next pass through the loop.
+            match &inner.upstream {
+                UpstreamState::Ended(e) => Some(e.clone()),
+                _ => None,
+            }
+        };
+
+        let opened_any = !to_open.is_empty();
+        for (id, subgroup, priority) in to_open.drain(..) {
+            match out.create(serve::Subgroup {
+                group_id: id,
+                subgroup_id: subgroup,
+                priority,
+            }) {
+                Ok(writer) => open.push(OpenGroup { id, writer, next: 0 }),
+                Err(serve::ServeError::Duplicate) => {}
+                Err(e) => return Err(e),
+            }
+            floor = Some(floor.unwrap_or(0).max(id + 1));
+        }
+
+        let mut finished: Vec<usize> = Vec::new();
+        for (i, objects, group_ended) in batch.drain(..) {
+            let o = &mut open[i];
+            for obj in objects {
+                let size = obj.payload.len();
+                let ext = (!obj.properties.is_empty()).then_some(obj.properties);
+                let mut w = o.writer.create_with_id(obj.id, size, ext)?;
+                w.write(obj.payload)?;
+                o.next += 1;
+                backlog.hand(size);
+                metrics.objects_out.fetch_add(1, Ordering::Relaxed);
+                metrics.bytes_out.fetch_add(size as u64, Ordering::Relaxed);
+            }
+            if group_ended {
+                finished.push(i);
+            }
+        }
+        // Evicted while this subscriber still had it open: it was too far behind for it.
+        for &i in &gone {
+            metrics.groups_dropped.fetch_add(1, Ordering::Relaxed);
+            finished.push(i);
+        }
+        finished.sort_unstable();
+        finished.dedup();
+        for &i in finished.iter().rev() {
+            let o = open.swap_remove(i);
+            if gone.contains(&i) {
+                let _ = o.writer.close(serve::ServeError::Closed(TOO_FAR_BEHIND));
+            } else {
+                drop(o.writer); // clean FIN
+            }
+        }
+        gone.clear();
+
+        // A slow connection: drop every open group but the newest, and start over there.
+        if open.len() > 1 && backlog.bytes() > backlog.limit {
+            open.sort_by_key(|o| o.id);
+            let newest = open.pop().expect("len > 1");
+            for o in open.drain(..) {
+                metrics.groups_dropped.fetch_add(1, Ordering::Relaxed);
+                let _ = o.writer.close(serve::ServeError::Closed(TOO_FAR_BEHIND));
+            }
+            open.push(newest);
+            backlog.reset();
+            metrics.slow_skips.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("subscriber too far behind: dropped stale groups");
+        }
+
+        if opened_any {
+            // Copy the new groups' objects before waiting for more.
+            continue;
+        }
+
+        if let Some(err) = ended {
+            // Nothing more will arrive: finish complete groups, reset partial ones.
+            let done: Vec<bool> = cache.with_store(|s| {
+                open.iter()
+                    .map(|o| s.get(o.id).is_some_and(|g| g.complete && g.objects.len() == o.next))
+                    .collect()
+            });
+            for (o, complete) in open.drain(..).zip(done) {
+                if !complete {
+                    let _ = o.writer.close(serve::ServeError::Closed(
+                        transport::message::PublishDoneCode::TrackEnded as u64,
+                    ));
+                }
+            }
+            return match err {
+                None => Ok(()),
+                Some(e) => Err(e),
+            };
+        }
+
+        if rx.changed().await.is_err() {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! moqcast relay: accepts MoQ (draft-18) sessions over raw QUIC (`moqt-18`) and WebTransport
+//! (`h3`) on one UDP port, registers announced broadcasts, and fans each track out from one
+//! upstream subscription through a bounded per-track group cache.
+//!
+//! Data flow (see docs/relay.md): session -> broadcast (namespace) -> track -> group -> object
+//! -> per-subscriber pump -> subscriber's stream.
+
+pub mod cache;
+pub mod config;
+pub mod fanout;
+pub mod http;
+pub mod metrics;
+pub mod origin;
+pub mod session;
+pub mod tls;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use moqcast_media::moq::{self, Transport};
+use tokio_util_shim::CancellationToken;
+
+pub use config::{Args, Config};
+
+/// Shared state of a running relay.
+pub struct RelayState {
+    pub config: Config,
+    pub origin: origin::Origin,
+    pub metrics: Arc<metrics::Metrics>,
+    /// Hex SHA-256 of the served certificate.
+    pub fingerprint: String,
+    next_session: AtomicU64,
+}
+
+/// A bound relay, ready to run.
+pub struct Relay {
+    state: Arc<RelayState>,
+    endpoint: quinn::Endpoint,
+    http: tokio::net::TcpListener,
+}
+
+impl Relay {
+    /// Binds the UDP and TCP sockets and prepares TLS.
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        let identity = match &config.tls {
+            config::TlsSource::Files { cert, key } => tls::Identity::load(cert, key)?,
+            config::TlsSource::Generate(names) => tls::Identity::generate(names)?,
+        };
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
+            .context("QUIC TLS configuration")?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut transport = moq::transport_config();
+        transport.max_concurrent_uni_streams(config.max_streams.into());
+        transport.max_concurrent_bidi_streams(config.max_streams.min(1024).into());
+        server.transport_config(Arc::new(transport));
+        let endpoint = quinn::Endpoint::server(server, config.bind)
+            .with_context(|| format!("could not bind UDP {}", config.bind))?;
+        let http = tokio::net::TcpListener::bind(config.http_bind)
+            .await
+            .with_context(|| format!("could not bind TCP {}", config.http_bind))?;
+        let metrics = Arc::new(metrics::Metrics::default());
+        let state = Arc::new(RelayState {
+            origin: origin::Origin::new(config.cache, metrics.clone()),
+            metrics,
+            fingerprint: identity.fingerprint_hex(),
+            config,
+            next_session: AtomicU64::new(1),
+        });
+        Ok(Self { state, endpoint, http })
+    }
+
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr().expect("bound")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound")
+    }
+
+    pub fn state(&self) -> Arc<RelayState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, closes sessions (GOAWAY-free
+    /// close with code 0 "shutting down") and returns.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let Relay { state, endpoint, http } = self;
+        let cancel = CancellationToken::default();
+        let http_task = {
+            let app = http::router(state.clone());
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(http, app)
+                    .with_graceful_shutdown(async move { cancel.cancelled().await })
+                    .await;
+            })
+        };
+        let mut sessions = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                incoming = endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    if state.metrics.sessions.load(Ordering::Relaxed) as usize >= state.config.max_sessions {
+                        state.metrics.sessions_rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(peer = %incoming.remote_address(), "session limit reached: refusing connection");
+                        incoming.refuse();
+                        continue;
+                    }
+                    let state = state.clone();
+                    sessions.spawn(accept(state, incoming));
+                }
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                () = &mut shutdown => break,
+            }
+        }
+        tracing::info!("shutting down: closing sessions");
+        endpoint.close(0u32.into(), b"relay shutting down");
+        sessions.abort_all();
+        cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        let _ = http_task.await;
+        Ok(())
+    }
+}
+
+async fn accept(state: Arc<RelayState>, incoming: quinn::Incoming) {
+    let peer = incoming.remote_address();
+    let id = state.next_session.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("session", id, %peer);
+    let _enter = span.clone();
+    let res = tracing::Instrument::instrument(handshake_and_run(state.clone(), incoming, id), span).await;
+    if let Err(e) = res {
+        state.metrics.session_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(id, %peer, error = format!("{e:#}"), "session ended with an error");
+    }
+}
+
+async fn handshake_and_run(state: Arc<RelayState>, incoming: quinn::Incoming, id: u64) -> anyhow::Result<()> {
+    let conn = tokio::time::timeout(Duration::from_secs(10), incoming)
+        .await
+        .context("QUIC handshake timed out")?
+        .context("QUIC handshake failed")?;
+    let alpn = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .context("peer negotiated no ALPN")?;
+    let (wt, transport) = if alpn == moq::WEBTRANSPORT_ALPN.as_bytes() {
+        let request = tokio::time::timeout(Duration::from_secs(10), web_transport_quinn::Request::accept(conn.clone()))
+            .await
+            .context("WebTransport CONNECT timed out")?
+            .context("WebTransport CONNECT failed")?;
+        // draft-18 §3.1.3: the client offers MoQT versions in WT-Available-Protocols.
+        // A client that offers none (older browsers' libraries) gets draft-18 too.
+        if !request.protocols.is_empty() && !request.protocols.iter().any(|p| p == moq::MOQT_ALPN) {
+            let offered = request.protocols.join(",");
+            let _ = request.reject(web_transport_quinn::http::StatusCode::NOT_ACCEPTABLE).await;
+            anyhow::bail!("WebTransport client offered no supported MoQT version (offered {offered}, we speak {})", moq::MOQT_ALPN);
+        }
+        let offered = !request.protocols.is_empty();
+        let mut response = web_transport_quinn::proto::ConnectResponse::OK;
+        if offered {
+            response = response.with_protocol(moq::MOQT_ALPN.to_string());
+        }
+        let session = request.respond(response).await.context("WebTransport response")?;
+        (session, Transport::WebTransport)
+    } else if alpn == moq::MOQT_ALPN.as_bytes() {
+        let url = url::Url::parse("moqt://relay/").expect("valid");
+        let session = web_transport_quinn::Session::raw(conn.clone(), url, web_transport_quinn::proto::ConnectResponse::default());
+        (session, Transport::RawQuic)
+    } else {
+        anyhow::bail!("unsupported ALPN {:?}", String::from_utf8_lossy(&alpn));
+    };
+    state.metrics.sessions.fetch_add(1, Ordering::Relaxed);
+    state.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(?transport, "session accepted");
+    let res = session::run(state.clone(), wt, transport, conn, id).await;
+    state.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+    res
+}
+
+/// A tiny cancellation token (avoids pulling tokio-util for one type).
+mod tokio_util_shim {
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+
+    #[derive(Clone, Default)]
+    pub struct CancellationToken(Arc<(Notify, std::sync::atomic::AtomicBool)>);
+
+    impl CancellationToken {
+        pub fn cancel(&self) {
+            self.0 .1.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.0 .0.notify_waiters();
+        }
+        pub async fn cancelled(&self) {
+            loop {
+                let notified = self.0 .0.notified();
+                if self.0 .1.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+}

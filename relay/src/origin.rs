@@ -1,0 +1,229 @@
+//! The relay's registry of live broadcasts (announced namespaces) and their tracks.
+//!
+//! * A publisher's PUBLISH_NAMESPACE makes its namespace a broadcast here. If the same namespace
+//!   is announced again (a publisher reconnecting before its old session timed out), the newest
+//!   session wins: the old session's tracks end (subscribers get PUBLISH_DONE and resubscribe).
+//! * When the publishing session ends or sends PUBLISH_NAMESPACE_DONE, the broadcast is removed,
+//!   its tracks end and namespace subscribers get NAMESPACE_DONE.
+//! * A track gets one upstream SUBSCRIBE the first time anyone subscribes; later subscribers
+//!   share its cache. When the last subscriber leaves, the cache is dropped and the upstream
+//!   subscription cancelled.
+
+use std::{
+    collections::HashMap,
+    sync::{atomic::Ordering, Arc, Mutex, Weak},
+};
+
+use moqcast_media::moq::{self, serve, Subscriber, TrackNamespace};
+
+use crate::{cache::CacheLimits, fanout::TrackCache, metrics::Metrics};
+
+/// A namespace came or went (for SUBSCRIBE_NAMESPACE).
+#[derive(Debug, Clone)]
+pub enum Announcement {
+    Active(TrackNamespace),
+    Ended(TrackNamespace),
+}
+
+/// One announced broadcast.
+pub struct Broadcast {
+    pub path: String,
+    pub namespace: TrackNamespace,
+    pub session: u64,
+    upstream: Option<Subscriber>,
+    tracks: Mutex<HashMap<String, Weak<TrackCache>>>,
+    /// Tracks pushed with PUBLISH stay cached while their publisher sends them.
+    pushed: Mutex<HashMap<String, Arc<TrackCache>>>,
+}
+
+impl Broadcast {
+    fn end_all(&self, err: Option<serve::ServeError>) {
+        let tracks: Vec<_> = self
+            .tracks
+            .lock()
+            .expect("poisoned")
+            .drain()
+            .filter_map(|(_, t)| t.upgrade())
+            .collect();
+        for t in tracks {
+            t.end(err.clone());
+        }
+        for (_, t) in self.pushed.lock().expect("poisoned").drain() {
+            t.end(err.clone());
+        }
+    }
+
+    /// Names of the tracks cached now.
+    pub fn track_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tracks
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .filter(|(_, t)| t.strong_count() > 0)
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.extend(self.pushed.lock().expect("poisoned").keys().cloned());
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// Why a track could not be found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LookupError {
+    #[error("no broadcast {0:?} is announced on this relay")]
+    NoBroadcast(String),
+    #[error("broadcast {0:?} has no track {1:?}")]
+    NoTrack(String, String),
+}
+
+/// All broadcasts of this relay.
+pub struct Origin {
+    broadcasts: Mutex<HashMap<String, Arc<Broadcast>>>,
+    events: tokio::sync::broadcast::Sender<Announcement>,
+    limits: CacheLimits,
+    metrics: Arc<Metrics>,
+}
+
+impl Origin {
+    pub fn new(limits: CacheLimits, metrics: Arc<Metrics>) -> Self {
+        Self {
+            broadcasts: Mutex::new(HashMap::new()),
+            events: tokio::sync::broadcast::channel(1024).0,
+            limits,
+            metrics,
+        }
+    }
+
+    /// Registers a broadcast announced by `session`; replaces an older one of the same path.
+    pub fn announce(&self, namespace: TrackNamespace, session: u64, upstream: Option<Subscriber>) -> Arc<Broadcast> {
+        let path = namespace.to_utf8_path();
+        let b = Arc::new(Broadcast {
+            path: path.clone(),
+            namespace: namespace.clone(),
+            session,
+            upstream,
+            tracks: Mutex::new(HashMap::new()),
+            pushed: Mutex::new(HashMap::new()),
+        });
+        let old = self
+            .broadcasts
+            .lock()
+            .expect("poisoned")
+            .insert(path.clone(), b.clone());
+        match old {
+            Some(old) => {
+                tracing::info!(broadcast = %path, old_session = old.session, session, "broadcast taken over by a new session");
+                old.end_all(Some(serve::ServeError::Closed(
+                    moq::transport::message::PublishDoneCode::GoingAway as u64,
+                )));
+            }
+            None => {
+                self.metrics.broadcasts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(broadcast = %path, session, "broadcast announced");
+            }
+        }
+        let _ = self.events.send(Announcement::Active(namespace));
+        b
+    }
+
+    /// Removes `path` if `session` still owns it.
+    pub fn unannounce(&self, path: &str, session: u64) {
+        let removed = {
+            let mut map = self.broadcasts.lock().expect("poisoned");
+            match map.get(path) {
+                Some(b) if b.session == session => map.remove(path),
+                _ => None,
+            }
+        };
+        if let Some(b) = removed {
+            self.metrics.broadcasts.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(broadcast = %path, session, "broadcast ended");
+            b.end_all(None);
+            let _ = self.events.send(Announcement::Ended(b.namespace.clone()));
+        }
+    }
+
+    /// Removes every broadcast of a session that ended.
+    pub fn session_closed(&self, session: u64) {
+        let paths: Vec<String> = self
+            .broadcasts
+            .lock()
+            .expect("poisoned")
+            .values()
+            .filter(|b| b.session == session)
+            .map(|b| b.path.clone())
+            .collect();
+        for p in paths {
+            self.unannounce(&p, session);
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<Arc<Broadcast>> {
+        self.broadcasts.lock().expect("poisoned").get(path).cloned()
+    }
+
+    /// Announced namespaces, sorted.
+    pub fn list(&self) -> Vec<Arc<Broadcast>> {
+        let mut v: Vec<_> = self.broadcasts.lock().expect("poisoned").values().cloned().collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v
+    }
+
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Announcement> {
+        self.events.subscribe()
+    }
+
+    /// The cache of a track, subscribing upstream if nobody has yet.
+    pub fn track(&self, namespace: &TrackNamespace, name: &str) -> Result<Arc<TrackCache>, LookupError> {
+        let path = namespace.to_utf8_path();
+        let b = self.get(&path).ok_or_else(|| LookupError::NoBroadcast(path.clone()))?;
+        if let Some(t) = b.pushed.lock().expect("poisoned").get(name) {
+            return Ok(t.clone());
+        }
+        let mut tracks = b.tracks.lock().expect("poisoned");
+        if let Some(t) = tracks.get(name).and_then(Weak::upgrade) {
+            return Ok(t);
+        }
+        let upstream = b
+            .upstream
+            .clone()
+            .ok_or_else(|| LookupError::NoTrack(path.clone(), name.into()))?;
+        let cache = TrackCache::new(&path, name, self.limits, self.metrics.clone());
+        let (writer, reader) = serve::Track::new(namespace.clone(), name).produce();
+        let mut upstream = upstream;
+        cache.spawn_upstream(reader, async move { upstream.subscribe(writer).await });
+        tracks.retain(|_, t| t.strong_count() > 0);
+        tracks.insert(name.into(), Arc::downgrade(&cache));
+        Ok(cache)
+    }
+
+    /// Registers a track its publisher pushed with PUBLISH (creating the broadcast if needed).
+    pub fn publish_track(&self, namespace: &TrackNamespace, name: &str, reader: serve::TrackReader, session: u64) -> Arc<TrackCache> {
+        let path = namespace.to_utf8_path();
+        let b = match self.get(&path) {
+            Some(b) if b.session == session => b,
+            _ => self.announce(namespace.clone(), session, None),
+        };
+        let cache = TrackCache::new(&path, name, self.limits, self.metrics.clone());
+        cache.spawn_upstream(reader, std::future::pending());
+        if let Some(old) = b.pushed.lock().expect("poisoned").insert(name.into(), cache.clone()) {
+            old.end(None);
+        }
+        cache
+    }
+
+    /// Forgets a pushed track whose PUBLISH ended.
+    pub fn unpublish_track(&self, path: &str, name: &str, cache: &Arc<TrackCache>) {
+        if let Some(b) = self.get(path) {
+            let mut pushed = b.pushed.lock().expect("poisoned");
+            if pushed.get(name).is_some_and(|c| Arc::ptr_eq(c, cache)) {
+                pushed.remove(name);
+            }
+        }
+        cache.end(None);
+    }
+}

@@ -1,0 +1,328 @@
+//! One MoQ session: a publisher, a subscriber, or both (a relay peer).
+//!
+//! Everything a session starts (subscriptions it serves, namespaces it announces) is owned by
+//! this session's task set and cancelled when it ends. A malformed message from the peer ends
+//! this session only (moq-transport closes it with a protocol error); nothing is shared with
+//! other sessions except through [`Origin`] and the track caches.
+
+use std::{sync::Arc, time::Duration};
+
+use moqcast_media::moq::{
+    serve,
+    transport::{
+        coding::Location,
+        data::{FetchRecord, FetchRecordObject},
+        message::{FilterType, RequestErrorCode},
+        session::{FetchOkInfo, FetchRequested, PublishReceived, Subscribed, SubscribedNamespace, TrackStatusRequested},
+    },
+    Publisher, Session, Subscriber, Transport,
+};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::{
+    fanout::{pump, Backlog, Start, TrackCache},
+    origin::{Announcement, LookupError},
+    RelayState,
+};
+
+/// How long a subscription waits for the upstream's first object.
+const UPSTREAM_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs a session until it ends.
+pub async fn run(
+    state: Arc<RelayState>,
+    wt: web_transport_quinn::Session,
+    transport: Transport,
+    conn: quinn::Connection,
+    id: u64,
+) -> anyhow::Result<()> {
+    let (session, publisher, subscriber) = Session::accept(wt.into(), None, transport).await?;
+    let backlog = Backlog::new(conn, state.config.subscriber_backlog_bytes);
+    let mut tasks = JoinSet::new();
+
+    let res = tokio::select! {
+        res = session.run() => res.map_err(anyhow::Error::from),
+        () = downstream(state.clone(), publisher, backlog) => Ok(()),
+        () = upstream(state.clone(), subscriber, id, &mut tasks) => Ok(()),
+    };
+    tasks.abort_all();
+    state.origin.session_closed(id);
+    res
+}
+
+/// Serves the peer as a subscriber: SUBSCRIBE, SUBSCRIBE_NAMESPACE, TRACK_STATUS, FETCH.
+async fn downstream(state: Arc<RelayState>, publisher: Option<Publisher>, backlog: Arc<Backlog>) {
+    let Some(publisher) = publisher else {
+        return std::future::pending().await;
+    };
+    publisher.accept_fetch();
+    let mut tasks = JoinSet::new();
+    let (mut p1, mut p2, mut p3, mut p4) = (publisher.clone(), publisher.clone(), publisher.clone(), publisher);
+    loop {
+        tokio::select! {
+            Some(sub) = p1.subscribed() => {
+                let span = tracing::info_span!("subscription", broadcast = %sub.info.track_namespace, track = %sub.info.track_name.to_string_lossy());
+                tasks.spawn(serve_subscription(state.clone(), sub, backlog.clone()).instrument(span));
+            }
+            Some(ns) = p2.subscribed_namespace() => {
+                tasks.spawn(serve_namespaces(state.clone(), ns));
+            }
+            Some(req) = p3.track_status_requested() => {
+                tasks.spawn(serve_track_status(state.clone(), req));
+            }
+            Some(req) = p4.fetch_requested() => {
+                tasks.spawn(serve_fetch(state.clone(), req));
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            else => return,
+        }
+    }
+}
+
+fn start_of(sub: &Subscribed) -> Start {
+    match sub.info.filter.as_ref().map(|f| f.filter_type) {
+        // Unfiltered and LargestObject both start at the newest group's first object, so video
+        // begins on a keyframe at once (the relay's documented choice, see docs/relay.md).
+        None | Some(FilterType::LargestObject) => Start::Newest,
+        Some(FilterType::NextGroupStart) => Start::NextGroup,
+        Some(FilterType::AbsoluteStart | FilterType::AbsoluteRange) => sub
+            .info
+            .start_location
+            .map(|l| Start::Group(l.group_id))
+            .unwrap_or(Start::Newest),
+    }
+}
+
+async fn resolve(state: &RelayState, namespace: &moqcast_media::moq::TrackNamespace, name: &str) -> Result<Arc<TrackCache>, serve::ServeError> {
+    let cache = state.origin.track(namespace, name).map_err(|e| match e {
+        LookupError::NoBroadcast(_) | LookupError::NoTrack(..) => serve::ServeError::NotFound,
+    })?;
+    match tokio::time::timeout(UPSTREAM_WAIT, cache.ready()).await {
+        Ok(Ok(())) => Ok(cache),
+        Ok(Err(e)) => Err(e.unwrap_or(serve::ServeError::NotFound)),
+        Err(_) => Err(serve::ServeError::Timeout),
+    }
+}
+
+async fn serve_subscription(state: Arc<RelayState>, sub: Subscribed, backlog: Arc<Backlog>) {
+    let name = sub.info.track_name.to_string_lossy().into_owned();
+    let cache = match resolve(&state, &sub.info.track_namespace, &name).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "subscription refused");
+            let _ = sub.close(e);
+            return;
+        }
+    };
+    let start = start_of(&sub);
+    let (writer, reader) = serve::Track::new(sub.info.track_namespace.clone(), name.as_str()).produce();
+    let mut out = match writer.subgroups() {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = sub.close(e);
+            return;
+        }
+    };
+    let metrics = state.metrics.clone();
+    metrics.subscriptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics.subscriptions_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(?start, "subscription started");
+
+    // SUBSCRIBE_OK carries no Largest Location: the relay starts the subscriber at the newest
+    // group itself (see `start_of`).
+    let serve = sub.serve_with_largest_location(reader, None);
+    tokio::pin!(serve);
+    tokio::select! {
+        res = &mut serve => {
+            tracing::debug!(result = ?res.err(), "subscription ended by the subscriber");
+        }
+        res = pump(cache, &mut out, start, backlog) => {
+            match res {
+                Ok(()) => drop(out),
+                Err(e) => { let _ = out.close(e); }
+            }
+            // Let the forwarder flush and send PUBLISH_DONE.
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut serve).await;
+        }
+    }
+    metrics.subscriptions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn serve_namespaces(state: Arc<RelayState>, mut ns: SubscribedNamespace) {
+    let prefix = ns.info.namespace_prefix.clone();
+    let mut events = state.origin.events();
+    if ns.ok().is_err() {
+        return;
+    }
+    for b in state.origin.list() {
+        if prefix.is_prefix_of(&b.namespace) && ns.namespace(&b.namespace).is_err() {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(Announcement::Active(n)) if prefix.is_prefix_of(&n) => {
+                    if ns.namespace(&n).is_err() { return; }
+                }
+                Ok(Announcement::Ended(n)) if prefix.is_prefix_of(&n) => {
+                    if ns.namespace_done(&n).is_err() { return; }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Resynchronise: announce what exists now (duplicates are ignored).
+                    for b in state.origin.list() {
+                        if prefix.is_prefix_of(&b.namespace) { let _ = ns.namespace(&b.namespace); }
+                    }
+                }
+                Err(_) => return,
+            },
+            _ = ns.closed() => return,
+        }
+    }
+}
+
+async fn serve_track_status(state: Arc<RelayState>, mut req: TrackStatusRequested) {
+    let namespace = req.request_msg.track_namespace.clone();
+    let name = req.request_msg.track_name.to_string_lossy().into_owned();
+    let cache = match resolve(&state, &namespace, &name).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = req.respond_error(RequestErrorCode::DoesNotExist as u64, &e.to_string());
+            return;
+        }
+    };
+    // A throw-away track whose only state is the cached largest location.
+    let (writer, reader) = serve::Track::new(namespace, name.as_str()).produce();
+    let mut keep = Vec::new();
+    if let (Ok(mut groups), Some((g, o))) = (writer.subgroups(), cache.largest()) {
+        if let Ok(mut w) = groups.create(serve::Subgroup { group_id: g, subgroup_id: 0, priority: 0 }) {
+            if let Ok(obj) = w.create_with_id(o, 0, None) {
+                keep.push(obj);
+            }
+            let _ = req.respond_ok(&reader);
+            return;
+        }
+    }
+    let _ = req.respond_ok(&reader);
+}
+
+async fn serve_fetch(state: Arc<RelayState>, req: FetchRequested) {
+    let Ok(Some(range)) = req.resolve().await else { return };
+    let name = range.track_name.to_string_lossy().into_owned();
+    let cache = match resolve(&state, &range.track_namespace, &name).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = req.reject(RequestErrorCode::DoesNotExist, &e.to_string());
+            return;
+        }
+    };
+    let start = range.start_location;
+    // End in request encoding: {group, 0} means through the whole group, else object + 1.
+    let end = range.end_location;
+    let within = |g: u64, o: u64| {
+        let l = Location::new(g, o);
+        l >= start
+            && if end.object_id == 0 {
+                g <= end.group_id
+            } else {
+                l < end
+            }
+    };
+    let objects = cache.with_store(|s| {
+        let mut v = Vec::new();
+        for id in s.ids() {
+            let g = s.get(id).expect("listed");
+            for o in &g.objects {
+                if within(g.id, o.id) {
+                    v.push((g.id, g.subgroup, g.priority, o.clone()));
+                }
+            }
+        }
+        v
+    });
+    let Some(last) = objects.last() else {
+        let _ = req.reject(RequestErrorCode::InvalidRange, "the requested range is not cached");
+        return;
+    };
+    let end_location = Location::new(last.0, last.3.id + 1);
+    let Ok(mut w) = req
+        .respond(FetchOkInfo {
+            end_of_track: false,
+            end_location,
+            params: Default::default(),
+            track_extensions: Default::default(),
+        })
+        .await
+    else {
+        return;
+    };
+    for (group, subgroup, priority, o) in objects {
+        let rec = FetchRecord::Object(FetchRecordObject {
+            group_id: group,
+            subgroup_id: Some(subgroup),
+            object_id: o.id,
+            publisher_priority: priority,
+            extension_headers: o.properties.clone(),
+            payload_length: o.payload.len() as u64,
+        });
+        if w.write_record(&rec).await.is_err() || w.write_payload(&o.payload).await.is_err() {
+            return;
+        }
+    }
+    let _ = w.finish().await;
+}
+
+/// Serves the peer as a publisher: PUBLISH_NAMESPACE and PUBLISH.
+async fn upstream(state: Arc<RelayState>, subscriber: Option<Subscriber>, session: u64, tasks: &mut JoinSet<()>) {
+    let Some(subscriber) = subscriber else {
+        return std::future::pending().await;
+    };
+    let (mut s1, mut s2) = (subscriber.clone(), subscriber.clone());
+    loop {
+        tokio::select! {
+            Some(mut pn) = s1.published_namespace() => {
+                let namespace = pn.info.namespace.clone();
+                let path = namespace.to_utf8_path();
+                if path.is_empty() || path.len() > 1024 {
+                    let _ = pn.reject(RequestErrorCode::NamespaceTooLarge as u64, "namespace must be 1..=1024 bytes");
+                    continue;
+                }
+                if pn.ok().is_err() {
+                    continue;
+                }
+                state.origin.announce(namespace, session, Some(subscriber.clone()));
+                let origin = state.clone();
+                tasks.spawn(async move {
+                    let _ = pn.closed().await;
+                    origin.origin.unannounce(&path, session);
+                });
+            }
+            Some(pr) = s2.publish_received() => {
+                accept_publish(&state, pr, session, tasks);
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            else => return std::future::pending().await,
+        }
+    }
+}
+
+fn accept_publish(state: &Arc<RelayState>, mut pr: PublishReceived, session: u64, tasks: &mut JoinSet<()>) {
+    let namespace = pr.namespace().clone();
+    let name = pr.name().to_string_lossy().into_owned();
+    let reader = match pr.ok(true) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not accept PUBLISH");
+            return;
+        }
+    };
+    let cache = state.origin.publish_track(&namespace, &name, reader, session);
+    let origin = state.clone();
+    let path = namespace.to_utf8_path();
+    tasks.spawn(async move {
+        let _ = pr.closed().await;
+        origin.origin.unpublish_track(&path, &name, &cache);
+    });
+}
