@@ -6,6 +6,7 @@
 //! * [`publish`]: puts a source on a relay as an MSF catalog plus LOC tracks.
 //! * [`subscribe`]: reads a broadcast back (catalog, tracks, stats, recording).
 
+pub mod cli;
 pub mod ingest;
 pub mod publish;
 pub mod record;

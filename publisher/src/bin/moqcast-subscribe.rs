@@ -1,0 +1,66 @@
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+use moqcast_publisher::{
+    cli::{init_tracing, TlsArgs},
+    subscribe::{run, SubscribeOptions},
+};
+
+/// Subscribe to a broadcast on a MoQ relay: record it to MP4, print its catalog or statistics.
+#[derive(Debug, Parser)]
+#[command(name = "moqcast-subscribe", version)]
+struct Cli {
+    /// Relay URL: https://host:port/ (WebTransport) or moqt://host:port (raw QUIC).
+    #[arg(long, env = "MOQCAST_URL")]
+    url: url::Url,
+    /// Broadcast name.
+    #[arg(long, env = "MOQCAST_BROADCAST")]
+    broadcast: String,
+    /// Record audio and video into this MP4 file.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Print the catalog JSON.
+    #[arg(long)]
+    catalog: bool,
+    /// Print per-track objects, bytes and one-way latency at the end.
+    #[arg(long)]
+    stats: bool,
+    /// Print the statistics as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    /// Seconds to keep retrying while the broadcast is not announced yet.
+    #[arg(long, default_value_t = 10.0)]
+    wait: f64,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    let opts = SubscribeOptions {
+        url: cli.url,
+        broadcast: cli.broadcast,
+        tls: cli.tls.client_tls()?,
+        output: cli.output,
+        duration: cli.duration.map(Duration::from_secs_f64),
+        print_catalog: cli.catalog,
+        stats: cli.stats || cli.json,
+        wait: Duration::from_secs_f64(cli.wait),
+    };
+    let summary = tokio::select! {
+        res = run(opts) => res?,
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+    };
+    if cli.stats {
+        print!("{}", summary.table());
+    }
+    if cli.json {
+        println!("{}", summary.json());
+    }
+    Ok(())
+}

@@ -1,0 +1,347 @@
+//! Reads a broadcast back from a relay: its catalog, its audio/video tracks into an MP4, and
+//! per-track statistics (objects, bytes, one-way latency from the LOC SEND_TIME property).
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use moqcast_media::{
+    catalog::{self, Catalog},
+    loc::LocProperties,
+    moq::{Client, ClientTls, ReceivedObject, TrackSubscription},
+    time::unix_micros,
+    Frame, MediaKind,
+};
+use tokio::sync::mpsc;
+use url::Url;
+
+use crate::{
+    ingest::{AudioInfo, VideoInfo},
+    record::Mp4Recorder,
+};
+
+/// What `moqcast-subscribe` does.
+#[derive(Debug, Clone)]
+pub struct SubscribeOptions {
+    pub url: Url,
+    pub broadcast: String,
+    pub tls: ClientTls,
+    pub output: Option<PathBuf>,
+    pub duration: Option<Duration>,
+    pub print_catalog: bool,
+    pub stats: bool,
+    /// How long to keep retrying while the broadcast is not (yet) announced.
+    pub wait: Duration,
+}
+
+/// Per-track counters.
+#[derive(Debug, Default, Clone)]
+pub struct TrackStats {
+    pub objects: u64,
+    pub bytes: u64,
+    pub groups: u64,
+    pub keyframes: u64,
+    /// One-way latencies in µs (publisher SEND_TIME to arrival here).
+    pub latencies_us: Vec<u64>,
+    /// Time from SUBSCRIBE to the first object.
+    pub first_object: Option<Duration>,
+    /// Whether the first video object was a keyframe.
+    pub first_is_keyframe: Option<bool>,
+}
+
+impl TrackStats {
+    fn percentile(&self, p: f64) -> Option<f64> {
+        if self.latencies_us.is_empty() {
+            return None;
+        }
+        let mut v = self.latencies_us.clone();
+        v.sort_unstable();
+        let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+        Some(v[idx] as f64 / 1000.0)
+    }
+}
+
+/// The outcome of a subscription run.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub catalog: Option<Catalog>,
+    pub tracks: BTreeMap<String, TrackStats>,
+}
+
+impl Summary {
+    /// A table for `--stats`.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{:<10} {:>8} {:>12} {:>7} {:>10} {:>10} {:>10} {:>12}\n",
+            "track", "objects", "bytes", "groups", "lat p50ms", "lat p99ms", "lat max", "first obj ms"
+        );
+        for (name, t) in &self.tracks {
+            let f = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
+            s.push_str(&format!(
+                "{:<10} {:>8} {:>12} {:>7} {:>10} {:>10} {:>10} {:>12}\n",
+                name,
+                t.objects,
+                t.bytes,
+                t.groups,
+                f(t.percentile(0.5)),
+                f(t.percentile(0.99)),
+                f(t.percentile(1.0)),
+                f(t.first_object.map(|d| d.as_secs_f64() * 1000.0)),
+            ));
+        }
+        s
+    }
+
+    /// The same as one JSON object.
+    pub fn json(&self) -> serde_json::Value {
+        let tracks: serde_json::Map<String, serde_json::Value> = self
+            .tracks
+            .iter()
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    serde_json::json!({
+                        "objects": t.objects,
+                        "bytes": t.bytes,
+                        "groups": t.groups,
+                        "keyframes": t.keyframes,
+                        "latency_p50_ms": t.percentile(0.5),
+                        "latency_p99_ms": t.percentile(0.99),
+                        "latency_max_ms": t.percentile(1.0),
+                        "first_object_ms": t.first_object.map(|d| d.as_secs_f64() * 1000.0),
+                        "first_is_keyframe": t.first_is_keyframe,
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({ "tracks": tracks })
+    }
+}
+
+/// Codec configuration for the recorder, from the catalog.
+pub fn media_from_catalog(cat: &Catalog) -> anyhow::Result<(Option<VideoInfo>, Option<AudioInfo>)> {
+    let video = match cat.video_tracks().next() {
+        Some(t) => {
+            let avcc = cat
+                .init_data_bytes(t)?
+                .context("the video track has no decoder configuration (initRef) in the catalog")?;
+            Some(VideoInfo {
+                codec: t.codec.clone().unwrap_or_default(),
+                width: t.width.unwrap_or(0),
+                height: t.height.unwrap_or(0),
+                framerate: t.framerate.unwrap_or(30.0),
+                avcc,
+                bitrate: t.bitrate,
+            })
+        }
+        None => None,
+    };
+    let audio = match cat.audio_tracks().next() {
+        Some(t) => Some(AudioInfo {
+            codec: t.codec.clone().unwrap_or_default(),
+            sample_rate: t.samplerate.unwrap_or(48_000),
+            channels: t
+                .channel_config
+                .as_deref()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(2),
+            description: cat.init_data_bytes(t)?,
+            bitrate: t.bitrate,
+        }),
+        None => None,
+    };
+    Ok((video, audio))
+}
+
+/// Subscribes, records and measures until the tracks end or `duration` passes.
+pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
+    let client = Client::new(&opts.tls)?;
+    let conn = client.connect(&opts.url).await?;
+    let subscriber = conn.subscriber.clone();
+    let session = conn.session.run();
+    tokio::pin!(session);
+    let started = Instant::now();
+    let deadline = async {
+        match opts.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+
+    // 1. The catalog (retrying while the broadcast is not announced yet).
+    let catalog = tokio::select! {
+        res = &mut session => anyhow::bail!("session ended before the catalog arrived: {res:?}"),
+        () = &mut deadline => anyhow::bail!("no catalog for {} within the duration", opts.broadcast),
+        cat = fetch_catalog(&subscriber, &opts.broadcast, opts.wait) => cat?,
+    };
+    let mut summary = Summary {
+        catalog: Some(catalog.clone()),
+        ..Default::default()
+    };
+    if opts.print_catalog {
+        println!("{}", serde_json::to_string_pretty(&serde_json::from_slice::<serde_json::Value>(&catalog.to_json())?)?);
+        if opts.output.is_none() && !opts.stats {
+            return Ok(summary);
+        }
+    }
+
+    // 2. The media tracks.
+    let (video, audio) = media_from_catalog(&catalog)?;
+    let mut tracks: Vec<(String, MediaKind)> = Vec::new();
+    if let Some(t) = catalog.video_tracks().next() {
+        tracks.push((t.name.clone(), MediaKind::Video));
+    }
+    if let Some(t) = catalog.audio_tracks().next() {
+        tracks.push((t.name.clone(), MediaKind::Audio));
+    }
+    if tracks.is_empty() {
+        anyhow::bail!("the catalog of {} lists no audio or video track", opts.broadcast);
+    }
+
+    let recorder = match &opts.output {
+        Some(path) => Some(spawn_recorder(path.clone(), video, audio)?),
+        None => None,
+    };
+    let (obj_tx, mut obj_rx) = mpsc::channel::<(String, MediaKind, Result<ReceivedObject, String>)>(256);
+    let mut readers = tokio::task::JoinSet::new();
+    for (name, kind) in &tracks {
+        let (mut sub, driver) = TrackSubscription::new(&subscriber, &opts.broadcast, name);
+        let tx = obj_tx.clone();
+        let name = name.clone();
+        let kind = *kind;
+        readers.spawn(async move {
+            let read = async {
+                loop {
+                    match sub.next().await {
+                        Ok(Some(o)) => {
+                            if tx.send((name.clone(), kind, Ok(o))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => return,
+                        Err(e) => {
+                            let _ = tx.send((name.clone(), kind, Err(e.to_string()))).await;
+                            return;
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                res = driver => if let Err(e) = res { let _ = tx.send((name.clone(), kind, Err(e.to_string()))).await; },
+                () = read => {},
+            }
+        });
+    }
+    drop(obj_tx);
+    let subscribed_at = Instant::now();
+
+    let mut last_group: BTreeMap<String, u64> = BTreeMap::new();
+    let mut end_error = None;
+    loop {
+        tokio::select! {
+            res = &mut session => { end_error = Some(format!("session ended: {res:?}")); break; }
+            () = &mut deadline => break,
+            next = obj_rx.recv() => {
+                let Some((name, kind, res)) = next else { break };
+                let obj = match res {
+                    Ok(o) => o,
+                    Err(e) => { tracing::warn!(track = %name, error = %e, "track ended with an error"); continue; }
+                };
+                let stats = summary.tracks.entry(name.clone()).or_default();
+                let props = LocProperties::from_extension_headers(&obj.properties).unwrap_or_default();
+                let keyframe = match kind {
+                    MediaKind::Video => moqcast_media::h264::is_keyframe_avcc(&obj.payload, 4),
+                    MediaKind::Audio => true,
+                };
+                if stats.objects == 0 {
+                    stats.first_object = Some(subscribed_at.elapsed());
+                    stats.first_is_keyframe = Some(keyframe);
+                }
+                stats.objects += 1;
+                stats.bytes += obj.payload.len() as u64;
+                if keyframe && kind == MediaKind::Video {
+                    stats.keyframes += 1;
+                }
+                if last_group.get(&name) != Some(&obj.group_id) {
+                    stats.groups += 1;
+                    last_group.insert(name.clone(), obj.group_id);
+                }
+                if let Some(sent) = props.send_time_us {
+                    stats.latencies_us.push(unix_micros().saturating_sub(sent));
+                }
+                if let (Some(rec), Some(pts)) = (&recorder, props.timestamp_us()) {
+                    let frame = Frame { pts_us: pts, keyframe, payload: obj.payload };
+                    if rec.0.send((kind, frame)).await.is_err() {
+                        end_error = Some("the recorder stopped".into());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    readers.abort_all();
+    if let Some((tx, handle)) = recorder {
+        drop(tx);
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("recorder thread panicked"))?
+            .context("finishing the recording")?;
+    }
+    tracing::info!(elapsed = ?started.elapsed(), error = ?end_error, "subscription ended");
+    if summary.tracks.values().all(|t| t.objects == 0) {
+        anyhow::bail!(
+            "received no media from {}{}",
+            opts.broadcast,
+            end_error.map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+    }
+    Ok(summary)
+}
+
+type RecorderHandle = (
+    mpsc::Sender<(MediaKind, Frame)>,
+    std::thread::JoinHandle<anyhow::Result<()>>,
+);
+
+fn spawn_recorder(path: PathBuf, video: Option<VideoInfo>, audio: Option<AudioInfo>) -> anyhow::Result<RecorderHandle> {
+    let mut rec = Mp4Recorder::create(&path, video.as_ref(), audio.as_ref())
+        .with_context(|| format!("creating {}", path.display()))?;
+    let (tx, mut rx) = mpsc::channel::<(MediaKind, Frame)>(512);
+    let handle = std::thread::Builder::new().name("recorder".into()).spawn(move || {
+        while let Some((kind, frame)) = rx.blocking_recv() {
+            rec.write(kind, &frame)?;
+        }
+        rec.finish()?;
+        Ok(())
+    })?;
+    Ok((tx, handle))
+}
+
+/// Reads the newest catalog of `broadcast`, retrying for `wait` while it is not announced.
+pub async fn fetch_catalog(subscriber: &moqcast_media::moq::Subscriber, broadcast: &str, wait: Duration) -> anyhow::Result<Catalog> {
+    let give_up = Instant::now() + wait;
+    loop {
+        let (mut sub, driver) = TrackSubscription::new(subscriber, broadcast, catalog::CATALOG_TRACK_NAME);
+        let attempt = async {
+            tokio::select! {
+                res = driver => Err(anyhow::anyhow!("catalog subscription ended: {:?}", res.err())),
+                obj = sub.next() => match obj? {
+                    Some(o) => Ok(Catalog::parse(&o.payload).context("the broadcast's catalog is invalid")?),
+                    None => Err(anyhow::anyhow!("catalog track ended without a catalog")),
+                },
+            }
+        };
+        match attempt.await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() < give_up && e.to_string().contains("subscription ended") => {
+                tracing::debug!(error = %e, "catalog not available yet; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.context(format!("could not read the catalog of {broadcast:?}"))),
+        }
+    }
+}

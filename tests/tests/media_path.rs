@@ -1,0 +1,81 @@
+//! The core media path end to end on loopback: relay + `moqcast-publish --input testsrc` +
+//! `moqcast-subscribe`, over raw QUIC (`moqt://`) and WebTransport (`https://`).
+
+use std::{process::Stdio, time::Duration};
+
+use moqcast_tests::{command, init_tracing, probe, TempDir, TestRelay};
+
+const PUBLISH_SECONDS: u64 = 10;
+const FPS: u64 = 30;
+
+async fn publish_record_and_late_join(scheme: &str) {
+    init_tracing();
+    let relay = TestRelay::start(&[]).await;
+    let url = relay.url(scheme);
+    let dir = TempDir::new(&format!("e2e-{scheme}"));
+    let out = dir.path("out.mp4");
+
+    // The subscriber starts first and waits for the broadcast to be announced.
+    let recorder = command("moqcast-subscribe")
+        .args(["--url", &url, "--broadcast", "demo", "--tls-fingerprint", &relay.fingerprint])
+        .args(["--output", out.to_str().unwrap(), "--duration", &(PUBLISH_SECONDS + 4).to_string(), "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut publisher = command("moqcast-publish")
+        .args(["--url", &url, "--broadcast", "demo", "--input", "testsrc", "--tls-disable-verify"])
+        .args(["--duration", &PUBLISH_SECONDS.to_string()])
+        .spawn()
+        .unwrap();
+
+    // A second subscriber joins 5 s into the broadcast.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let late = tokio::task::spawn_blocking({
+        let url = url.clone();
+        let fp = relay.fingerprint.clone();
+        move || {
+            command("moqcast-subscribe")
+                .args(["--url", &url, "--broadcast", "demo", "--tls-fingerprint", &fp, "--duration", "2", "--json"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(late.status.success(), "late subscriber failed: {}", String::from_utf8_lossy(&late.stderr));
+    let stats: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&late.stdout).lines().last().unwrap()).unwrap();
+    let video = &stats["tracks"]["video"];
+    let first_ms = video["first_object_ms"].as_f64().expect("late joiner got video");
+    assert!(first_ms < 1000.0, "first video frame took {first_ms} ms");
+    assert_eq!(video["first_is_keyframe"], true, "first video frame must be a keyframe: {stats}");
+
+    let status = tokio::task::spawn_blocking(move || publisher.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "publisher failed");
+    let rec = tokio::task::spawn_blocking(move || recorder.wait_with_output()).await.unwrap().unwrap();
+    assert!(rec.status.success(), "recorder failed: {}", String::from_utf8_lossy(&rec.stderr));
+
+    let streams = probe(&out);
+    let video = streams.iter().find(|s| s.0 == "video").expect("a video stream");
+    assert_eq!(video.1, "h264");
+    assert!(streams.iter().any(|s| s.0 == "audio"), "an audio stream: {streams:?}");
+    let published = PUBLISH_SECONDS * FPS;
+    assert!(
+        video.2 * 100 >= published * 95,
+        "recorded {} of {published} video frames",
+        video.2
+    );
+
+    let metrics = relay.http_get("/metrics");
+    assert!(metrics.contains("moqcast_objects_out_total"), "{metrics}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testsrc_end_to_end_over_raw_quic() {
+    publish_record_and_late_join("moqt").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testsrc_end_to_end_over_webtransport() {
+    publish_record_and_late_join("https").await;
+}
