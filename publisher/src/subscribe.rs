@@ -326,22 +326,26 @@ pub async fn fetch_catalog(subscriber: &moqcast_media::moq::Subscriber, broadcas
     let give_up = Instant::now() + wait;
     loop {
         let (mut sub, driver) = TrackSubscription::new(subscriber, broadcast, catalog::CATALOG_TRACK_NAME);
+        // Outer error: the catalog could not be read (retry); inner: it was read but is invalid.
         let attempt = async {
             tokio::select! {
-                res = driver => Err(anyhow::anyhow!("catalog subscription ended: {:?}", res.err())),
-                obj = sub.next() => match obj? {
-                    Some(o) => Ok(Catalog::parse(&o.payload).context("the broadcast's catalog is invalid")?),
-                    None => Err(anyhow::anyhow!("catalog track ended without a catalog")),
+                res = driver => Err(anyhow::anyhow!("catalog subscription ended: {}", res.err().map(|e| e.to_string()).unwrap_or_else(|| "no catalog".into()))),
+                obj = sub.next() => match obj {
+                    Ok(Some(o)) => Ok(Catalog::parse(&o.payload)),
+                    Ok(None) => Err(anyhow::anyhow!("catalog track ended without a catalog")),
+                    Err(e) => Err(anyhow::anyhow!("catalog subscription failed: {e}")),
                 },
             }
         };
         match attempt.await {
-            Ok(c) => return Ok(c),
-            Err(e) if Instant::now() < give_up && e.to_string().contains("subscription ended") => {
+            Ok(parsed) => {
+                return parsed.with_context(|| format!("the catalog of {broadcast:?} is invalid"));
+            }
+            Err(e) if Instant::now() < give_up => {
                 tracing::debug!(error = %e, "catalog not available yet; retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(e) => return Err(e.context(format!("could not read the catalog of {broadcast:?}"))),
+            Err(e) => return Err(e.context(format!("could not read the catalog of {broadcast:?} (is it being published?)"))),
         }
     }
 }

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Run every cargo-fuzz target in fuzz/ for a while; exit non-zero if any of them crashes.
+#
+#   scripts/fuzz.sh                      # every target, FUZZ_SECONDS (default 10) seconds each
+#   FUZZ_SECONDS=600 scripts/fuzz.sh catalog
+#
+# Needs a nightly toolchain (`rustup toolchain install nightly`); installs cargo-fuzz when
+# `cargo fuzz` is missing. New interesting inputs go to fuzz/corpus/TARGET (git-ignored); the
+# checked-in seeds in fuzz/seeds/TARGET are read as a second corpus. A crash leaves its input in
+# fuzz/artifacts/TARGET; reproduce it with `cargo +nightly fuzz run --fuzz-dir fuzz TARGET FILE`.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+seconds="${FUZZ_SECONDS:-10}"
+toolchain="${FUZZ_TOOLCHAIN:-nightly}"
+
+if ! cargo "+$toolchain" fuzz --version >/dev/null 2>&1; then
+    echo "fuzz.sh: installing cargo-fuzz" >&2
+    cargo install cargo-fuzz --locked
+fi
+
+if [ "$#" -gt 0 ]; then
+    targets=("$@")
+else
+    mapfile -t targets < <(cargo "+$toolchain" fuzz list --fuzz-dir fuzz)
+fi
+
+failed=()
+for target in "${targets[@]}"; do
+    echo "fuzz.sh: running $target for ${seconds}s" >&2
+    mkdir -p "fuzz/corpus/$target"
+    seeds=()
+    if [ -d "fuzz/seeds/$target" ]; then
+        seeds=("fuzz/seeds/$target")
+    fi
+    if ! cargo "+$toolchain" fuzz run --fuzz-dir fuzz "$target" \
+        "fuzz/corpus/$target" "${seeds[@]}" \
+        -- -max_total_time="$seconds" -timeout=10; then
+        failed+=("$target")
+    fi
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "fuzz.sh: FAILED: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
+    exit 1
+fi
+echo "fuzz.sh: all ${#targets[@]} target(s) ran ${seconds}s without a crash" >&2
