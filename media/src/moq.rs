@@ -350,6 +350,16 @@ pub fn namespace(broadcast: &str) -> TrackNamespace {
     TrackNamespace::from_utf8_path(broadcast.trim_matches('/'))
 }
 
+/// The broadcast path of a namespace: its fields joined by `/` (`live/demo`).
+pub fn broadcast_path(namespace: &TrackNamespace) -> String {
+    namespace.to_utf8_path().trim_start_matches('/').to_string()
+}
+
+/// A namespace as a prefix, for matching longer namespaces below it.
+pub fn as_prefix(namespace: &TrackNamespace) -> transport::coding::TrackNamespacePrefix {
+    transport::coding::TrackNamespacePrefix::from_utf8_path(&broadcast_path(namespace))
+}
+
 /// One object as read from a subscription.
 #[derive(Debug, Clone)]
 pub struct ReceivedObject {

@@ -15,13 +15,14 @@
 use std::{collections::VecDeque, time::Duration};
 
 use bytes::Bytes;
-use moqcast_media::moq::ExtensionHeaders;
+use moqcast_media::moq::{transport::data::ObjectStatus, ExtensionHeaders};
 use tokio::time::Instant;
 
 /// Limits of one track's cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheLimits {
     pub max_bytes: usize,
+    /// Distinct group ids kept.
     pub max_groups: usize,
     pub max_age: Duration,
 }
@@ -36,24 +37,42 @@ impl Default for CacheLimits {
     }
 }
 
-/// One cached object.
+/// One cached object (or an End of Group / End of Track marker).
 #[derive(Debug, Clone)]
 pub struct CachedObject {
     pub id: u64,
+    pub status: ObjectStatus,
     pub properties: ExtensionHeaders,
     pub payload: Bytes,
+    /// Datagram tracks: this object closed its group.
+    pub end_of_group: bool,
 }
 
-/// One cached group (a subgroup stream, for the tracks we relay: one per group).
+impl CachedObject {
+    pub fn new(id: u64, properties: ExtensionHeaders, payload: Bytes) -> Self {
+        Self {
+            id,
+            status: ObjectStatus::NormalObject,
+            properties,
+            payload,
+            end_of_group: false,
+        }
+    }
+}
+
+/// Identifies a cache entry: a subgroup of a group.
+pub type Key = (u64, u64);
+
+/// One cached subgroup stream.
 #[derive(Debug)]
 pub struct CachedGroup {
     pub id: u64,
     pub subgroup: u64,
     pub priority: u8,
     pub objects: Vec<CachedObject>,
-    /// The publisher finished the group's stream cleanly.
+    /// The publisher finished the stream cleanly.
     pub complete: bool,
-    /// The publisher reset the group's stream: what is cached is all there will be.
+    /// The publisher reset the stream: what is cached is all there will be.
     pub aborted: bool,
     pub opened: Instant,
     pub bytes: usize,
@@ -64,29 +83,33 @@ impl CachedGroup {
     pub fn ended(&self) -> bool {
         self.complete || self.aborted
     }
+
+    pub fn key(&self) -> Key {
+        (self.id, self.subgroup)
+    }
 }
 
 /// Why the store refused an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError {
-    #[error("group {0} was already received")]
-    DuplicateGroup(u64),
-    #[error("object for unknown or evicted group {0}")]
-    UnknownGroup(u64),
+    #[error("subgroup {1} of group {0} was already received")]
+    DuplicateGroup(u64, u64),
+    #[error("object for unknown or evicted subgroup {1} of group {0}")]
+    UnknownGroup(u64, u64),
     #[error("object {object} of group {group} does not follow object {last}")]
     ObjectOrder { group: u64, object: u64, last: u64 },
     #[error("object of {0} bytes exceeds the track cache budget")]
     ObjectTooLarge(usize),
 }
 
-/// The groups of one track.
+/// The recent subgroups of one track.
 #[derive(Debug)]
 pub struct GroupStore {
     limits: CacheLimits,
     groups: VecDeque<CachedGroup>,
     bytes: usize,
-    /// Groups evicted so far (for metrics).
+    /// Entries evicted so far (for metrics).
     pub evicted: u64,
 }
 
@@ -109,6 +132,7 @@ impl GroupStore {
         self.bytes
     }
 
+    /// Cached subgroups.
     pub fn len(&self) -> usize {
         self.groups.len()
     }
@@ -117,33 +141,47 @@ impl GroupStore {
         self.groups.is_empty()
     }
 
-    /// The group with the highest id.
-    pub fn newest(&self) -> Option<&CachedGroup> {
-        self.groups.iter().max_by_key(|g| g.id)
+    /// The highest group id cached.
+    pub fn newest_group(&self) -> Option<u64> {
+        self.groups.iter().map(|g| g.id).max()
     }
 
-    pub fn get(&self, id: u64) -> Option<&CachedGroup> {
-        self.groups.iter().find(|g| g.id == id)
+    /// The lowest group id cached.
+    pub fn oldest_group(&self) -> Option<u64> {
+        self.groups.iter().map(|g| g.id).min()
     }
 
-    /// Cached groups in ascending id order.
-    pub fn ids(&self) -> Vec<u64> {
+    /// Distinct group ids cached.
+    pub fn group_count(&self) -> usize {
         let mut ids: Vec<u64> = self.groups.iter().map(|g| g.id).collect();
         ids.sort_unstable();
-        ids
+        ids.dedup();
+        ids.len()
+    }
+
+    pub fn get(&self, key: Key) -> Option<&CachedGroup> {
+        self.groups.iter().find(|g| g.key() == key)
+    }
+
+    /// Cached subgroups in ascending (group, subgroup) order.
+    pub fn keys(&self) -> Vec<Key> {
+        let mut keys: Vec<Key> = self.groups.iter().map(CachedGroup::key).collect();
+        keys.sort_unstable();
+        keys
     }
 
     /// The largest (group, object) location cached.
     pub fn largest(&self) -> Option<(u64, u64)> {
-        let g = self.newest()?;
-        let last = g.objects.last()?;
-        Some((g.id, last.id))
+        self.groups
+            .iter()
+            .filter_map(|g| g.objects.iter().filter(|o| o.status == ObjectStatus::NormalObject).map(|o| (g.id, o.id)).max())
+            .max()
     }
 
-    /// Opens a group.
+    /// Opens a subgroup.
     pub fn open(&mut self, id: u64, subgroup: u64, priority: u8, now: Instant) -> Result<(), CacheError> {
-        if self.groups.iter().any(|g| g.id == id && g.subgroup == subgroup) {
-            return Err(CacheError::DuplicateGroup(id));
+        if self.get((id, subgroup)).is_some() {
+            return Err(CacheError::DuplicateGroup(id, subgroup));
         }
         self.groups.push_back(CachedGroup {
             id,
@@ -159,8 +197,8 @@ impl GroupStore {
         Ok(())
     }
 
-    /// Appends an object to an open group.
-    pub fn push(&mut self, group: u64, object: CachedObject, now: Instant) -> Result<(), CacheError> {
+    /// Appends an object to an open subgroup.
+    pub fn push(&mut self, key: Key, object: CachedObject, now: Instant) -> Result<(), CacheError> {
         let size = object.payload.len();
         if size > self.limits.max_bytes {
             return Err(CacheError::ObjectTooLarge(size));
@@ -168,12 +206,12 @@ impl GroupStore {
         let g = self
             .groups
             .iter_mut()
-            .find(|g| g.id == group && !g.ended())
-            .ok_or(CacheError::UnknownGroup(group))?;
+            .find(|g| g.key() == key && !g.ended())
+            .ok_or(CacheError::UnknownGroup(key.0, key.1))?;
         if let Some(last) = g.objects.last() {
             if object.id <= last.id {
                 return Err(CacheError::ObjectOrder {
-                    group,
+                    group: key.0,
                     object: object.id,
                     last: last.id,
                 });
@@ -186,9 +224,9 @@ impl GroupStore {
         Ok(())
     }
 
-    /// Marks a group finished (`clean`) or aborted.
-    pub fn end(&mut self, group: u64, clean: bool) {
-        if let Some(g) = self.groups.iter_mut().find(|g| g.id == group && !g.ended()) {
+    /// Marks a subgroup finished (`clean`) or aborted.
+    pub fn end(&mut self, key: Key, clean: bool) {
+        if let Some(g) = self.groups.iter_mut().find(|g| g.key() == key && !g.ended()) {
             if clean {
                 g.complete = true;
             } else {
@@ -197,30 +235,30 @@ impl GroupStore {
         }
     }
 
-    /// Applies the limits at `now`. Returns how many groups were evicted.
+    /// Applies the limits at `now`: evicts the oldest subgroups, never those of the newest
+    /// group. Returns how many subgroups were evicted.
     pub fn evict(&mut self, now: Instant) -> usize {
-        let newest = match self.newest() {
-            Some(g) => g.id,
-            None => return 0,
-        };
+        let Some(newest) = self.newest_group() else { return 0 };
         let mut evicted = 0;
         loop {
             let over_bytes = self.bytes > self.limits.max_bytes;
-            let over_count = self.groups.len() > self.limits.max_groups.max(1);
-            let Some(oldest) = self.groups.front() else { break };
-            let too_old = now.saturating_duration_since(oldest.opened) > self.limits.max_age;
-            if oldest.id == newest || !(over_bytes || over_count || too_old) {
-                // The front may be a newer group arriving out of order; only evict from the
-                // front, and never the newest.
-                if oldest.id == newest && self.groups.len() > 1 && (over_bytes || over_count) {
-                    // Rotate the newest to the back so older ones can go.
-                    let g = self.groups.pop_front().expect("non-empty");
-                    self.groups.push_back(g);
-                    continue;
-                }
+            let over_count = self.group_count() > self.limits.max_groups.max(1);
+            // The oldest entry not of the newest group.
+            let Some(idx) = self
+                .groups
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.id != newest)
+                .min_by_key(|(_, g)| (g.opened, g.id))
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            let too_old = now.saturating_duration_since(self.groups[idx].opened) > self.limits.max_age;
+            if !(over_bytes || over_count || too_old) {
                 break;
             }
-            let g = self.groups.pop_front().expect("non-empty");
+            let g = self.groups.remove(idx).expect("index in range");
             self.bytes -= g.bytes;
             evicted += 1;
         }
@@ -234,11 +272,13 @@ mod tests {
     use super::*;
 
     fn obj(id: u64, len: usize) -> CachedObject {
-        CachedObject {
-            id,
-            properties: ExtensionHeaders::default(),
-            payload: Bytes::from(vec![0u8; len]),
-        }
+        CachedObject::new(id, ExtensionHeaders::default(), Bytes::from(vec![0u8; len]))
+    }
+
+    fn ids(s: &GroupStore) -> Vec<u64> {
+        let mut v: Vec<u64> = s.keys().iter().map(|k| k.0).collect();
+        v.dedup();
+        v
     }
 
     fn limits(bytes: usize, groups: usize, age_ms: u64) -> CacheLimits {
@@ -255,14 +295,14 @@ mod tests {
         let mut s = GroupStore::new(limits(1000, 100, 60_000));
         for g in 0..5u64 {
             s.open(g, 0, 0, t0).unwrap();
-            s.push(g, obj(0, 400), t0).unwrap();
-            s.end(g, true);
+            s.push((g, 0), obj(0, 400), t0).unwrap();
+            s.end((g, 0), true);
         }
         // 5 x 400 bytes with a 1000-byte budget: only the two newest fit.
-        assert_eq!(s.ids(), vec![3, 4]);
+        assert_eq!(ids(&s), vec![3, 4]);
         assert!(s.bytes() <= 1000);
         assert_eq!(s.evicted, 3);
-        assert_eq!(s.newest().unwrap().id, 4);
+        assert_eq!(s.newest_group(), Some(4));
     }
 
     #[test]
@@ -271,12 +311,12 @@ mod tests {
         let mut s = GroupStore::new(limits(1 << 20, 100, 2_000));
         s.open(0, 0, 0, t0).unwrap();
         s.open(1, 0, 0, t0 + Duration::from_millis(1500)).unwrap();
-        assert_eq!(s.ids(), vec![0, 1]);
+        assert_eq!(ids(&s), vec![0, 1]);
         s.evict(t0 + Duration::from_millis(2500));
-        assert_eq!(s.ids(), vec![1]);
+        assert_eq!(ids(&s), vec![1]);
         // The newest group survives however old it is.
         s.evict(t0 + Duration::from_secs(100));
-        assert_eq!(s.ids(), vec![1]);
+        assert_eq!(ids(&s), vec![1]);
     }
 
     #[test]
@@ -286,7 +326,7 @@ mod tests {
         for g in 0..10 {
             s.open(g, 0, 0, t0).unwrap();
         }
-        assert_eq!(s.ids(), vec![7, 8, 9]);
+        assert_eq!(ids(&s), vec![7, 8, 9]);
     }
 
     #[test]
@@ -295,28 +335,28 @@ mod tests {
         let mut s = GroupStore::new(limits(1000, 10, 60_000));
         s.open(0, 0, 0, t0).unwrap();
         for i in 0..4 {
-            s.push(0, obj(i, 300), t0).unwrap();
+            s.push((0, 0), obj(i, 300), t0).unwrap();
         }
-        assert_eq!(s.ids(), vec![0]);
+        assert_eq!(ids(&s), vec![0]);
         assert_eq!(s.bytes(), 1200);
         // The next group pushes it out.
         s.open(1, 0, 0, t0).unwrap();
-        s.push(1, obj(0, 10), t0).unwrap();
-        assert_eq!(s.ids(), vec![1]);
+        s.push((1, 0), obj(0, 10), t0).unwrap();
+        assert_eq!(ids(&s), vec![1]);
     }
 
     #[test]
     fn rejects_bad_input() {
         let t0 = Instant::now();
         let mut s = GroupStore::new(limits(1000, 10, 60_000));
-        assert_eq!(s.push(9, obj(0, 1), t0), Err(CacheError::UnknownGroup(9)));
+        assert_eq!(s.push((9, 0), obj(0, 1), t0), Err(CacheError::UnknownGroup(9, 0)));
         s.open(1, 0, 0, t0).unwrap();
-        assert_eq!(s.open(1, 0, 0, t0), Err(CacheError::DuplicateGroup(1)));
-        s.push(1, obj(5, 1), t0).unwrap();
-        assert!(matches!(s.push(1, obj(5, 1), t0), Err(CacheError::ObjectOrder { .. })));
-        assert_eq!(s.push(1, obj(6, 2000), t0), Err(CacheError::ObjectTooLarge(2000)));
-        s.end(1, true);
-        assert_eq!(s.push(1, obj(7, 1), t0), Err(CacheError::UnknownGroup(1)));
+        assert_eq!(s.open(1, 0, 0, t0), Err(CacheError::DuplicateGroup(1, 0)));
+        s.push((1, 0), obj(5, 1), t0).unwrap();
+        assert!(matches!(s.push((1, 0), obj(5, 1), t0), Err(CacheError::ObjectOrder { .. })));
+        assert_eq!(s.push((1, 0), obj(6, 2000), t0), Err(CacheError::ObjectTooLarge(2000)));
+        s.end((1, 0), true);
+        assert_eq!(s.push((1, 0), obj(7, 1), t0), Err(CacheError::UnknownGroup(1, 0)));
         assert_eq!(s.largest(), Some((1, 5)));
     }
 
@@ -328,7 +368,22 @@ mod tests {
         s.open(3, 0, 0, t0).unwrap();
         s.open(4, 0, 0, t0).unwrap();
         // Two groups max; 5 is newest and must stay.
-        assert!(s.ids().contains(&5));
+        assert!(ids(&s).contains(&5));
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn subgroups_of_one_group_count_as_one_group() {
+        let t0 = Instant::now();
+        let mut s = GroupStore::new(limits(1 << 20, 2, 60_000));
+        for g in 0..3u64 {
+            for sg in 0..4u64 {
+                s.open(g, sg, 0, t0).unwrap();
+                s.push((g, sg), obj(sg, 10), t0).unwrap();
+            }
+        }
+        assert_eq!(s.group_count(), 2);
+        assert_eq!(s.len(), 8);
+        assert_eq!(s.largest(), Some((2, 3)));
     }
 }

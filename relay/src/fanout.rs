@@ -13,11 +13,11 @@ use std::sync::{
 };
 
 use futures::{stream::FuturesUnordered, StreamExt};
-use moqcast_media::moq::{serve, transport};
+use moqcast_media::moq::{serve, transport, transport::data::ObjectStatus};
 use tokio::{sync::watch, time::Instant};
 
 use crate::{
-    cache::{CacheLimits, CachedObject, GroupStore},
+    cache::{CacheLimits, CachedObject, GroupStore, Key},
     metrics::Metrics,
 };
 
@@ -27,17 +27,27 @@ const TOO_FAR_BEHIND: u64 = transport::message::PublishDoneCode::TooFarBehind as
 /// Where a track's upstream stands.
 #[derive(Debug, Clone)]
 pub enum UpstreamState {
-    /// SUBSCRIBE sent, nothing received yet.
+    /// SUBSCRIBE sent, no answer yet.
     Pending,
+    /// The upstream accepted (SUBSCRIBE_OK, or an accepted PUBLISH); no object yet.
+    Accepted,
     /// Objects are flowing.
     Live,
     /// The upstream subscription ended (cleanly with `None`).
     Ended(Option<serve::ServeError>),
 }
 
+/// How the upstream delivers objects (draft-18 §2.3): subgroup streams or datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Subgroups,
+    Datagrams,
+}
+
 struct Inner {
     store: GroupStore,
     upstream: UpstreamState,
+    delivery: Option<Delivery>,
 }
 
 /// The relay's copy of one track: recent groups plus the upstream's state.
@@ -80,6 +90,7 @@ impl TrackCache {
             inner: Mutex::new(Inner {
                 store: GroupStore::new(limits),
                 upstream: UpstreamState::Pending,
+                delivery: None,
             }),
             changed: watch::channel(0).0,
             metrics,
@@ -104,6 +115,11 @@ impl TrackCache {
         r
     }
 
+    /// Subgroups or datagrams, once known.
+    pub fn delivery(&self) -> Option<Delivery> {
+        self.inner.lock().expect("poisoned").delivery
+    }
+
     pub fn upstream(&self) -> UpstreamState {
         self.inner.lock().expect("poisoned").upstream.clone()
     }
@@ -125,7 +141,7 @@ impl TrackCache {
             {
                 let inner = self.inner.lock().expect("poisoned");
                 match &inner.upstream {
-                    UpstreamState::Live => return Ok(()),
+                    UpstreamState::Live | UpstreamState::Accepted => return Ok(()),
                     UpstreamState::Ended(_) if !inner.store.is_empty() => return Ok(()),
                     UpstreamState::Ended(e) => return Err(e.clone()),
                     UpstreamState::Pending => {}
@@ -135,6 +151,15 @@ impl TrackCache {
                 return Err(None);
             }
         }
+    }
+
+    /// The upstream accepted the subscription.
+    pub fn accept(&self) {
+        self.update(|inner| {
+            if matches!(inner.upstream, UpstreamState::Pending) {
+                inner.upstream = UpstreamState::Accepted;
+            }
+        });
     }
 
     /// Ends the track (publisher left or upstream failed).
@@ -174,14 +199,16 @@ impl TrackCache {
 
 /// Reads an upstream track into the cache until it ends.
 async fn ingest(cache: std::sync::Weak<TrackCache>, reader: serve::TrackReader) -> Result<(), serve::ServeError> {
-    let mut subgroups = match reader.mode().await? {
-        serve::TrackReaderMode::Subgroups(s) => s,
-        _ => {
-            return Err(serve::ServeError::NotImplemented(
-                "only subgroup-stream tracks are relayed".into(),
-            ))
-        }
-    };
+    match reader.mode().await? {
+        serve::TrackReaderMode::Subgroups(s) => ingest_subgroups(cache, s).await,
+        serve::TrackReaderMode::Datagrams(d) => ingest_datagrams(cache, d).await,
+        _ => Err(serve::ServeError::NotImplemented(
+            "only subgroup-stream and datagram tracks are relayed".into(),
+        )),
+    }
+}
+
+async fn ingest_subgroups(cache: std::sync::Weak<TrackCache>, mut subgroups: serve::SubgroupsReader) -> Result<(), serve::ServeError> {
     let mut groups = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -190,13 +217,14 @@ async fn ingest(cache: std::sync::Weak<TrackCache>, reader: serve::TrackReader) 
                     let Some(c) = cache.upgrade() else { return Ok(()) };
                     let opened = c.update(|inner| {
                         inner.upstream = UpstreamState::Live;
+                        inner.delivery = Some(Delivery::Subgroups);
                         inner.store.open(group.group_id, group.subgroup_id, group.priority, Instant::now())
                     });
                     match opened {
                         Ok(()) => groups.push(ingest_group(cache.clone(), group)),
                         Err(e) => {
                             c.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(error = %e, "dropping upstream group");
+                            tracing::warn!(error = %e, "dropping upstream subgroup");
                         }
                     }
                 }
@@ -210,14 +238,13 @@ async fn ingest(cache: std::sync::Weak<TrackCache>, reader: serve::TrackReader) 
 }
 
 async fn ingest_group(cache: std::sync::Weak<TrackCache>, mut group: serve::SubgroupReader) {
-    let id = group.group_id;
+    let key = (group.group_id, group.subgroup_id);
     let clean = loop {
-        let object = match group.next().await {
+        let mut object = match group.next().await {
             Ok(Some(o)) => o,
             Ok(None) => break true,
             Err(_) => break false,
         };
-        let mut object = object;
         let payload = match object.read_all().await {
             Ok(p) => p,
             Err(_) => break false,
@@ -227,18 +254,61 @@ async fn ingest_group(cache: std::sync::Weak<TrackCache>, mut group: serve::Subg
         c.metrics.bytes_in.fetch_add(payload.len() as u64, Ordering::Relaxed);
         let cached = CachedObject {
             id: object.object_id,
+            status: object.status,
             properties: object.extension_headers.clone(),
             payload,
+            end_of_group: false,
         };
-        if let Err(e) = c.update(|inner| inner.store.push(id, cached, Instant::now())) {
+        if let Err(e) = c.update(|inner| inner.store.push(key, cached, Instant::now())) {
             c.metrics.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(group = id, error = %e, "dropping upstream object");
+            tracing::warn!(group = key.0, subgroup = key.1, error = %e, "dropping upstream object");
             break false;
         }
     };
     if let Some(c) = cache.upgrade() {
-        c.update(|inner| inner.store.end(id, clean));
+        c.update(|inner| inner.store.end(key, clean));
     }
+}
+
+/// Datagrams are cached like subgroup objects, one cache entry per group (subgroup
+/// [`DATAGRAM_SUBGROUP`]).
+pub const DATAGRAM_SUBGROUP: u64 = u64::MAX;
+
+async fn ingest_datagrams(cache: std::sync::Weak<TrackCache>, mut datagrams: serve::DatagramsReader) -> Result<(), serve::ServeError> {
+    while let Some(d) = datagrams.read().await? {
+        let Some(c) = cache.upgrade() else { return Ok(()) };
+        c.metrics.objects_in.fetch_add(1, Ordering::Relaxed);
+        c.metrics.bytes_in.fetch_add(d.payload.len() as u64, Ordering::Relaxed);
+        let key = (d.group_id, DATAGRAM_SUBGROUP);
+        let res = c.update(|inner| {
+            inner.upstream = UpstreamState::Live;
+            inner.delivery = Some(Delivery::Datagrams);
+            let now = Instant::now();
+            if inner.store.get(key).is_none() {
+                inner.store.open(d.group_id, DATAGRAM_SUBGROUP, d.priority, now)?;
+            }
+            inner.store.push(
+                key,
+                CachedObject {
+                    id: d.object_id,
+                    status: d.status,
+                    properties: d.extension_headers.clone(),
+                    payload: d.payload.clone(),
+                    end_of_group: d.end_of_group,
+                },
+                now,
+            )?;
+            if d.end_of_group {
+                inner.store.end(key, true);
+            }
+            Ok::<(), crate::cache::CacheError>(())
+        });
+        if let Err(e) = res {
+            c.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "dropping upstream datagram");
+        }
+    }
+    Ok(())
 }
 
 /// How far behind one downstream connection is: payload bytes handed to its subscriptions
@@ -289,65 +359,106 @@ impl Backlog {
 pub enum Start {
     /// The first object of the newest cached group (default: video starts on a keyframe).
     Newest,
+    /// Everything still cached (a subscription that was waiting before the track existed).
+    Oldest,
     /// The first group after the newest cached one.
     NextGroup,
     /// A given group, or the newest if that one is no longer cached.
     Group(u64),
 }
 
+/// Where a subscriber's objects go: its private track, in the upstream's delivery mode.
+pub enum Output {
+    /// The upstream's delivery mode is not known yet (no object has arrived).
+    Pending(Option<serve::TrackWriter>),
+    Subgroups(serve::SubgroupsWriter),
+    Datagrams(serve::DatagramsWriter),
+}
+
+impl Output {
+    /// Ends the subscriber's track: cleanly (`None`) or with an error.
+    pub fn close(self, err: Option<serve::ServeError>) {
+        match (self, err) {
+            (_, None) => {}
+            (Output::Pending(w), Some(e)) => {
+                if let Some(w) = w {
+                    let _ = w.close(e);
+                }
+            }
+            (Output::Subgroups(w), Some(e)) => {
+                let _ = w.close(e);
+            }
+            (Output::Datagrams(w), Some(e)) => {
+                let _ = w.close(e);
+            }
+        }
+    }
+}
+
 struct OpenGroup {
-    id: u64,
-    writer: serve::SubgroupWriter,
+    key: Key,
+    /// `None` for datagram tracks.
+    writer: Option<serve::SubgroupWriter>,
     next: usize,
 }
 
+fn end_result(err: Option<serve::ServeError>) -> Result<(), serve::ServeError> {
+    match err {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}
+
 /// Copies a cached track into one subscriber's private track until the track ends or the
-/// subscriber leaves.
-pub async fn pump(
-    cache: Arc<TrackCache>,
-    out: &mut serve::SubgroupsWriter,
-    start: Start,
-    backlog: Arc<Backlog>,
-) -> Result<(), serve::ServeError> {
+/// subscriber leaves. Cancel-safe: dropping the future drops only this subscriber's groups.
+pub async fn pump(cache: Arc<TrackCache>, out: &mut Output, start: Start, backlog: Arc<Backlog>) -> Result<(), serve::ServeError> {
     let metrics = cache.metrics.clone();
     let mut rx = cache.changed.subscribe();
     let mut open: Vec<OpenGroup> = Vec::new();
     // Groups below this id are never opened for this subscriber.
     let mut floor: Option<u64> = None;
+    // Subgroups of the floor group and above already delivered (or being delivered).
+    let mut seen: std::collections::BTreeSet<Key> = Default::default();
     let mut batch: Vec<(usize, Vec<CachedObject>, bool)> = Vec::new();
-    let mut to_open: Vec<(u64, u64, u8)> = Vec::new();
+    let mut to_open: Vec<(Key, u8)> = Vec::new();
     let mut gone: Vec<usize> = Vec::new();
 
     loop {
         rx.borrow_and_update();
+        if let Output::Pending(writer) = out {
+            match (cache.delivery(), writer.take()) {
+                (Some(Delivery::Subgroups), Some(w)) => *out = Output::Subgroups(w.subgroups()?),
+                (Some(Delivery::Datagrams), Some(w)) => *out = Output::Datagrams(w.datagrams()?),
+                (_, w) => *writer = w,
+            }
+        }
         let ended = {
             let inner = cache.inner.lock().expect("poisoned");
             let store = &inner.store;
-            if floor.is_none() {
-                if let Some(newest) = store.newest() {
+            if floor.is_none() && !matches!(out, Output::Pending(_)) {
+                if let (Some(newest), Some(oldest)) = (store.newest_group(), store.oldest_group()) {
                     floor = Some(match start {
-                        Start::Newest => newest.id,
-                        Start::NextGroup => newest.id + 1,
-                        Start::Group(g) if store.get(g).is_some() => g,
-                        Start::Group(g) => g.max(newest.id),
+                        Start::Newest => newest,
+                        Start::Oldest => oldest,
+                        Start::NextGroup => newest + 1,
+                        Start::Group(g) => g.max(oldest),
                     });
                 }
             }
             if let Some(f) = floor {
-                for id in store.ids() {
-                    if id >= f && !open.iter().any(|o| o.id == id) {
-                        let g = store.get(id).expect("listed");
-                        to_open.push((g.id, g.subgroup, g.priority));
+                for key in store.keys() {
+                    if key.0 >= f && !seen.contains(&key) {
+                        let g = store.get(key).expect("listed");
+                        to_open.push((key, g.priority));
                     }
                 }
             }
             for (i, o) in open.iter().enumerate() {
-                match store.get(o.id) {
+                match store.get(o.key) {
                     Some(g) => batch.push((i, g.objects[o.next..].to_vec(), g.ended())),
                     None => gone.push(i),
                 }
             }
-            // New groups: their objects are read on the next pass through the loop.
             match &inner.upstream {
                 UpstreamState::Ended(e) => Some(e.clone()),
                 _ => None,
@@ -355,17 +466,25 @@ pub async fn pump(
         };
 
         let opened_any = !to_open.is_empty();
-        for (id, subgroup, priority) in to_open.drain(..) {
-            match out.create(serve::Subgroup {
-                group_id: id,
-                subgroup_id: subgroup,
-                priority,
-            }) {
-                Ok(writer) => open.push(OpenGroup { id, writer, next: 0 }),
-                Err(serve::ServeError::Duplicate) => {}
-                Err(e) => return Err(e),
-            }
-            floor = Some(floor.unwrap_or(0).max(id + 1));
+        for (key, priority) in to_open.drain(..) {
+            seen.insert(key);
+            let writer = match out {
+                Output::Subgroups(w) => match w.create(serve::Subgroup {
+                    group_id: key.0,
+                    subgroup_id: key.1,
+                    priority,
+                }) {
+                    Ok(writer) => Some(writer),
+                    Err(serve::ServeError::Duplicate) => continue,
+                    Err(e) => return Err(e),
+                },
+                Output::Datagrams(_) | Output::Pending(_) => None,
+            };
+            open.push(OpenGroup { key, writer, next: 0 });
+        }
+        // Forget keys of groups that fell out of the cache (keeps `seen` bounded).
+        if let Some(oldest) = cache.with_store(|s| s.oldest_group()) {
+            seen.retain(|k| k.0 >= oldest || open.iter().any(|o| o.key == *k));
         }
 
         let mut finished: Vec<usize> = Vec::new();
@@ -373,9 +492,27 @@ pub async fn pump(
             let o = &mut open[i];
             for obj in objects {
                 let size = obj.payload.len();
-                let ext = (!obj.properties.is_empty()).then_some(obj.properties);
-                let mut w = o.writer.create_with_id(obj.id, size, ext)?;
-                w.write(obj.payload)?;
+                match (&mut o.writer, &mut *out) {
+                    (Some(w), _) => {
+                        if obj.status == ObjectStatus::NormalObject {
+                            let ext = (!obj.properties.is_empty()).then_some(obj.properties);
+                            let mut ow = w.create_with_id(obj.id, size, ext)?;
+                            ow.write(obj.payload)?;
+                        } else {
+                            w.create_with_id_and_status(obj.id, 0, obj.status, None)?;
+                        }
+                    }
+                    (None, Output::Datagrams(d)) => d.write(serve::Datagram {
+                        group_id: o.key.0,
+                        object_id: obj.id,
+                        priority: cache.with_store(|s| s.get(o.key).map(|g| g.priority).unwrap_or(0)),
+                        status: obj.status,
+                        end_of_group: obj.end_of_group,
+                        payload: obj.payload,
+                        extension_headers: obj.properties,
+                    })?,
+                    (None, _) => {}
+                }
                 o.next += 1;
                 backlog.hand(size);
                 metrics.objects_out.fetch_add(1, Ordering::Relaxed);
@@ -394,26 +531,35 @@ pub async fn pump(
         finished.dedup();
         for &i in finished.iter().rev() {
             let o = open.swap_remove(i);
-            if gone.contains(&i) {
-                let _ = o.writer.close(serve::ServeError::Closed(TOO_FAR_BEHIND));
-            } else {
-                drop(o.writer); // clean FIN
+            if let Some(w) = o.writer {
+                if gone.contains(&i) {
+                    let _ = w.close(serve::ServeError::Closed(TOO_FAR_BEHIND));
+                }
+                // Otherwise dropping the writer finishes the stream (FIN).
             }
         }
         gone.clear();
 
-        // A slow connection: drop every open group but the newest, and start over there.
-        if open.len() > 1 && backlog.bytes() > backlog.limit {
-            open.sort_by_key(|o| o.id);
-            let newest = open.pop().expect("len > 1");
-            for o in open.drain(..) {
-                metrics.groups_dropped.fetch_add(1, Ordering::Relaxed);
-                let _ = o.writer.close(serve::ServeError::Closed(TOO_FAR_BEHIND));
+        // A slow connection: drop every open subgroup not of the newest group, and go on there.
+        if backlog.bytes() > backlog.limit {
+            if let Some(newest) = open.iter().map(|o| o.key.0).max() {
+                let before = open.len();
+                open.retain_mut(|o| {
+                    if o.key.0 == newest {
+                        return true;
+                    }
+                    if let Some(w) = o.writer.take() {
+                        let _ = w.close(serve::ServeError::Closed(TOO_FAR_BEHIND));
+                    }
+                    false
+                });
+                if open.len() < before {
+                    metrics.groups_dropped.fetch_add((before - open.len()) as u64, Ordering::Relaxed);
+                    metrics.slow_skips.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("subscriber too far behind: dropped stale groups");
+                    backlog.reset();
+                }
             }
-            open.push(newest);
-            backlog.reset();
-            metrics.slow_skips.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("subscriber too far behind: dropped stale groups");
         }
 
         if opened_any {
@@ -425,20 +571,17 @@ pub async fn pump(
             // Nothing more will arrive: finish complete groups, reset partial ones.
             let done: Vec<bool> = cache.with_store(|s| {
                 open.iter()
-                    .map(|o| s.get(o.id).is_some_and(|g| g.complete && g.objects.len() == o.next))
+                    .map(|o| s.get(o.key).is_some_and(|g| g.complete && g.objects.len() == o.next))
                     .collect()
             });
             for (o, complete) in open.drain(..).zip(done) {
-                if !complete {
-                    let _ = o.writer.close(serve::ServeError::Closed(
+                if let (Some(w), false) = (o.writer, complete) {
+                    let _ = w.close(serve::ServeError::Closed(
                         transport::message::PublishDoneCode::TrackEnded as u64,
                     ));
                 }
             }
-            return match err {
-                None => Ok(()),
-                Some(e) => Err(e),
-            };
+            return end_result(err);
         }
 
         if rx.changed().await.is_err() {

@@ -29,9 +29,12 @@ pub enum Announcement {
 pub struct Broadcast {
     pub path: String,
     pub namespace: TrackNamespace,
+    prefix: moq::transport::coding::TrackNamespacePrefix,
     pub session: u64,
     upstream: Option<Subscriber>,
-    tracks: Mutex<HashMap<String, Weak<TrackCache>>>,
+    /// Keyed by (full namespace path, track name): a subscriber may ask for a namespace below
+    /// the announced one (prefix routing).
+    tracks: Mutex<HashMap<(String, String), Weak<TrackCache>>>,
     /// Tracks pushed with PUBLISH stay cached while their publisher sends them.
     pushed: Mutex<HashMap<String, Arc<TrackCache>>>,
 }
@@ -61,7 +64,7 @@ impl Broadcast {
             .expect("poisoned")
             .iter()
             .filter(|(_, t)| t.strong_count() > 0)
-            .map(|(n, _)| n.clone())
+            .map(|((ns, n), _)| if *ns == self.path { n.clone() } else { format!("{ns}:{n}") })
             .collect();
         names.extend(self.pushed.lock().expect("poisoned").keys().cloned());
         names.sort();
@@ -84,6 +87,8 @@ pub enum LookupError {
 pub struct Origin {
     broadcasts: Mutex<HashMap<String, Arc<Broadcast>>>,
     events: tokio::sync::broadcast::Sender<Announcement>,
+    /// Bumped whenever a broadcast or pushed track appears (rendezvous waits watch it).
+    changed: tokio::sync::watch::Sender<u64>,
     limits: CacheLimits,
     metrics: Arc<Metrics>,
 }
@@ -93,6 +98,7 @@ impl Origin {
         Self {
             broadcasts: Mutex::new(HashMap::new()),
             events: tokio::sync::broadcast::channel(1024).0,
+            changed: tokio::sync::watch::channel(0).0,
             limits,
             metrics,
         }
@@ -100,9 +106,10 @@ impl Origin {
 
     /// Registers a broadcast announced by `session`; replaces an older one of the same path.
     pub fn announce(&self, namespace: TrackNamespace, session: u64, upstream: Option<Subscriber>) -> Arc<Broadcast> {
-        let path = namespace.to_utf8_path();
+        let path = moq::broadcast_path(&namespace);
         let b = Arc::new(Broadcast {
             path: path.clone(),
+            prefix: moq::as_prefix(&namespace),
             namespace: namespace.clone(),
             session,
             upstream,
@@ -127,7 +134,26 @@ impl Origin {
             }
         }
         let _ = self.events.send(Announcement::Active(namespace));
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
         b
+    }
+
+    /// Watches for new broadcasts and pushed tracks.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The broadcast serving `namespace`: an exact match, else the longest announced prefix.
+    pub fn find(&self, namespace: &TrackNamespace) -> Option<Arc<Broadcast>> {
+        let path = moq::broadcast_path(namespace);
+        let map = self.broadcasts.lock().expect("poisoned");
+        if let Some(b) = map.get(&path) {
+            return Some(b.clone());
+        }
+        map.values()
+            .filter(|b| b.prefix.is_prefix_of(namespace))
+            .max_by_key(|b| b.path.len())
+            .cloned()
     }
 
     /// Removes `path` if `session` still owns it.
@@ -178,15 +204,20 @@ impl Origin {
     }
 
     /// The cache of a track, subscribing upstream if nobody has yet.
-    pub fn track(&self, namespace: &TrackNamespace, name: &str) -> Result<Arc<TrackCache>, LookupError> {
-        let path = namespace.to_utf8_path();
-        let b = self.get(&path).ok_or_else(|| LookupError::NoBroadcast(path.clone()))?;
-        if let Some(t) = b.pushed.lock().expect("poisoned").get(name) {
-            return Ok(t.clone());
+    ///
+    /// Returns the cache and whether this call created it (the caller is its first subscriber).
+    pub fn track(&self, namespace: &TrackNamespace, name: &str) -> Result<(Arc<TrackCache>, bool), LookupError> {
+        let path = moq::broadcast_path(namespace);
+        let b = self.find(namespace).ok_or_else(|| LookupError::NoBroadcast(path.clone()))?;
+        if path == b.path {
+            if let Some(t) = b.pushed.lock().expect("poisoned").get(name) {
+                return Ok((t.clone(), false));
+            }
         }
+        let key = (path.clone(), name.to_string());
         let mut tracks = b.tracks.lock().expect("poisoned");
-        if let Some(t) = tracks.get(name).and_then(Weak::upgrade) {
-            return Ok(t);
+        if let Some(t) = tracks.get(&key).and_then(Weak::upgrade) {
+            return Ok((t, false));
         }
         let upstream = b
             .upstream
@@ -195,24 +226,33 @@ impl Origin {
         let cache = TrackCache::new(&path, name, self.limits, self.metrics.clone());
         let (writer, reader) = serve::Track::new(namespace.clone(), name).produce();
         let mut upstream = upstream;
-        cache.spawn_upstream(reader, async move { upstream.subscribe(writer).await });
+        let weak = Arc::downgrade(&cache);
+        cache.spawn_upstream(reader, async move {
+            let subscription = upstream.subscribe_open(writer).await?;
+            if let Some(c) = weak.upgrade() {
+                c.accept();
+            }
+            subscription.closed().await
+        });
         tracks.retain(|_, t| t.strong_count() > 0);
-        tracks.insert(name.into(), Arc::downgrade(&cache));
-        Ok(cache)
+        tracks.insert(key, Arc::downgrade(&cache));
+        Ok((cache, true))
     }
 
     /// Registers a track its publisher pushed with PUBLISH (creating the broadcast if needed).
     pub fn publish_track(&self, namespace: &TrackNamespace, name: &str, reader: serve::TrackReader, session: u64) -> Arc<TrackCache> {
-        let path = namespace.to_utf8_path();
+        let path = moq::broadcast_path(namespace);
         let b = match self.get(&path) {
             Some(b) if b.session == session => b,
             _ => self.announce(namespace.clone(), session, None),
         };
         let cache = TrackCache::new(&path, name, self.limits, self.metrics.clone());
         cache.spawn_upstream(reader, std::future::pending());
+        cache.accept();
         if let Some(old) = b.pushed.lock().expect("poisoned").insert(name.into(), cache.clone()) {
             old.end(None);
         }
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
         cache
     }
 

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::{
-    fanout::{pump, Backlog, Start, TrackCache},
+    fanout::{pump, Backlog, Output, Start, TrackCache},
     origin::{Announcement, LookupError},
     RelayState,
 };
@@ -94,20 +94,58 @@ fn start_of(sub: &Subscribed) -> Start {
     }
 }
 
-async fn resolve(state: &RelayState, namespace: &moqcast_media::moq::TrackNamespace, name: &str) -> Result<Arc<TrackCache>, serve::ServeError> {
-    let cache = state.origin.track(namespace, name).map_err(|e| match e {
-        LookupError::NoBroadcast(_) | LookupError::NoTrack(..) => serve::ServeError::NotFound,
-    })?;
-    match tokio::time::timeout(UPSTREAM_WAIT, cache.ready()).await {
-        Ok(Ok(())) => Ok(cache),
+/// Finds (or subscribes upstream to) a track and waits for its first object.
+///
+/// Without a RENDEZVOUS_TIMEOUT parameter (draft-18 §10.2.2) an unknown track is refused at
+/// once with DOES_NOT_EXIST; with one, the relay waits that long for a publisher to announce
+/// the namespace or PUBLISH the track, then refuses with TIMEOUT.
+///
+/// Returns the cache and where a new subscription should start: at the newest group when the
+/// track was already flowing, or everything cached when this request brought it into being.
+async fn resolve(
+    state: &RelayState,
+    namespace: &moqcast_media::moq::TrackNamespace,
+    name: &str,
+    rendezvous: Option<Duration>,
+) -> Result<(Arc<TrackCache>, bool), serve::ServeError> {
+    let deadline = rendezvous.map(|d| tokio::time::Instant::now() + d);
+    let mut watch = state.origin.watch();
+    let mut waited = false;
+    let (cache, created) = loop {
+        watch.borrow_and_update();
+        match state.origin.track(namespace, name) {
+            Ok(found) => break found,
+            Err(LookupError::NoBroadcast(_) | LookupError::NoTrack(..)) => {
+                let Some(deadline) = deadline else {
+                    return Err(serve::ServeError::NotFound);
+                };
+                waited = true;
+                match tokio::time::timeout_at(deadline, watch.changed()).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) | Err(_) => return Err(serve::ServeError::Timeout),
+                }
+            }
+        }
+    };
+    let wait = match deadline {
+        Some(d) => d.max(tokio::time::Instant::now() + UPSTREAM_WAIT),
+        None => tokio::time::Instant::now() + UPSTREAM_WAIT,
+    };
+    match tokio::time::timeout_at(wait, cache.ready()).await {
+        Ok(Ok(())) => Ok((cache, created || waited)),
         Ok(Err(e)) => Err(e.unwrap_or(serve::ServeError::NotFound)),
         Err(_) => Err(serve::ServeError::Timeout),
     }
 }
 
+fn rendezvous_of(params: &moqcast_media::moq::transport::coding::KeyValuePairs) -> Option<Duration> {
+    params.rendezvous_timeout().ok().flatten().map(Duration::from_millis)
+}
+
 async fn serve_subscription(state: Arc<RelayState>, sub: Subscribed, backlog: Arc<Backlog>) {
     let name = sub.info.track_name.to_string_lossy().into_owned();
-    let cache = match resolve(&state, &sub.info.track_namespace, &name).await {
+    let rendezvous = rendezvous_of(&sub.info.params);
+    let (cache, fresh) = match resolve(&state, &sub.info.track_namespace, &name, rendezvous).await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = %e, "subscription refused");
@@ -115,22 +153,21 @@ async fn serve_subscription(state: Arc<RelayState>, sub: Subscribed, backlog: Ar
             return;
         }
     };
-    let start = start_of(&sub);
+    let mut start = start_of(&sub);
+    if fresh && start == Start::Newest {
+        // Nobody received this track before: everything cached is new to this subscriber.
+        start = Start::Oldest;
+    }
     let (writer, reader) = serve::Track::new(sub.info.track_namespace.clone(), name.as_str()).produce();
-    let mut out = match writer.subgroups() {
-        Ok(o) => o,
-        Err(e) => {
-            let _ = sub.close(e);
-            return;
-        }
-    };
+    // The private track's mode (subgroups or datagrams) follows the upstream's once known.
+    let mut out = Output::Pending(Some(writer));
     let metrics = state.metrics.clone();
     metrics.subscriptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     metrics.subscriptions_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(?start, "subscription started");
 
-    // SUBSCRIBE_OK carries no Largest Location: the relay starts the subscriber at the newest
-    // group itself (see `start_of`).
+    // SUBSCRIBE_OK carries no Largest Location: the relay starts the subscriber itself (see
+    // `start_of`), so the forwarder must not filter again against a stale position.
     let serve = sub.serve_with_largest_location(reader, None);
     tokio::pin!(serve);
     tokio::select! {
@@ -138,10 +175,7 @@ async fn serve_subscription(state: Arc<RelayState>, sub: Subscribed, backlog: Ar
             tracing::debug!(result = ?res.err(), "subscription ended by the subscriber");
         }
         res = pump(cache, &mut out, start, backlog) => {
-            match res {
-                Ok(()) => drop(out),
-                Err(e) => { let _ = out.close(e); }
-            }
+            out.close(res.err());
             // Let the forwarder flush and send PUBLISH_DONE.
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut serve).await;
         }
@@ -186,8 +220,8 @@ async fn serve_namespaces(state: Arc<RelayState>, mut ns: SubscribedNamespace) {
 async fn serve_track_status(state: Arc<RelayState>, mut req: TrackStatusRequested) {
     let namespace = req.request_msg.track_namespace.clone();
     let name = req.request_msg.track_name.to_string_lossy().into_owned();
-    let cache = match resolve(&state, &namespace, &name).await {
-        Ok(c) => c,
+    let cache = match resolve(&state, &namespace, &name, rendezvous_of(&req.request_msg.params)).await {
+        Ok((c, _)) => c,
         Err(e) => {
             let _ = req.respond_error(RequestErrorCode::DoesNotExist as u64, &e.to_string());
             return;
@@ -211,8 +245,8 @@ async fn serve_track_status(state: Arc<RelayState>, mut req: TrackStatusRequeste
 async fn serve_fetch(state: Arc<RelayState>, req: FetchRequested) {
     let Ok(Some(range)) = req.resolve().await else { return };
     let name = range.track_name.to_string_lossy().into_owned();
-    let cache = match resolve(&state, &range.track_namespace, &name).await {
-        Ok(c) => c,
+    let cache = match resolve(&state, &range.track_namespace, &name, None).await {
+        Ok((c, _)) => c,
         Err(e) => {
             let _ = req.reject(RequestErrorCode::DoesNotExist, &e.to_string());
             return;
@@ -232,8 +266,8 @@ async fn serve_fetch(state: Arc<RelayState>, req: FetchRequested) {
     };
     let objects = cache.with_store(|s| {
         let mut v = Vec::new();
-        for id in s.ids() {
-            let g = s.get(id).expect("listed");
+        for key in s.keys() {
+            let g = s.get(key).expect("listed");
             for o in &g.objects {
                 if within(g.id, o.id) {
                     v.push((g.id, g.subgroup, g.priority, o.clone()));
@@ -284,7 +318,7 @@ async fn upstream(state: Arc<RelayState>, subscriber: Option<Subscriber>, sessio
         tokio::select! {
             Some(mut pn) = s1.published_namespace() => {
                 let namespace = pn.info.namespace.clone();
-                let path = namespace.to_utf8_path();
+                let path = moqcast_media::moq::broadcast_path(&namespace);
                 if path.is_empty() || path.len() > 1024 {
                     let _ = pn.reject(RequestErrorCode::NamespaceTooLarge as u64, "namespace must be 1..=1024 bytes");
                     continue;
@@ -320,7 +354,7 @@ fn accept_publish(state: &Arc<RelayState>, mut pr: PublishReceived, session: u64
     };
     let cache = state.origin.publish_track(&namespace, &name, reader, session);
     let origin = state.clone();
-    let path = namespace.to_utf8_path();
+    let path = moqcast_media::moq::broadcast_path(&namespace);
     tasks.spawn(async move {
         let _ = pr.closed().await;
         origin.origin.unpublish_track(&path, &name, &cache);
