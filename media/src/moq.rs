@@ -18,6 +18,8 @@ use url::Url;
 /// Re-export of the draft-specific transport crate for code that needs its session API
 /// (the relay). Prefer the helpers of this module where they fit.
 pub use moq_transport as transport;
+/// The QUIC implementation underneath, for callers that need connection statistics.
+pub use quinn;
 pub use moq_transport::{
     coding::{TrackName, TrackNamespace},
     data::ExtensionHeaders,
@@ -246,7 +248,21 @@ impl Client {
             .map_err(|_| ConnectError::Timeout(url.to_string()))?
     }
 
-    async fn connect_inner(&self, url: &Url) -> Result<Connected, ConnectError> {
+    /// Closes every connection of this client (CONNECTION_CLOSE, code 0) and waits briefly
+    /// for the peers to learn of it, so a relay sees a departing client at once rather than
+    /// after its idle timeout.
+    pub async fn close(&self) {
+        self.endpoint.close(0u32.into(), b"client done");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+
+    /// Opens only the QUIC connection (with the ALPN the URL's scheme implies), without the
+    /// WebTransport and MoQ handshakes. For tests and tools that speak the wire themselves.
+    pub async fn connect_quic(&self, url: &Url) -> Result<quinn::Connection, ConnectError> {
+        Ok(self.quic(url).await?.0)
+    }
+
+    async fn quic(&self, url: &Url) -> Result<(quinn::Connection, Transport), ConnectError> {
         let (alpn, transport) = match url.scheme() {
             "https" => (WEBTRANSPORT_ALPN, Transport::WebTransport),
             "moqt" => (MOQT_ALPN, Transport::RawQuic),
@@ -280,7 +296,11 @@ impl Client {
         let conn = connecting
             .await
             .map_err(|source| ConnectError::Quic { addr, source })?;
+        Ok((conn, transport))
+    }
 
+    async fn connect_inner(&self, url: &Url) -> Result<Connected, ConnectError> {
+        let (conn, transport) = self.quic(url).await?;
         let wt = match transport {
             Transport::WebTransport => {
                 let request = web_transport_quinn::proto::ConnectRequest::new(url.clone())

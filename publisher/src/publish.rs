@@ -160,6 +160,7 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<()> {
         }
         let _ = tokio::time::timeout(Duration::from_millis(300), &mut session).await;
     }
+    client.close().await;
     result
 }
 

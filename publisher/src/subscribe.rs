@@ -291,6 +291,7 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
             .map_err(|_| anyhow::anyhow!("recorder thread panicked"))?
             .context("finishing the recording")?;
     }
+    client.close().await;
     tracing::info!(elapsed = ?started.elapsed(), error = ?end_error, "subscription ended");
     if summary.tracks.values().all(|t| t.objects == 0) {
         anyhow::bail!(

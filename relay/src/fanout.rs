@@ -22,6 +22,9 @@ use crate::{
 };
 
 /// PUBLISH_DONE / stream reset code for "too far behind" (draft-18 §10.12, §11.4.1).
+/// How often a throttled subscriber's connection progress is re-checked.
+const THROTTLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 const TOO_FAR_BEHIND: u64 = transport::message::PublishDoneCode::TooFarBehind as u64;
 
 /// Where a track's upstream stands.
@@ -347,11 +350,6 @@ impl Backlog {
     fn hand(&self, n: usize) {
         self.handed.fetch_add(n as u64, Ordering::Relaxed);
     }
-
-    /// Forgets the backlog after stale groups were dropped.
-    fn reset(&self) {
-        self.handed.store(self.sent(), Ordering::Relaxed);
-    }
 }
 
 /// Where a new subscription starts.
@@ -487,10 +485,19 @@ pub async fn pump(cache: Arc<TrackCache>, out: &mut Output, start: Start, backlo
             seen.retain(|k| k.0 >= oldest || open.iter().any(|o| o.key == *k));
         }
 
+        // Copy what the subscriber's connection can take. Past its backlog budget the rest
+        // waits in the cache, so the relay never queues more than the budget for one subscriber.
+        let mut throttled = false;
         let mut finished: Vec<usize> = Vec::new();
         for (i, objects, group_ended) in batch.drain(..) {
             let o = &mut open[i];
+            let total = objects.len();
+            let mut copied = 0;
             for obj in objects {
+                if throttled || backlog.bytes() > backlog.limit {
+                    throttled = true;
+                    break;
+                }
                 let size = obj.payload.len();
                 match (&mut o.writer, &mut *out) {
                     (Some(w), _) => {
@@ -514,11 +521,12 @@ pub async fn pump(cache: Arc<TrackCache>, out: &mut Output, start: Start, backlo
                     (None, _) => {}
                 }
                 o.next += 1;
+                copied += 1;
                 backlog.hand(size);
                 metrics.objects_out.fetch_add(1, Ordering::Relaxed);
                 metrics.bytes_out.fetch_add(size as u64, Ordering::Relaxed);
             }
-            if group_ended {
+            if group_ended && copied == total {
                 finished.push(i);
             }
         }
@@ -540,12 +548,14 @@ pub async fn pump(cache: Arc<TrackCache>, out: &mut Output, start: Start, backlo
         }
         gone.clear();
 
-        // A slow connection: drop every open subgroup not of the newest group, and go on there.
-        if backlog.bytes() > backlog.limit {
-            if let Some(newest) = open.iter().map(|o| o.key.0).max() {
+        // Behind and a newer group exists: give up the older groups' undelivered remainder
+        // (their streams are reset once what was handed is sent) and go on at the newest one,
+        // which starts with a keyframe.
+        if throttled {
+            if let Some(newest) = cache.with_store(|s| s.newest_group()) {
                 let before = open.len();
                 open.retain_mut(|o| {
-                    if o.key.0 == newest {
+                    if o.key.0 >= newest {
                         return true;
                     }
                     if let Some(w) = o.writer.take() {
@@ -556,8 +566,7 @@ pub async fn pump(cache: Arc<TrackCache>, out: &mut Output, start: Start, backlo
                 if open.len() < before {
                     metrics.groups_dropped.fetch_add((before - open.len()) as u64, Ordering::Relaxed);
                     metrics.slow_skips.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!("subscriber too far behind: dropped stale groups");
-                    backlog.reset();
+                    tracing::debug!(dropped = before - open.len(), "subscriber too far behind: skipped to the newest group");
                 }
             }
         }
@@ -584,7 +593,13 @@ pub async fn pump(cache: Arc<TrackCache>, out: &mut Output, start: Start, backlo
             return end_result(err);
         }
 
-        if rx.changed().await.is_err() {
+        if throttled {
+            // Re-check the connection's progress even if no new object arrives.
+            tokio::select! {
+                res = rx.changed() => if res.is_err() { return Ok(()) },
+                () = tokio::time::sleep(THROTTLE_POLL) => {}
+            }
+        } else if rx.changed().await.is_err() {
             return Ok(());
         }
     }

@@ -172,3 +172,218 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Independent peers (interop): child processes, free ports, moq-relay-ietf
+// ---------------------------------------------------------------------------------------------
+
+/// A child process whose stdout and stderr go to files, killed (and reaped) on drop, so a
+/// failing or hanging test leaves no process behind.
+pub struct ChildGuard {
+    name: String,
+    child: Option<std::process::Child>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with stdin closed and stdout/stderr written to `DIR/NAME.stdout` and
+    /// `DIR/NAME.stderr` (files never fill up and block the child the way pipes can).
+    pub fn spawn(name: &str, cmd: &mut Command, dir: &std::path::Path) -> Self {
+        let stdout = dir.join(format!("{name}.stdout"));
+        let stderr = dir.join(format!("{name}.stderr"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("create stdout log"))
+            .stderr(std::fs::File::create(&stderr).expect("create stderr log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {name} ({cmd:?}): {e}"));
+        Self {
+            name: name.to_string(),
+            child: Some(child),
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the child wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// What the child wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The last `n` lines of stderr, for assertion messages.
+    pub fn stderr_tail(&self, n: usize) -> String {
+        let err = self.stderr();
+        let lines: Vec<&str> = err.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The exit status if the child has exited, without waiting.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits up to `timeout` for the child to exit. On timeout the child is killed and `None`
+    /// is returned.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                self.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls until `ready(stdout, stderr)` holds (true), the child exits or `timeout` passes
+    /// (false in both cases).
+    pub fn wait_for_output(&mut self, timeout: Duration, ready: impl Fn(&str, &str) -> bool) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if ready(&self.stdout(), &self.stderr()) {
+                return true;
+            }
+            if self.try_wait().is_some() {
+                return ready(&self.stdout(), &self.stderr());
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the child (if still running) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A UDP port that was free a moment ago on `[::]` (dual-stack on Linux, so on 127.0.0.1 too).
+/// Another process may take it before the caller binds it: callers retry on bind failure.
+pub fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("[::]:0").expect("bind a UDP socket on [::]:0");
+    socket.local_addr().unwrap().port()
+}
+
+/// Path of an independent MoQ peer (`moq-relay-ietf`, `moq-clock-ietf`, `moq-test-client`),
+/// installed by `cargo install` (scripts/setup.sh): looked up on `PATH`, then in
+/// `$CARGO_HOME/bin` and `~/.cargo/bin`.
+pub fn peer_bin(name: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed: run scripts/setup.sh (it `cargo install`s the MoQ interop peers)"))
+}
+
+/// Writes a self-signed ECDSA P-256 certificate for `localhost`/127.0.0.1/::1, valid 10 days,
+/// as `DIR/cert.pem` and `DIR/key.pem` (with the `openssl` program). Returns (cert, key).
+pub fn write_test_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-days", "10", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("the openssl program runs");
+    assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
+}
+
+/// Runs `moq-test-client --test setup-only` against `url` (at most 5 s): true when it passes.
+pub fn moq_setup_succeeds(url: &str, dir: &std::path::Path) -> bool {
+    let mut cmd = Command::new(peer_bin("moq-test-client"));
+    cmd.args(["--relay", url, "--tls-disable-verify", "--test", "setup-only"]);
+    let mut probe = ChildGuard::spawn("setup-probe", &mut cmd, dir);
+    matches!(probe.wait_timeout(Duration::from_secs(5)), Some(s) if s.success())
+        && probe.stdout().lines().any(|l| l.starts_with("ok 1"))
+}
+
+/// Cloudflare's `moq-relay-ietf` (an independent draft-18 relay) on a free UDP port, with its
+/// certificate and coordinator file in a temporary directory; killed on drop.
+pub struct MoqRelayIetf {
+    pub port: u16,
+    pub child: ChildGuard,
+    pub dir: TempDir,
+}
+
+impl MoqRelayIetf {
+    /// Starts the relay and waits (up to 15 s) until a MoQ SETUP succeeds against it. Retries
+    /// on another port when the chosen one was taken in the meantime.
+    pub fn start() -> Self {
+        let dir = TempDir::new("moq-relay-ietf");
+        let (cert, key) = write_test_certificate(&dir.0);
+        let mut last_err = String::new();
+        for attempt in 0..5 {
+            let port = free_udp_port();
+            let mut cmd = Command::new(peer_bin("moq-relay-ietf"));
+            cmd.arg("--bind")
+                .arg(format!("[::]:{port}"))
+                .arg("--tls-cert")
+                .arg(&cert)
+                .arg("--tls-key")
+                .arg(&key)
+                .arg("--coordinator-file")
+                .arg(dir.path("coordinator.json"));
+            let mut child = ChildGuard::spawn(&format!("moq-relay-ietf-{attempt}"), &mut cmd, &dir.0);
+            let url = format!("https://localhost:{port}");
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while std::time::Instant::now() < deadline && child.try_wait().is_none() {
+                if moq_setup_succeeds(&url, &dir.0) {
+                    return Self { port, child, dir };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            last_err = format!("exit {:?}: {}", child.try_wait(), child.stderr_tail(20));
+        }
+        panic!("moq-relay-ietf did not start: {last_err}");
+    }
+
+    /// `https://localhost:PORT/` or `moqt://localhost:PORT`.
+    pub fn url(&self, scheme: &str) -> String {
+        match scheme {
+            "moqt" => format!("moqt://localhost:{}", self.port),
+            _ => format!("https://localhost:{}/", self.port),
+        }
+    }
+}
+pub mod netem;

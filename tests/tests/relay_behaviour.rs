@@ -1,0 +1,185 @@
+//! The relay's defined behaviour under stress: slow subscribers, publishers that leave,
+//! reconnect or are replaced, and hostile input. Real sockets, real media, real binaries.
+
+use std::{
+    process::{Child, Output, Stdio},
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use moqcast_media::moq::{BroadcastPublisher, Client, ClientTls};
+use moqcast_tests::{command, init_tracing, netem::Shaper, TestRelay};
+
+fn publish(url: &str, broadcast: &str, seconds: u64) -> Child {
+    command("moqcast-publish")
+        .args(["--url", url, "--broadcast", broadcast, "--input", "testsrc", "--tls-disable-verify"])
+        .args(["--duration", &seconds.to_string()])
+        .spawn()
+        .unwrap()
+}
+
+async fn subscribe_json(url: String, broadcast: &str, seconds: f64, extra: &[&str]) -> (Output, Option<serde_json::Value>) {
+    let mut c = command("moqcast-subscribe");
+    c.args(["--url", &url, "--broadcast", broadcast, "--tls-disable-verify", "--json"])
+        .args(["--duration", &seconds.to_string()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    let json = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok());
+    (out, json)
+}
+
+fn objects(stats: &serde_json::Value, track: &str) -> u64 {
+    stats["tracks"][track]["objects"].as_u64().unwrap_or(0)
+}
+
+async fn wait_child(mut child: Child) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap()
+}
+
+/// A subscriber behind a 200 kbit/s link (a fraction of the test pattern's bitrate) falls
+/// behind: the relay drops its stale groups and moves it to the newest one, while a subscriber
+/// on a good link keeps receiving every frame at low latency and the cache stays in budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_subscriber_loses_only_its_own_groups() {
+    init_tracing();
+    let cache_budget = 4_000_000u64;
+    let relay = TestRelay::start(&["--subscriber-backlog-bytes", "131072", "--cache-bytes", &cache_budget.to_string()]).await;
+    let url = relay.url("moqt");
+    let publisher = publish(&url, "demo", 12);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let shaper = Shaper::start(relay.quic, 200_000, 64 * 1024).await;
+    let slow_url = format!("moqt://127.0.0.1:{}", shaper.addr.port());
+    let fast = subscribe_json(url.clone(), "demo", 9.0, &[]);
+    let slow = subscribe_json(slow_url, "demo", 9.0, &[]);
+    let ((fast_out, fast), (_slow_out, slow)) = tokio::join!(fast, slow);
+    assert!(fast_out.status.success(), "fast subscriber failed: {}", String::from_utf8_lossy(&fast_out.stderr));
+    let fast = fast.unwrap();
+
+    // ~9 s at 30 fps; the fast subscriber misses nothing.
+    assert!(objects(&fast, "video") >= 250, "fast subscriber got {fast}");
+    let p50 = fast["tracks"]["video"]["latency_p50_ms"].as_f64().unwrap();
+    assert!(p50 < 100.0, "fast subscriber's median latency {p50} ms");
+
+    let m = &relay.state.metrics;
+    let skips = m.slow_skips.load(Ordering::Relaxed) + m.groups_dropped.load(Ordering::Relaxed);
+    assert!(skips > 0, "the relay never dropped groups for the slow subscriber; slow got {slow:?}");
+    let cache = m.cache_bytes.load(Ordering::Relaxed);
+    assert!(cache <= 2 * cache_budget, "cache holds {cache} bytes");
+    let _ = wait_child(publisher).await;
+    relay.stop().await;
+}
+
+/// A publisher that leaves ends its tracks for subscribers; one that comes back (or a new one
+/// taking over the same broadcast) is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_leaves_reconnects_and_is_replaced() {
+    init_tracing();
+    let relay = TestRelay::start(&[]).await;
+    let url = relay.url("moqt");
+
+    // 1. Leaves: the subscriber's tracks end soon after the publisher does.
+    let first = publish(&url, "show", 3);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    let (out, stats) = subscribe_json(url.clone(), "show", 20.0, &[]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(8), "subscriber did not notice the publisher leaving");
+    assert!(objects(&stats.unwrap(), "video") > 0);
+    assert!(wait_child(first).await.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(relay.state.origin.get("show").is_none(), "broadcast still listed after its publisher left");
+
+    // 2. Reconnects: the same broadcast name is served again.
+    let second = publish(&url, "show", 4);
+    let (out, stats) = subscribe_json(url.clone(), "show", 2.0, &[]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(objects(&stats.unwrap(), "video") > 20);
+
+    // 3. Replaced: a second publisher of the same name takes over; the old one's session stays up.
+    let old_session = relay.state.origin.get("show").unwrap().session;
+    let third = publish(&url, "show", 3);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let new_session = relay.state.origin.get("show").unwrap().session;
+    assert_ne!(old_session, new_session, "the newest publisher should own the broadcast");
+    let (out, stats) = subscribe_json(url.clone(), "show", 1.0, &[]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(objects(&stats.unwrap(), "video") > 0);
+    let _ = wait_child(second).await;
+    let _ = wait_child(third).await;
+    relay.stop().await;
+}
+
+/// Garbage, oversize messages and bad catalogs end only the offending session; everyone else
+/// is still served and the relay never panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_closes_only_that_session() {
+    init_tracing();
+    let relay = TestRelay::start(&[]).await;
+    let url = relay.url("moqt");
+    let publisher = publish(&url, "good", 8);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let tls = ClientTls { disable_verify: true, ..Default::default() };
+    let client = Client::new(&tls).unwrap();
+    let moqt: url::Url = url.parse().unwrap();
+
+    // Garbage on the control stream.
+    let conn = client.connect_quic(&moqt).await.unwrap();
+    let mut s = conn.open_uni().await.unwrap();
+    s.write_all(&[0xde, 0xad, 0xbe, 0xef, 0x13, 0x37, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    let _ = s.finish();
+    let err = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.expect("relay closes a garbage session");
+    tracing::info!(%err, "garbage session closed");
+
+    // An oversize control message: SETUP (0x2f00) claiming a 16-bit length of 65535 bytes then
+    // far more payload than any message may have.
+    let conn = client.connect_quic(&moqt).await.unwrap();
+    let mut s = conn.open_uni().await.unwrap();
+    let mut msg = vec![0x40, 0x20, 0xff, 0xff];
+    msg.extend(std::iter::repeat_n(0x41u8, 70_000));
+    let _ = s.write_all(&msg).await;
+    let _ = s.finish();
+    tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.expect("relay closes an oversize session");
+
+    // A broadcast with a catalog that is not JSON: subscribers get a clear error.
+    let conn = client.connect(&moqt).await.unwrap();
+    let mut bad = BroadcastPublisher::new("bad");
+    let mut cat = bad.create_track("catalog").unwrap();
+    cat.start_group().unwrap();
+    cat.write(Default::default(), Bytes::from_static(b"{\"version\": oops")).unwrap();
+    let mut pubr = conn.publisher;
+    let session = conn.session;
+    let bad_task = tokio::spawn(async move {
+        tokio::select! {
+            _ = session.run() => {},
+            _ = bad.announce(&mut pubr) => {},
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (out, _) = subscribe_json(url.clone(), "bad", 3.0, &["--wait", "1"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("catalog of \"bad\" is invalid"), "unclear error: {stderr}");
+
+    // A wrong URL gets a clear error from the client.
+    let (out, _) = subscribe_json("ftp://127.0.0.1:1/".into(), "good", 1.0, &[]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported URL scheme"));
+
+    // Everyone else is still served.
+    let (out, stats) = subscribe_json(url.clone(), "good", 2.0, &[]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(objects(&stats.unwrap(), "video") > 20);
+    assert!(relay.state.metrics.session_errors.load(Ordering::Relaxed) >= 2);
+    assert_eq!(relay.http_get("/healthz").trim(), "ok");
+    bad_task.abort();
+    let _ = wait_child(publisher).await;
+    relay.stop().await;
+}
