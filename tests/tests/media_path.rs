@@ -79,3 +79,57 @@ async fn testsrc_end_to_end_over_raw_quic() {
 async fn testsrc_end_to_end_over_webtransport() {
     publish_record_and_late_join("https").await;
 }
+
+/// `ffmpeg ... -f mpegts - | moqcast-publish --input -` and a file that needs transcoding
+/// (VP8 + Vorbis WebM) both arrive as H.264 + audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_mpegts_and_transcoded_file_inputs() {
+    init_tracing();
+    let relay = TestRelay::start(&[]).await;
+    let url = relay.url("moqt");
+    let dir = TempDir::new("inputs");
+
+    // A VP8/Vorbis file: the publisher transcodes video to H.264 and audio to Opus.
+    let webm = dir.path("in.webm");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=300"])
+        .args(["-t", "3", "-c:v", "libvpx", "-b:v", "300k", "-c:a", "libvorbis", "-y"])
+        .arg(&webm)
+        .status()
+        .unwrap();
+    assert!(made.success(), "ffmpeg could not make the test file");
+
+    for name in ["stdin", "file"] {
+        let mut publisher = if name == "stdin" {
+            // ffmpeg paces with -re and writes MPEG-TS (H.264 + AAC) to the publisher's stdin.
+            std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!(
+                    "ffmpeg -v error -re -f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine -t 4 \
+                     -c:v libx264 -preset ultrafast -g 25 -c:a aac -f mpegts - | {} --url {url} --broadcast stdin --input - --tls-disable-verify",
+                    moqcast_tests::bin("moqcast-publish").display()
+                ))
+                .spawn()
+                .unwrap()
+        } else {
+            command("moqcast-publish")
+                .args(["--url", &url, "--broadcast", "file", "--input", webm.to_str().unwrap(), "--tls-disable-verify"])
+                .spawn()
+                .unwrap()
+        };
+        let out = dir.path(&format!("{name}.mp4"));
+        let rec = command("moqcast-subscribe")
+            .args(["--url", &url, "--broadcast", name, "--tls-disable-verify", "--duration", "8"])
+            .args(["--output", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(rec.status.success(), "{name}: {}", String::from_utf8_lossy(&rec.stderr));
+        assert!(publisher.wait().unwrap().success(), "{name} publisher failed");
+        let streams = probe(&out);
+        let video = streams.iter().find(|s| s.0 == "video").unwrap_or_else(|| panic!("{name}: no video in {streams:?}"));
+        assert_eq!(video.1, "h264", "{name}");
+        assert!(video.2 >= 50, "{name}: only {} video frames", video.2);
+        assert!(streams.iter().any(|s| s.0 == "audio"), "{name}: no audio in {streams:?}");
+    }
+    relay.stop().await;
+}
