@@ -18,14 +18,14 @@ use url::Url;
 /// Re-export of the draft-specific transport crate for code that needs its session API
 /// (the relay). Prefer the helpers of this module where they fit.
 pub use moq_transport as transport;
-/// The QUIC implementation underneath, for callers that need connection statistics.
-pub use quinn;
 pub use moq_transport::{
     coding::{TrackName, TrackNamespace},
     data::ExtensionHeaders,
     serve,
     session::{Publisher, Session, SessionError, Subscriber, Transport},
 };
+/// The QUIC implementation underneath, for callers that need connection statistics.
+pub use quinn;
 
 /// The ALPN for raw QUIC MoQT of the draft we speak.
 pub const MOQT_ALPN: &str = moq_transport::setup::DraftVersion::Draft18.alpn_str();
@@ -318,13 +318,12 @@ impl Client {
                 web_transport_quinn::proto::ConnectResponse::default(),
             ),
         };
-        let (session, publisher, subscriber) =
-            Session::connect(wt.into(), None, transport.clone())
-                .await
-                .map_err(|source| ConnectError::Setup {
-                    url: url.to_string(),
-                    source,
-                })?;
+        let (session, publisher, subscriber) = Session::connect(wt.into(), None, transport)
+            .await
+            .map_err(|source| ConnectError::Setup {
+            url: url.to_string(),
+            source,
+        })?;
         Ok(Connected {
             session,
             publisher,
@@ -343,10 +342,7 @@ fn resolve(host: &str, port: u16, endpoint: &quinn::Endpoint) -> Result<SocketAd
             source,
         })?
         .collect();
-    let local_v6 = endpoint
-        .local_addr()
-        .map(|a| a.is_ipv6())
-        .unwrap_or(false);
+    let local_v6 = endpoint.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
     // An IPv6 (dual-stack) socket reaches both families; an IPv4 one only IPv4.
     addrs
         .iter()
@@ -460,7 +456,11 @@ impl TrackPublisher {
     }
 
     /// Appends an object to the current group (starting one if none is open).
-    pub fn write(&mut self, properties: ExtensionHeaders, payload: Bytes) -> Result<(), TrackError> {
+    pub fn write(
+        &mut self,
+        properties: ExtensionHeaders,
+        payload: Bytes,
+    ) -> Result<(), TrackError> {
         if self.current.is_none() {
             self.start_group()?;
         }
@@ -481,19 +481,20 @@ impl TrackPublisher {
 pub struct TrackSubscription {
     reader: serve::TrackReader,
     subgroups: Option<serve::SubgroupsReader>,
-    groups: futures::stream::FuturesUnordered<
-        std::pin::Pin<
-            Box<
-                dyn std::future::Future<
-                        Output = (
-                            Result<Option<ReceivedObject>, serve::ServeError>,
-                            serve::SubgroupReader,
-                        ),
-                    > + Send,
-            >,
-        >,
-    >,
+    groups: futures::stream::FuturesUnordered<GroupRead>,
 }
+
+/// One pending read of a group: the next object (or its end) and the group reader back.
+type GroupRead = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    Result<Option<ReceivedObject>, serve::ServeError>,
+                    serve::SubgroupReader,
+                ),
+            > + Send,
+    >,
+>;
 
 impl TrackSubscription {
     /// Sends SUBSCRIBE for `track` of `broadcast`. The returned future drives the

@@ -191,14 +191,18 @@ fn write_frame(
     let props = properties(frame.pts_us).to_extension_headers();
     match kind {
         MediaKind::Video => {
-            let Some(v) = video.as_mut() else { return Ok(()) };
+            let Some(v) = video.as_mut() else {
+                return Ok(());
+            };
             if frame.keyframe {
                 v.start_group()?;
             }
             v.write(props, frame.payload)?;
         }
         MediaKind::Audio => {
-            let Some(a) = audio.as_mut() else { return Ok(()) };
+            let Some(a) = audio.as_mut() else {
+                return Ok(());
+            };
             // One audio group per second of media, so late joiners start within a second.
             let start = *audio_group_start.get_or_insert(frame.pts_us);
             if frame.pts_us.saturating_sub(start) >= 1_000_000 || frame.pts_us < start {

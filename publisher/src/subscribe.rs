@@ -76,7 +76,14 @@ impl Summary {
     pub fn table(&self) -> String {
         let mut s = format!(
             "{:<10} {:>8} {:>12} {:>7} {:>10} {:>10} {:>10} {:>12}\n",
-            "track", "objects", "bytes", "groups", "lat p50ms", "lat p99ms", "lat max", "first obj ms"
+            "track",
+            "objects",
+            "bytes",
+            "groups",
+            "lat p50ms",
+            "lat p99ms",
+            "lat max",
+            "first obj ms"
         );
         for (name, t) in &self.tracks {
             let f = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
@@ -183,7 +190,12 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
         ..Default::default()
     };
     if opts.print_catalog {
-        println!("{}", serde_json::to_string_pretty(&serde_json::from_slice::<serde_json::Value>(&catalog.to_json())?)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::from_slice::<serde_json::Value>(
+                &catalog.to_json()
+            )?)?
+        );
         if opts.output.is_none() && !opts.stats {
             return Ok(summary);
         }
@@ -199,14 +211,18 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
         tracks.push((t.name.clone(), MediaKind::Audio));
     }
     if tracks.is_empty() {
-        anyhow::bail!("the catalog of {} lists no audio or video track", opts.broadcast);
+        anyhow::bail!(
+            "the catalog of {} lists no audio or video track",
+            opts.broadcast
+        );
     }
 
     let recorder = match &opts.output {
         Some(path) => Some(spawn_recorder(path.clone(), video, audio)?),
         None => None,
     };
-    let (obj_tx, mut obj_rx) = mpsc::channel::<(String, MediaKind, Result<ReceivedObject, String>)>(256);
+    let (obj_tx, mut obj_rx) =
+        mpsc::channel::<(String, MediaKind, Result<ReceivedObject, String>)>(256);
     let mut readers = tokio::task::JoinSet::new();
     for (name, kind) in &tracks {
         let (mut sub, driver) = TrackSubscription::new(&subscriber, &opts.broadcast, name);
@@ -308,25 +324,36 @@ type RecorderHandle = (
     std::thread::JoinHandle<anyhow::Result<()>>,
 );
 
-fn spawn_recorder(path: PathBuf, video: Option<VideoInfo>, audio: Option<AudioInfo>) -> anyhow::Result<RecorderHandle> {
+fn spawn_recorder(
+    path: PathBuf,
+    video: Option<VideoInfo>,
+    audio: Option<AudioInfo>,
+) -> anyhow::Result<RecorderHandle> {
     let mut rec = Mp4Recorder::create(&path, video.as_ref(), audio.as_ref())
         .with_context(|| format!("creating {}", path.display()))?;
     let (tx, mut rx) = mpsc::channel::<(MediaKind, Frame)>(512);
-    let handle = std::thread::Builder::new().name("recorder".into()).spawn(move || {
-        while let Some((kind, frame)) = rx.blocking_recv() {
-            rec.write(kind, &frame)?;
-        }
-        rec.finish()?;
-        Ok(())
-    })?;
+    let handle = std::thread::Builder::new()
+        .name("recorder".into())
+        .spawn(move || {
+            while let Some((kind, frame)) = rx.blocking_recv() {
+                rec.write(kind, &frame)?;
+            }
+            rec.finish()?;
+            Ok(())
+        })?;
     Ok((tx, handle))
 }
 
 /// Reads the newest catalog of `broadcast`, retrying for `wait` while it is not announced.
-pub async fn fetch_catalog(subscriber: &moqcast_media::moq::Subscriber, broadcast: &str, wait: Duration) -> anyhow::Result<Catalog> {
+pub async fn fetch_catalog(
+    subscriber: &moqcast_media::moq::Subscriber,
+    broadcast: &str,
+    wait: Duration,
+) -> anyhow::Result<Catalog> {
     let give_up = Instant::now() + wait;
     loop {
-        let (mut sub, driver) = TrackSubscription::new(subscriber, broadcast, catalog::CATALOG_TRACK_NAME);
+        let (mut sub, driver) =
+            TrackSubscription::new(subscriber, broadcast, catalog::CATALOG_TRACK_NAME);
         // Outer error: the catalog could not be read (retry); inner: it was read but is invalid.
         let attempt = async {
             tokio::select! {
@@ -346,7 +373,11 @@ pub async fn fetch_catalog(subscriber: &moqcast_media::moq::Subscriber, broadcas
                 tracing::debug!(error = %e, "catalog not available yet; retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(e) => return Err(e.context(format!("could not read the catalog of {broadcast:?} (is it being published?)"))),
+            Err(e) => {
+                return Err(e.context(format!(
+                    "could not read the catalog of {broadcast:?} (is it being published?)"
+                )))
+            }
         }
     }
 }

@@ -174,12 +174,24 @@ impl GroupStore {
     pub fn largest(&self) -> Option<(u64, u64)> {
         self.groups
             .iter()
-            .filter_map(|g| g.objects.iter().filter(|o| o.status == ObjectStatus::NormalObject).map(|o| (g.id, o.id)).max())
+            .filter_map(|g| {
+                g.objects
+                    .iter()
+                    .filter(|o| o.status == ObjectStatus::NormalObject)
+                    .map(|o| (g.id, o.id))
+                    .max()
+            })
             .max()
     }
 
     /// Opens a subgroup.
-    pub fn open(&mut self, id: u64, subgroup: u64, priority: u8, now: Instant) -> Result<(), CacheError> {
+    pub fn open(
+        &mut self,
+        id: u64,
+        subgroup: u64,
+        priority: u8,
+        now: Instant,
+    ) -> Result<(), CacheError> {
         if self.get((id, subgroup)).is_some() {
             return Err(CacheError::DuplicateGroup(id, subgroup));
         }
@@ -226,7 +238,11 @@ impl GroupStore {
 
     /// Marks a subgroup finished (`clean`) or aborted.
     pub fn end(&mut self, key: Key, clean: bool) {
-        if let Some(g) = self.groups.iter_mut().find(|g| g.key() == key && !g.ended()) {
+        if let Some(g) = self
+            .groups
+            .iter_mut()
+            .find(|g| g.key() == key && !g.ended())
+        {
             if clean {
                 g.complete = true;
             } else {
@@ -238,7 +254,9 @@ impl GroupStore {
     /// Applies the limits at `now`: evicts the oldest subgroups, never those of the newest
     /// group. Returns how many subgroups were evicted.
     pub fn evict(&mut self, now: Instant) -> usize {
-        let Some(newest) = self.newest_group() else { return 0 };
+        let Some(newest) = self.newest_group() else {
+            return 0;
+        };
         let mut evicted = 0;
         loop {
             let over_bytes = self.bytes > self.limits.max_bytes;
@@ -254,7 +272,8 @@ impl GroupStore {
             else {
                 break;
             };
-            let too_old = now.saturating_duration_since(self.groups[idx].opened) > self.limits.max_age;
+            let too_old =
+                now.saturating_duration_since(self.groups[idx].opened) > self.limits.max_age;
             if !(over_bytes || over_count || too_old) {
                 break;
             }
@@ -349,14 +368,26 @@ mod tests {
     fn rejects_bad_input() {
         let t0 = Instant::now();
         let mut s = GroupStore::new(limits(1000, 10, 60_000));
-        assert_eq!(s.push((9, 0), obj(0, 1), t0), Err(CacheError::UnknownGroup(9, 0)));
+        assert_eq!(
+            s.push((9, 0), obj(0, 1), t0),
+            Err(CacheError::UnknownGroup(9, 0))
+        );
         s.open(1, 0, 0, t0).unwrap();
         assert_eq!(s.open(1, 0, 0, t0), Err(CacheError::DuplicateGroup(1, 0)));
         s.push((1, 0), obj(5, 1), t0).unwrap();
-        assert!(matches!(s.push((1, 0), obj(5, 1), t0), Err(CacheError::ObjectOrder { .. })));
-        assert_eq!(s.push((1, 0), obj(6, 2000), t0), Err(CacheError::ObjectTooLarge(2000)));
+        assert!(matches!(
+            s.push((1, 0), obj(5, 1), t0),
+            Err(CacheError::ObjectOrder { .. })
+        ));
+        assert_eq!(
+            s.push((1, 0), obj(6, 2000), t0),
+            Err(CacheError::ObjectTooLarge(2000))
+        );
         s.end((1, 0), true);
-        assert_eq!(s.push((1, 0), obj(7, 1), t0), Err(CacheError::UnknownGroup(1, 0)));
+        assert_eq!(
+            s.push((1, 0), obj(7, 1), t0),
+            Err(CacheError::UnknownGroup(1, 0))
+        );
         assert_eq!(s.largest(), Some((1, 5)));
     }
 

@@ -11,7 +11,11 @@ use crate::cache::CacheLimits;
 /// Command line of `moqcast-relay`. Every flag also reads an environment variable, and every
 /// field can be set in the `--config` TOML file (same names, snake_case).
 #[derive(Debug, Clone, Parser, Default)]
-#[command(name = "moqcast-relay", version, about = "MoQ (draft-18) relay: raw QUIC and WebTransport on one UDP port")]
+#[command(
+    name = "moqcast-relay",
+    version,
+    about = "MoQ (draft-18) relay: raw QUIC and WebTransport on one UDP port"
+)]
 pub struct Args {
     /// TOML file with any of the settings below.
     #[arg(long, env = "MOQCAST_CONFIG")]
@@ -95,10 +99,18 @@ pub enum TlsSource {
 #[non_exhaustive]
 pub enum ConfigError {
     #[error("could not read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: String, source: Box<toml::de::Error> },
-    #[error("no TLS configured: pass --tls-cert and --tls-key, or --tls-generate localhost,127.0.0.1")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error(
+        "no TLS configured: pass --tls-cert and --tls-key, or --tls-generate localhost,127.0.0.1"
+    )]
     NoTls,
     #[error("{0}")]
     Invalid(String),
@@ -144,13 +156,21 @@ impl Config {
             (Some(cert), Some(key), _) => TlsSource::Files { cert, key },
             (None, None, Some(names)) if !names.is_empty() => TlsSource::Generate(names),
             (Some(_), None, _) | (None, Some(_), _) => {
-                return Err(ConfigError::Invalid("--tls-cert and --tls-key go together".into()))
+                return Err(ConfigError::Invalid(
+                    "--tls-cert and --tls-key go together".into(),
+                ))
             }
             _ => return Err(ConfigError::NoTls),
         };
         let cache = CacheLimits {
-            max_bytes: args.cache_bytes.or(file.cache_bytes).unwrap_or(d.cache.max_bytes),
-            max_groups: args.cache_groups.or(file.cache_groups).unwrap_or(d.cache.max_groups),
+            max_bytes: args
+                .cache_bytes
+                .or(file.cache_bytes)
+                .unwrap_or(d.cache.max_bytes),
+            max_groups: args
+                .cache_groups
+                .or(file.cache_groups)
+                .unwrap_or(d.cache.max_groups),
             max_age: args
                 .cache_age_ms
                 .or(file.cache_age_ms)
@@ -162,15 +182,23 @@ impl Config {
         }
         let log_format = args.log_format.or(file.log_format).unwrap_or(d.log_format);
         if log_format != "text" && log_format != "json" {
-            return Err(ConfigError::Invalid(format!("log format {log_format:?}: use text or json")));
+            return Err(ConfigError::Invalid(format!(
+                "log format {log_format:?}: use text or json"
+            )));
         }
         Ok(Self {
             bind: args.bind.or(file.bind).unwrap_or(d.bind),
             http_bind: args.http_bind.or(file.http_bind).unwrap_or(d.http_bind),
             tls,
             cache,
-            max_sessions: args.max_sessions.or(file.max_sessions).unwrap_or(d.max_sessions),
-            max_streams: args.max_streams.or(file.max_streams).unwrap_or(d.max_streams),
+            max_sessions: args
+                .max_sessions
+                .or(file.max_sessions)
+                .unwrap_or(d.max_sessions),
+            max_streams: args
+                .max_streams
+                .or(file.max_streams)
+                .unwrap_or(d.max_streams),
             subscriber_backlog_bytes: args
                 .subscriber_backlog_bytes
                 .or(file.subscriber_backlog_bytes)
@@ -189,8 +217,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("moqcast-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("relay.toml");
-        std::fs::write(&path, "bind = \"127.0.0.1:5000\"\ncache_groups = 7\ntls_generate = [\"localhost\"]\n").unwrap();
-        let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap(), "--bind", "127.0.0.1:6000"]);
+        std::fs::write(
+            &path,
+            "bind = \"127.0.0.1:5000\"\ncache_groups = 7\ntls_generate = [\"localhost\"]\n",
+        )
+        .unwrap();
+        let args = Args::parse_from([
+            "moqcast-relay",
+            "--config",
+            path.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:6000",
+        ]);
         let c = Config::resolve(args).unwrap();
         assert_eq!(c.bind.port(), 6000);
         assert_eq!(c.cache.max_groups, 7);

@@ -79,13 +79,20 @@ impl Drop for TrackCache {
             task.abort();
         }
         let bytes = self.inner.lock().map(|i| i.store.bytes()).unwrap_or(0);
-        self.metrics.cache_bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
+        self.metrics
+            .cache_bytes
+            .fetch_sub(bytes as u64, Ordering::Relaxed);
         self.metrics.tracks.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl TrackCache {
-    pub fn new(broadcast: &str, name: &str, limits: CacheLimits, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        broadcast: &str,
+        name: &str,
+        limits: CacheLimits,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         metrics.tracks.fetch_add(1, Ordering::Relaxed);
         Arc::new(Self {
             broadcast: broadcast.into(),
@@ -108,9 +115,13 @@ impl TrackCache {
             let r = f(&mut inner);
             let after = inner.store.bytes();
             if after >= before {
-                self.metrics.cache_bytes.fetch_add((after - before) as u64, Ordering::Relaxed);
+                self.metrics
+                    .cache_bytes
+                    .fetch_add((after - before) as u64, Ordering::Relaxed);
             } else {
-                self.metrics.cache_bytes.fetch_sub((before - after) as u64, Ordering::Relaxed);
+                self.metrics
+                    .cache_bytes
+                    .fetch_sub((before - after) as u64, Ordering::Relaxed);
             }
             r
         };
@@ -201,7 +212,10 @@ impl TrackCache {
 }
 
 /// Reads an upstream track into the cache until it ends.
-async fn ingest(cache: std::sync::Weak<TrackCache>, reader: serve::TrackReader) -> Result<(), serve::ServeError> {
+async fn ingest(
+    cache: std::sync::Weak<TrackCache>,
+    reader: serve::TrackReader,
+) -> Result<(), serve::ServeError> {
     match reader.mode().await? {
         serve::TrackReaderMode::Subgroups(s) => ingest_subgroups(cache, s).await,
         serve::TrackReaderMode::Datagrams(d) => ingest_datagrams(cache, d).await,
@@ -211,7 +225,10 @@ async fn ingest(cache: std::sync::Weak<TrackCache>, reader: serve::TrackReader) 
     }
 }
 
-async fn ingest_subgroups(cache: std::sync::Weak<TrackCache>, mut subgroups: serve::SubgroupsReader) -> Result<(), serve::ServeError> {
+async fn ingest_subgroups(
+    cache: std::sync::Weak<TrackCache>,
+    mut subgroups: serve::SubgroupsReader,
+) -> Result<(), serve::ServeError> {
     let mut groups = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -254,7 +271,9 @@ async fn ingest_group(cache: std::sync::Weak<TrackCache>, mut group: serve::Subg
         };
         let Some(c) = cache.upgrade() else { return };
         c.metrics.objects_in.fetch_add(1, Ordering::Relaxed);
-        c.metrics.bytes_in.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        c.metrics
+            .bytes_in
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         let cached = CachedObject {
             id: object.object_id,
             status: object.status,
@@ -277,18 +296,27 @@ async fn ingest_group(cache: std::sync::Weak<TrackCache>, mut group: serve::Subg
 /// [`DATAGRAM_SUBGROUP`]).
 pub const DATAGRAM_SUBGROUP: u64 = u64::MAX;
 
-async fn ingest_datagrams(cache: std::sync::Weak<TrackCache>, mut datagrams: serve::DatagramsReader) -> Result<(), serve::ServeError> {
+async fn ingest_datagrams(
+    cache: std::sync::Weak<TrackCache>,
+    mut datagrams: serve::DatagramsReader,
+) -> Result<(), serve::ServeError> {
     while let Some(d) = datagrams.read().await? {
-        let Some(c) = cache.upgrade() else { return Ok(()) };
+        let Some(c) = cache.upgrade() else {
+            return Ok(());
+        };
         c.metrics.objects_in.fetch_add(1, Ordering::Relaxed);
-        c.metrics.bytes_in.fetch_add(d.payload.len() as u64, Ordering::Relaxed);
+        c.metrics
+            .bytes_in
+            .fetch_add(d.payload.len() as u64, Ordering::Relaxed);
         let key = (d.group_id, DATAGRAM_SUBGROUP);
         let res = c.update(|inner| {
             inner.upstream = UpstreamState::Live;
             inner.delivery = Some(Delivery::Datagrams);
             let now = Instant::now();
             if inner.store.get(key).is_none() {
-                inner.store.open(d.group_id, DATAGRAM_SUBGROUP, d.priority, now)?;
+                inner
+                    .store
+                    .open(d.group_id, DATAGRAM_SUBGROUP, d.priority, now)?;
             }
             inner.store.push(
                 key,
@@ -344,7 +372,9 @@ impl Backlog {
 
     /// Unsent payload bytes (an underestimate: packet overhead counts as sent).
     pub fn bytes(&self) -> u64 {
-        self.handed.load(Ordering::Relaxed).saturating_sub(self.sent())
+        self.handed
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.sent())
     }
 
     fn hand(&self, n: usize) {
@@ -409,7 +439,12 @@ fn end_result(err: Option<serve::ServeError>) -> Result<(), serve::ServeError> {
 
 /// Copies a cached track into one subscriber's private track until the track ends or the
 /// subscriber leaves. Cancel-safe: dropping the future drops only this subscriber's groups.
-pub async fn pump(cache: Arc<TrackCache>, out: &mut Output, start: Start, backlog: Arc<Backlog>) -> Result<(), serve::ServeError> {
+pub async fn pump(
+    cache: Arc<TrackCache>,
+    out: &mut Output,
+    start: Start,
+    backlog: Arc<Backlog>,
+) -> Result<(), serve::ServeError> {
     let metrics = cache.metrics.clone();
     let mut rx = cache.changed.subscribe();
     let mut open: Vec<OpenGroup> = Vec::new();
@@ -478,7 +513,11 @@ pub async fn pump(cache: Arc<TrackCache>, out: &mut Output, start: Start, backlo
                 },
                 Output::Datagrams(_) | Output::Pending(_) => None,
             };
-            open.push(OpenGroup { key, writer, next: 0 });
+            open.push(OpenGroup {
+                key,
+                writer,
+                next: 0,
+            });
         }
         // Forget keys of groups that fell out of the cache (keeps `seen` bounded).
         if let Some(oldest) = cache.with_store(|s| s.oldest_group()) {
@@ -512,7 +551,8 @@ pub async fn pump(cache: Arc<TrackCache>, out: &mut Output, start: Start, backlo
                     (None, Output::Datagrams(d)) => d.write(serve::Datagram {
                         group_id: o.key.0,
                         object_id: obj.id,
-                        priority: cache.with_store(|s| s.get(o.key).map(|g| g.priority).unwrap_or(0)),
+                        priority: cache
+                            .with_store(|s| s.get(o.key).map(|g| g.priority).unwrap_or(0)),
                         status: obj.status,
                         end_of_group: obj.end_of_group,
                         payload: obj.payload,
@@ -564,9 +604,14 @@ pub async fn pump(cache: Arc<TrackCache>, out: &mut Output, start: Start, backlo
                     false
                 });
                 if open.len() < before {
-                    metrics.groups_dropped.fetch_add((before - open.len()) as u64, Ordering::Relaxed);
+                    metrics
+                        .groups_dropped
+                        .fetch_add((before - open.len()) as u64, Ordering::Relaxed);
                     metrics.slow_skips.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(dropped = before - open.len(), "subscriber too far behind: skipped to the newest group");
+                    tracing::debug!(
+                        dropped = before - open.len(),
+                        "subscriber too far behind: skipped to the newest group"
+                    );
                 }
             }
         }
@@ -580,7 +625,10 @@ pub async fn pump(cache: Arc<TrackCache>, out: &mut Output, start: Start, backlo
             // Nothing more will arrive: finish complete groups, reset partial ones.
             let done: Vec<bool> = cache.with_store(|s| {
                 open.iter()
-                    .map(|o| s.get(o.key).is_some_and(|g| g.complete && g.objects.len() == o.next))
+                    .map(|o| {
+                        s.get(o.key)
+                            .is_some_and(|g| g.complete && g.objects.len() == o.next)
+                    })
                     .collect()
             });
             for (o, complete) in open.drain(..).zip(done) {

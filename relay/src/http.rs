@@ -16,7 +16,13 @@ pub fn router(state: Arc<RelayState>) -> Router {
 }
 
 async fn fingerprint(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain"), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], s.fingerprint.clone())
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        s.fingerprint.clone(),
+    )
 }
 
 async fn healthz() -> &'static str {
@@ -24,7 +30,10 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
 }
 
 /// The live broadcasts and their cached tracks, as JSON.
@@ -36,7 +45,10 @@ async fn broadcasts(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
         .map(|b| serde_json::json!({ "broadcast": b.path, "tracks": b.track_names() }))
         .collect();
     (
-        [(header::CONTENT_TYPE, "application/json"), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
         serde_json::to_string(&list).unwrap_or_default(),
     )
 }

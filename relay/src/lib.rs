@@ -73,7 +73,11 @@ impl Relay {
             config,
             next_session: AtomicU64::new(1),
         });
-        Ok(Self { state, endpoint, http })
+        Ok(Self {
+            state,
+            endpoint,
+            http,
+        })
     }
 
     pub fn quic_addr(&self) -> SocketAddr {
@@ -91,7 +95,11 @@ impl Relay {
     /// Serves until `shutdown` resolves, then stops accepting, closes sessions (GOAWAY-free
     /// close with code 0 "shutting down") and returns.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        let Relay { state, endpoint, http } = self;
+        let Relay {
+            state,
+            endpoint,
+            http,
+        } = self;
         let cancel = CancellationToken::default();
         let http_task = {
             let app = http::router(state.clone());
@@ -136,14 +144,19 @@ async fn accept(state: Arc<RelayState>, incoming: quinn::Incoming) {
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("session", id, %peer);
     let _enter = span.clone();
-    let res = tracing::Instrument::instrument(handshake_and_run(state.clone(), incoming, id), span).await;
+    let res =
+        tracing::Instrument::instrument(handshake_and_run(state.clone(), incoming, id), span).await;
     if let Err(e) = res {
         state.metrics.session_errors.fetch_add(1, Ordering::Relaxed);
         tracing::info!(id, %peer, error = format!("{e:#}"), "session ended with an error");
     }
 }
 
-async fn handshake_and_run(state: Arc<RelayState>, incoming: quinn::Incoming, id: u64) -> anyhow::Result<()> {
+async fn handshake_and_run(
+    state: Arc<RelayState>,
+    incoming: quinn::Incoming,
+    id: u64,
+) -> anyhow::Result<()> {
     let conn = tokio::time::timeout(Duration::from_secs(10), incoming)
         .await
         .context("QUIC handshake timed out")?
@@ -154,15 +167,20 @@ async fn handshake_and_run(state: Arc<RelayState>, incoming: quinn::Incoming, id
         .and_then(|d| d.protocol)
         .context("peer negotiated no ALPN")?;
     let (wt, transport) = if alpn == moq::WEBTRANSPORT_ALPN.as_bytes() {
-        let request = tokio::time::timeout(Duration::from_secs(10), web_transport_quinn::Request::accept(conn.clone()))
-            .await
-            .context("WebTransport CONNECT timed out")?
-            .context("WebTransport CONNECT failed")?;
+        let request = tokio::time::timeout(
+            Duration::from_secs(10),
+            web_transport_quinn::Request::accept(conn.clone()),
+        )
+        .await
+        .context("WebTransport CONNECT timed out")?
+        .context("WebTransport CONNECT failed")?;
         // draft-18 §3.1.3: the client offers MoQT versions in WT-Available-Protocols.
         // A client that offers none (older browsers' libraries) gets draft-18 too.
         if !request.protocols.is_empty() && !request.protocols.iter().any(|p| p == moq::MOQT_ALPN) {
             let offered = request.protocols.join(",");
-            let _ = request.reject(web_transport_quinn::http::StatusCode::NOT_ACCEPTABLE).await;
+            let _ = request
+                .reject(web_transport_quinn::http::StatusCode::NOT_ACCEPTABLE)
+                .await;
             anyhow::bail!("WebTransport client offered no supported MoQT version (offered {offered}, we speak {})", moq::MOQT_ALPN);
         }
         let offered = !request.protocols.is_empty();
@@ -170,11 +188,18 @@ async fn handshake_and_run(state: Arc<RelayState>, incoming: quinn::Incoming, id
         if offered {
             response = response.with_protocol(moq::MOQT_ALPN.to_string());
         }
-        let session = request.respond(response).await.context("WebTransport response")?;
+        let session = request
+            .respond(response)
+            .await
+            .context("WebTransport response")?;
         (session, Transport::WebTransport)
     } else if alpn == moq::MOQT_ALPN.as_bytes() {
         let url = url::Url::parse("moqt://relay/").expect("valid");
-        let session = web_transport_quinn::Session::raw(conn.clone(), url, web_transport_quinn::proto::ConnectResponse::default());
+        let session = web_transport_quinn::Session::raw(
+            conn.clone(),
+            url,
+            web_transport_quinn::proto::ConnectResponse::default(),
+        );
         (session, Transport::RawQuic)
     } else {
         anyhow::bail!("unsupported ALPN {:?}", String::from_utf8_lossy(&alpn));

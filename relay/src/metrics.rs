@@ -28,26 +28,110 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let rows: [(&str, &str, &str, &AtomicU64); 16] = [
-            ("moqcast_sessions", "gauge", "Open MoQ sessions", &self.sessions),
-            ("moqcast_sessions_total", "counter", "MoQ sessions accepted", &self.sessions_total),
-            ("moqcast_sessions_rejected_total", "counter", "Connections refused (session limit, bad handshake)", &self.sessions_rejected),
-            ("moqcast_subscriptions", "gauge", "Active downstream subscriptions", &self.subscriptions),
-            ("moqcast_subscriptions_total", "counter", "Downstream subscriptions accepted", &self.subscriptions_total),
-            ("moqcast_broadcasts", "gauge", "Announced broadcasts (namespaces)", &self.broadcasts),
-            ("moqcast_tracks", "gauge", "Tracks with an upstream subscription and a cache", &self.tracks),
-            ("moqcast_bytes_in_total", "counter", "Object payload bytes received from publishers", &self.bytes_in),
-            ("moqcast_objects_in_total", "counter", "Objects received from publishers", &self.objects_in),
-            ("moqcast_bytes_out_total", "counter", "Object payload bytes handed to subscribers", &self.bytes_out),
-            ("moqcast_objects_out_total", "counter", "Objects handed to subscribers", &self.objects_out),
-            ("moqcast_cache_bytes", "gauge", "Payload bytes held in track caches", &self.cache_bytes),
-            ("moqcast_groups_dropped_total", "counter", "Groups dropped for subscribers that fell behind", &self.groups_dropped),
-            ("moqcast_slow_subscriber_skips_total", "counter", "Times a slow subscriber was moved to the newest group", &self.slow_skips),
-            ("moqcast_errors_total", "counter", "Malformed or refused upstream data", &self.errors),
-            ("moqcast_session_errors_total", "counter", "Sessions that ended with an error", &self.session_errors),
+            (
+                "moqcast_sessions",
+                "gauge",
+                "Open MoQ sessions",
+                &self.sessions,
+            ),
+            (
+                "moqcast_sessions_total",
+                "counter",
+                "MoQ sessions accepted",
+                &self.sessions_total,
+            ),
+            (
+                "moqcast_sessions_rejected_total",
+                "counter",
+                "Connections refused (session limit, bad handshake)",
+                &self.sessions_rejected,
+            ),
+            (
+                "moqcast_subscriptions",
+                "gauge",
+                "Active downstream subscriptions",
+                &self.subscriptions,
+            ),
+            (
+                "moqcast_subscriptions_total",
+                "counter",
+                "Downstream subscriptions accepted",
+                &self.subscriptions_total,
+            ),
+            (
+                "moqcast_broadcasts",
+                "gauge",
+                "Announced broadcasts (namespaces)",
+                &self.broadcasts,
+            ),
+            (
+                "moqcast_tracks",
+                "gauge",
+                "Tracks with an upstream subscription and a cache",
+                &self.tracks,
+            ),
+            (
+                "moqcast_bytes_in_total",
+                "counter",
+                "Object payload bytes received from publishers",
+                &self.bytes_in,
+            ),
+            (
+                "moqcast_objects_in_total",
+                "counter",
+                "Objects received from publishers",
+                &self.objects_in,
+            ),
+            (
+                "moqcast_bytes_out_total",
+                "counter",
+                "Object payload bytes handed to subscribers",
+                &self.bytes_out,
+            ),
+            (
+                "moqcast_objects_out_total",
+                "counter",
+                "Objects handed to subscribers",
+                &self.objects_out,
+            ),
+            (
+                "moqcast_cache_bytes",
+                "gauge",
+                "Payload bytes held in track caches",
+                &self.cache_bytes,
+            ),
+            (
+                "moqcast_groups_dropped_total",
+                "counter",
+                "Groups dropped for subscribers that fell behind",
+                &self.groups_dropped,
+            ),
+            (
+                "moqcast_slow_subscriber_skips_total",
+                "counter",
+                "Times a slow subscriber was moved to the newest group",
+                &self.slow_skips,
+            ),
+            (
+                "moqcast_errors_total",
+                "counter",
+                "Malformed or refused upstream data",
+                &self.errors,
+            ),
+            (
+                "moqcast_session_errors_total",
+                "counter",
+                "Sessions that ended with an error",
+                &self.session_errors,
+            ),
         ];
         let mut out = String::with_capacity(4096);
         for (name, kind, help, value) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
         }
         out
     }

@@ -64,7 +64,13 @@ impl Broadcast {
             .expect("poisoned")
             .iter()
             .filter(|(_, t)| t.strong_count() > 0)
-            .map(|((ns, n), _)| if *ns == self.path { n.clone() } else { format!("{ns}:{n}") })
+            .map(|((ns, n), _)| {
+                if *ns == self.path {
+                    n.clone()
+                } else {
+                    format!("{ns}:{n}")
+                }
+            })
             .collect();
         names.extend(self.pushed.lock().expect("poisoned").keys().cloned());
         names.sort();
@@ -105,7 +111,12 @@ impl Origin {
     }
 
     /// Registers a broadcast announced by `session`; replaces an older one of the same path.
-    pub fn announce(&self, namespace: TrackNamespace, session: u64, upstream: Option<Subscriber>) -> Arc<Broadcast> {
+    pub fn announce(
+        &self,
+        namespace: TrackNamespace,
+        session: u64,
+        upstream: Option<Subscriber>,
+    ) -> Arc<Broadcast> {
         let path = moq::broadcast_path(&namespace);
         let b = Arc::new(Broadcast {
             path: path.clone(),
@@ -194,7 +205,13 @@ impl Origin {
 
     /// Announced namespaces, sorted.
     pub fn list(&self) -> Vec<Arc<Broadcast>> {
-        let mut v: Vec<_> = self.broadcasts.lock().expect("poisoned").values().cloned().collect();
+        let mut v: Vec<_> = self
+            .broadcasts
+            .lock()
+            .expect("poisoned")
+            .values()
+            .cloned()
+            .collect();
         v.sort_by(|a, b| a.path.cmp(&b.path));
         v
     }
@@ -206,9 +223,15 @@ impl Origin {
     /// The cache of a track, subscribing upstream if nobody has yet.
     ///
     /// Returns the cache and whether this call created it (the caller is its first subscriber).
-    pub fn track(&self, namespace: &TrackNamespace, name: &str) -> Result<(Arc<TrackCache>, bool), LookupError> {
+    pub fn track(
+        &self,
+        namespace: &TrackNamespace,
+        name: &str,
+    ) -> Result<(Arc<TrackCache>, bool), LookupError> {
         let path = moq::broadcast_path(namespace);
-        let b = self.find(namespace).ok_or_else(|| LookupError::NoBroadcast(path.clone()))?;
+        let b = self
+            .find(namespace)
+            .ok_or_else(|| LookupError::NoBroadcast(path.clone()))?;
         if path == b.path {
             if let Some(t) = b.pushed.lock().expect("poisoned").get(name) {
                 return Ok((t.clone(), false));
@@ -240,7 +263,13 @@ impl Origin {
     }
 
     /// Registers a track its publisher pushed with PUBLISH (creating the broadcast if needed).
-    pub fn publish_track(&self, namespace: &TrackNamespace, name: &str, reader: serve::TrackReader, session: u64) -> Arc<TrackCache> {
+    pub fn publish_track(
+        &self,
+        namespace: &TrackNamespace,
+        name: &str,
+        reader: serve::TrackReader,
+        session: u64,
+    ) -> Arc<TrackCache> {
         let path = moq::broadcast_path(namespace);
         let b = match self.get(&path) {
             Some(b) if b.session == session => b,
@@ -249,7 +278,12 @@ impl Origin {
         let cache = TrackCache::new(&path, name, self.limits, self.metrics.clone());
         cache.spawn_upstream(reader, std::future::pending());
         cache.accept();
-        if let Some(old) = b.pushed.lock().expect("poisoned").insert(name.into(), cache.clone()) {
+        if let Some(old) = b
+            .pushed
+            .lock()
+            .expect("poisoned")
+            .insert(name.into(), cache.clone())
+        {
             old.end(None);
         }
         self.changed.send_modify(|v| *v = v.wrapping_add(1));

@@ -13,7 +13,10 @@ use moqcast_media::moq::{
         coding::Location,
         data::{FetchRecord, FetchRecordObject},
         message::{FilterType, RequestErrorCode},
-        session::{FetchOkInfo, FetchRequested, PublishReceived, Subscribed, SubscribedNamespace, TrackStatusRequested},
+        session::{
+            FetchOkInfo, FetchRequested, PublishReceived, Subscribed, SubscribedNamespace,
+            TrackStatusRequested,
+        },
     },
     Publisher, Session, Subscriber, Transport,
 };
@@ -58,7 +61,12 @@ async fn downstream(state: Arc<RelayState>, publisher: Option<Publisher>, backlo
     };
     publisher.accept_fetch();
     let mut tasks = JoinSet::new();
-    let (mut p1, mut p2, mut p3, mut p4) = (publisher.clone(), publisher.clone(), publisher.clone(), publisher);
+    let (mut p1, mut p2, mut p3, mut p4) = (
+        publisher.clone(),
+        publisher.clone(),
+        publisher.clone(),
+        publisher,
+    );
     loop {
         tokio::select! {
             Some(sub) = p1.subscribed() => {
@@ -138,8 +146,14 @@ async fn resolve(
     }
 }
 
-fn rendezvous_of(params: &moqcast_media::moq::transport::coding::KeyValuePairs) -> Option<Duration> {
-    params.rendezvous_timeout().ok().flatten().map(Duration::from_millis)
+fn rendezvous_of(
+    params: &moqcast_media::moq::transport::coding::KeyValuePairs,
+) -> Option<Duration> {
+    params
+        .rendezvous_timeout()
+        .ok()
+        .flatten()
+        .map(Duration::from_millis)
 }
 
 async fn serve_subscription(state: Arc<RelayState>, sub: Subscribed, backlog: Arc<Backlog>) {
@@ -158,12 +172,17 @@ async fn serve_subscription(state: Arc<RelayState>, sub: Subscribed, backlog: Ar
         // Nobody received this track before: everything cached is new to this subscriber.
         start = Start::Oldest;
     }
-    let (writer, reader) = serve::Track::new(sub.info.track_namespace.clone(), name.as_str()).produce();
+    let (writer, reader) =
+        serve::Track::new(sub.info.track_namespace.clone(), name.as_str()).produce();
     // The private track's mode (subgroups or datagrams) follows the upstream's once known.
     let mut out = Output::Pending(Some(writer));
     let metrics = state.metrics.clone();
-    metrics.subscriptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    metrics.subscriptions_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .subscriptions
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .subscriptions_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(?start, "subscription started");
 
     // SUBSCRIBE_OK carries no Largest Location: the relay starts the subscriber itself (see
@@ -180,7 +199,9 @@ async fn serve_subscription(state: Arc<RelayState>, sub: Subscribed, backlog: Ar
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut serve).await;
         }
     }
-    metrics.subscriptions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .subscriptions
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 async fn serve_namespaces(state: Arc<RelayState>, mut ns: SubscribedNamespace) {
@@ -220,7 +241,14 @@ async fn serve_namespaces(state: Arc<RelayState>, mut ns: SubscribedNamespace) {
 async fn serve_track_status(state: Arc<RelayState>, mut req: TrackStatusRequested) {
     let namespace = req.request_msg.track_namespace.clone();
     let name = req.request_msg.track_name.to_string_lossy().into_owned();
-    let cache = match resolve(&state, &namespace, &name, rendezvous_of(&req.request_msg.params)).await {
+    let cache = match resolve(
+        &state,
+        &namespace,
+        &name,
+        rendezvous_of(&req.request_msg.params),
+    )
+    .await
+    {
         Ok((c, _)) => c,
         Err(e) => {
             let _ = req.respond_error(RequestErrorCode::DoesNotExist as u64, &e.to_string());
@@ -231,7 +259,11 @@ async fn serve_track_status(state: Arc<RelayState>, mut req: TrackStatusRequeste
     let (writer, reader) = serve::Track::new(namespace, name.as_str()).produce();
     let mut keep = Vec::new();
     if let (Ok(mut groups), Some((g, o))) = (writer.subgroups(), cache.largest()) {
-        if let Ok(mut w) = groups.create(serve::Subgroup { group_id: g, subgroup_id: 0, priority: 0 }) {
+        if let Ok(mut w) = groups.create(serve::Subgroup {
+            group_id: g,
+            subgroup_id: 0,
+            priority: 0,
+        }) {
             if let Ok(obj) = w.create_with_id(o, 0, None) {
                 keep.push(obj);
             }
@@ -243,7 +275,9 @@ async fn serve_track_status(state: Arc<RelayState>, mut req: TrackStatusRequeste
 }
 
 async fn serve_fetch(state: Arc<RelayState>, req: FetchRequested) {
-    let Ok(Some(range)) = req.resolve().await else { return };
+    let Ok(Some(range)) = req.resolve().await else {
+        return;
+    };
     let name = range.track_name.to_string_lossy().into_owned();
     let cache = match resolve(&state, &range.track_namespace, &name, None).await {
         Ok((c, _)) => c,
@@ -277,7 +311,10 @@ async fn serve_fetch(state: Arc<RelayState>, req: FetchRequested) {
         v
     });
     let Some(last) = objects.last() else {
-        let _ = req.reject(RequestErrorCode::InvalidRange, "the requested range is not cached");
+        let _ = req.reject(
+            RequestErrorCode::InvalidRange,
+            "the requested range is not cached",
+        );
         return;
     };
     let end_location = Location::new(last.0, last.3.id + 1);
@@ -309,7 +346,12 @@ async fn serve_fetch(state: Arc<RelayState>, req: FetchRequested) {
 }
 
 /// Serves the peer as a publisher: PUBLISH_NAMESPACE and PUBLISH.
-async fn upstream(state: Arc<RelayState>, subscriber: Option<Subscriber>, session: u64, tasks: &mut JoinSet<()>) {
+async fn upstream(
+    state: Arc<RelayState>,
+    subscriber: Option<Subscriber>,
+    session: u64,
+    tasks: &mut JoinSet<()>,
+) {
     let Some(subscriber) = subscriber else {
         return std::future::pending().await;
     };
@@ -342,7 +384,12 @@ async fn upstream(state: Arc<RelayState>, subscriber: Option<Subscriber>, sessio
     }
 }
 
-fn accept_publish(state: &Arc<RelayState>, mut pr: PublishReceived, session: u64, tasks: &mut JoinSet<()>) {
+fn accept_publish(
+    state: &Arc<RelayState>,
+    mut pr: PublishReceived,
+    session: u64,
+    tasks: &mut JoinSet<()>,
+) {
     let namespace = pr.namespace().clone();
     let name = pr.name().to_string_lossy().into_owned();
     let reader = match pr.ok(true) {
@@ -352,7 +399,9 @@ fn accept_publish(state: &Arc<RelayState>, mut pr: PublishReceived, session: u64
             return;
         }
     };
-    let cache = state.origin.publish_track(&namespace, &name, reader, session);
+    let cache = state
+        .origin
+        .publish_track(&namespace, &name, reader, session);
     let origin = state.clone();
     let path = moqcast_media::moq::broadcast_path(&namespace);
     tasks.spawn(async move {

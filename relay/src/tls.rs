@@ -17,7 +17,10 @@ pub struct Identity {
 #[non_exhaustive]
 pub enum TlsError {
     #[error("could not read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0} holds no PEM certificate")]
     NoCertificate(String),
     #[error("{0} holds no PEM private key")]
@@ -77,7 +80,9 @@ impl Identity {
         let fingerprint = moqcast_media::moq::certificate_fingerprint(der.as_ref());
         Ok(Self {
             chain: vec![der],
-            key: Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))),
+            key: Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                key.serialize_der(),
+            ))),
             fingerprint,
         })
     }

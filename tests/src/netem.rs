@@ -33,7 +33,11 @@ impl Shaper {
             let mut a = vec![0u8; 65536];
             let mut b = vec![0u8; 65536];
             loop {
-                let wake = if queue.is_empty() { Instant::now() + Duration::from_secs(3600) } else { next_send };
+                let wake = if queue.is_empty() {
+                    Instant::now() + Duration::from_secs(3600)
+                } else {
+                    next_send
+                };
                 tokio::select! {
                     r = front.recv_from(&mut a) => {
                         let Ok((n, from)) = r else { return };

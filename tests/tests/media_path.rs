@@ -17,13 +17,34 @@ async fn publish_record_and_late_join(scheme: &str) {
 
     // The subscriber starts first and waits for the broadcast to be announced.
     let recorder = command("moqcast-subscribe")
-        .args(["--url", &url, "--broadcast", "demo", "--tls-fingerprint", &relay.fingerprint])
-        .args(["--output", out.to_str().unwrap(), "--duration", &(PUBLISH_SECONDS + 4).to_string(), "--json"])
+        .args([
+            "--url",
+            &url,
+            "--broadcast",
+            "demo",
+            "--tls-fingerprint",
+            &relay.fingerprint,
+        ])
+        .args([
+            "--output",
+            out.to_str().unwrap(),
+            "--duration",
+            &(PUBLISH_SECONDS + 4).to_string(),
+            "--json",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut publisher = command("moqcast-publish")
-        .args(["--url", &url, "--broadcast", "demo", "--input", "testsrc", "--tls-disable-verify"])
+        .args([
+            "--url",
+            &url,
+            "--broadcast",
+            "demo",
+            "--input",
+            "testsrc",
+            "--tls-disable-verify",
+        ])
         .args(["--duration", &PUBLISH_SECONDS.to_string()])
         .spawn()
         .unwrap();
@@ -35,29 +56,70 @@ async fn publish_record_and_late_join(scheme: &str) {
         let fp = relay.fingerprint.clone();
         move || {
             command("moqcast-subscribe")
-                .args(["--url", &url, "--broadcast", "demo", "--tls-fingerprint", &fp, "--duration", "2", "--json"])
+                .args([
+                    "--url",
+                    &url,
+                    "--broadcast",
+                    "demo",
+                    "--tls-fingerprint",
+                    &fp,
+                    "--duration",
+                    "2",
+                    "--json",
+                ])
                 .output()
                 .unwrap()
         }
     })
     .await
     .unwrap();
-    assert!(late.status.success(), "late subscriber failed: {}", String::from_utf8_lossy(&late.stderr));
-    let stats: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&late.stdout).lines().last().unwrap()).unwrap();
+    assert!(
+        late.status.success(),
+        "late subscriber failed: {}",
+        String::from_utf8_lossy(&late.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&late.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
     let video = &stats["tracks"]["video"];
-    let first_ms = video["first_object_ms"].as_f64().expect("late joiner got video");
+    let first_ms = video["first_object_ms"]
+        .as_f64()
+        .expect("late joiner got video");
     assert!(first_ms < 1000.0, "first video frame took {first_ms} ms");
-    assert_eq!(video["first_is_keyframe"], true, "first video frame must be a keyframe: {stats}");
+    assert_eq!(
+        video["first_is_keyframe"], true,
+        "first video frame must be a keyframe: {stats}"
+    );
 
-    let status = tokio::task::spawn_blocking(move || publisher.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || publisher.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "publisher failed");
-    let rec = tokio::task::spawn_blocking(move || recorder.wait_with_output()).await.unwrap().unwrap();
-    assert!(rec.status.success(), "recorder failed: {}", String::from_utf8_lossy(&rec.stderr));
+    let rec = tokio::task::spawn_blocking(move || recorder.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        rec.status.success(),
+        "recorder failed: {}",
+        String::from_utf8_lossy(&rec.stderr)
+    );
 
     let streams = probe(&out);
-    let video = streams.iter().find(|s| s.0 == "video").expect("a video stream");
+    let video = streams
+        .iter()
+        .find(|s| s.0 == "video")
+        .expect("a video stream");
     assert_eq!(video.1, "h264");
-    assert!(streams.iter().any(|s| s.0 == "audio"), "an audio stream: {streams:?}");
+    assert!(
+        streams.iter().any(|s| s.0 == "audio"),
+        "an audio stream: {streams:?}"
+    );
     let published = PUBLISH_SECONDS * FPS;
     assert!(
         video.2 * 100 >= published * 95,
@@ -92,8 +154,29 @@ async fn stdin_mpegts_and_transcoded_file_inputs() {
     // A VP8/Vorbis file: the publisher transcodes video to H.264 and audio to Opus.
     let webm = dir.path("in.webm");
     let made = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=300"])
-        .args(["-t", "3", "-c:v", "libvpx", "-b:v", "300k", "-c:a", "libvorbis", "-y"])
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=300",
+        ])
+        .args([
+            "-t",
+            "3",
+            "-c:v",
+            "libvpx",
+            "-b:v",
+            "300k",
+            "-c:a",
+            "libvorbis",
+            "-y",
+        ])
         .arg(&webm)
         .status()
         .unwrap();
@@ -113,23 +196,52 @@ async fn stdin_mpegts_and_transcoded_file_inputs() {
                 .unwrap()
         } else {
             command("moqcast-publish")
-                .args(["--url", &url, "--broadcast", "file", "--input", webm.to_str().unwrap(), "--tls-disable-verify"])
+                .args([
+                    "--url",
+                    &url,
+                    "--broadcast",
+                    "file",
+                    "--input",
+                    webm.to_str().unwrap(),
+                    "--tls-disable-verify",
+                ])
                 .spawn()
                 .unwrap()
         };
         let out = dir.path(&format!("{name}.mp4"));
         let rec = command("moqcast-subscribe")
-            .args(["--url", &url, "--broadcast", name, "--tls-disable-verify", "--duration", "8"])
+            .args([
+                "--url",
+                &url,
+                "--broadcast",
+                name,
+                "--tls-disable-verify",
+                "--duration",
+                "8",
+            ])
             .args(["--output", out.to_str().unwrap()])
             .output()
             .unwrap();
-        assert!(rec.status.success(), "{name}: {}", String::from_utf8_lossy(&rec.stderr));
-        assert!(publisher.wait().unwrap().success(), "{name} publisher failed");
+        assert!(
+            rec.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&rec.stderr)
+        );
+        assert!(
+            publisher.wait().unwrap().success(),
+            "{name} publisher failed"
+        );
         let streams = probe(&out);
-        let video = streams.iter().find(|s| s.0 == "video").unwrap_or_else(|| panic!("{name}: no video in {streams:?}"));
+        let video = streams
+            .iter()
+            .find(|s| s.0 == "video")
+            .unwrap_or_else(|| panic!("{name}: no video in {streams:?}"));
         assert_eq!(video.1, "h264", "{name}");
         assert!(video.2 >= 50, "{name}: only {} video frames", video.2);
-        assert!(streams.iter().any(|s| s.0 == "audio"), "{name}: no audio in {streams:?}");
+        assert!(
+            streams.iter().any(|s| s.0 == "audio"),
+            "{name}: no audio in {streams:?}"
+        );
     }
     relay.stop().await;
 }

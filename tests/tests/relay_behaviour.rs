@@ -13,20 +13,42 @@ use moqcast_tests::{command, init_tracing, netem::Shaper, TestRelay};
 
 fn publish(url: &str, broadcast: &str, seconds: u64) -> Child {
     command("moqcast-publish")
-        .args(["--url", url, "--broadcast", broadcast, "--input", "testsrc", "--tls-disable-verify"])
+        .args([
+            "--url",
+            url,
+            "--broadcast",
+            broadcast,
+            "--input",
+            "testsrc",
+            "--tls-disable-verify",
+        ])
         .args(["--duration", &seconds.to_string()])
         .spawn()
         .unwrap()
 }
 
-async fn subscribe_json(url: String, broadcast: &str, seconds: f64, extra: &[&str]) -> (Output, Option<serde_json::Value>) {
+async fn subscribe_json(
+    url: String,
+    broadcast: &str,
+    seconds: f64,
+    extra: &[&str],
+) -> (Output, Option<serde_json::Value>) {
     let mut c = command("moqcast-subscribe");
-    c.args(["--url", &url, "--broadcast", broadcast, "--tls-disable-verify", "--json"])
-        .args(["--duration", &seconds.to_string()])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    c.args([
+        "--url",
+        &url,
+        "--broadcast",
+        broadcast,
+        "--tls-disable-verify",
+        "--json",
+    ])
+    .args(["--duration", &seconds.to_string()])
+    .args(extra)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
     let json = String::from_utf8_lossy(&out.stdout)
         .lines()
         .last()
@@ -39,7 +61,9 @@ fn objects(stats: &serde_json::Value, track: &str) -> u64 {
 }
 
 async fn wait_child(mut child: Child) -> std::process::ExitStatus {
-    tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap()
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap()
 }
 
 /// A subscriber behind a 200 kbit/s link (a fraction of the test pattern's bitrate) falls
@@ -49,7 +73,13 @@ async fn wait_child(mut child: Child) -> std::process::ExitStatus {
 async fn slow_subscriber_loses_only_its_own_groups() {
     init_tracing();
     let cache_budget = 4_000_000u64;
-    let relay = TestRelay::start(&["--subscriber-backlog-bytes", "131072", "--cache-bytes", &cache_budget.to_string()]).await;
+    let relay = TestRelay::start(&[
+        "--subscriber-backlog-bytes",
+        "131072",
+        "--cache-bytes",
+        &cache_budget.to_string(),
+    ])
+    .await;
     let url = relay.url("moqt");
     let publisher = publish(&url, "demo", 12);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -59,7 +89,11 @@ async fn slow_subscriber_loses_only_its_own_groups() {
     let fast = subscribe_json(url.clone(), "demo", 9.0, &[]);
     let slow = subscribe_json(slow_url, "demo", 9.0, &[]);
     let ((fast_out, fast), (_slow_out, slow)) = tokio::join!(fast, slow);
-    assert!(fast_out.status.success(), "fast subscriber failed: {}", String::from_utf8_lossy(&fast_out.stderr));
+    assert!(
+        fast_out.status.success(),
+        "fast subscriber failed: {}",
+        String::from_utf8_lossy(&fast_out.stderr)
+    );
     let fast = fast.unwrap();
 
     // ~9 s at 30 fps; the fast subscriber misses nothing.
@@ -69,7 +103,10 @@ async fn slow_subscriber_loses_only_its_own_groups() {
 
     let m = &relay.state.metrics;
     let skips = m.slow_skips.load(Ordering::Relaxed) + m.groups_dropped.load(Ordering::Relaxed);
-    assert!(skips > 0, "the relay never dropped groups for the slow subscriber; slow got {slow:?}");
+    assert!(
+        skips > 0,
+        "the relay never dropped groups for the slow subscriber; slow got {slow:?}"
+    );
     let cache = m.cache_bytes.load(Ordering::Relaxed);
     assert!(cache <= 2 * cache_budget, "cache holds {cache} bytes");
     let _ = wait_child(publisher).await;
@@ -89,17 +126,31 @@ async fn publisher_leaves_reconnects_and_is_replaced() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let started = Instant::now();
     let (out, stats) = subscribe_json(url.clone(), "show", 20.0, &[]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(started.elapsed() < Duration::from_secs(8), "subscriber did not notice the publisher leaving");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "subscriber did not notice the publisher leaving"
+    );
     assert!(objects(&stats.unwrap(), "video") > 0);
     assert!(wait_child(first).await.success());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(relay.state.origin.get("show").is_none(), "broadcast still listed after its publisher left");
+    assert!(
+        relay.state.origin.get("show").is_none(),
+        "broadcast still listed after its publisher left"
+    );
 
     // 2. Reconnects: the same broadcast name is served again.
     let second = publish(&url, "show", 4);
     let (out, stats) = subscribe_json(url.clone(), "show", 2.0, &[]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(objects(&stats.unwrap(), "video") > 20);
 
     // 3. Replaced: a second publisher of the same name takes over; the old one's session stays up.
@@ -107,9 +158,16 @@ async fn publisher_leaves_reconnects_and_is_replaced() {
     let third = publish(&url, "show", 3);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let new_session = relay.state.origin.get("show").unwrap().session;
-    assert_ne!(old_session, new_session, "the newest publisher should own the broadcast");
+    assert_ne!(
+        old_session, new_session,
+        "the newest publisher should own the broadcast"
+    );
     let (out, stats) = subscribe_json(url.clone(), "show", 1.0, &[]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(objects(&stats.unwrap(), "video") > 0);
     let _ = wait_child(second).await;
     let _ = wait_child(third).await;
@@ -126,16 +184,23 @@ async fn hostile_input_closes_only_that_session() {
     let publisher = publish(&url, "good", 8);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let tls = ClientTls { disable_verify: true, ..Default::default() };
+    let tls = ClientTls {
+        disable_verify: true,
+        ..Default::default()
+    };
     let client = Client::new(&tls).unwrap();
     let moqt: url::Url = url.parse().unwrap();
 
     // Garbage on the control stream.
     let conn = client.connect_quic(&moqt).await.unwrap();
     let mut s = conn.open_uni().await.unwrap();
-    s.write_all(&[0xde, 0xad, 0xbe, 0xef, 0x13, 0x37, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    s.write_all(&[0xde, 0xad, 0xbe, 0xef, 0x13, 0x37, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
     let _ = s.finish();
-    let err = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.expect("relay closes a garbage session");
+    let err = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .expect("relay closes a garbage session");
     tracing::info!(%err, "garbage session closed");
 
     // An oversize control message: SETUP (0x2f00) claiming a 16-bit length of 65535 bytes then
@@ -146,14 +211,20 @@ async fn hostile_input_closes_only_that_session() {
     msg.extend(std::iter::repeat_n(0x41u8, 70_000));
     let _ = s.write_all(&msg).await;
     let _ = s.finish();
-    tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.expect("relay closes an oversize session");
+    tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .expect("relay closes an oversize session");
 
     // A broadcast with a catalog that is not JSON: subscribers get a clear error.
     let conn = client.connect(&moqt).await.unwrap();
     let mut bad = BroadcastPublisher::new("bad");
     let mut cat = bad.create_track("catalog").unwrap();
     cat.start_group().unwrap();
-    cat.write(Default::default(), Bytes::from_static(b"{\"version\": oops")).unwrap();
+    cat.write(
+        Default::default(),
+        Bytes::from_static(b"{\"version\": oops"),
+    )
+    .unwrap();
     let mut pubr = conn.publisher;
     let session = conn.session;
     let bad_task = tokio::spawn(async move {
@@ -166,7 +237,10 @@ async fn hostile_input_closes_only_that_session() {
     let (out, _) = subscribe_json(url.clone(), "bad", 3.0, &["--wait", "1"]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("catalog of \"bad\" is invalid"), "unclear error: {stderr}");
+    assert!(
+        stderr.contains("catalog of \"bad\" is invalid"),
+        "unclear error: {stderr}"
+    );
 
     // A wrong URL gets a clear error from the client.
     let (out, _) = subscribe_json("ftp://127.0.0.1:1/".into(), "good", 1.0, &[]).await;
@@ -175,7 +249,11 @@ async fn hostile_input_closes_only_that_session() {
 
     // Everyone else is still served.
     let (out, stats) = subscribe_json(url.clone(), "good", 2.0, &[]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(objects(&stats.unwrap(), "video") > 20);
     assert!(relay.state.metrics.session_errors.load(Ordering::Relaxed) >= 2);
     assert_eq!(relay.http_get("/healthz").trim(), "ok");

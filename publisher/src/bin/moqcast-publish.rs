@@ -43,7 +43,11 @@ async fn main() -> anyhow::Result<()> {
         url: cli.url,
         broadcast: cli.broadcast,
         tls: cli.tls.client_tls()?,
-        ingest: IngestOptions { input, looping: cli.looping, realtime: true },
+        ingest: IngestOptions {
+            input,
+            looping: cli.looping,
+            realtime: true,
+        },
         duration: cli.duration.map(Duration::from_secs_f64),
     };
     tokio::select! {
