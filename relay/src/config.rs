@@ -56,6 +56,11 @@ pub struct Args {
     /// Log format: "text" or "json".
     #[arg(long, env = "MOQCAST_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Directory of the built browser viewer (`npm --prefix web run build` writes `web/dist`),
+    /// served at `/watch/<broadcast>` and `/assets/`. Default: `web/dist` in the current
+    /// directory, else `../../web/dist` next to the executable (a `target/<profile>` build).
+    #[arg(long, env = "MOQCAST_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
 }
 
 /// The same settings as read from a TOML file.
@@ -74,6 +79,7 @@ pub struct FileConfig {
     pub max_streams: Option<u32>,
     pub subscriber_backlog_bytes: Option<u64>,
     pub log_format: Option<String>,
+    pub web_dir: Option<PathBuf>,
 }
 
 /// Resolved configuration.
@@ -87,6 +93,8 @@ pub struct Config {
     pub max_streams: u32,
     pub subscriber_backlog_bytes: u64,
     pub log_format: String,
+    /// Directory of the built viewer; it may not exist (then `/watch/...` answers 503).
+    pub web_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +135,7 @@ impl Default for Config {
             max_streams: 1024,
             subscriber_backlog_bytes: 4 * 1024 * 1024,
             log_format: "text".into(),
+            web_dir: default_web_dir(),
         }
     }
 }
@@ -204,8 +213,27 @@ impl Config {
                 .or(file.subscriber_backlog_bytes)
                 .unwrap_or(d.subscriber_backlog_bytes),
             log_format,
+            web_dir: args.web_dir.or(file.web_dir).unwrap_or(d.web_dir),
         })
     }
+}
+
+/// The default viewer directory: `web/dist` under the current directory when it exists, else
+/// `../../web/dist` beside the executable (where `target/debug/moqcast-relay` finds the
+/// workspace's build), else `web/dist` (missing: the relay says how to build it).
+pub fn default_web_dir() -> PathBuf {
+    let relative = PathBuf::from("web").join("dist");
+    if relative.is_dir() {
+        return relative;
+    }
+    if let Some(beside_exe) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|bin| bin.join("../../web/dist")))
+        .filter(|p| p.is_dir())
+    {
+        return beside_exe;
+    }
+    relative
 }
 
 #[cfg(test)]
@@ -244,6 +272,36 @@ mod tests {
         let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap()]);
         let err = Config::resolve(args).unwrap_err().to_string();
         assert!(err.contains("bnd"), "{err}");
+    }
+
+    #[test]
+    fn web_dir_from_flag_file_or_default() {
+        let dir = std::env::temp_dir().join(format!("moqcast-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.toml");
+        std::fs::write(
+            &path,
+            "tls_generate = [\"localhost\"]\nweb_dir = \"/srv/viewer\"\n",
+        )
+        .unwrap();
+        let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap()]);
+        assert_eq!(
+            Config::resolve(args).unwrap().web_dir,
+            PathBuf::from("/srv/viewer")
+        );
+        let args = Args::parse_from([
+            "moqcast-relay",
+            "--config",
+            path.to_str().unwrap(),
+            "--web-dir",
+            "/other",
+        ]);
+        assert_eq!(
+            Config::resolve(args).unwrap().web_dir,
+            PathBuf::from("/other")
+        );
+        let args = Args::parse_from(["moqcast-relay", "--tls-generate", "localhost"]);
+        assert!(Config::resolve(args).unwrap().web_dir.ends_with("web/dist"));
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct TrackCache {
     changed: watch::Sender<u64>,
     metrics: Arc<Metrics>,
     upstream_task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Set when the upstream ingest finished.
+    ingest_done: Arc<watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for TrackCache {
@@ -105,6 +107,7 @@ impl TrackCache {
             changed: watch::channel(0).0,
             metrics,
             upstream_task: Mutex::new(None),
+            ingest_done: Arc::new(watch::channel(false).0),
         })
     }
 
@@ -194,12 +197,21 @@ impl TrackCache {
     {
         let weak = Arc::downgrade(self);
         let span = tracing::info_span!("upstream", broadcast = %self.broadcast, track = %self.name);
+        let done = self.ingest_done.clone();
         let task = tokio::spawn(tracing::Instrument::instrument(
             async move {
+                let ingest = ingest(weak.clone(), reader);
+                tokio::pin!(ingest);
                 let res = tokio::select! {
-                    res = driver => res.err(),
-                    res = ingest(weak.clone(), reader) => res.err(),
+                    res = driver => {
+                        // The request ended (PUBLISH_DONE, session gone): still take in what
+                        // already arrived, briefly, so subscribers get the track's tail.
+                        let _ = tokio::time::timeout(DRAIN_GRACE, &mut ingest).await;
+                        res.err()
+                    }
+                    res = &mut ingest => res.err(),
                 };
+                done.send_replace(true);
                 if let Some(cache) = weak.upgrade() {
                     tracing::debug!(error = ?res, "upstream ended");
                     cache.end(res);
@@ -209,7 +221,23 @@ impl TrackCache {
         ));
         *self.upstream_task.lock().expect("poisoned") = Some(task.abort_handle());
     }
+
+    /// Ends the track once its upstream has delivered what it already received (or after a
+    /// short grace period): used when the publisher's session or request ends.
+    pub fn end_after_drain(self: &Arc<Self>, err: Option<serve::ServeError>) {
+        let mut done = self.ingest_done.subscribe();
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(DRAIN_GRACE, done.wait_for(|d| *d)).await;
+            if let Some(cache) = weak.upgrade() {
+                cache.end(err);
+            }
+        });
+    }
 }
+
+/// How long a departing upstream's already-received objects are still taken in.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads an upstream track into the cache until it ends.
 async fn ingest(

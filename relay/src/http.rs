@@ -1,13 +1,48 @@
-//! The relay's HTTP side (TCP): certificate fingerprint, health, metrics.
+//! The relay's HTTP side (TCP): certificate fingerprint, health, metrics, and the browser viewer.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | an HTML index of the live broadcasts, linking to their viewer pages |
+//! | `GET /watch/{broadcast}` | the viewer page (`watch.html` of the web dir); names may contain `/` |
+//! | `GET /assets/{file}` | the viewer's static assets |
+//! | `GET /viewer.json` | what the viewer needs to reach this relay: QUIC port, whether to pin |
+//! | `GET /certificate.sha256` | hex SHA-256 of the TLS certificate (for `serverCertificateHashes`) |
+//! | `GET /broadcasts` | the live broadcasts and their cached tracks, as JSON |
+//! | `GET /healthz`, `GET /metrics` | health and Prometheus metrics |
+//!
+//! The viewer is built by `npm --prefix web run build` into the web dir (`--web-dir`, default
+//! `web/dist`); when it is missing, `/watch/...` answers 503 and says how to build it.
 
-use std::sync::Arc;
+use std::{
+    path::{Component, Path, PathBuf},
+    sync::Arc,
+};
 
-use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
+use axum::{
+    extract::{Path as UrlPath, State},
+    http::{header, StatusCode},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+    Router,
+};
 
-use crate::RelayState;
+use crate::{config::TlsSource, RelayState};
+
+/// How to build the viewer, for error messages.
+const BUILD_HINT: &str = "npm --prefix web ci && npm --prefix web run build";
+
+/// The viewer page inside the web dir.
+const WATCH_PAGE: &str = "watch.html";
+
+/// Largest static asset served, in bytes (the viewer bundle is a few hundred KB).
+const MAX_ASSET_BYTES: u64 = 16 * 1024 * 1024;
 
 pub fn router(state: Arc<RelayState>) -> Router {
     Router::new()
+        .route("/", get(index))
+        .route("/watch/{*broadcast}", get(watch))
+        .route("/assets/{*file}", get(asset))
+        .route("/viewer.json", get(viewer_config))
         .route("/certificate.sha256", get(fingerprint))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -51,4 +86,192 @@ async fn broadcasts(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
         ],
         serde_json::to_string(&list).unwrap_or_default(),
     )
+}
+
+/// What the viewer page needs to open its WebTransport session: the relay's QUIC port (absent
+/// when the relay was configured with port 0: the page then needs `?relay=URL`), and whether
+/// to pin the certificate fetched from `/certificate.sha256` (only a generated development
+/// certificate; a real one is verified by the browser as usual).
+async fn viewer_config(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
+    let port = s.config.bind.port();
+    let body = serde_json::json!({
+        "quicPort": (port != 0).then_some(port),
+        "pinCertificate": matches!(s.config.tls, TlsSource::Generate(_)),
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+}
+
+/// Escapes text for HTML element content and double-quoted attributes.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encodes a broadcast path for a URL path, keeping `/` between its parts.
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `GET /`: the live broadcasts, each linking to its viewer page. Refreshes itself.
+async fn index(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
+    let mut names: Vec<String> = s.origin.list().iter().map(|b| b.path.clone()).collect();
+    names.sort();
+    let items: String = names
+        .iter()
+        .map(|name| {
+            format!(
+                "<li><a href=\"/watch/{}\">{}</a></li>\n",
+                escape_html(&encode_path(name)),
+                escape_html(name)
+            )
+        })
+        .collect();
+    let list = if items.is_empty() {
+        "<p class=\"empty\">No live broadcasts yet. Start one with <code>moqcast-publish --url https://localhost:4443/ --broadcast demo --input testsrc --tls-disable-verify</code>.</p>".to_string()
+    } else {
+        format!("<ul>\n{items}</ul>")
+    };
+    let viewer = if s.config.web_dir.join(WATCH_PAGE).is_file() {
+        String::new()
+    } else {
+        format!("<p class=\"warn\">The viewer is not built: run <code>{BUILD_HINT}</code>.</p>")
+    };
+    Html(format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"5\"><title>moqcast: live broadcasts</title>\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <style>body{{font:16px system-ui,sans-serif;max-width:40em;margin:2em auto;padding:0 1em;color:#222}}\
+         li{{margin:.4em 0}}code{{background:#eee;padding:.1em .3em}}.warn{{color:#a40}}.empty{{color:#666}}</style>\
+         </head><body><h1>Live broadcasts</h1>\n{list}\n{viewer}</body></html>\n"
+    ))
+}
+
+/// `GET /watch/{broadcast}`: the viewer page; it reads the broadcast name from its own URL.
+async fn watch(State(s): State<Arc<RelayState>>, UrlPath(_broadcast): UrlPath<String>) -> Response {
+    let page = s.config.web_dir.join(WATCH_PAGE);
+    match tokio::fs::read(&page).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!(
+                "The browser viewer is not built ({} is missing).\nBuild it with: {BUILD_HINT}\n\
+                 or point the relay at a built viewer with --web-dir.\n",
+                page.display()
+            ),
+        )
+            .into_response(),
+    }
+}
+
+/// The file under `root` that a URL path names, or `None` when it tries to leave `root` (`..`,
+/// an absolute path, a drive prefix) or names a hidden file.
+fn asset_path(root: &Path, file: &str) -> Option<PathBuf> {
+    let relative = Path::new(file);
+    let mut out = root.to_path_buf();
+    for part in relative.components() {
+        match part {
+            Component::Normal(name) if !name.to_string_lossy().starts_with('.') => out.push(name),
+            _ => return None,
+        }
+    }
+    (out != root).then_some(out)
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "html" => "text/html; charset=utf-8",
+        "json" | "map" => "application/json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "ico" => "image/x-icon",
+        "woff2" => "font/woff2",
+        "wasm" => "application/wasm",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `GET /assets/{file}`: a static file of the viewer.
+async fn asset(State(s): State<Arc<RelayState>>, UrlPath(file): UrlPath<String>) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, "not found\n").into_response();
+    let Some(path) = asset_path(&s.config.web_dir.join("assets"), &file) else {
+        return not_found();
+    };
+    match tokio::fs::metadata(&path).await {
+        Ok(m) if m.is_file() && m.len() <= MAX_ASSET_BYTES => {}
+        _ => return not_found(),
+    }
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, content_type(&path)),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => not_found(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asset_paths_stay_inside_the_root() {
+        let root = Path::new("/srv/web/assets");
+        assert_eq!(asset_path(root, "viewer.js"), Some(root.join("viewer.js")));
+        assert_eq!(
+            asset_path(root, "img/logo.svg"),
+            Some(root.join("img/logo.svg"))
+        );
+        assert_eq!(asset_path(root, "../watch.html"), None);
+        assert_eq!(asset_path(root, "img/../../x"), None);
+        assert_eq!(asset_path(root, "/etc/passwd"), None);
+        assert_eq!(asset_path(root, ".env"), None);
+        assert_eq!(asset_path(root, ""), None);
+    }
+
+    #[test]
+    fn names_are_escaped_for_html_and_urls() {
+        assert_eq!(
+            escape_html("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(encode_path("live/demo 1?#"), "live/demo%201%3F%23");
+    }
 }

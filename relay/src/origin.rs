@@ -49,10 +49,10 @@ impl Broadcast {
             .filter_map(|(_, t)| t.upgrade())
             .collect();
         for t in tracks {
-            t.end(err.clone());
+            t.end_after_drain(err.clone());
         }
         for (_, t) in self.pushed.lock().expect("poisoned").drain() {
-            t.end(err.clone());
+            t.end_after_drain(err.clone());
         }
     }
 
@@ -284,7 +284,7 @@ impl Origin {
             .expect("poisoned")
             .insert(name.into(), cache.clone())
         {
-            old.end(None);
+            old.end_after_drain(None);
         }
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
         cache
@@ -298,6 +298,6 @@ impl Origin {
                 pushed.remove(name);
             }
         }
-        cache.end(None);
+        cache.end_after_drain(None);
     }
 }

@@ -229,7 +229,9 @@ impl ChildGuard {
 
     /// The exit status if the child has exited, without waiting.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits up to `timeout` for the child to exit. On timeout the child is killed and `None`
@@ -250,7 +252,11 @@ impl ChildGuard {
 
     /// Polls until `ready(stdout, stderr)` holds (true), the child exits or `timeout` passes
     /// (false in both cases).
-    pub fn wait_for_output(&mut self, timeout: Duration, ready: impl Fn(&str, &str) -> bool) -> bool {
+    pub fn wait_for_output(
+        &mut self,
+        timeout: Duration,
+        ready: impl Fn(&str, &str) -> bool,
+    ) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if ready(&self.stdout(), &self.stderr()) {
@@ -315,24 +321,45 @@ pub fn write_test_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf) {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .args(["-days", "10", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1"])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("the openssl program runs");
-    assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (cert, key)
 }
 
 /// Runs `moq-test-client --test setup-only` against `url` (at most 5 s): true when it passes.
 pub fn moq_setup_succeeds(url: &str, dir: &std::path::Path) -> bool {
     let mut cmd = Command::new(peer_bin("moq-test-client"));
-    cmd.args(["--relay", url, "--tls-disable-verify", "--test", "setup-only"]);
+    cmd.args([
+        "--relay",
+        url,
+        "--tls-disable-verify",
+        "--test",
+        "setup-only",
+    ]);
     let mut probe = ChildGuard::spawn("setup-probe", &mut cmd, dir);
     matches!(probe.wait_timeout(Duration::from_secs(5)), Some(s) if s.success())
         && probe.stdout().lines().any(|l| l.starts_with("ok 1"))
@@ -364,7 +391,8 @@ impl MoqRelayIetf {
                 .arg(&key)
                 .arg("--coordinator-file")
                 .arg(dir.path("coordinator.json"));
-            let mut child = ChildGuard::spawn(&format!("moq-relay-ietf-{attempt}"), &mut cmd, &dir.0);
+            let mut child =
+                ChildGuard::spawn(&format!("moq-relay-ietf-{attempt}"), &mut cmd, &dir.0);
             let url = format!("https://localhost:{port}");
             let deadline = std::time::Instant::now() + Duration::from_secs(15);
             while std::time::Instant::now() < deadline && child.try_wait().is_none() {
