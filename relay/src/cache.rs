@@ -101,6 +101,8 @@ pub enum CacheError {
     ObjectOrder { group: u64, object: u64, last: u64 },
     #[error("object of {0} bytes exceeds the track cache budget")]
     ObjectTooLarge(usize),
+    #[error("group {0} outgrew the track cache budget")]
+    GroupTooLarge(u64),
 }
 
 /// The recent subgroups of one track.
@@ -220,6 +222,12 @@ impl GroupStore {
             .iter_mut()
             .find(|g| g.key() == key && !g.ended())
             .ok_or(CacheError::UnknownGroup(key.0, key.1))?;
+        if g.bytes + size > self.limits.max_bytes {
+            // Even the newest group is bounded: a publisher that never starts a new group
+            // cannot grow the relay's memory. The group ends here (aborted).
+            g.aborted = true;
+            return Err(CacheError::GroupTooLarge(key.0));
+        }
         if let Some(last) = g.objects.last() {
             if object.id <= last.id {
                 return Err(CacheError::ObjectOrder {
@@ -349,18 +357,24 @@ mod tests {
     }
 
     #[test]
-    fn newest_group_is_never_evicted_even_if_alone_over_budget() {
+    fn newest_group_is_kept_but_bounded() {
         let t0 = Instant::now();
         let mut s = GroupStore::new(limits(1000, 10, 60_000));
         s.open(0, 0, 0, t0).unwrap();
-        for i in 0..4 {
+        for i in 0..3 {
             s.push((0, 0), obj(i, 300), t0).unwrap();
         }
+        // A fourth object would take the group past the budget: the group is cut off there.
+        assert_eq!(
+            s.push((0, 0), obj(3, 300), t0),
+            Err(CacheError::GroupTooLarge(0))
+        );
+        assert!(s.get((0, 0)).unwrap().aborted);
         assert_eq!(ids(&s), vec![0]);
-        assert_eq!(s.bytes(), 1200);
+        assert_eq!(s.bytes(), 900);
         // The next group pushes it out.
         s.open(1, 0, 0, t0).unwrap();
-        s.push((1, 0), obj(0, 10), t0).unwrap();
+        s.push((1, 0), obj(0, 800), t0).unwrap();
         assert_eq!(ids(&s), vec![1]);
     }
 

@@ -596,6 +596,10 @@ pub async fn pump(
             }
             if group_ended && copied == total {
                 finished.push(i);
+                if cache.with_store(|s| s.get(o.key).is_some_and(|g| g.aborted)) {
+                    // The publisher reset it (or it outgrew the cache): reset it downstream too.
+                    gone.push(i);
+                }
             }
         }
         // Evicted while this subscriber still had it open: it was too far behind for it.

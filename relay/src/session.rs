@@ -108,8 +108,8 @@ fn start_of(sub: &Subscribed) -> Start {
 /// once with DOES_NOT_EXIST; with one, the relay waits that long for a publisher to announce
 /// the namespace or PUBLISH the track, then refuses with TIMEOUT.
 ///
-/// Returns the cache and where a new subscription should start: at the newest group when the
-/// track was already flowing, or everything cached when this request brought it into being.
+/// Returns the cache and whether the request had to wait for the track to appear (then
+/// everything cached is new to it; otherwise it starts at the newest group).
 async fn resolve(
     state: &RelayState,
     namespace: &moqcast_media::moq::TrackNamespace,
@@ -119,7 +119,7 @@ async fn resolve(
     let deadline = rendezvous.map(|d| tokio::time::Instant::now() + d);
     let mut watch = state.origin.watch();
     let mut waited = false;
-    let (cache, created) = loop {
+    let (cache, _created) = loop {
         watch.borrow_and_update();
         match state.origin.track(namespace, name) {
             Ok(found) => break found,
@@ -140,7 +140,7 @@ async fn resolve(
         None => tokio::time::Instant::now() + UPSTREAM_WAIT,
     };
     match tokio::time::timeout_at(wait, cache.ready()).await {
-        Ok(Ok(())) => Ok((cache, created || waited)),
+        Ok(Ok(())) => Ok((cache, waited)),
         Ok(Err(e)) => Err(e.unwrap_or(serve::ServeError::NotFound)),
         Err(_) => Err(serve::ServeError::Timeout),
     }
@@ -159,7 +159,8 @@ fn rendezvous_of(
 async fn serve_subscription(state: Arc<RelayState>, sub: Subscribed, backlog: Arc<Backlog>) {
     let name = sub.info.track_name.to_string_lossy().into_owned();
     let rendezvous = rendezvous_of(&sub.info.params);
-    let (cache, fresh) = match resolve(&state, &sub.info.track_namespace, &name, rendezvous).await {
+    let (cache, waited) = match resolve(&state, &sub.info.track_namespace, &name, rendezvous).await
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = %e, "subscription refused");
@@ -168,8 +169,8 @@ async fn serve_subscription(state: Arc<RelayState>, sub: Subscribed, backlog: Ar
         }
     };
     let mut start = start_of(&sub);
-    if fresh && start == Start::Newest {
-        // Nobody received this track before: everything cached is new to this subscriber.
+    if waited && start == Start::Newest {
+        // The subscription was waiting before the track existed: everything cached is new.
         start = Start::Oldest;
     }
     let (writer, reader) =

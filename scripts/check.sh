@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Every check of the workspace: the one command, the same for developers and CI (.ci/run).
+#
+#   bash scripts/check.sh
+#   FUZZ_SECONDS=60 bash scripts/check.sh    # fuzz each target longer (default 10 s)
+#
+# Steps, in order, stopping at the first failure:
+#   setup   scripts/setup.sh (apt packages, Rust, the viewer's build, chromium, cargo-nextest,
+#           nightly, the draft-18 interop peers)
+#   fmt     cargo fmt --all -- --check
+#   clippy  cargo clippy --workspace --all-targets -- -D warnings
+#   build   cargo build --workspace --bins (the end-to-end tests spawn these binaries)
+#   web     npm --prefix web test: the viewer's type check and unit tests (when web/ has a viewer;
+#           setup has built it into web/dist for the browser tests)
+#   test    cargo nextest run --workspace --profile ci (.config/nextest.toml)
+#   fuzz    scripts/fuzz.sh, FUZZ_SECONDS per target
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if [ -d "$HOME/.cargo/bin" ]; then
+    case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) export PATH="$HOME/.cargo/bin:$PATH" ;; esac
+fi
+
+started=$SECONDS
+
+# step NAME COMMAND...: runs COMMAND with a header and its elapsed time; exits on failure.
+step() {
+    local name=$1
+    shift
+    local t0=$SECONDS
+    echo
+    echo "==> check: $name: $*"
+    local rc=0
+    "$@" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        echo "==> check: $name FAILED (exit $rc) after $((SECONDS - t0))s" >&2
+        exit "$rc"
+    fi
+    echo "==> check: $name ok in $((SECONDS - t0))s"
+}
+
+# The test suite needs every peer: never let MOQCAST_SKIP_PEERS (a demo-only switch) leak in.
+step setup env -u MOQCAST_SKIP_PEERS bash scripts/setup.sh
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+step build cargo build --workspace --bins
+if [ -f web/package.json ]; then
+    step web npm --prefix web test
+fi
+step test cargo nextest run --workspace --profile ci
+step fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz.sh
+
+echo
+echo "==> check: all checks passed in $((SECONDS - started))s"

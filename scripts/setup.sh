@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Prepares a Debian 12 machine to build, test and demo moqcast. Idempotent: whatever is already
+# there is left alone, so on a machine that is set up this is a quick no-op.
+#
+#   bash scripts/setup.sh                        # everything (scripts/check.sh runs this)
+#   MOQCAST_SKIP_PEERS=1 bash scripts/setup.sh   # demo only (scripts/demo.sh runs this)
+#
+# What it ensures:
+#   * Debian packages: FFmpeg 5.1 and its -dev libraries (the publisher links them through
+#     ffmpeg-next, which needs pkg-config and clang/libclang for bindgen), cmake, curl.
+#   * A Rust toolchain (rustup, stable, with rustfmt and clippy) when no cargo is found.
+#   * The browser viewer, when web/ has one: node and npm (Debian's, when none is installed),
+#     `npm --prefix web ci` when web/node_modules is missing or older than the lock file, and
+#     `npm --prefix web run build` (into web/dist, which the relay serves) when the build is
+#     missing or older than the viewer's sources.
+#   * Test tools: Debian's chromium (the browser tests), cargo-nextest, the nightly toolchain
+#     that scripts/fuzz.sh uses, and the independent draft-18 MoQ peers that the interop tests
+#     run against (moq-relay-ietf, moq-clock-ietf, moq-test-client; built from source by
+#     `cargo install`, which is slow).
+#
+# MOQCAST_SKIP_PEERS=1 skips the test tools, which the demo does not need. It is ignored when
+# CI is set, and scripts/check.sh never passes it: CI always has every test's peers.
+#
+# Runs as root, or as a user with sudo for apt-get. Exits non-zero on the first failure.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+say() { echo "setup: $*"; }
+trap 'echo "setup: FAILED (line $LINENO, exit $?)" >&2' ERR
+
+# ---------------------------------------------------------------------------------------------
+# Debian packages
+# ---------------------------------------------------------------------------------------------
+APT_PACKAGES=(
+    pkg-config clang libclang-dev cmake
+    ffmpeg libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
+    libswscale-dev libswresample-dev
+    curl ca-certificates
+)
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=(sudo)
+fi
+
+installed() { dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'; }
+
+apt_updated=0
+# apt_install PACKAGE...: installs those of the packages that are missing (one apt-get update
+# per run, and only when something is missing).
+apt_install() {
+    local missing=() p
+    for p in "$@"; do
+        installed "$p" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        return 0
+    fi
+    if [ "${#SUDO[@]}" -gt 0 ] && ! command -v sudo >/dev/null 2>&1; then
+        say "not root and no sudo: install these packages as root: ${missing[*]}" >&2
+        exit 1
+    fi
+    say "apt: installing ${missing[*]}"
+    if [ "$apt_updated" = 0 ]; then
+        "${SUDO[@]}" apt-get update
+        apt_updated=1
+    fi
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+apt_install "${APT_PACKAGES[@]}"
+say "apt: all ${#APT_PACKAGES[@]} build packages present"
+
+# ---------------------------------------------------------------------------------------------
+# Rust
+# ---------------------------------------------------------------------------------------------
+if [ -d "$HOME/.cargo/bin" ]; then
+    case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) export PATH="$HOME/.cargo/bin:$PATH" ;; esac
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    say "rust: no cargo found; installing rustup (stable, with rustfmt and clippy)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+        | sh -s -- -y --profile minimal --component rustfmt,clippy
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+for sub in fmt clippy; do
+    if ! cargo "$sub" --version >/dev/null 2>&1; then
+        component=rustfmt
+        [ "$sub" = clippy ] && component=clippy
+        say "rust: adding component $component"
+        rustup component add "$component"
+    fi
+done
+say "rust: $(cargo --version)"
+
+# ---------------------------------------------------------------------------------------------
+# The browser viewer (web/), served by the relay from web/dist
+# ---------------------------------------------------------------------------------------------
+if [ -f web/package.json ]; then
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+    fi
+    node_major="$(node -p 'process.versions.node.split(".")[0]')"
+    if [ "$node_major" -lt 18 ]; then
+        say "node $(node --version) is too old for the viewer's build: install node 18 or newer" >&2
+        exit 1
+    fi
+    say "node: $(node --version), npm $(npm --version)"
+
+    if [ ! -f web/node_modules/.package-lock.json ] \
+        || { [ -f web/package-lock.json ] && [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; } \
+        || [ web/package.json -nt web/node_modules/.package-lock.json ]; then
+        say "viewer: npm --prefix web ci"
+        npm --prefix web ci --no-audit --no-fund
+    else
+        say "viewer: web/node_modules up to date"
+    fi
+
+    bundle=web/dist/assets/viewer.js
+    sources=()
+    for p in web/src web/static web/build web/build.mjs web/package.json web/package-lock.json; do
+        [ -e "$p" ] && sources+=("$p")
+    done
+    if [ ! -f "$bundle" ] || [ ! -f web/dist/watch.html ] \
+        || [ -n "$(find "${sources[@]}" -newer "$bundle" -print -quit)" ]; then
+        say "viewer: npm --prefix web run build (into web/dist)"
+        npm --prefix web run build
+    else
+        say "viewer: web/dist up to date"
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Test tools (skipped for the demo)
+# ---------------------------------------------------------------------------------------------
+skip_test_tools=0
+if [ "${MOQCAST_SKIP_PEERS:-0}" = 1 ]; then
+    if [ -n "${CI:-}" ]; then
+        say "MOQCAST_SKIP_PEERS=1 ignored because CI is set: CI installs every test tool"
+    else
+        skip_test_tools=1
+    fi
+fi
+
+if [ "$skip_test_tools" = 1 ]; then
+    say "MOQCAST_SKIP_PEERS=1: skipping test tools (chromium, cargo-nextest, nightly, interop peers)"
+    say "done"
+    exit 0
+fi
+
+# The browser tests drive Debian's chromium (/usr/bin/chromium) through playwright-core.
+apt_install chromium
+say "chromium: $(chromium --version 2>/dev/null | head -n1 || echo installed)"
+
+if cargo nextest --version >/dev/null 2>&1; then
+    say "cargo-nextest: $(cargo nextest --version 2>/dev/null | head -n1)"
+else
+    say "cargo-nextest: installing (cargo install cargo-nextest --locked; a few minutes)"
+    cargo install cargo-nextest --locked
+fi
+
+# scripts/fuzz.sh runs cargo-fuzz on nightly (and installs cargo-fuzz itself when missing).
+if cargo +nightly --version >/dev/null 2>&1; then
+    say "nightly: $(cargo +nightly --version)"
+else
+    say "nightly: installing the nightly toolchain (for scripts/fuzz.sh)"
+    rustup toolchain install nightly --profile minimal
+fi
+
+# Independent draft-18 implementations the interop tests run against: crate@exact version.
+# Each crate installs a binary of the same name.
+PEERS=(moq-relay-ietf@0.8.0 moq-clock-ietf@0.6.25 moq-test-client@0.2.0)
+cargo_installed="$(cargo install --list 2>/dev/null || true)"
+for spec in "${PEERS[@]}"; do
+    crate="${spec%@*}"
+    version="${spec#*@}"
+    if grep -q "^$crate v$version:" <<<"$cargo_installed"; then
+        say "peer: $crate $version present"
+    elif ! grep -q "^$crate v" <<<"$cargo_installed" && command -v "$crate" >/dev/null 2>&1; then
+        say "peer: $crate found at $(command -v "$crate") (not from cargo install; version not checked)"
+    else
+        say "peer: building $crate $version from source (cargo install --locked; this takes several minutes)"
+        # One target directory for all peers: they come from one repository and share most
+        # dependencies, so the second and third build reuse the first one's work.
+        CARGO_TARGET_DIR="${MOQCAST_PEERS_TARGET:-$HOME/.cache/moqcast/peers-target}" \
+            cargo install --locked "$spec"
+    fi
+done
+
+say "done"
