@@ -150,7 +150,7 @@ if [ "$skip_test_tools" = 1 ]; then
 fi
 
 # The browser tests drive Debian's chromium (/usr/bin/chromium) through playwright-core.
-apt_install chromium
+apt_install chromium fonts-dejavu-core
 say "chromium: $(chromium --version 2>/dev/null | head -n1 || echo installed)"
 
 if cargo nextest --version >/dev/null 2>&1; then

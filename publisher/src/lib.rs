@@ -4,8 +4,10 @@
 //!   encoded frames plus the codec configuration a catalog needs.
 //! * [`record`]: writes received frames into a playable MP4.
 //! * [`publish`]: puts a source on a relay as an MSF catalog plus LOC tracks.
+//! * [`captions`]: WebVTT caption tracks and a test dub track beside them.
 //! * [`subscribe`]: reads a broadcast back (catalog, tracks, stats, recording).
 
+pub mod captions;
 pub mod cli;
 pub mod ingest;
 pub mod publish;

@@ -18,6 +18,7 @@ use moqcast_media::{
 use tokio::sync::mpsc;
 use url::Url;
 
+use crate::captions::{ExtraTrackOptions, ExtraTracks};
 use crate::ingest::{IngestOptions, MediaInfo, Source};
 
 /// Timescale of LOC TIMESTAMP properties we write: microseconds.
@@ -31,6 +32,8 @@ pub struct PublishOptions {
     pub tls: ClientTls,
     pub ingest: IngestOptions,
     pub duration: Option<Duration>,
+    /// Caption and test-dub tracks (`--captions`, `--test-dub`), see [`crate::captions`].
+    pub extra_tracks: ExtraTrackOptions,
 }
 
 /// Builds the MSF catalog for a source.
@@ -92,7 +95,8 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<()> {
     if info.video.is_none() && info.audio.is_none() {
         anyhow::bail!("the input has neither audio nor video");
     }
-    let catalog = catalog_for(&info);
+    let mut catalog = catalog_for(&info);
+    crate::captions::extend_catalog(&mut catalog, &opts.extra_tracks)?;
 
     let client = Client::new(&opts.tls)?;
     let conn = client.connect(&opts.url).await?;
@@ -109,6 +113,7 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<()> {
         Some(_) => Some(broadcast.create_track("audio")?),
         None => None,
     };
+    let mut extras = ExtraTracks::create(opts.extra_tracks.clone(), &mut broadcast)?;
 
     // Frames come from a blocking thread through a small bounded queue.
     let (tx, mut rx) = mpsc::channel(64);
@@ -140,7 +145,11 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<()> {
             next = rx.recv() => match next {
                 Some(Ok((kind, frame))) => {
                     frames += 1;
+                    extras.before_frame(frame.pts_us)?;
+                    let (props, payload) = (properties(frame.pts_us).to_extension_headers(), frame.payload.clone());
+                    let group_before = audio_group_start;
                     write_frame(kind, frame, &mut video, &mut audio, &mut audio_group_start)?;
+                    extras.after_frame(kind, group_before != audio_group_start, &props, &payload)?;
                 }
                 Some(Err(e)) => break Err(anyhow::anyhow!(e)),
                 None => break Ok(()),
@@ -158,6 +167,7 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<()> {
         if let Some(a) = audio.as_mut() {
             a.finish_group();
         }
+        extras.finish();
         let _ = tokio::time::timeout(Duration::from_millis(300), &mut session).await;
     }
     client.close().await;

@@ -88,8 +88,8 @@ async fn broadcasts(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
     )
 }
 
-/// What the viewer page needs to open its WebTransport session: the relay's QUIC port (absent
-/// when the relay was configured with port 0: the page then needs `?relay=URL`), and whether
+/// What the viewer page needs to open its WebTransport session: the relay's QUIC port (the
+/// bound one, also when it was configured as 0), and whether
 /// to pin the certificate fetched from `/certificate.sha256` (only a generated development
 /// certificate; a real one is verified by the browser as usual).
 async fn viewer_config(State(s): State<Arc<RelayState>>) -> impl IntoResponse {

@@ -62,6 +62,11 @@ impl Relay {
         server.transport_config(Arc::new(transport));
         let endpoint = quinn::Endpoint::server(server, config.bind)
             .with_context(|| format!("could not bind UDP {}", config.bind))?;
+        // With port 0 the system picked one: record it, so the HTTP side can tell viewers.
+        let mut config = config;
+        config
+            .bind
+            .set_port(endpoint.local_addr().context("QUIC socket address")?.port());
         let http = tokio::net::TcpListener::bind(config.http_bind)
             .await
             .with_context(|| format!("could not bind TCP {}", config.http_bind))?;

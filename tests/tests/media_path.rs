@@ -95,6 +95,39 @@ async fn publish_record_and_late_join(scheme: &str) {
         "first video frame must be a keyframe: {stats}"
     );
 
+    // `--catalog` prints the MSF catalog: an H.264 video track and an audio track.
+    let cat = command("moqcast-subscribe")
+        .args([
+            "--url",
+            &url,
+            "--broadcast",
+            "demo",
+            "--tls-disable-verify",
+            "--catalog",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    let cat: serde_json::Value = serde_json::from_slice(&cat.stdout).expect("catalog JSON");
+    assert_eq!(cat["version"], "draft-01");
+    let tracks = cat["tracks"].as_array().unwrap();
+    assert!(
+        tracks
+            .iter()
+            .any(|t| t["role"] == "video" && t["codec"].as_str().unwrap().starts_with("avc1.")),
+        "{cat}"
+    );
+    assert!(
+        tracks
+            .iter()
+            .any(|t| t["role"] == "audio" && t["codec"] == "opus"),
+        "{cat}"
+    );
+
     let status = tokio::task::spawn_blocking(move || publisher.wait())
         .await
         .unwrap()
@@ -125,6 +158,11 @@ async fn publish_record_and_late_join(scheme: &str) {
         video.2 * 100 >= published * 95,
         "recorded {} of {published} video frames",
         video.2
+    );
+
+    assert_eq!(
+        relay.http_get("/certificate.sha256").trim(),
+        relay.fingerprint
     );
 
     let metrics = relay.http_get("/metrics");

@@ -261,3 +261,56 @@ async fn hostile_input_closes_only_that_session() {
     let _ = wait_child(publisher).await;
     relay.stop().await;
 }
+
+/// The relay binary stops cleanly on SIGTERM (graceful shutdown), closing its sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_binary_shuts_down_on_sigterm() {
+    init_tracing();
+    let port = std::net::UdpSocket::bind("[::]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut relay = command("moqcast-relay")
+        .args([
+            "--bind",
+            &format!("[::]:{port}"),
+            "--http-bind",
+            &http.to_string(),
+        ])
+        .args(["--tls-generate", "localhost,127.0.0.1"])
+        .spawn()
+        .unwrap();
+    // Healthy first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if std::net::TcpStream::connect(http).is_ok()
+            && moqcast_tests::http_get(http, "/healthz").trim() == "ok"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "relay never became healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &relay.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = relay.try_wait().unwrap() {
+            assert!(status.success(), "relay exited with {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay did not stop within 5 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,7 +1,9 @@
 use std::{path::PathBuf, time::Duration};
 
+use anyhow::Context;
 use clap::Parser;
 use moqcast_publisher::{
+    captions::{parse_webvtt, ExtraTrackOptions},
     cli::{init_tracing, TlsArgs},
     ingest::{IngestOptions, Input},
     publish::{run, PublishOptions},
@@ -26,6 +28,17 @@ struct Cli {
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<f64>,
+    /// A WebVTT file to publish as a caption track `captions-<lang>`; cue times count from
+    /// the start of the publication.
+    #[arg(long, value_name = "FILE.vtt")]
+    captions: Option<PathBuf>,
+    /// BCP 47 language of --captions.
+    #[arg(long, default_value = "en", requires = "captions")]
+    captions_lang: String,
+    /// Also publish the original audio as a second audio track `audio-<LANG>` ("Dub (LANG,
+    /// test)") in the same altGroup, to exercise a viewer's audio menu.
+    #[arg(long, value_name = "LANG")]
+    test_dub: Option<String>,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -39,6 +52,16 @@ async fn main() -> anyhow::Result<()> {
         "-" => Input::Stdin,
         path => Input::File(PathBuf::from(path)),
     };
+    let captions = match &cli.captions {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read the captions file {}", path.display()))?;
+            let cues =
+                parse_webvtt(&text).with_context(|| format!("captions file {}", path.display()))?;
+            Some((cues, cli.captions_lang.clone()))
+        }
+        None => None,
+    };
     let opts = PublishOptions {
         url: cli.url,
         broadcast: cli.broadcast,
@@ -49,6 +72,10 @@ async fn main() -> anyhow::Result<()> {
             realtime: true,
         },
         duration: cli.duration.map(Duration::from_secs_f64),
+        extra_tracks: ExtraTrackOptions {
+            captions,
+            test_dub: cli.test_dub,
+        },
     };
     tokio::select! {
         res = run(opts) => res,

@@ -1,0 +1,279 @@
+// Drives the moqcast viewer in a real headless Chromium (Debian's /usr/bin/chromium, through
+// playwright-core from web/node_modules) against a running relay and publisher, and checks
+// what a person would see. tests/tests/browser.rs starts the relay and publishers and runs
+// this script; run it by hand the same way:
+//
+//   MOQCAST_VIEWER_URL=http://127.0.0.1:8080/watch/demo MOQCAST_SCENARIO=basic \
+//     node tests/browser/viewer.test.mjs
+//
+// Environment:
+//   MOQCAST_VIEWER_URL   the watch page (with ?relay=... when the relay's QUIC port is not in /viewer.json)
+//   MOQCAST_SCENARIO     basic | captions | reconnect
+//   MOQCAST_VTT          (captions) the WebVTT file the publisher was given
+//   MOQCAST_SIDECAR_TRACK (captions) "KEY<tab>MENU LABEL<tab>CUE TEXT" of a caption track in <broadcast>/ai
+//   MOQCAST_SCREENSHOT   where to save a PNG of the page (optional)
+//   MOQCAST_CONTROL      (reconnect) a file this script writes "restart" to, and waits for "restarted"
+//
+// Prints one line per step and exits non-zero on the first failed check.
+
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const webDir = join(here, "../../web");
+const CHROMIUM = process.env.MOQCAST_CHROMIUM ?? "/usr/bin/chromium";
+
+function fail(message) {
+  console.error(`viewer test: ${message}`);
+  process.exit(2);
+}
+
+if (!existsSync(CHROMIUM)) fail(`${CHROMIUM} is missing: run scripts/setup.sh (it installs Debian's chromium)`);
+let chromium;
+try {
+  chromium = createRequire(join(webDir, "package.json"))("playwright-core").chromium;
+} catch {
+  fail("playwright-core is not installed in web/node_modules: run scripts/setup.sh (npm --prefix web ci)");
+}
+
+const url = process.env.MOQCAST_VIEWER_URL ?? fail("MOQCAST_VIEWER_URL is not set");
+const scenario = process.env.MOQCAST_SCENARIO ?? "basic";
+const started = Date.now();
+const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `probe` until `done(value)` or `timeoutMs`; returns the last value. */
+async function waitFor(what, probe, done, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let value;
+  for (;;) {
+    value = await probe();
+    if (done(value)) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${JSON.stringify(value)}`);
+    await sleep(150);
+  }
+}
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: [
+    // Chromium refuses to run its sandbox as root (CI containers).
+    ...(process.getuid?.() === 0 ? ["--no-sandbox"] : []),
+    // Let WebAudio start without a click, as after a user gesture.
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+const page = await browser.newPage({ viewport: { width: 800, height: 540 } });
+const consoleLines = [];
+page.on("console", (m) => {
+  if (m.type() !== "debug") consoleLines.push(`${m.type()}: ${m.text()}`);
+});
+page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
+
+const stats = () => page.evaluate(() => window.moqcast?.stats());
+const overlay = () =>
+  page.evaluate(() => ({
+    text: document.getElementById("captions").innerText.trim(),
+    mediaTimeMs: window.moqcast?.stats().mediaTimeMs ?? null,
+  }));
+
+/** Luminance variance and distinct colours of the canvas (a blank or one-colour canvas has ~0). */
+const canvasPixels = () =>
+  page.evaluate(() => {
+    const canvas = document.getElementById("video");
+    const probe = document.createElement("canvas");
+    probe.width = 160;
+    probe.height = 90;
+    const ctx = probe.getContext("2d");
+    ctx.drawImage(canvas, 0, 0, probe.width, probe.height);
+    const { data } = ctx.getImageData(0, 0, probe.width, probe.height);
+    let sum = 0;
+    let sumSq = 0;
+    const colours = new Set();
+    const n = data.length / 4;
+    for (let i = 0; i < data.length; i += 4) {
+      const y = 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
+      sum += y;
+      sumSq += y * y;
+      colours.add(((data[i] >> 5) << 6) | ((data[i + 1] >> 5) << 3) | (data[i + 2] >> 5));
+    }
+    const mean = sum / n;
+    return { width: canvas.width, height: canvas.height, variance: sumSq / n - mean * mean, colours: colours.size };
+  });
+
+async function screenshot() {
+  const path = process.env.MOQCAST_SCREENSHOT;
+  if (!path) return;
+  await page.screenshot({ path, type: "png" });
+  log(`screenshot: ${path} (${(statSync(path).size / 1024).toFixed(0)} KiB)`);
+}
+
+/** The page plays: 100 video and 100 audio frames within 10 s of loading, a real picture, a latency. */
+async function playsWithin10s() {
+  const t0 = Date.now();
+  await page.goto(url);
+  const s = await waitFor(
+    "100 video and 100 audio frames decoded",
+    stats,
+    (s) => s && s.videoFramesDecoded >= 100 && s.audioFramesDecoded >= 100,
+    Math.max(1000, 10_000 - (Date.now() - t0)),
+  );
+  log(`decoded ${s.videoFramesDecoded} video, ${s.audioFramesDecoded} audio frames in ${Date.now() - t0} ms (status ${s.status})`);
+  const px = await canvasPixels();
+  log(`canvas ${px.width}x${px.height}: luminance variance ${px.variance.toFixed(0)}, ${px.colours} colours`);
+  assert.ok(px.width >= 160 && px.height >= 90, `canvas has the video's size, got ${px.width}x${px.height}`);
+  assert.ok(px.variance > 500 && px.colours >= 8, `the canvas shows the test pattern, not a blank picture: ${JSON.stringify(px)}`);
+  const withLatency = await waitFor("a latency readout", stats, (s) => typeof s.latencyMs === "number", 3000);
+  assert.ok(withLatency.latencyMs > 0 && withLatency.latencyMs < 5000, `latency is plausible: ${withLatency.latencyMs} ms`);
+  const readout = await page.locator("#latency").innerText();
+  assert.match(readout, /latency \d+ ms/);
+  log(`latency ${withLatency.latencyMs} ms ("${readout}"), jitter buffer ${withLatency.jitterBufferMs} ms`);
+  return withLatency;
+}
+
+/** Cues of a WebVTT file: id, start/end ms, text. */
+function readVtt(path) {
+  const time = (t) => {
+    const p = t.split(":").map(Number);
+    return Math.round((p.length === 3 ? p[0] * 3600 + p[1] * 60 + p[2] : p[0] * 60 + p[1]) * 1000);
+  };
+  return readFileSync(path, "utf8")
+    .split(/\n\n+/)
+    .map((block) => block.split("\n").filter(Boolean))
+    .filter((lines) => lines.some((l) => l.includes("-->")))
+    .map((lines) => {
+      const i = lines.findIndex((l) => l.includes("-->"));
+      const [a, b] = lines[i].split("-->").map((s) => s.trim().split(/\s+/)[0]);
+      return { startMs: time(a), endMs: time(b), text: lines.slice(i + 1).join("\n") };
+    });
+}
+
+async function captionsScenario() {
+  const cues = readVtt(process.env.MOQCAST_VTT ?? fail("MOQCAST_VTT is not set"));
+  await playsWithin10s();
+
+  // The caption menu lists the track and it is on; cues show at their times.
+  const s = await stats();
+  assert.ok(s.captionTracks.some((t) => t.name === "captions-en" && t.lang === "en"), `caption track listed: ${JSON.stringify(s.captionTracks)}`);
+  const captionOptions = await page.locator("#caption-select option").allInnerTexts();
+  assert.deepEqual(captionOptions.slice(0, 2), ["Off", "Captions (en)"]);
+  assert.equal(await page.locator("#caption-select").inputValue(), s.selectedCaptions);
+
+  const seen = new Map();
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline && seen.size < 3) {
+    const o = await overlay();
+    if (o.text) {
+      const cue = cues.find((c) => c.text === o.text);
+      assert.ok(cue, `the overlay shows a cue of the file: "${o.text}"`);
+      // Sampled right after a redraw: allow one tick (50 ms) and the evaluate round trip.
+      assert.ok(
+        o.mediaTimeMs >= cue.startMs - 150 && o.mediaTimeMs <= cue.endMs + 150,
+        `"${cue.text}" (${cue.startMs}-${cue.endMs} ms) is shown at media time ${o.mediaTimeMs} ms`,
+      );
+      seen.set(cue.text, o.mediaTimeMs);
+    }
+    await sleep(100);
+  }
+  assert.ok(seen.size >= 2, `at least two cues seen on screen at their times, saw ${JSON.stringify([...seen])}`);
+  log(`cues on screen at their times: ${[...seen].map(([t, m]) => `"${t}"@${Math.round(m)}ms`).join(", ")}`);
+  const shown = (await stats()).captionCuesShown;
+  assert.ok(shown >= 2, `captionCuesShown ${shown}`);
+  if ((await overlay()).text === "") {
+    await waitFor("a cue on screen for the screenshot", overlay, (o) => o.text !== "", 3000);
+  }
+  await screenshot();
+
+  // Captions off: the overlay stays empty; on again: cues come back.
+  await page.selectOption("#caption-select", "off");
+  for (let i = 0; i < 8; i++) {
+    await sleep(200);
+    assert.equal((await overlay()).text, "", "no cue shows while captions are off");
+  }
+  assert.equal((await stats()).selectedCaptions, null);
+  await page.selectOption("#caption-select", { label: "Captions (en)" });
+  await waitFor("cues after turning captions back on", overlay, (o) => o.text !== "", 4000);
+  log("captions off and on again: ok");
+
+  // The audio menu lists the original and the test dub; switching keeps audio flowing.
+  const audioOptions = await page.locator("#audio-select option").allInnerTexts();
+  assert.deepEqual(audioOptions.slice(0, 2), ["Original", "Dub (es, test)"]);
+  const before = await stats();
+  assert.ok(before.selectedAudio.endsWith("|audio"), `starts on the original: ${before.selectedAudio}`);
+  await page.selectOption("#audio-select", { label: "Dub (es, test)" });
+  await sleep(1000);
+  const a1 = await stats();
+  assert.ok(a1.selectedAudio.endsWith("|audio-es"), `the dub is selected: ${a1.selectedAudio}`);
+  assert.equal(await page.locator("#audio-select").inputValue(), a1.selectedAudio);
+  await sleep(2000);
+  const a2 = await stats();
+  const rate = (a2.audioFramesDecoded - a1.audioFramesDecoded) / 2;
+  assert.ok(rate >= 25, `audio keeps decoding after the switch: ${rate} frames/s`);
+  assert.ok(a2.videoFramesDecoded > a1.videoFramesDecoded, "video keeps playing during the switch");
+  log(`switched audio to ${a2.selectedAudio}: ${rate} audio frames/s after the switch`);
+  await page.selectOption("#audio-select", { label: "Original" });
+  await waitFor("the original selected again", stats, (s) => s.selectedAudio.endsWith("|audio"), 2000);
+  const b1 = (await stats()).audioFramesDecoded;
+  await sleep(1500);
+  assert.ok((await stats()).audioFramesDecoded - b1 >= 30, "audio keeps decoding after switching back");
+  log("switched back to the original: ok");
+
+  // A caption track of the sidecar's namespace (<broadcast>/ai, found with SUBSCRIBE_NAMESPACE)
+  // is listed beside the broadcast's own and can be chosen.
+  const sidecar = process.env.MOQCAST_SIDECAR_TRACK;
+  if (sidecar) {
+    const [key, label, text] = sidecar.split("\t");
+    await waitFor(`the sidecar's caption track ${key}`, stats, (s) => s.captionTracks.some((t) => t.key === key), 5000);
+    assert.ok((await page.locator("#caption-select option").allInnerTexts()).includes(label), `menu lists "${label}"`);
+    await page.selectOption("#caption-select", { label });
+    const o = await waitFor(`the sidecar's cue "${text}"`, overlay, (o) => o.text === text, 4000);
+    assert.equal((await stats()).selectedCaptions, key);
+    log(`sidecar caption track ${key} listed and shown: "${o.text}"`);
+  }
+}
+
+async function reconnectScenario() {
+  const control = process.env.MOQCAST_CONTROL ?? fail("MOQCAST_CONTROL is not set");
+  await playsWithin10s();
+  writeFileSync(control, "restart");
+  log("asked for a relay restart");
+  await waitFor("the viewer to notice", stats, (s) => s.status === "reconnecting" || s.reconnects > 0, 10_000);
+  await waitFor("the relay to come back", async () => readFileSync(control, "utf8"), (c) => c === "restarted", 20_000);
+  const before = await stats();
+  log(`relay restarted; viewer status ${before.status}, ${before.reconnects} reconnect(s)`);
+  const after = await waitFor(
+    "60 more video frames after the restart",
+    stats,
+    (s) => s.status === "live" && s.videoFramesDecoded >= before.videoFramesDecoded + 60,
+    15_000,
+  );
+  const px = await canvasPixels();
+  assert.ok(px.variance > 500, `a picture after reconnecting: ${JSON.stringify(px)}`);
+  log(`playing again after ${after.reconnects} reconnect(s): ${after.videoFramesDecoded} video frames`);
+}
+
+let ok = false;
+try {
+  if (scenario === "basic") {
+    await playsWithin10s();
+    await screenshot();
+  } else if (scenario === "captions") {
+    await captionsScenario();
+  } else if (scenario === "reconnect") {
+    await reconnectScenario();
+  } else {
+    fail(`unknown scenario ${scenario}`);
+  }
+  ok = true;
+} catch (e) {
+  console.error(`viewer test FAILED (${scenario}): ${e.stack ?? e}`);
+  console.error(`last stats: ${JSON.stringify(await stats().catch(() => null))}`);
+} finally {
+  if (!ok || process.env.MOQCAST_VERBOSE) for (const line of consoleLines.slice(-40)) console.error(`  page ${line}`);
+  await browser.close();
+}
+log(ok ? `scenario ${scenario}: passed` : `scenario ${scenario}: FAILED`);
+process.exit(ok ? 0 : 1);

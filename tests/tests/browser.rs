@@ -1,0 +1,525 @@
+//! The browser viewer (web/) in a real headless Chromium: a relay serving the built viewer,
+//! `moqcast-publish` processes, and tests/browser/viewer.test.mjs driving Debian's chromium
+//! through playwright-core. Nothing is built here: scripts/setup.sh installs chromium and builds
+//! the viewer (`npm --prefix web ci && npm --prefix web run build`). When any of that is missing
+//! these tests fail and say so; they never skip.
+//!
+//! The browser tests take a lock so that only one Chromium decodes video at a time on a
+//! 2-core machine, whatever the test runner's parallelism.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant, SystemTime},
+};
+
+use moqcast_relay::{Args, Config, Relay};
+use moqcast_tests::{command, free_udp_port, init_tracing, ChildGuard, TempDir, TestRelay};
+
+const SETUP_HINT: &str = "run scripts/setup.sh (it installs Debian's chromium and runs \
+                          `npm --prefix web ci && npm --prefix web run build`)";
+
+/// Longest a viewer scenario may run.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn web_dist() -> PathBuf {
+    repo().join("web/dist")
+}
+
+/// Newest modification time of the files under `dir`.
+fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry.metadata().ok()?.modified().ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// Panics (the test fails, it does not skip) when chromium, node, playwright-core or the
+/// built viewer is missing, or the build is older than the viewer's sources.
+fn require_browser_tools() {
+    let mut missing = Vec::new();
+    if !Path::new("/usr/bin/chromium").exists() {
+        missing.push("Debian's chromium (/usr/bin/chromium)".to_string());
+    }
+    if Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        missing.push("node".to_string());
+    }
+    if !repo().join("web/node_modules/playwright-core").is_dir() {
+        missing.push("web/node_modules (npm --prefix web ci)".to_string());
+    }
+    let bundle = web_dist().join("assets/viewer.js");
+    if !web_dist().join("watch.html").is_file() || !bundle.is_file() {
+        missing.push("the built viewer in web/dist (npm --prefix web run build)".to_string());
+    }
+    assert!(
+        missing.is_empty(),
+        "the browser tests need {}: {SETUP_HINT}",
+        missing.join(", ")
+    );
+    let built = std::fs::metadata(&bundle).and_then(|m| m.modified()).ok();
+    let sources = ["web/src", "web/static", "web/build"]
+        .iter()
+        .filter_map(|d| newest_mtime(&repo().join(d)))
+        .max();
+    assert!(
+        built >= sources,
+        "web/dist is older than the viewer's sources: rebuild it with `npm --prefix web run build`"
+    );
+}
+
+/// A cross-process lock: one browser test at a time. Stale locks (their process gone) are
+/// taken over.
+struct BrowserLock(PathBuf);
+
+impl BrowserLock {
+    fn acquire() -> Self {
+        let path = std::env::temp_dir().join("moqcast-browser-tests.lock");
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let _ = write!(f, "{}", std::process::id());
+                    return Self(path);
+                }
+                Err(_) => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    let alive = holder
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                    if !alive && !holder.is_empty() {
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "waited 4 minutes for {} (held by pid {holder})",
+                        path.display()
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for BrowserLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Where the scenarios save their screenshots.
+fn screenshot_path(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"));
+    let dir = target.join("browser-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{name}.png"))
+}
+
+/// `moqcast-publish --input testsrc` for `broadcast`, with more flags.
+fn publisher(
+    url: &str,
+    fingerprint: &str,
+    broadcast: &str,
+    extra: &[&str],
+    dir: &TempDir,
+) -> ChildGuard {
+    let mut cmd = command("moqcast-publish");
+    cmd.args([
+        "--url",
+        url,
+        "--broadcast",
+        broadcast,
+        "--input",
+        "testsrc",
+        "--tls-fingerprint",
+        fingerprint,
+    ]);
+    cmd.args(["--duration", "120"]).args(extra);
+    ChildGuard::spawn(
+        &format!("publish-{}", broadcast.replace('/', "_")),
+        &mut cmd,
+        &dir.0,
+    )
+}
+
+/// Waits until the relay lists `broadcast` at `/broadcasts`.
+async fn wait_announced(http: SocketAddr, broadcast: &str, publisher: &mut ChildGuard) {
+    let needle = format!("\"broadcast\":\"{broadcast}\"");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let list =
+            tokio::task::spawn_blocking(move || moqcast_tests::http_get(http, "/broadcasts"))
+                .await
+                .unwrap();
+        if list.contains(&needle) {
+            return;
+        }
+        assert!(
+            publisher.try_wait().is_none(),
+            "the publisher exited: {}",
+            publisher.stderr_tail(20)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{broadcast} was not announced within 15 s: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs tests/browser/viewer.test.mjs; panics with its output unless it passes.
+fn run_scenario(scenario: &str, url: &str, env: &[(&str, String)], dir: &Path) {
+    let mut cmd = Command::new("node");
+    cmd.arg(repo().join("tests/browser/viewer.test.mjs"))
+        .env("MOQCAST_VIEWER_URL", url)
+        .env("MOQCAST_SCENARIO", scenario)
+        .env("MOQCAST_SCREENSHOT", screenshot_path(scenario));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut node = ChildGuard::spawn(&format!("viewer-{scenario}"), &mut cmd, dir);
+    let status = node.wait_timeout(SCENARIO_TIMEOUT);
+    let (out, err) = (node.stdout(), node.stderr());
+    println!("{out}");
+    eprintln!("{err}");
+    assert!(
+        matches!(status, Some(s) if s.success()),
+        "viewer scenario {scenario} failed ({}):\n{out}\n{err}",
+        status.map_or("timed out".to_string(), |s| s.to_string())
+    );
+}
+
+fn watch_url(http: SocketAddr, quic_port: u16, broadcast: &str) -> String {
+    format!("http://{http}/watch/{broadcast}?relay=https://127.0.0.1:{quic_port}/")
+}
+
+/// The viewer plays `moqcast-publish --input testsrc`: 100 video and 100 audio frames within
+/// 10 s, the test pattern on the canvas, a latency readout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_plays_the_test_source() {
+    require_browser_tools();
+    let _lock = tokio::task::spawn_blocking(BrowserLock::acquire)
+        .await
+        .unwrap();
+    init_tracing();
+    let web = web_dist();
+    let relay = TestRelay::start(&["--web-dir", web.to_str().unwrap()]).await;
+    let dir = TempDir::new("browser-basic");
+    let mut publish = publisher(&relay.url("https"), &relay.fingerprint, "demo", &[], &dir);
+    wait_announced(relay.http, "demo", &mut publish).await;
+
+    let url = watch_url(relay.http, relay.port(), "demo");
+    let path = dir.0.clone();
+    tokio::task::spawn_blocking(move || run_scenario("basic", &url, &[], &path))
+        .await
+        .unwrap();
+    assert!(
+        publish.try_wait().is_none(),
+        "the publisher kept running: {}",
+        publish.stderr_tail(20)
+    );
+    relay.stop().await;
+}
+
+/// A caption track from `--captions` and a test dub from `--test-dub es`: cues on screen at
+/// their times, the caption menu, captions off and on, switching audio tracks, and a caption
+/// track found in the sidecar's namespace `<broadcast>/ai`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_shows_captions_and_switches_audio() {
+    require_browser_tools();
+    let _lock = tokio::task::spawn_blocking(BrowserLock::acquire)
+        .await
+        .unwrap();
+    init_tracing();
+    let web = web_dist();
+    let relay = TestRelay::start(&["--web-dir", web.to_str().unwrap()]).await;
+    let dir = TempDir::new("browser-captions");
+    // A cue every 1.5 s, each shown for 1.2 s, for two minutes.
+    let vtt = dir.path("captions.vtt");
+    let mut text = String::from("WEBVTT\n");
+    for i in 0..80u64 {
+        let start = 1000 + i * 1500;
+        let t = |ms: u64| {
+            format!(
+                "{:02}:{:02}:{:02}.{:03}",
+                ms / 3_600_000,
+                ms / 60_000 % 60,
+                ms / 1000 % 60,
+                ms % 1000
+            )
+        };
+        text.push_str(&format!(
+            "\nc{i}\n{} --> {}\nCaption number {}\n",
+            t(start),
+            t(start + 1200),
+            i + 1
+        ));
+    }
+    std::fs::write(&vtt, text).unwrap();
+    let extra = [
+        "--captions",
+        vtt.to_str().unwrap(),
+        "--captions-lang",
+        "en",
+        "--test-dub",
+        "es",
+    ];
+    let mut publish = publisher(
+        &relay.url("https"),
+        &relay.fingerprint,
+        "live/captioned",
+        &extra,
+        &dir,
+    );
+    wait_announced(relay.http, "live/captioned", &mut publish).await;
+
+    // A stand-in for the AI sidecar: another publisher in `<broadcast>/ai` whose catalog has a
+    // French caption track (one cue for the whole test, as its media clock is not the broadcast's).
+    let fr = dir.path("captions-fr.vtt");
+    std::fs::write(
+        &fr,
+        "WEBVTT\n\n00:00:00.000 --> 00:10:00.000\nSous-titres en français\n",
+    )
+    .unwrap();
+    let extra = ["--captions", fr.to_str().unwrap(), "--captions-lang", "fr"];
+    let mut sidecar = publisher(
+        &relay.url("https"),
+        &relay.fingerprint,
+        "live/captioned/ai",
+        &extra,
+        &dir,
+    );
+    wait_announced(relay.http, "live/captioned/ai", &mut sidecar).await;
+
+    let url = watch_url(relay.http, relay.port(), "live/captioned");
+    let path = dir.0.clone();
+    let env = [
+        ("MOQCAST_VTT", vtt.display().to_string()),
+        (
+            "MOQCAST_SIDECAR_TRACK",
+            "live/captioned/ai|captions-fr\tCaptions (fr)\tSous-titres en français".to_string(),
+        ),
+    ];
+    tokio::task::spawn_blocking(move || run_scenario("captions", &url, &env, &path))
+        .await
+        .unwrap();
+    relay.stop().await;
+}
+
+/// A relay on fixed ports, so that a restarted one is found at the same address.
+struct FixedRelay {
+    fingerprint: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl FixedRelay {
+    async fn start(udp: u16, http: SocketAddr) -> Self {
+        let web = web_dist();
+        let argv = [
+            "moqcast-relay".to_string(),
+            "--bind".into(),
+            format!("[::]:{udp}"),
+            "--http-bind".into(),
+            http.to_string(),
+            "--tls-generate".into(),
+            "localhost,127.0.0.1,::1".into(),
+            "--web-dir".into(),
+            web.display().to_string(),
+        ];
+        let config =
+            Config::resolve(<Args as clap::Parser>::parse_from(argv)).expect("valid relay config");
+        // The old relay's sockets may take a moment to go.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let relay = loop {
+            match Relay::bind(config.clone()).await {
+                Ok(r) => break r,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("relay bind failed, retrying: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("relay could not bind {udp}/{http}: {e:#}"),
+            }
+        };
+        let fingerprint = relay.state().fingerprint.clone();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(relay.run(async move {
+            let _ = rx.await;
+        }));
+        Self {
+            fingerprint,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// The relay restarts (new process state, new certificate): the viewer notices, reconnects on
+/// its own and plays again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_reconnects_after_the_relay_restarts() {
+    require_browser_tools();
+    let _lock = tokio::task::spawn_blocking(BrowserLock::acquire)
+        .await
+        .unwrap();
+    init_tracing();
+    let udp = free_udp_port();
+    let http: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = TempDir::new("browser-reconnect");
+    let quic_url = format!("https://localhost:{udp}/");
+    let mut relay = FixedRelay::start(udp, http).await;
+    let mut publish = publisher(&quic_url, &relay.fingerprint, "demo", &[], &dir);
+    wait_announced(http, "demo", &mut publish).await;
+
+    let control = dir.path("control");
+    std::fs::write(&control, "").unwrap();
+    let url = watch_url(http, udp, "demo");
+    let (path, env) = (
+        dir.0.clone(),
+        [("MOQCAST_CONTROL", control.display().to_string())],
+    );
+    let mut viewer =
+        tokio::task::spawn_blocking(move || run_scenario("reconnect", &url, &env, &path));
+
+    // Restart the relay (and the publisher, which ends with its session) when asked.
+    let deadline = Instant::now() + SCENARIO_TIMEOUT;
+    let mut restarted = false;
+    loop {
+        tokio::select! {
+            res = &mut viewer => {
+                res.unwrap();
+                assert!(restarted, "the scenario ended without asking for a restart");
+                break;
+            }
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reconnect scenario did not finish"
+        );
+        if !restarted && std::fs::read_to_string(&control).unwrap_or_default() == "restart" {
+            publish.kill();
+            relay.stop().await;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            relay = FixedRelay::start(udp, http).await;
+            publish = publisher(&quic_url, &relay.fingerprint, "demo", &[], &dir);
+            wait_announced(http, "demo", &mut publish).await;
+            std::fs::write(&control, "restarted").unwrap();
+            restarted = true;
+        }
+    }
+    relay.stop().await;
+}
+
+/// The relay serves the viewer and an index of broadcasts, and says how to build a missing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_serves_the_viewer_pages() {
+    init_tracing();
+    let missing = TestRelay::start(&["--web-dir", "/nonexistent/moqcast-web"]).await;
+    let page = missing.http_get("/watch/demo");
+    assert!(
+        page.contains("npm --prefix web ci && npm --prefix web run build"),
+        "{page}"
+    );
+    assert!(missing.http_get("/").contains("The viewer is not built"));
+    missing.stop().await;
+
+    // A stand-in viewer directory, so this test needs no npm build.
+    let dir = TempDir::new("web-dir");
+    std::fs::create_dir_all(dir.path("assets")).unwrap();
+    std::fs::write(
+        dir.path("watch.html"),
+        "<!doctype html><title>viewer</title>",
+    )
+    .unwrap();
+    std::fs::write(dir.path("assets/viewer.js"), "console.log('viewer')").unwrap();
+    std::fs::write(dir.path("secret.txt"), "not an asset").unwrap();
+    let relay = TestRelay::start(&["--web-dir", dir.0.to_str().unwrap()]).await;
+    assert!(relay
+        .http_get("/watch/live/demo")
+        .contains("<title>viewer</title>"));
+    assert_eq!(relay.http_get("/assets/viewer.js"), "console.log('viewer')");
+    assert!(!relay
+        .http_get("/assets/../secret.txt")
+        .contains("not an asset"));
+    assert!(!relay
+        .http_get("/assets/%2e%2e/secret.txt")
+        .contains("not an asset"));
+    let config: serde_json::Value = serde_json::from_str(&relay.http_get("/viewer.json")).unwrap();
+    assert_eq!(config["pinCertificate"], true, "{config}");
+
+    // The index lists live broadcasts with links to their viewer pages.
+    let mut publish = publisher(
+        &relay.url("moqt"),
+        &relay.fingerprint,
+        "live/index-test",
+        &[],
+        &dir,
+    );
+    wait_announced(relay.http, "live/index-test", &mut publish).await;
+    let index = relay.http_get("/");
+    assert!(
+        index.contains("<a href=\"/watch/live/index-test\">live/index-test</a>"),
+        "{index}"
+    );
+    relay.stop().await;
+}
+
+/// The viewer's unit tests (TypeScript types, the @moq/net patches, LOC, catalogs, cues,
+/// playout clock): `npm --prefix web test`.
+#[test]
+fn viewer_unit_tests() {
+    assert!(
+        repo().join("web/node_modules/typescript").is_dir(),
+        "web/node_modules is missing: {SETUP_HINT}"
+    );
+    let out = Command::new("npm")
+        .args(["--prefix", "web", "test"])
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("npm could not run ({e}): {SETUP_HINT}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "npm --prefix web test failed:\n{text}"
+    );
+    assert!(text.contains("# fail 0"), "{text}");
+}

@@ -1,0 +1,123 @@
+// The playout clock: maps media time (LOC TIMESTAMP, µs) to local time (performance.now(), ms)
+// for audio, video and captions alike, which is what keeps them in sync.
+//
+// Each received object gives a sample `arrival - pts`. The smallest sample over the last few
+// seconds is the path with the least delay (objects replayed from the relay's cache when a
+// subscription starts arrive late and give larger samples, so they do not hold the clock
+// back). Media time `pts` plays at `pts + offset + jitter`, where `jitter` is the jitter
+// buffer: it grows when objects miss their playout time and shrinks slowly while none do.
+// All times are passed in, so the logic is testable without a browser.
+
+export interface ClockOptions {
+  /** Initial jitter buffer, ms. */
+  jitterMs?: number;
+  minJitterMs?: number;
+  maxJitterMs?: number;
+  /** How long a sample counts toward the minimum, ms. */
+  windowMs?: number;
+  /** Offset changes smaller than this are ignored (they would make audio click), ms. */
+  hysteresisMs?: number;
+  /** A sample this far from the offset means a new timeline (publisher restart, loop), ms. */
+  discontinuityMs?: number;
+}
+
+export class PlayoutClock {
+  #samples: { at: number; offset: number }[] = [];
+  #offset: number | undefined;
+  #jitter: number;
+  #lastLate = -Infinity;
+  #lastShrink = -Infinity;
+  #lastGrow = -Infinity;
+  #settleUntil = -Infinity;
+  readonly opts: Required<ClockOptions>;
+
+  constructor(opts: ClockOptions = {}) {
+    this.opts = {
+      jitterMs: opts.jitterMs ?? 150,
+      minJitterMs: opts.minJitterMs ?? 80,
+      maxJitterMs: opts.maxJitterMs ?? 1500,
+      windowMs: opts.windowMs ?? 4000,
+      hysteresisMs: opts.hysteresisMs ?? 30,
+      discontinuityMs: opts.discontinuityMs ?? 3000,
+    };
+    this.#jitter = this.opts.jitterMs;
+  }
+
+  /** True once a sample has set the clock. */
+  get started(): boolean {
+    return this.#offset !== undefined;
+  }
+
+  get jitterMs(): number {
+    return this.#jitter;
+  }
+
+  /**
+   * Records that media time `ptsUs` arrived at local time `nowMs`; returns by how much (ms) the
+   * object came later than the fastest path. An object late by more than the jitter buffer
+   * (less a margin for decoding) grows it, unless it is far later (`replayMs`): objects
+   * replayed from the relay's cache when a subscription starts are not a sign of jitter.
+   */
+  observe(ptsUs: number, nowMs: number, replayMs = 400): number {
+    const offset = nowMs - ptsUs / 1000;
+    if (this.#offset !== undefined && Math.abs(offset - this.#offset) > this.opts.discontinuityMs) {
+      // A new timeline: start over.
+      this.#samples = [];
+      this.#offset = undefined;
+    }
+    this.#samples.push({ at: nowMs, offset });
+    while (this.#samples.length > 0 && this.#samples[0].at < nowMs - this.opts.windowMs) this.#samples.shift();
+    if (this.#samples.length > 2000) this.#samples.splice(0, this.#samples.length - 2000);
+    let min = Infinity;
+    for (const s of this.#samples) min = Math.min(min, s.offset);
+    if (this.#offset === undefined || Math.abs(min - this.#offset) >= this.opts.hysteresisMs) this.#offset = min;
+    const excess = offset - this.#offset;
+    if (excess > this.#jitter - 30 && excess < replayMs) this.late(excess - this.#jitter + 30, nowMs);
+    // Shrink the jitter buffer by 5 ms a second after 10 s without a late object.
+    if (this.#lastLate === -Infinity) this.#lastLate = nowMs; // quiet since the first object
+    if (nowMs - this.#lastLate > 10_000 && nowMs - this.#lastShrink >= 1000 && this.#jitter > this.opts.minJitterMs) {
+      this.#lastShrink = nowMs;
+      this.#jitter = Math.max(this.opts.minJitterMs, this.#jitter - 5);
+    }
+    return excess;
+  }
+
+  /** Local time (ms) at which media time `ptsUs` plays, or undefined before the first sample. */
+  playTime(ptsUs: number): number | undefined {
+    if (this.#offset === undefined) return undefined;
+    return ptsUs / 1000 + this.#offset + this.#jitter;
+  }
+
+  /** Media time (µs) playing at local time `nowMs`. */
+  mediaTime(nowMs: number): number | undefined {
+    if (this.#offset === undefined) return undefined;
+    return (nowMs - this.#offset - this.#jitter) * 1000;
+  }
+
+  /**
+   * Ignores late objects until `untilMs`: a new subscription starts with a burst of objects
+   * replayed from the relay's cache, which says nothing about the network's jitter.
+   */
+  settle(untilMs: number): void {
+    this.#settleUntil = Math.max(this.#settleUntil, untilMs);
+  }
+
+  /** Reports an object that missed its playout time by `lateMs`: the jitter buffer grows. */
+  late(lateMs: number, nowMs: number): void {
+    if (nowMs < this.#settleUntil) return;
+    this.#lastLate = nowMs;
+    if (nowMs - this.#lastGrow < 500) return;
+    this.#lastGrow = nowMs;
+    this.#jitter = Math.min(this.opts.maxJitterMs, this.#jitter + Math.max(20, Math.min(lateMs, 200)));
+  }
+
+  reset(): void {
+    this.#samples = [];
+    this.#offset = undefined;
+    this.#jitter = this.opts.jitterMs;
+    this.#lastLate = -Infinity;
+    this.#lastShrink = -Infinity;
+    this.#lastGrow = -Infinity;
+    this.#settleUntil = -Infinity;
+  }
+}

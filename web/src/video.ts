@@ -1,0 +1,162 @@
+// Video: WebCodecs VideoDecoder -> a small queue of decoded frames -> a canvas, each frame drawn
+// when the playout clock reaches its timestamp.
+
+import type { PlayoutClock } from "./clock";
+import type { TrackRef } from "./catalog";
+
+/** Most decoded frames held; decoders stall when too many frames stay open. */
+const MAX_QUEUED_FRAMES = 12;
+
+export class CodecUnsupported extends Error {}
+
+/** The WebCodecs configuration of a catalog video track. */
+export function videoConfig(ref: TrackRef): VideoDecoderConfig {
+  const t = ref.track;
+  if (!t.codec) throw new CodecUnsupported(`video track ${t.name} names no codec`);
+  return {
+    codec: t.codec,
+    description: ref.init,
+    codedWidth: t.width,
+    codedHeight: t.height,
+    optimizeForLatency: true,
+    hardwareAcceleration: "no-preference",
+  };
+}
+
+export class VideoRenderer {
+  readonly canvas: HTMLCanvasElement;
+  #ctx: CanvasRenderingContext2D;
+  #decoder: VideoDecoder | undefined;
+  #config: VideoDecoderConfig | undefined;
+  #queue: VideoFrame[] = [];
+  #needKey = true;
+  #sendTimes = new Map<number, number>();
+  /** Frames out of the decoder. */
+  decoded = 0;
+  /** Frames drawn. */
+  rendered = 0;
+  /** Frames dropped because they were late. */
+  dropped = 0;
+  /** Local time of the last draw. */
+  lastDrawAt = 0;
+  /** Media time (µs) of the frame on screen. */
+  shownPtsUs: number | undefined;
+  /** Publisher-to-screen latency of the frame on screen, from SEND_TIME. */
+  latencyMs: number | undefined;
+  onError: (message: string) => void = () => {};
+
+  constructor(canvas: HTMLCanvasElement) {
+    this.canvas = canvas;
+    const ctx = canvas.getContext("2d", { alpha: false });
+    if (!ctx) throw new Error("no 2D canvas context");
+    this.#ctx = ctx;
+  }
+
+  /** Checks and sets the decoder configuration; throws {@link CodecUnsupported}. */
+  async configure(config: VideoDecoderConfig): Promise<void> {
+    if (typeof VideoDecoder === "undefined") throw new CodecUnsupported("this browser has no WebCodecs VideoDecoder");
+    const support = await VideoDecoder.isConfigSupported(config);
+    if (!support.supported) throw new CodecUnsupported(`this browser cannot decode the video codec ${config.codec}`);
+    this.#config = config;
+    this.#reset();
+  }
+
+  #reset(): void {
+    if (this.#decoder && this.#decoder.state !== "closed") this.#decoder.close();
+    this.#needKey = true;
+    const config = this.#config;
+    if (!config) return;
+    this.#decoder = new VideoDecoder({
+      output: (frame) => this.#onFrame(frame),
+      error: (e) => {
+        this.onError(`video decoder: ${e.message}`);
+        // Start again at the next keyframe.
+        queueMicrotask(() => this.#reset());
+      },
+    });
+    this.#decoder.configure(config);
+  }
+
+  #onFrame(frame: VideoFrame): void {
+    this.decoded++;
+    this.#queue.push(frame);
+    this.#queue.sort((a, b) => a.timestamp - b.timestamp);
+    while (this.#queue.length > MAX_QUEUED_FRAMES) {
+      this.#queue.shift()?.close();
+      this.dropped++;
+    }
+  }
+
+  /** Feeds one encoded frame; `key` marks the first object of a group (a keyframe). */
+  decode(payload: Uint8Array, ptsUs: number, key: boolean, sendTimeUs: number | undefined): void {
+    const decoder = this.#decoder;
+    if (!decoder || decoder.state !== "configured") return;
+    if (this.#needKey && !key) return;
+    this.#needKey = false;
+    if (sendTimeUs !== undefined) {
+      this.#sendTimes.set(ptsUs, sendTimeUs);
+      if (this.#sendTimes.size > 300) this.#sendTimes.delete(this.#sendTimes.keys().next().value as number);
+    }
+    // Too far behind: drop to the next keyframe rather than decode frames nobody will see.
+    if (decoder.decodeQueueSize > 30 && !key) {
+      this.#needKey = true;
+      return;
+    }
+    decoder.decode(new EncodedVideoChunk({ type: key ? "key" : "delta", timestamp: ptsUs, data: payload }));
+  }
+
+  /** Draws the newest frame due at local time `nowMs`. */
+  render(clock: PlayoutClock, nowMs: number): void {
+    const media = clock.mediaTime(nowMs);
+    if (media === undefined) return;
+    let due: VideoFrame | undefined;
+    while (this.#queue.length > 0 && this.#queue[0].timestamp <= media) {
+      if (due) {
+        due.close();
+        this.dropped++;
+      }
+      due = this.#queue.shift();
+    }
+    if (!due) return;
+    this.#draw(due);
+    this.shownPtsUs = due.timestamp;
+    const sent = this.#sendTimes.get(due.timestamp);
+    if (sent !== undefined) this.latencyMs = Date.now() - sent / 1000;
+    due.close();
+    this.rendered++;
+    this.lastDrawAt = nowMs;
+  }
+
+  #draw(frame: VideoFrame): void {
+    const w = frame.displayWidth;
+    const h = frame.displayHeight;
+    if (this.canvas.width !== w || this.canvas.height !== h) {
+      this.canvas.width = w;
+      this.canvas.height = h;
+    }
+    // A VideoFrame draws as its visibleRect scaled to displayWidth x displayHeight, so the
+    // decoder's padding (coded 640x368 for 640x360, say) never reaches the canvas.
+    this.#ctx.drawImage(frame, 0, 0, w, h);
+  }
+
+  /** Frames decoded and waiting for their time. */
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  /** Drops queued frames and waits for a keyframe (new subscription or timeline). */
+  flush(): void {
+    for (const f of this.#queue) f.close();
+    this.#queue = [];
+    this.#sendTimes.clear();
+    this.latencyMs = undefined;
+    if (this.#config) this.#reset();
+  }
+
+  close(): void {
+    for (const f of this.#queue) f.close();
+    this.#queue = [];
+    if (this.#decoder && this.#decoder.state !== "closed") this.#decoder.close();
+    this.#decoder = undefined;
+  }
+}

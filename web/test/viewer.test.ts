@@ -1,0 +1,88 @@
+// The viewer's pure logic: catalogs, caption cues, the playout clock.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { CueStore, parseTimeline } from "../src/captions";
+import { applyDelta, defaultAudio, defaultCaptions, isCaptionTrack, mergeCatalogs, parseCatalog, trackLabel } from "../src/catalog";
+import { PlayoutClock } from "../src/clock";
+
+const enc = (o: unknown) => new TextEncoder().encode(JSON.stringify(o));
+
+const main = parseCatalog(
+  enc({
+    version: "draft-01",
+    tracks: [
+      { name: "video", packaging: "loc", role: "video", codec: "avc1.64001f", initRef: "video", width: 640, height: 360 },
+      { name: "audio", packaging: "loc", role: "audio", codec: "opus", samplerate: 48000, channelConfig: "2", lang: "und", label: "Original", altGroup: 1 },
+      { name: "audio-es", packaging: "loc", role: "audio", codec: "opus", samplerate: 48000, channelConfig: "2", lang: "es", label: "Dub (es, test)", altGroup: 1 },
+      { name: "captions-en", packaging: "eventtimeline", role: "caption", lang: "en", label: "Captions (en)", eventType: "urn:msf:captions:webvtt" },
+    ],
+    initDataList: [{ id: "video", type: "inline", data: "AQID" }],
+  }),
+);
+const ai = parseCatalog(
+  enc({ version: "draft-01", tracks: [{ name: "captions-fr", packaging: "eventtimeline", role: "caption", lang: "fr" }] }),
+);
+
+test("catalogs of the broadcast and its sidecar merge, main first, with init data", () => {
+  const tracks = mergeCatalogs(new Map([["demo/ai", ai], ["demo", main]]), "demo");
+  assert.deepEqual(tracks.map((t) => t.key), ["demo|video", "demo|audio", "demo|audio-es", "demo|captions-en", "demo/ai|captions-fr"]);
+  assert.deepEqual([...(tracks[0].init ?? [])], [1, 2, 3]);
+  assert.equal(tracks.filter((t) => isCaptionTrack(t.track)).length, 2);
+  assert.equal(defaultAudio(tracks)?.key, "demo|audio");
+  const sidecarAudio = parseCatalog(enc({ tracks: [{ name: "audio", packaging: "loc", role: "audio", codec: "opus", samplerate: 48000 }] }));
+  const withSidecarAudio = mergeCatalogs(new Map([["demo/ai", sidecarAudio], ["demo", main]]), "demo");
+  assert.equal(defaultAudio(withSidecarAudio)?.key, "demo|audio");
+  assert.equal(defaultCaptions(tracks, ["fr-CA", "en"])?.key, "demo/ai|captions-fr");
+  assert.equal(defaultCaptions(tracks, ["de"])?.key, "demo|captions-en");
+  assert.equal(trackLabel(tracks[1]), "Original");
+  assert.equal(trackLabel(tracks[2]), "Dub (es, test)");
+  assert.equal(trackLabel(tracks[4]), "French");
+});
+
+test("catalog delta updates add and remove tracks", () => {
+  const updated = applyDelta(main, enc({ deltaUpdate: [{ remove: [{ name: "audio-es" }] }, { add: [{ name: "captions-de", packaging: "eventtimeline", role: "caption", lang: "de" }] }] }));
+  assert.deepEqual(updated.tracks.map((t) => t.name), ["video", "audio", "captions-en", "captions-de"]);
+  assert.throws(() => parseCatalog(enc({ tracks: "no" })), /no tracks array/);
+  assert.throws(() => parseCatalog(enc([1])), /not a JSON object/);
+});
+
+test("cues: repeats dedupe, partial cues are replaced by id, active by time", () => {
+  const store = new CueStore();
+  const rec = (start: number, end: number, text: string, extra: object = {}) => ({ m: start, data: { start, end, text, ...extra } });
+  store.add(parseTimeline(enc([rec(1000, 2000, "one", { id: "a" })])));
+  store.add(parseTimeline(enc([rec(1000, 2000, "one", { id: "a" }), rec(1500, 3000, "two")])));
+  assert.equal(store.size, 2);
+  assert.deepEqual(store.active(1600).map(([, c]) => c.text), ["one", "two"]);
+  assert.deepEqual(store.active(2000).map(([, c]) => c.text), ["two"]);
+  store.add(parseTimeline(enc([rec(4000, 5000, "hel", { id: "p", final: false })])));
+  store.add(parseTimeline(enc([rec(4000, 5200, "hello", { id: "p" })])));
+  assert.deepEqual(store.active(5100).map(([, c]) => [c.text, c.final]), [["hello", true]]);
+  store.prune(4500);
+  assert.equal(store.size, 1);
+  // A regions/styles header record is not a cue.
+  assert.deepEqual(parseTimeline(enc([{ m: 0, data: { regions: [] } }])), []);
+});
+
+test("the playout clock follows the fastest arrivals plus the jitter buffer", () => {
+  const clock = new PlayoutClock({ jitterMs: 100 });
+  assert.equal(clock.playTime(0), undefined);
+  // A cached group replayed at once (pts 0..1 s arriving at t=5000), then live frames.
+  for (let pts = 0; pts <= 1_000_000; pts += 100_000) clock.observe(pts, 5000);
+  assert.equal(clock.playTime(1_000_000), 5000 + 100); // newest sample defines the offset
+  assert.equal(clock.jitterMs, 100); // replayed objects are not jitter
+  clock.observe(1_100_000, 5100);
+  assert.equal(clock.mediaTime(5200), 1_100_000);
+  // An object 200 ms later than the fastest path grows the jitter buffer.
+  clock.observe(1_200_000, 5400);
+  assert.ok(clock.jitterMs > 100, `jitter ${clock.jitterMs}`);
+  // Late objects while a new subscription settles do not count.
+  const jitter = clock.jitterMs;
+  clock.settle(7000);
+  clock.observe(1_300_000, 6000);
+  assert.equal(clock.jitterMs, jitter);
+  // A new timeline (publisher restarted at pts 0) resets the clock.
+  clock.observe(0, 9000);
+  assert.equal(clock.playTime(0), 9000 + clock.jitterMs);
+});
