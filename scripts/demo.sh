@@ -81,8 +81,24 @@ done
 curl -sf -o /dev/null --max-time 1 "$HTTP/healthz" || fail "the relay did not answer on $HTTP/healthz" "$LOGS/relay.log"
 FINGERPRINT="$(curl -sf --max-time 2 "$HTTP/certificate.sha256")"
 
-say "publishing a test pattern and tone as \"$BROADCAST\" (log: $LOGS/publish.log)"
+# Captions for the demo: a WebVTT file with a cue every 3 s for an hour, published as the
+# broadcast's caption track (the AI sidecar, which captions real speech, is a separate issue).
+CAPTIONS="$LOGS/demo-captions.vtt"
+{
+    echo "WEBVTT"
+    echo
+    for i in $(seq 0 1199); do
+        start=$((i * 3))
+        printf '%02d:%02d:%02d.000 --> %02d:%02d:%02d.800\n' $((start / 3600)) $((start / 60 % 60)) $((start % 60)) \
+            $(((start + 2) / 3600)) $(((start + 2) / 60 % 60)) $(((start + 2) % 60))
+        echo "moqcast demo caption $((i + 1)): $((start / 60)) min $((start % 60)) s into the broadcast"
+        echo
+    done
+} >"$CAPTIONS"
+
+say "publishing a test pattern, a tone and captions as \"$BROADCAST\" (log: $LOGS/publish.log)"
 "$BIN/moqcast-publish" --url "https://localhost:$QUIC_PORT/" --broadcast "$BROADCAST" --input testsrc \
+    --captions "$CAPTIONS" --captions-lang en \
     --tls-fingerprint "$FINGERPRINT" >"$LOGS/publish.log" 2>&1 &
 publish_pid=$!
 pids+=("$publish_pid")
@@ -101,7 +117,7 @@ done
 announced || fail "the broadcast did not appear on the relay" "$LOGS/publish.log"
 
 if [ -f web/dist/watch.html ]; then
-    VIEWER_NOTE="Open it in Chromium (it pins the certificate itself). Live AI captions arrive with their own issue."
+    VIEWER_NOTE="Open it in Chromium (it pins the certificate itself); pick captions from the CC menu. The captions come from a WebVTT file; live AI captions arrive with their own issue."
 else
     VIEWER_NOTE="Not built: the browser viewer and live AI captions arrive with their own issues."
 fi
