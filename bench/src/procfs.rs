@@ -1,0 +1,144 @@
+//! CPU time and memory of a process, from Linux's `/proc/PID/stat` and `/proc/PID/status`.
+
+use std::path::PathBuf;
+
+/// Which process: ourselves or another one by id.
+#[derive(Debug, Clone, Copy)]
+pub enum Pid {
+    Myself,
+    Other(u32),
+}
+
+impl Pid {
+    fn path(self, file: &str) -> PathBuf {
+        match self {
+            Pid::Myself => PathBuf::from(format!("/proc/self/{file}")),
+            Pid::Other(pid) => PathBuf::from(format!("/proc/{pid}/{file}")),
+        }
+    }
+}
+
+/// Clock ticks per second of `utime`/`stime`.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions; it only reads a constant.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// utime + stime in seconds, from the text of `/proc/PID/stat`.
+pub fn parse_stat_cpu(stat: &str, ticks: f64) -> Option<f64> {
+    // The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / ticks)
+}
+
+/// CPU seconds (user + system) the process has used so far.
+pub fn cpu_seconds(pid: Pid) -> Option<f64> {
+    let stat = std::fs::read_to_string(pid.path("stat")).ok()?;
+    parse_stat_cpu(&stat, ticks_per_second())
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in MiB.
+pub fn parse_status_mb(status: &str, field: &str) -> Option<f64> {
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(field)?.strip_prefix(':')?;
+        let kb: f64 = value.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kb / 1024.0)
+    })
+}
+
+/// Resident memory now and its peak (VmRSS, VmHWM), in MiB.
+pub fn memory_mb(pid: Pid) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(pid.path("status")).ok()?;
+    Some((
+        parse_status_mb(&status, "VmRSS")?,
+        parse_status_mb(&status, "VmHWM")?,
+    ))
+}
+
+/// UDP datagrams dropped because a socket's receive or send buffer was full:
+/// `(RcvbufErrors, SndbufErrors)` of IPv4 and IPv6 together, for the whole network namespace.
+pub fn udp_buffer_errors() -> Option<(u64, u64)> {
+    let v4 = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let (mut rcv, mut snd) = parse_snmp_udp(&v4)?;
+    if let Ok(v6) = std::fs::read_to_string("/proc/net/snmp6") {
+        for line in v6.lines() {
+            let mut f = line.split_whitespace();
+            let (Some(key), Some(value)) = (f.next(), f.next().and_then(|v| v.parse::<u64>().ok()))
+            else {
+                continue;
+            };
+            match key {
+                "Udp6RcvbufErrors" => rcv += value,
+                "Udp6SndbufErrors" => snd += value,
+                _ => {}
+            }
+        }
+    }
+    Some((rcv, snd))
+}
+
+/// `RcvbufErrors` and `SndbufErrors` from the two `Udp:` lines of `/proc/net/snmp`.
+pub fn parse_snmp_udp(snmp: &str) -> Option<(u64, u64)> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = udp.next()?.split_whitespace().collect();
+    let values: Vec<&str> = udp.next()?.split_whitespace().collect();
+    let get = |name: &str| -> Option<u64> {
+        let i = names.iter().position(|n| *n == name)?;
+        values.get(i)?.parse().ok()
+    };
+    Some((get("RcvbufErrors")?, get("SndbufErrors")?))
+}
+
+/// The 1-minute load average.
+pub fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_spaces_in_the_name() {
+        let stat =
+            "1234 (moq relay) S 1 1234 1234 0 -1 4194560 5000 0 0 0 250 50 0 0 20 0 9 0 100 0";
+        assert_eq!(parse_stat_cpu(stat, 100.0), Some(3.0));
+        assert_eq!(parse_stat_cpu("garbage", 100.0), None);
+    }
+
+    #[test]
+    fn parses_status_fields() {
+        let status = "Name:\trelay\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n";
+        assert_eq!(parse_status_mb(status, "VmRSS"), Some(100.0));
+        assert_eq!(parse_status_mb(status, "VmHWM"), Some(200.0));
+        assert_eq!(parse_status_mb(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn parses_snmp_udp() {
+        let snmp = "Ip: Forwarding\nIp: 1\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\nUdp: 10 0 7 20 5 2\nUdpLite: InDatagrams\nUdpLite: 0\n";
+        assert_eq!(parse_snmp_udp(snmp), Some((5, 2)));
+        assert_eq!(parse_snmp_udp("Ip: 1\n"), None);
+    }
+
+    #[test]
+    fn reads_our_own_process() {
+        assert!(cpu_seconds(Pid::Myself).is_some());
+        let (rss, hwm) = memory_mb(Pid::Myself).unwrap();
+        assert!(rss > 0.0 && hwm >= rss);
+    }
+}

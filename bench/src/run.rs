@@ -1,0 +1,579 @@
+//! The load run: one publisher session, N subscriber sessions, samplers, and the schedule.
+//!
+//! Timeline (all bounded, nothing waits for a peer without a deadline):
+//!
+//! ```text
+//! publisher connects, announces, starts writing
+//! +settle           subscribers start, spread over --join-spread
+//! +warmup           measured window opens (relay/bench CPU sampled)
+//! +duration         window closes, publisher stops writing (its session stays open)
+//! +drain (<= max)   subscribers stop once nothing arrived for DRAIN_QUIET
+//! ```
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::{future::join_all, stream::FuturesUnordered, StreamExt};
+use moqcast_media::{
+    loc::LocProperties,
+    moq::{BroadcastPublisher, Client, ClientTls, TrackSubscription},
+    time::unix_micros,
+};
+use tokio::{
+    sync::{watch, Semaphore},
+    task::JoinSet,
+    time::{Instant, MissedTickBehavior},
+};
+use url::Url;
+
+use crate::{
+    hist::Histogram,
+    procfs::{self, Pid},
+    stats::{TrackLedger, TrackStats, Window},
+};
+
+/// Time between the publisher's announcement and the first subscriber.
+const SETTLE: Duration = Duration::from_millis(500);
+/// The drain ends once no object arrived for this long.
+const DRAIN_QUIET: Duration = Duration::from_millis(500);
+/// How long stopped subscriber tasks get to hand back their statistics.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Memory sampling period during the window.
+const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub url: Url,
+    pub tls: ClientTls,
+    pub subscribers: usize,
+    pub bitrate: u64,
+    pub fps: f64,
+    pub group_frames: u64,
+    pub tracks: usize,
+    pub broadcasts: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub join_spread: Duration,
+    pub drain: Duration,
+    /// QUIC client endpoints (UDP sockets) the subscribers are spread over.
+    pub endpoints: usize,
+    /// Connection handshakes in flight at once.
+    pub connect_concurrency: usize,
+    pub relay_pid: Option<u32>,
+    /// Namespace prefix; broadcasts are `PREFIX-0`, `PREFIX-1`, ...
+    pub prefix: String,
+}
+
+impl Options {
+    /// Payload bytes of one object.
+    pub fn object_size(&self) -> usize {
+        ((self.bitrate as f64 / 8.0 / self.fps).round() as usize).max(1)
+    }
+
+    fn broadcast_name(&self, b: usize) -> String {
+        format!("{}-{b}", self.prefix)
+    }
+
+    fn track_name(t: usize) -> String {
+        format!("video{t}")
+    }
+}
+
+/// Shared by the subscriber tasks.
+struct Shared {
+    window: Window,
+    latency: Histogram,
+    ledgers: Vec<Arc<TrackLedger>>,
+    /// Wall-clock µs of the latest object any subscriber received.
+    last_object_us: AtomicU64,
+}
+
+/// Where the run is; the publisher counts the objects it writes during [`Phase::Window`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Warmup,
+    Window,
+    /// Stop writing (the session stays open for the drain).
+    Done,
+}
+
+/// What the publisher wrote.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub objects: u64,
+    /// Objects written while the window was open.
+    pub window_objects: u64,
+    pub error: Option<String>,
+}
+
+impl Published {
+    fn failed(error: String) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::default()
+        }
+    }
+}
+
+/// One subscriber session's outcome.
+#[derive(Debug)]
+pub struct SubscriberResult {
+    pub connect_us: Option<u64>,
+    pub error: Option<String>,
+    pub tracks: Vec<TrackStats>,
+}
+
+/// Resource use over the window.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Usage {
+    pub cpu_seconds: Option<f64>,
+    pub rss_max_mb: Option<f64>,
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// UDP datagrams the kernel dropped for full socket buffers during the window (whole machine).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UdpDrops {
+    pub rcvbuf: u64,
+    pub sndbuf: u64,
+}
+
+/// Everything measured.
+pub struct Outcome {
+    pub window: Window,
+    pub subscribers: Vec<SubscriberResult>,
+    /// Subscriber tasks that did not hand back their statistics in time.
+    pub lost_tasks: usize,
+    pub ledgers: Vec<Vec<crate::stats::GroupRecord>>,
+    pub latency: Histogram,
+    pub relay: Option<Usage>,
+    pub bench: Usage,
+    pub published: Published,
+    pub udp_drops: Option<UdpDrops>,
+    pub loadavg_start: Option<f64>,
+    pub loadavg_end: Option<f64>,
+}
+
+fn instant_to_unix_us(at: Instant) -> u64 {
+    let now = Instant::now();
+    let now_us = unix_micros();
+    if at >= now {
+        now_us + (at - now).as_micros() as u64
+    } else {
+        now_us.saturating_sub((now - at).as_micros() as u64)
+    }
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
+    anyhow::ensure!(
+        opts.broadcasts > 0 && opts.tracks > 0,
+        "need at least one broadcast and one track"
+    );
+    anyhow::ensure!(
+        opts.fps > 0.0 && opts.group_frames > 0,
+        "--fps and --group-frames must be positive"
+    );
+    let loadavg_start = procfs::loadavg();
+
+    // The publisher runs on its own thread and runtime, so a saturated subscriber side delays
+    // its frames no more than the OS scheduler does (see docs/BENCHMARKS.md).
+    let ledgers: Vec<Arc<TrackLedger>> = (0..opts.broadcasts * opts.tracks)
+        .map(|_| Arc::new(TrackLedger::default()))
+        .collect();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (phase_tx, phase_rx) = watch::channel(Phase::Warmup);
+    let (pub_stop_tx, pub_stop_rx) = watch::channel(false);
+    let publisher = {
+        let (opts, ledgers) = (opts.clone(), ledgers.clone());
+        std::thread::Builder::new()
+            .name("publisher".into())
+            .spawn(move || -> Published {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return Published::failed(format!("publisher runtime: {e}")),
+                };
+                rt.block_on(publish(opts, ledgers, ready_tx, phase_rx, pub_stop_rx))
+            })
+            .context("spawning the publisher thread")?
+    };
+    match ready_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            let err = publisher.join().ok().and_then(|p| p.error);
+            anyhow::bail!("publisher failed: {}", err.unwrap_or_default());
+        }
+    }
+
+    let subscribers_at = Instant::now() + SETTLE;
+    let window_start = subscribers_at + opts.warmup;
+    let window_end = window_start + opts.duration;
+    let window = Window {
+        start_us: instant_to_unix_us(window_start),
+        end_us: instant_to_unix_us(window_end),
+    };
+
+    let shared = Arc::new(Shared {
+        window,
+        latency: Histogram::default(),
+        ledgers: ledgers.clone(),
+        last_object_us: AtomicU64::new(0),
+    });
+
+    // Resource samplers over the window.
+    let relay_sampler = opts
+        .relay_pid
+        .map(|pid| tokio::spawn(sample(Pid::Other(pid), window_start, window_end)));
+    let bench_sampler = tokio::spawn(sample(Pid::Myself, window_start, window_end));
+
+    // Subscribers.
+    let endpoints = opts.endpoints.clamp(1, opts.subscribers.max(1));
+    let clients = (0..endpoints)
+        .map(|_| Client::new(&opts.tls))
+        .collect::<Result<Vec<_>, _>>()
+        .context("subscriber QUIC endpoints")?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let connect_permits = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for i in 0..opts.subscribers {
+        let offset = if opts.subscribers > 1 {
+            opts.join_spread.mul_f64(i as f64 / opts.subscribers as f64)
+        } else {
+            Duration::ZERO
+        };
+        let b = i % opts.broadcasts;
+        let plan = SubscriberPlan {
+            broadcast: opts.broadcast_name(b),
+            tracks: (0..opts.tracks)
+                .map(|t| (b * opts.tracks + t, Options::track_name(t)))
+                .collect(),
+            start_at: subscribers_at + offset,
+        };
+        tasks.spawn(subscriber(
+            clients[i % endpoints].clone(),
+            opts.url.clone(),
+            plan,
+            shared.clone(),
+            connect_permits.clone(),
+            stop_rx.clone(),
+        ));
+    }
+
+    // Wait out the window, then the drain.
+    tokio::time::sleep_until(window_start).await;
+    let _ = phase_tx.send(Phase::Window);
+    let udp0 = procfs::udp_buffer_errors();
+    tokio::time::sleep_until(window_end).await;
+    let _ = phase_tx.send(Phase::Done);
+    let udp_drops = udp0
+        .zip(procfs::udp_buffer_errors())
+        .map(|((r0, s0), (r1, s1))| UdpDrops {
+            rcvbuf: r1.saturating_sub(r0),
+            sndbuf: s1.saturating_sub(s0),
+        });
+    let drain_deadline = window_end + opts.drain;
+    loop {
+        let now = Instant::now();
+        if now >= drain_deadline {
+            break;
+        }
+        let last = shared.last_object_us.load(Ordering::Relaxed);
+        if unix_micros().saturating_sub(last) >= DRAIN_QUIET.as_micros() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50).min(drain_deadline - now)).await;
+    }
+    let _ = stop_tx.send(true);
+    let mut results = Vec::with_capacity(opts.subscribers);
+    let grace = tokio::time::sleep(STOP_GRACE);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => match next {
+                Some(Ok(r)) => results.push(r),
+                Some(Err(e)) => tracing::warn!(error = %e, "subscriber task failed"),
+                None => break,
+            },
+            () = &mut grace => {
+                tracing::warn!(left = tasks.len(), "subscriber tasks did not stop in time");
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    let lost_tasks = opts.subscribers.saturating_sub(results.len());
+
+    let _ = pub_stop_tx.send(true);
+    join_all(clients.iter().map(|c| c.close())).await;
+    let published = tokio::task::spawn_blocking(move || publisher.join())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| Published::failed("publisher thread panicked".into()));
+
+    let relay = match relay_sampler {
+        Some(h) => h.await.ok(),
+        None => None,
+    };
+    let bench = bench_sampler.await.unwrap_or_default();
+    let shared = Arc::try_unwrap(shared)
+        .map_err(|_| anyhow::anyhow!("subscriber tasks still hold the shared state"))?;
+    Ok(Outcome {
+        window,
+        subscribers: results,
+        lost_tasks,
+        ledgers: ledgers.iter().map(|l| l.groups()).collect(),
+        latency: shared.latency,
+        relay,
+        bench,
+        published,
+        udp_drops,
+        loadavg_start,
+        loadavg_end: procfs::loadavg(),
+    })
+}
+
+/// Connects, announces every broadcast (`ready` once connected), publishes every track at
+/// `fps` while `writing` is true, then keeps the session open (so subscribers can drain)
+/// until `stop`. Returns the objects written and the first error.
+async fn publish(
+    opts: Options,
+    ledgers: Vec<Arc<TrackLedger>>,
+    ready: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
+    mut phase: watch::Receiver<Phase>,
+    mut stop: watch::Receiver<bool>,
+) -> Published {
+    let setup = async {
+        let client = Client::new(&opts.tls).context("publisher QUIC endpoint")?;
+        let conn = client
+            .connect(&opts.url)
+            .await
+            .with_context(|| format!("publisher could not connect to {}", opts.url))?;
+        let mut broadcasts = Vec::new();
+        let mut writers = Vec::new();
+        for b in 0..opts.broadcasts {
+            let mut bp = BroadcastPublisher::new(&opts.broadcast_name(b));
+            for t in 0..opts.tracks {
+                writers.push(bp.create_track(&Options::track_name(t))?);
+            }
+            broadcasts.push(bp);
+        }
+        anyhow::Ok((client, conn, broadcasts, writers))
+    };
+    let (client, conn, mut broadcasts, mut writers) = match setup.await {
+        Ok(v) => {
+            let _ = ready.send(Ok(()));
+            v
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let _ = ready.send(Err(e));
+            return Published::failed(msg);
+        }
+    };
+    let publisher = conn.publisher;
+    // Each announcement runs for the whole session; the first to end is reported.
+    let mut announces: FuturesUnordered<_> = broadcasts
+        .iter_mut()
+        .map(|b| {
+            let mut p = publisher.clone();
+            async move { b.announce(&mut p).await }
+        })
+        .collect();
+    let session = conn.session.run();
+    tokio::pin!(session);
+
+    let payload = Bytes::from(vec![0xA5u8; opts.object_size()]);
+    let frame_us = 1e6 / opts.fps;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.fps));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut frame = 0u64;
+    let mut written = 0u64;
+    let mut window_objects = 0u64;
+    let phase_peek = phase.clone();
+    let mut writing = true;
+    let error = loop {
+        tokio::select! {
+            res = &mut session => break Some(format!("publisher session ended: {res:?}")),
+            Some(res) = announces.next() => break Some(format!("announcement ended: {res:?}")),
+            _ = stop.wait_for(|s| *s) => break None,
+            _ = phase.wait_for(|p| *p == Phase::Done), if writing => {
+                writing = false;
+                for w in &mut writers {
+                    w.finish_group();
+                }
+            }
+            _ = ticker.tick(), if writing => {
+                let now = unix_micros();
+                let in_window = *phase_peek.borrow() == Phase::Window;
+                let mut props = LocProperties::media_time((frame as f64 * frame_us) as u64, 1_000_000);
+                props.send_time_us = Some(now);
+                let headers = props.to_extension_headers();
+                for (w, ledger) in writers.iter_mut().zip(&ledgers) {
+                    if frame % opts.group_frames == 0 {
+                        match w.start_group() {
+                            Ok(id) => ledger.start_group(id, now),
+                            Err(e) => return Published { objects: written, window_objects, error: Some(format!("start group: {e}")) },
+                        }
+                    }
+                    if let Err(e) = w.write(headers.clone(), payload.clone()) {
+                        return Published { objects: written, window_objects, error: Some(format!("write: {e}")) };
+                    }
+                    ledger.object(payload.len());
+                    written += 1;
+                    if in_window {
+                        window_objects += 1;
+                    }
+                }
+                frame += 1;
+            }
+        }
+    };
+    client.close().await;
+    Published {
+        objects: written,
+        window_objects,
+        error,
+    }
+}
+
+struct SubscriberPlan {
+    broadcast: String,
+    /// (ledger index, track name)
+    tracks: Vec<(usize, String)>,
+    start_at: Instant,
+}
+
+async fn subscriber(
+    client: Client,
+    url: Url,
+    plan: SubscriberPlan,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) -> SubscriberResult {
+    let failed = |error: String, shared: &Shared| SubscriberResult {
+        connect_us: None,
+        error: Some(error),
+        // Count its tracks as expected-but-missed from now on.
+        tracks: plan
+            .tracks
+            .iter()
+            .map(|(i, _)| TrackStats::new(*i, unix_micros(), shared.ledgers[*i].current_group()))
+            .collect(),
+    };
+    let connect = async {
+        tokio::time::sleep_until(plan.start_at).await;
+        let _permit = permits.acquire().await.expect("never closed");
+        let t0 = Instant::now();
+        client.connect(&url).await.map(|c| (c, t0.elapsed()))
+    };
+    let (conn, connect_time) = tokio::select! {
+        res = connect => match res {
+            Ok(c) => c,
+            Err(e) => return failed(e.to_string(), &shared),
+        },
+        _ = stop.wait_for(|s| *s) => return failed("stopped before connecting".into(), &shared),
+    };
+
+    let mut stats = Vec::with_capacity(plan.tracks.len());
+    let mut subs = Vec::with_capacity(plan.tracks.len());
+    for (index, name) in &plan.tracks {
+        let after = shared.ledgers[*index].current_group();
+        stats.push(TrackStats::new(*index, unix_micros(), after));
+        subs.push(TrackSubscription::new(
+            &conn.subscriber,
+            &plan.broadcast,
+            name,
+        ));
+    }
+    let readers = join_all(
+        stats
+            .iter_mut()
+            .zip(subs)
+            .map(|(st, (sub, driver))| read_track(st, sub, driver, &shared, stop.clone())),
+    );
+    let session = conn.session.run();
+    let error = tokio::select! {
+        res = session => Some(format!("session ended: {res:?}")),
+        () = async { readers.await; } => None,
+    };
+    SubscriberResult {
+        connect_us: Some(connect_time.as_micros() as u64),
+        error,
+        tracks: stats,
+    }
+}
+
+async fn read_track(
+    st: &mut TrackStats,
+    mut sub: TrackSubscription,
+    driver: impl std::future::Future<Output = Result<(), moqcast_media::moq::serve::ServeError>>,
+    shared: &Shared,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::pin!(driver);
+    let mut driving = true;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            res = &mut driver, if driving => {
+                driving = false;
+                if let Err(e) = res {
+                    st.error = Some(format!("subscription: {e}"));
+                    return;
+                }
+            }
+            next = sub.next() => match next {
+                Ok(Some(obj)) => {
+                    let now = unix_micros();
+                    let send = LocProperties::from_extension_headers(&obj.properties)
+                        .ok()
+                        .and_then(|p| p.send_time_us);
+                    st.on_object(obj.group_id, obj.payload.len(), send, now, &shared.window, &shared.latency);
+                    shared.last_object_us.store(now, Ordering::Relaxed);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    st.error = Some(format!("track: {e}"));
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// CPU seconds over `[start, end]`, and memory sampled in between.
+async fn sample(pid: Pid, start: Instant, end: Instant) -> Usage {
+    tokio::time::sleep_until(start).await;
+    let cpu0 = procfs::cpu_seconds(pid);
+    let mut rss_max: Option<f64> = None;
+    let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+    while Instant::now() < end {
+        if let Some((rss, _)) = procfs::memory_mb(pid) {
+            rss_max = Some(rss_max.map_or(rss, |m| m.max(rss)));
+        }
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = tokio::time::sleep_until(end) => {}
+        }
+    }
+    let cpu1 = procfs::cpu_seconds(pid);
+    Usage {
+        cpu_seconds: cpu0.zip(cpu1).map(|(a, b)| b - a),
+        rss_max_mb: rss_max,
+        peak_rss_mb: procfs::memory_mb(pid).map(|(_, hwm)| hwm),
+    }
+}

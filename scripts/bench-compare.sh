@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Runs the same moqcast-bench matrix against moqcast-relay and Cloudflare's moq-relay-ietf on
+# loopback and prints (and writes) a markdown table. See docs/BENCHMARKS.md.
+#
+#   bash scripts/bench-compare.sh                   # full matrix, both relays
+#   RELAYS=moqcast CASES="1 100" bash scripts/bench-compare.sh
+#
+# Environment (all optional):
+#   RELAYS     relays to run, in order: "moqcast ietf"
+#   CASES      matrix rows, each SUBSCRIBERS or SUBSCRIBERSxBROADCASTS (subscribers spread
+#              round-robin over the broadcasts): "1 10 100 300 1000 200x50"
+#   DURATION   measured seconds per run (10); WARMUP seconds left out first (4)
+#   JOIN_SPREAD seconds over which subscribers join (3); DRAIN most seconds to wait for
+#              late objects after publishing stops (5)
+#   BITRATE FPS GROUP_FRAMES   media shape (2000000, 60, 60)
+#   SCHEME     moqt (raw QUIC) or https (WebTransport): moqt
+#   PORT       UDP port the relay under test binds (44443); HTTP_PORT for ours (48080)
+#   OURS       path of moqcast-relay (target/release/moqcast-relay), e.g. another branch's build;
+#              OURS_LABEL names it in the table (moqcast)
+#   IETF_RELAY path of moq-relay-ietf (~/.cargo/bin/moq-relay-ietf; cargo install --locked moq-relay-ietf)
+#   OUT        output folder (target/bench); SKIP_BUILD=1 to use the existing release binaries
+#
+# Each run starts a fresh relay (so peak memory is that run's), measures it with --relay-pid,
+# and stops it. Every run is bounded: warmup + duration + drain + timeouts. Relays log at
+# `error` only, so logging costs neither relay CPU during the window.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+RELAYS=${RELAYS:-"moqcast ietf"}
+CASES=${CASES:-"1 10 100 300 1000 200x50"}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-4}
+JOIN_SPREAD=${JOIN_SPREAD:-3}
+DRAIN=${DRAIN:-5}
+BITRATE=${BITRATE:-2000000}
+FPS=${FPS:-60}
+GROUP_FRAMES=${GROUP_FRAMES:-60}
+SCHEME=${SCHEME:-moqt}
+PORT=${PORT:-44443}
+HTTP_PORT=${HTTP_PORT:-48080}
+IETF_RELAY=${IETF_RELAY:-$HOME/.cargo/bin/moq-relay-ietf}
+OUT=${OUT:-target/bench}
+
+for tool in jq openssl; do
+    command -v "$tool" >/dev/null || { echo "bench-compare: needs $tool (apt-get install $tool)" >&2; exit 1; }
+done
+case " $RELAYS " in
+*" ietf "*)
+    [ -x "$IETF_RELAY" ] || { echo "bench-compare: $IETF_RELAY not found: cargo install --locked moq-relay-ietf" >&2; exit 1; }
+    ;;
+esac
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+    echo "==> building release binaries"
+    nice cargo build --release -p moqcast-bench -p moqcast-relay
+fi
+bench=$root/target/release/moqcast-bench
+ours=${OURS:-$root/target/release/moqcast-relay}
+OURS_LABEL=${OURS_LABEL:-moqcast}
+
+mkdir -p "$OUT"
+work=$(mktemp -d)
+relay_pid=
+cleanup() {
+    if [ -n "$relay_pid" ]; then kill "$relay_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# One certificate for both relays (ECDSA P-256, 10 days).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$work/key.pem" -out "$work/cert.pem" -days 10 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+results=$OUT/compare-$stamp.jsonl
+table=$OUT/compare-$stamp.md
+: >"$results"
+
+start_relay() {
+    local which=$1 log=$2
+    case $which in
+    moqcast)
+        RUST_LOG=error "$ours" --bind "[::]:$PORT" --http-bind "127.0.0.1:$HTTP_PORT" \
+            --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" >"$log" 2>&1 &
+        ;;
+    ietf)
+        rm -f "$work/coordinator.json"
+        RUST_LOG=error "$IETF_RELAY" --bind "[::]:$PORT" --tls-cert "$work/cert.pem" \
+            --tls-key "$work/key.pem" --coordinator-file "$work/coordinator.json" >"$log" 2>&1 &
+        ;;
+    *)
+        echo "bench-compare: unknown relay $which (moqcast or ietf)" >&2
+        exit 1
+        ;;
+    esac
+    relay_pid=$!
+    # Wait (at most 5 s) for the UDP port.
+    for _ in $(seq 50); do
+        if ss -Hulpn "sport = :$PORT" 2>/dev/null | grep -q "pid=$relay_pid,"; then return 0; fi
+        if ! kill -0 "$relay_pid" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    echo "bench-compare: $which did not bind UDP $PORT; log:" >&2
+    tail -20 "$log" >&2
+    exit 1
+}
+
+stop_relay() {
+    kill "$relay_pid" 2>/dev/null || true
+    for _ in $(seq 30); do kill -0 "$relay_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$relay_pid" 2>/dev/null || true
+    wait "$relay_pid" 2>/dev/null || true
+    relay_pid=
+}
+
+for relay in $RELAYS; do
+    for case in $CASES; do
+        subs=${case%%x*}
+        broadcasts=1
+        [ "$case" != "$subs" ] && broadcasts=${case#*x}
+        log=$OUT/relay-$relay-$case-$stamp.log
+        start_relay "$relay" "$log"
+        echo "==> $relay: 1 publisher -> $subs subscribers, $broadcasts broadcast(s) (load $(cut -d' ' -f1 /proc/loadavg))"
+        limit=$(awk -v d="$DURATION" -v w="$WARMUP" -v r="$DRAIN" 'BEGIN { print int(d + w + r + 40) }')
+        report=$OUT/bench-$relay-$case-$stamp.out
+        timeout "$limit" "$bench" --url "$SCHEME://127.0.0.1:$PORT" --tls-disable-verify \
+            --subscribers "$subs" --broadcasts "$broadcasts" --bitrate "$BITRATE" --fps "$FPS" \
+            --group-frames "$GROUP_FRAMES" --duration "$DURATION" --warmup "$WARMUP" \
+            --join-spread "$JOIN_SPREAD" --drain "$DRAIN" --relay-pid "$relay_pid" --json \
+            >"$report" 2>"$OUT/bench-$relay-$case-$stamp.err" || true
+        stop_relay
+        grep -v '^{' "$report" >&2 || true
+        line=$(tail -n 1 "$report")
+        if jq -e . >/dev/null 2>&1 <<<"$line"; then
+            label=$relay
+            [ "$relay" = moqcast ] && label=$OURS_LABEL
+            jq -c --arg relay "$label" --arg case "$case" '{relay: $relay, case: $case} + .' <<<"$line" >>"$results"
+        else
+            echo "bench-compare: $relay $case produced no report (see $OUT/bench-$relay-$case-$stamp.err)" >&2
+            jq -nc --arg relay "$relay" --arg case "$case" '{relay: $relay, case: $case, failed: true}' >>"$results"
+        fi
+    done
+done
+
+{
+    echo "| relay | subs x bcasts | Mbit/s recv | delivered | group loss | lat p50 / p99 / max ms | join p50 / p99 ms | relay CPU % | relay CPU-s/Gbit | relay peak RSS MiB | bench CPU % | load |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    jq -r '
+        def f: if . == null then "-" else tostring end;
+        if .failed then "| \(.relay) | \(.case) | failed | | | | | | | | | |"
+        else "| \(.relay) | \(.subscribers) x \(.broadcasts) | \(.throughput_mbps|f) | \(((.delivery_ratio // 0) * 1000 | round) / 10)% | \(((.group_loss // 0) * 1000 | round) / 10)% | \(.latency_p50_ms|f) / \(.latency_p99_ms|f) / \(.latency_max_ms|f) | \(.join_p50_ms|f) / \(.join_p99_ms|f) | \(.relay_cpu_percent|f) | \(.relay_cpu_per_gbit|f) | \(.relay_peak_rss_mb|f) | \(.bench_cpu_percent|f) | \(.loadavg_start|f) |"
+        end' "$results"
+} >"$table"
+
+echo
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; bench: ${BITRATE} bit/s per track, ${FPS} fps, ${GROUP_FRAMES}-frame groups, ${DURATION} s after ${WARMUP} s warmup, joins over ${JOIN_SPREAD} s, $SCHEME"
+cat "$table"
+echo
+echo "results: $results"
+echo "table:   $table"
