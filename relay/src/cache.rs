@@ -29,10 +29,12 @@ pub struct CacheLimits {
 
 impl Default for CacheLimits {
     fn default() -> Self {
+        // Enough for a few seconds of high-bitrate video per track; a live relay rarely needs
+        // more than the newest group (docs/BENCHMARKS.md has the memory measurements).
         Self {
-            max_bytes: 16 * 1024 * 1024,
-            max_groups: 64,
-            max_age: Duration::from_secs(30),
+            max_bytes: 8 * 1024 * 1024,
+            max_groups: 16,
+            max_age: Duration::from_secs(10),
         }
     }
 }

@@ -554,6 +554,9 @@ pub async fn pump(
 
         // Copy what the subscriber's connection can take. Past its backlog budget the rest
         // waits in the cache, so the relay never queues more than the budget for one subscriber.
+        // One look at the connection's progress per pass; objects copied in this pass count
+        // against what was left of the budget.
+        let mut room = backlog.limit.saturating_sub(backlog.bytes());
         let mut throttled = false;
         let mut finished: Vec<usize> = Vec::new();
         for (i, objects, group_ended) in batch.drain(..) {
@@ -561,11 +564,12 @@ pub async fn pump(
             let total = objects.len();
             let mut copied = 0;
             for obj in objects {
-                if throttled || backlog.bytes() > backlog.limit {
+                let size = obj.payload.len();
+                if throttled || room == 0 {
                     throttled = true;
                     break;
                 }
-                let size = obj.payload.len();
+                room = room.saturating_sub(size as u64);
                 match (&mut o.writer, &mut *out) {
                     (Some(w), _) => {
                         if obj.status == ObjectStatus::NormalObject {

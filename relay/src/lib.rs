@@ -212,8 +212,21 @@ async fn handshake_and_run(
     state.metrics.sessions.fetch_add(1, Ordering::Relaxed);
     state.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(?transport, "session accepted");
-    let res = session::run(state.clone(), wt, transport, conn, id).await;
+    let res = session::run(state.clone(), wt, transport, conn.clone(), id).await;
     state.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+    // A peer that closed its connection with code 0 (or timed out idle after leaving) ended the
+    // session normally: that is not an error, whatever the session loop reports.
+    let normal = matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == quinn::VarInt::from_u32(0)
+    ) || matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::LocallyClosed)
+    );
+    if normal {
+        tracing::debug!(result = ?res.as_ref().err().map(|e| format!("{e:#}")), "session closed by the peer");
+        return Ok(());
+    }
     res
 }
 
