@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh                      # every target, FUZZ_SECONDS (default 10) seconds each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh catalog
 #
-# Needs a nightly toolchain (`rustup toolchain install nightly`); installs cargo-fuzz when
+# Uses the nightly toolchain if installed, else stable with RUSTC_BOOTSTRAP=1; installs cargo-fuzz when
 # `cargo fuzz` is missing. New interesting inputs go to fuzz/corpus/TARGET (git-ignored); the
 # checked-in seeds in fuzz/seeds/TARGET are read as a second corpus. A crash leaves its input in
 # fuzz/artifacts/TARGET; reproduce it with `cargo +nightly fuzz run --fuzz-dir fuzz TARGET FILE`.
@@ -12,9 +12,20 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-10}"
-toolchain="${FUZZ_TOOLCHAIN:-nightly}"
+# cargo-fuzz needs nightly features (sanitizers). Use the nightly toolchain when there is one;
+# otherwise the stable one with RUSTC_BOOTSTRAP=1, which unlocks the same flags (machines where
+# no second toolchain can be fetched).
+if [ -n "${FUZZ_TOOLCHAIN:-}" ]; then
+    cargo_fuzz=(cargo "+$FUZZ_TOOLCHAIN")
+elif cargo +nightly --version >/dev/null 2>&1; then
+    cargo_fuzz=(cargo +nightly)
+else
+    echo "fuzz.sh: no nightly toolchain: using stable with RUSTC_BOOTSTRAP=1" >&2
+    export RUSTC_BOOTSTRAP=1
+    cargo_fuzz=(cargo)
+fi
 
-if ! cargo "+$toolchain" fuzz --version >/dev/null 2>&1; then
+if ! "${cargo_fuzz[@]}" fuzz --version >/dev/null 2>&1; then
     echo "fuzz.sh: installing cargo-fuzz" >&2
     cargo install cargo-fuzz --locked
 fi
@@ -22,7 +33,7 @@ fi
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    mapfile -t targets < <(cargo "+$toolchain" fuzz list --fuzz-dir fuzz)
+    mapfile -t targets < <("${cargo_fuzz[@]}" fuzz list --fuzz-dir fuzz)
 fi
 
 failed=()
@@ -33,7 +44,7 @@ for target in "${targets[@]}"; do
     if [ -d "fuzz/seeds/$target" ]; then
         seeds=("fuzz/seeds/$target")
     fi
-    if ! cargo "+$toolchain" fuzz run --fuzz-dir fuzz "$target" \
+    if ! "${cargo_fuzz[@]}" fuzz run --fuzz-dir fuzz "$target" \
         "fuzz/corpus/$target" "${seeds[@]}" \
         -- -max_total_time="$seconds" -timeout=10; then
         failed+=("$target")
