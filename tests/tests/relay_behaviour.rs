@@ -88,7 +88,31 @@ async fn slow_subscriber_loses_only_its_own_groups() {
     let slow_url = format!("moqt://127.0.0.1:{}", shaper.addr.port());
     let fast = subscribe_json(url.clone(), "demo", 9.0, &[]);
     let slow = subscribe_json(slow_url, "demo", 9.0, &[]);
+    // Meanwhile: both subscribers' video and audio subscriptions share one upstream
+    // subscription (one cache) per track.
+    let state = relay.state.clone();
+    let sampler = tokio::spawn(async move {
+        let (mut max_subs, mut max_tracks_then) = (0, 0);
+        for _ in 0..80 {
+            let subs = state.metrics.subscriptions.load(Ordering::Relaxed);
+            let tracks = state.metrics.tracks.load(Ordering::Relaxed);
+            if subs > max_subs {
+                (max_subs, max_tracks_then) = (subs, tracks);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (max_subs, max_tracks_then)
+    });
     let ((fast_out, fast), (_slow_out, slow)) = tokio::join!(fast, slow);
+    let (max_subs, tracks_then) = sampler.await.unwrap();
+    assert!(
+        max_subs >= 4,
+        "expected 2 subscribers x 2 tracks, saw {max_subs} subscriptions"
+    );
+    assert!(
+        tracks_then <= 3,
+        "{max_subs} subscriptions used {tracks_then} upstream tracks"
+    );
     assert!(
         fast_out.status.success(),
         "fast subscriber failed: {}",
