@@ -1556,7 +1556,7 @@ impl AudioTranscoder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::process::Command;
 

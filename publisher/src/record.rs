@@ -516,28 +516,8 @@ mod tests {
     use crate::ingest::{IngestOptions, Input, Source};
     use std::process::Command;
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static N: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "moqcast-record-{}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed),
-                tag
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    // One temporary-directory helper for the crate's tests.
+    use crate::ingest::tests::TempDir;
 
     /// `ffprobe -count_frames -show_streams` as key=value lines, one map per stream.
     fn probe(path: &Path) -> Vec<std::collections::HashMap<String, String>> {

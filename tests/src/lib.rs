@@ -198,6 +198,22 @@ pub fn probe(path: &std::path::Path) -> Vec<(String, String, u64)> {
         .collect()
 }
 
+/// Checks a recording holds an H.264 video stream and an audio stream; returns the number of
+/// video frames. `context` goes into the failure messages.
+pub fn h264_video_frames_with_audio(path: &std::path::Path, context: &str) -> u64 {
+    let streams = probe(path);
+    let video = streams
+        .iter()
+        .find(|s| s.0 == "video")
+        .unwrap_or_else(|| panic!("{context}: no video stream in {streams:?}"));
+    assert_eq!(video.1, "h264", "{context}: {streams:?}");
+    assert!(
+        streams.iter().any(|s| s.0 == "audio"),
+        "{context}: no audio stream in {streams:?}"
+    );
+    video.2
+}
+
 /// Tracing for tests (once).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
