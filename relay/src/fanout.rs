@@ -453,6 +453,7 @@ impl Output {
 
 struct OpenGroup {
     key: Key,
+    priority: u8,
     /// `None` for datagram tracks.
     writer: Option<serve::SubgroupWriter>,
     next: usize,
@@ -543,6 +544,7 @@ pub async fn pump(
             };
             open.push(OpenGroup {
                 key,
+                priority,
                 writer,
                 next: 0,
             });
@@ -583,8 +585,7 @@ pub async fn pump(
                     (None, Output::Datagrams(d)) => d.write(serve::Datagram {
                         group_id: o.key.0,
                         object_id: obj.id,
-                        priority: cache
-                            .with_store(|s| s.get(o.key).map(|g| g.priority).unwrap_or(0)),
+                        priority: o.priority,
                         status: obj.status,
                         end_of_group: obj.end_of_group,
                         payload: obj.payload,
