@@ -1,8 +1,25 @@
-//! moqcast AI sidecar: Whisper speech recognition on candle (CPU by default).
+//! moqcast AI sidecar: live captions from a broadcast's audio, published back to the relay as
+//! WebVTT caption tracks (see `ai-sidecar/README.md`).
 //!
-//! Groundwork so far: the log-mel front end ([`audio`]), a CTranslate2 `model.bin` reader that converts
-//! faster-whisper models on load ([`ct2`]), and model loading plus greedy decoding ([`model`]).
+//! Speech recognition: the log-mel front end ([`audio`]), a CTranslate2 `model.bin` reader that
+//! converts faster-whisper models on load ([`ct2`]), Whisper on candle ([`model`]) and where a
+//! model is found ([`locate`]).
+//!
+//! Live captioning, plain code without I/O: voice activity ([`vad`]), utterance segmentation on
+//! the media timeline ([`segment`]), the bounded recognition queue ([`recognize::Backlog`]) and
+//! caption objects ([`cues`]). On top: audio decoding ([`audio_in`]), the recognition thread
+//! ([`recognize::Recognizer`], [`transcriber`]), the per-broadcast MoQ service ([`service`]) and
+//! [`metrics`].
 
 pub mod audio;
+pub mod audio_in;
 pub mod ct2;
+pub mod cues;
+pub mod locate;
+pub mod metrics;
 pub mod model;
+pub mod recognize;
+pub mod segment;
+pub mod service;
+//TMP pub mod transcriber;
+pub mod vad;

@@ -404,6 +404,8 @@ pub struct BroadcastPublisher {
     tracks: serve::TracksWriter,
     reader: Option<serve::TracksReader>,
     _request: serve::TracksRequest,
+    /// Live subscription counts of the tracks registered with [`Self::watch_subscribers`].
+    watched: std::collections::HashMap<String, tokio::sync::watch::Sender<usize>>,
 }
 
 impl BroadcastPublisher {
@@ -413,7 +415,18 @@ impl BroadcastPublisher {
             tracks,
             reader: Some(reader),
             _request: request,
+            watched: Default::default(),
         }
+    }
+
+    /// The number of subscriptions being served for `track`, kept up to date by
+    /// [`Self::announce`]: it rises on each SUBSCRIBE and falls when that subscription ends
+    /// (UNSUBSCRIBE, or its session closes). Lets a publisher work only while someone listens.
+    pub fn watch_subscribers(&mut self, track: &str) -> tokio::sync::watch::Receiver<usize> {
+        self.watched
+            .entry(track.to_string())
+            .or_insert_with(|| tokio::sync::watch::channel(0).0)
+            .subscribe()
     }
 
     /// Creates a track; `None` when a track of that name exists already.
@@ -433,7 +446,63 @@ impl BroadcastPublisher {
     /// ends. Call once; run it beside `session.run()`.
     pub async fn announce(&mut self, publisher: &mut Publisher) -> Result<(), SessionError> {
         let reader = self.reader.take().ok_or(SessionError::Internal)?;
-        publisher.publish_namespace(reader).await
+        if self.watched.is_empty() {
+            return publisher.publish_namespace(reader).await;
+        }
+        self.announce_counted(publisher, reader).await
+    }
+
+    /// [`Self::announce`] that counts the subscriptions of the watched tracks.
+    async fn announce_counted(
+        &mut self,
+        publisher: &mut Publisher,
+        tracks: serve::TracksReader,
+    ) -> Result<(), SessionError> {
+        use futures::StreamExt;
+        let request = publisher
+            .publish_namespace_start(tracks.namespace.clone())
+            .await?;
+        let mut serving = futures::stream::FuturesUnordered::new();
+        let mut statuses = futures::stream::FuturesUnordered::new();
+        let (mut subscribes_open, mut statuses_open) = (true, true);
+        loop {
+            tokio::select! {
+                next = request.subscribed(), if subscribes_open => match next? {
+                    Some(subscribed) => {
+                        let name = subscribed.info.track_name.to_string_lossy().into_owned();
+                        let count = self.watched.get(&name).cloned();
+                        let tracks = tracks.clone();
+                        serving.push(async move {
+                            if let Some(count) = &count {
+                                count.send_modify(|n| *n += 1);
+                            }
+                            let res = Publisher::serve_subscribe(subscribed, tracks).await;
+                            if let Some(count) = &count {
+                                count.send_modify(|n| *n = n.saturating_sub(1));
+                            }
+                            if let Err(e) = res {
+                                tracing::debug!(track = %name, error = %e, "subscription ended");
+                            }
+                        });
+                    }
+                    None => subscribes_open = false,
+                },
+                next = request.track_status_requested(), if statuses_open => match next? {
+                    Some(status) => {
+                        let tracks = tracks.clone();
+                        statuses.push(async move {
+                            if let Err(e) = Publisher::serve_track_status(status, tracks).await {
+                                tracing::debug!(error = %e, "track status request failed");
+                            }
+                        });
+                    }
+                    None => statuses_open = false,
+                },
+                Some(()) = serving.next() => {}
+                Some(()) = statuses.next() => {}
+                else => return Ok(()),
+            }
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 //! * [`record`]: writes received frames into a playable MP4.
 //! * [`publish`]: puts a source on a relay as an MSF catalog plus LOC tracks.
 //! * [`captions`]: WebVTT caption tracks and a test dub track beside them.
-//! * [`subscribe`]: reads a broadcast back (catalog, tracks, stats, recording).
+//! * [`subscribe`]: reads a broadcast back (catalog, tracks, stats, recording, captions).
+//! * [`caption_rx`]: the final cues and caption latency `moqcast-subscribe` collects.
 
+pub mod caption_rx;
 pub mod captions;
 pub mod cli;
 pub mod ingest;

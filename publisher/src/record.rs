@@ -468,7 +468,7 @@ fn video_parameters(info: &VideoInfo) -> Result<codec::Parameters, RecordError> 
     Ok(params)
 }
 
-fn audio_parameters(info: &AudioInfo) -> Result<codec::Parameters, RecordError> {
+pub fn audio_parameters(info: &AudioInfo) -> Result<codec::Parameters, RecordError> {
     let (id, extradata) = if info.codec == "opus" {
         let head = match &info.description {
             Some(head) if head.starts_with(b"OpusHead") && head.len() >= 19 => head.clone(),

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use url::Url;
 
 use crate::{
+    caption_rx::CaptionCollector,
     ingest::{AudioInfo, VideoInfo},
     record::Mp4Recorder,
 };
@@ -35,6 +36,18 @@ pub struct SubscribeOptions {
     pub stats: bool,
     /// How long to keep retrying while the broadcast is not (yet) announced.
     pub wait: Duration,
+    /// Write the final caption cues received to this WebVTT file.
+    pub captions: Option<PathBuf>,
+    /// Measure the delay from each utterance's end to its final cue (see [`crate::caption_rx`]).
+    pub caption_latency: bool,
+    /// Preferred caption language (BCP 47 primary tag match); the first track otherwise.
+    pub caption_lang: Option<String>,
+}
+
+impl SubscribeOptions {
+    fn wants_captions(&self) -> bool {
+        self.captions.is_some() || self.caption_latency
+    }
 }
 
 /// Per-track counters.
@@ -69,6 +82,10 @@ impl TrackStats {
 pub struct Summary {
     pub catalog: Option<Catalog>,
     pub tracks: BTreeMap<String, TrackStats>,
+    /// What the caption track delivered, with `--captions` / `--caption-latency`.
+    pub captions: Option<CaptionCollector>,
+    /// `namespace/track` of the caption track read.
+    pub caption_track: Option<String>,
 }
 
 impl Summary {
@@ -99,6 +116,21 @@ impl Summary {
                 f(t.first_object.map(|d| d.as_secs_f64() * 1000.0)),
             ));
         }
+        if let Some(c) = &self.captions {
+            let f = |v: Option<f64>| {
+                v.map(|x| format!("{x:.0} ms"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            s.push_str(&format!(
+                "captions {}: {} final cues, {} partial; caption latency p50 {} p95 {} ({} measured)\n",
+                self.caption_track.as_deref().unwrap_or("-"),
+                c.cues().len(),
+                c.partials,
+                f(c.latency(0.5)),
+                f(c.latency(0.95)),
+                c.measured()
+            ));
+        }
         s
     }
 
@@ -124,7 +156,17 @@ impl Summary {
                 )
             })
             .collect();
-        serde_json::json!({ "tracks": tracks })
+        let captions = self.captions.as_ref().map(|c| {
+            serde_json::json!({
+                "track": self.caption_track,
+                "final_cues": c.cues().len(),
+                "partial_cues": c.partials,
+                "caption_latency_p50_ms": c.latency(0.5),
+                "caption_latency_p95_ms": c.latency(0.95),
+                "caption_latency_measured": c.measured(),
+            })
+        });
+        serde_json::json!({ "tracks": tracks, "captions": captions })
     }
 }
 
@@ -147,20 +189,25 @@ pub fn media_from_catalog(cat: &Catalog) -> anyhow::Result<(Option<VideoInfo>, O
         None => None,
     };
     let audio = match cat.audio_tracks().next() {
-        Some(t) => Some(AudioInfo {
-            codec: t.codec.clone().unwrap_or_default(),
-            sample_rate: t.samplerate.unwrap_or(48_000),
-            channels: t
-                .channel_config
-                .as_deref()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(2),
-            description: cat.init_data_bytes(t)?,
-            bitrate: t.bitrate,
-        }),
+        Some(t) => Some(audio_info(cat, t)?),
         None => None,
     };
     Ok((video, audio))
+}
+
+/// The decoder configuration of an audio track of `cat`.
+pub fn audio_info(cat: &Catalog, t: &catalog::Track) -> anyhow::Result<AudioInfo> {
+    Ok(AudioInfo {
+        codec: t.codec.clone().unwrap_or_default(),
+        sample_rate: t.samplerate.unwrap_or(48_000),
+        channels: t
+            .channel_config
+            .as_deref()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(2),
+        description: cat.init_data_bytes(t)?,
+        bitrate: t.bitrate,
+    })
 }
 
 /// Subscribes, records and measures until the tracks end or `duration` passes.
@@ -253,7 +300,45 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
         });
     }
     drop(obj_tx);
+    let (cap_tx, mut cap_rx) = mpsc::channel::<Result<ReceivedObject, String>>(64);
+    if opts.wants_captions() {
+        let (namespace, track) = find_caption_track(
+            &subscriber,
+            &opts.broadcast,
+            &catalog,
+            opts.wait,
+            opts.caption_lang.as_deref(),
+        )
+        .await?;
+        tracing::info!(namespace = %namespace, track = %track, "reading captions");
+        summary.caption_track = Some(format!("{namespace}/{track}"));
+        summary.captions = Some(CaptionCollector::default());
+        let (mut sub, driver) = TrackSubscription::new(&subscriber, &namespace, &track);
+        readers.spawn(async move {
+            let read = async {
+                loop {
+                    let next = sub.next().await;
+                    let end = !matches!(next, Ok(Some(_)));
+                    let item = match next {
+                        Ok(Some(o)) => Ok(o),
+                        Ok(None) => return,
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if cap_tx.send(item).await.is_err() || end {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                res = driver => if let Err(e) = res { let _ = cap_tx.send(Err(e.to_string())).await; },
+                () = read => {},
+            }
+        });
+    } else {
+        drop(cap_tx);
+    }
     let subscribed_at = Instant::now();
+    let mut media_ended = false;
 
     let mut last_group: BTreeMap<String, u64> = BTreeMap::new();
     let mut end_error = None;
@@ -261,8 +346,13 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
         tokio::select! {
             res = &mut session => { end_error = Some(format!("session ended: {res:?}")); break; }
             () = &mut deadline => break,
+            cap = cap_rx.recv() => match cap {
+                Some(Ok(obj)) => on_caption_object(&mut summary, &obj),
+                Some(Err(e)) => tracing::warn!(error = %e, "caption track ended with an error"),
+                None => {}
+            },
             next = obj_rx.recv() => {
-                let Some((name, kind, res)) = next else { break };
+                let Some((name, kind, res)) = next else { media_ended = true; break };
                 let obj = match res {
                     Ok(o) => o,
                     Err(e) => { tracing::warn!(track = %name, error = %e, "track ended with an error"); continue; }
@@ -288,6 +378,9 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
                 }
                 if let Some(sent) = props.send_time_us {
                     stats.latencies_us.push(unix_micros().saturating_sub(sent));
+                    if let (MediaKind::Audio, Some(c), Some(ts)) = (kind, summary.captions.as_mut(), props.timestamp_us()) {
+                        c.on_audio(ts, sent);
+                    }
                 }
                 if let (Some(rec), Some(pts)) = (&recorder, props.timestamp_us()) {
                     let frame = Frame { pts_us: pts, keyframe, payload: obj.payload };
@@ -299,7 +392,24 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
             }
         }
     }
+    if media_ended && summary.captions.is_some() {
+        // The media ended: the last final cues follow within a few seconds.
+        loop {
+            tokio::select! {
+                () = &mut deadline => break,
+                res = tokio::time::timeout(CAPTION_GRACE, cap_rx.recv()) => match res {
+                    Ok(Some(Ok(obj))) => on_caption_object(&mut summary, &obj),
+                    Ok(Some(Err(e))) => { tracing::warn!(error = %e, "caption track ended with an error"); break; }
+                    Ok(None) | Err(_) => break,
+                },
+            }
+        }
+    }
     readers.abort_all();
+    if let (Some(path), Some(c)) = (&opts.captions, &summary.captions) {
+        std::fs::write(path, c.webvtt()).with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!(path = %path.display(), cues = c.cues().len(), "captions written");
+    }
     if let Some((tx, handle)) = recorder {
         drop(tx);
         handle
@@ -317,6 +427,67 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
         );
     }
     Ok(summary)
+}
+
+/// How long to wait for more final cues after the media ended.
+const CAPTION_GRACE: Duration = Duration::from_secs(10);
+
+fn on_caption_object(summary: &mut Summary, obj: &ReceivedObject) {
+    if let Some(c) = summary.captions.as_mut() {
+        if let Err(e) = c.on_object(&obj.payload, unix_micros()) {
+            tracing::warn!(error = %e, "bad caption object skipped");
+        }
+    }
+}
+
+/// The caption track to read: one in the live captioner's `<broadcast>/ai` namespace if it
+/// publishes one within `wait`, else one of the broadcast's own. `lang` picks among several.
+pub async fn find_caption_track(
+    subscriber: &moqcast_media::moq::Subscriber,
+    broadcast: &str,
+    own: &Catalog,
+    wait: Duration,
+    lang: Option<&str>,
+) -> anyhow::Result<(String, String)> {
+    let pick = |cat: &Catalog| -> Option<String> {
+        let tracks: Vec<&catalog::Track> = cat.caption_tracks().collect();
+        let primary = |t: &&catalog::Track| {
+            t.lang
+                .as_deref()
+                .unwrap_or("")
+                .split('-')
+                .next()
+                .map(str::to_ascii_lowercase)
+        };
+        let wanted = lang.map(|l| l.split('-').next().unwrap_or(l).to_ascii_lowercase());
+        tracks
+            .iter()
+            .find(|t| wanted.is_some() && primary(t) == wanted)
+            .or(tracks.first())
+            .map(|t| t.name.clone())
+    };
+    let ai = format!("{}/ai", broadcast.trim_end_matches('/'));
+    let own_track = pick(own);
+    // With captions of its own, only glance at the captioner's namespace.
+    let ai_wait = if own_track.is_some() {
+        wait.min(Duration::from_secs(2))
+    } else {
+        wait
+    };
+    match fetch_catalog(subscriber, &ai, ai_wait).await {
+        Ok(cat) => {
+            if let Some(t) = pick(&cat) {
+                return Ok((ai, t));
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "no live captioner catalog"),
+    }
+    match own_track {
+        Some(t) => Ok((broadcast.to_string(), t)),
+        None => anyhow::bail!(
+            "{broadcast:?} has no caption track, and no captioner published one in {ai:?} within {wait:?} (is moqcast-sidecar running?)"
+        ),
+    }
 }
 
 type RecorderHandle = (

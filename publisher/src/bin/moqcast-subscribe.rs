@@ -34,6 +34,16 @@ struct Cli {
     /// Seconds to keep retrying while the broadcast is not announced yet.
     #[arg(long, default_value_t = 10.0)]
     wait: f64,
+    /// Write the final caption cues received to this WebVTT file (the live captioner's
+    /// `<broadcast>/ai` track if there is one, else the broadcast's own).
+    #[arg(long)]
+    captions: Option<PathBuf>,
+    /// Print the delay from the end of each utterance in the audio to its final cue (p50, p95).
+    #[arg(long)]
+    caption_latency: bool,
+    /// Preferred caption language.
+    #[arg(long)]
+    caption_lang: Option<String>,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -51,13 +61,30 @@ async fn main() -> anyhow::Result<()> {
         print_catalog: cli.catalog,
         stats: cli.stats || cli.json,
         wait: Duration::from_secs_f64(cli.wait),
+        captions: cli.captions,
+        caption_latency: cli.caption_latency,
+        caption_lang: cli.caption_lang,
     };
+    let caption_latency = opts.caption_latency;
     let summary = tokio::select! {
         res = run(opts) => res?,
         _ = tokio::signal::ctrl_c() => return Ok(()),
     };
     if cli.stats {
         print!("{}", summary.table());
+    } else if caption_latency {
+        if let Some(c) = &summary.captions {
+            let f = |v: Option<f64>| {
+                v.map(|x| format!("{x:.0} ms"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "caption latency: p50 {} p95 {} over {} final cues",
+                f(c.latency(0.5)),
+                f(c.latency(0.95)),
+                c.measured()
+            );
+        }
     }
     if cli.json {
         println!("{}", summary.json());

@@ -1,0 +1,182 @@
+//! Turns recognition results into caption track objects, without I/O.
+//!
+//! Every cue carries the id `u<utterance>`; partial cues have `final: false` and the final cue
+//! of the same utterance replaces them (webvtt-msf cue ids, see `moqcast_media::caption`).
+//! Partials are appended to the open group; each final cue starts a new group whose first
+//! object repeats the latest final cues, so a viewer that joins (and starts at the newest
+//! group) sees the recent captions at once.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use moqcast_media::caption::{CaptionTimeline, Cue, MAX_CUE_TEXT_BYTES};
+
+use crate::recognize::Recognized;
+
+/// Final cues repeated at the start of a group.
+pub const REPEATED_CUES: usize = 8;
+
+/// One object to write to the caption track.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CueObject {
+    /// Start a new group with this object.
+    pub new_group: bool,
+    /// The event timeline JSON.
+    pub payload: Vec<u8>,
+    /// The cues it announces (the repeated ones excluded).
+    pub cues: Vec<Cue>,
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct CueWriter {
+    recent: VecDeque<Cue>,
+    /// Utterances whose partial cue viewers may be showing.
+    shown_partials: BTreeSet<u64>,
+}
+
+fn cue_id(utterance: u64) -> String {
+    format!("u{utterance}")
+}
+
+/// Cue text: trimmed, cut to the cue size limit at a character boundary.
+fn clean(text: &str) -> String {
+    let mut t = text.trim().to_string();
+    if t.len() > MAX_CUE_TEXT_BYTES {
+        let mut end = MAX_CUE_TEXT_BYTES;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        t.truncate(end);
+    }
+    t
+}
+
+impl CueWriter {
+    /// What to publish for a result (nothing for a partial without words).
+    pub fn on_result(&mut self, r: &Recognized) -> Option<CueObject> {
+        let start_ms = r.start_us / 1000;
+        let end_ms = (r.end_us / 1000).max(start_ms);
+        let text = clean(&r.text);
+        if !r.is_final {
+            if text.is_empty() {
+                return None;
+            }
+            self.shown_partials.insert(r.utterance);
+            let cue = Cue::partial(cue_id(r.utterance), start_ms, end_ms, text);
+            return Some(CueObject {
+                new_group: false,
+                payload: CaptionTimeline::from_cues(vec![cue.clone()]).to_json(),
+                cues: vec![cue],
+            });
+        }
+        let mut cues = Vec::new();
+        // Utterances merged into this one: withdraw partials shown for them.
+        for id in &r.merged {
+            if self.shown_partials.remove(id) {
+                let mut c = Cue::new(start_ms, start_ms, "");
+                c.id = Some(cue_id(*id));
+                cues.push(c);
+            }
+        }
+        let had_partial = self.shown_partials.remove(&r.utterance);
+        if text.is_empty() && !had_partial && cues.is_empty() {
+            return None;
+        }
+        let mut cue = Cue::new(start_ms, end_ms, text);
+        cue.id = Some(cue_id(r.utterance));
+        cues.push(cue.clone());
+        let mut all: Vec<Cue> = self.recent.iter().cloned().collect();
+        all.extend(cues.iter().cloned());
+        if !cue.text.is_empty() {
+            self.recent.push_back(cue);
+            while self.recent.len() > REPEATED_CUES {
+                self.recent.pop_front();
+            }
+        }
+        Some(CueObject {
+            new_group: true,
+            payload: CaptionTimeline::from_cues(all).to_json(),
+            cues,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn result(utterance: u64, is_final: bool, text: &str) -> Recognized {
+        Recognized {
+            utterance,
+            start_us: utterance * 3_000_000,
+            end_us: utterance * 3_000_000 + 2_500_000,
+            is_final,
+            text: text.into(),
+            inference: Duration::ZERO,
+            audio_ms: 2500,
+            merged: vec![],
+        }
+    }
+
+    #[test]
+    fn partials_then_a_final_that_replaces_them() {
+        let mut w = CueWriter::default();
+        let p = w.on_result(&result(0, false, " Hello")).unwrap();
+        assert!(!p.new_group);
+        let parsed = CaptionTimeline::parse(&p.payload).unwrap();
+        assert_eq!(parsed.cues[0].id.as_deref(), Some("u0"));
+        assert!(!parsed.cues[0].is_final);
+        assert_eq!(parsed.cues[0].text, "Hello");
+        let f = w.on_result(&result(0, true, "Hello world.")).unwrap();
+        assert!(f.new_group);
+        let parsed = CaptionTimeline::parse(&f.payload).unwrap();
+        assert_eq!(parsed.cues.len(), 1);
+        assert!(parsed.cues[0].is_final);
+        assert_eq!((parsed.cues[0].start_ms, parsed.cues[0].end_ms), (0, 2500));
+        // The next group repeats the earlier final.
+        let f = w.on_result(&result(1, true, "Second.")).unwrap();
+        let parsed = CaptionTimeline::parse(&f.payload).unwrap();
+        let texts: Vec<&str> = parsed.cues.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, vec!["Hello world.", "Second."]);
+        assert_eq!(f.cues.len(), 1, "only the new cue is new");
+    }
+
+    #[test]
+    fn silence_publishes_nothing_but_withdraws_shown_partials() {
+        let mut w = CueWriter::default();
+        assert!(w.on_result(&result(0, false, "  ")).is_none());
+        assert!(w.on_result(&result(0, true, "")).is_none());
+        w.on_result(&result(1, false, "Uh")).unwrap();
+        let f = w.on_result(&result(1, true, "")).unwrap();
+        let parsed = CaptionTimeline::parse(&f.payload).unwrap();
+        assert_eq!(parsed.cues.len(), 1);
+        assert_eq!(parsed.cues[0].text, "");
+        assert!(parsed.cues[0].is_final);
+        // Empty finals are not repeated later.
+        let f = w.on_result(&result(2, true, "Words.")).unwrap();
+        assert_eq!(CaptionTimeline::parse(&f.payload).unwrap().cues.len(), 1);
+    }
+
+    #[test]
+    fn merged_utterances_withdraw_their_partials_and_repeats_are_bounded() {
+        let mut w = CueWriter::default();
+        w.on_result(&result(3, false, "part")).unwrap();
+        let mut r = result(4, true, "Merged text.");
+        r.merged = vec![3];
+        let f = w.on_result(&r).unwrap();
+        let ids: Vec<_> = f.cues.iter().map(|c| c.id.clone().unwrap()).collect();
+        assert_eq!(ids, vec!["u3", "u4"]);
+        for i in 10..30 {
+            w.on_result(&result(i, true, "x")).unwrap();
+        }
+        let f = w.on_result(&result(31, true, "last")).unwrap();
+        assert_eq!(
+            CaptionTimeline::parse(&f.payload).unwrap().cues.len(),
+            REPEATED_CUES + 1
+        );
+        let long = "é".repeat(MAX_CUE_TEXT_BYTES);
+        let f = w.on_result(&result(40, true, &long)).unwrap();
+        assert!(CaptionTimeline::parse(&f.payload).is_ok());
+    }
+}
