@@ -21,5 +21,5 @@ pub mod model;
 pub mod recognize;
 pub mod segment;
 pub mod service;
-//TMP pub mod transcriber;
+pub mod transcriber;
 pub mod vad;

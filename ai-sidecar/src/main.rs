@@ -16,10 +16,11 @@ use moqcast_media::moq::{self, Client};
 use moqcast_publisher::cli::TlsArgs;
 use moqcast_sidecar::{
     metrics::Metrics,
-    model::{DecodeOptions, WhisperModel},
+    model::WhisperModel,
     recognize::Recognizer,
     segment::SegmenterConfig,
     service::{self, Shared},
+    transcriber::DecodeOptions,
     transcriber::Whisper,
     vad::VadConfig,
 };

@@ -302,14 +302,19 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
     drop(obj_tx);
     let (cap_tx, mut cap_rx) = mpsc::channel::<Result<ReceivedObject, String>>(64);
     if opts.wants_captions() {
-        let (namespace, track) = find_caption_track(
+        // The session must be driven while the caption catalog is fetched.
+        let find = find_caption_track(
             &subscriber,
             &opts.broadcast,
             &catalog,
             opts.wait,
             opts.caption_lang.as_deref(),
-        )
-        .await?;
+        );
+        let (namespace, track) = tokio::select! {
+            res = &mut session => anyhow::bail!("session ended before the caption catalog arrived: {res:?}"),
+            () = &mut deadline => anyhow::bail!("no caption track for {} within the duration", opts.broadcast),
+            found = find => found?,
+        };
         tracing::info!(namespace = %namespace, track = %track, "reading captions");
         summary.caption_track = Some(format!("{namespace}/{track}"));
         summary.captions = Some(CaptionCollector::default());

@@ -259,6 +259,11 @@ impl ChildGuard {
         &self.name
     }
 
+    /// The child's process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// What the child wrote to stdout so far.
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
@@ -464,3 +469,4 @@ impl MoqRelayIetf {
     }
 }
 pub mod netem;
+pub mod speech;
