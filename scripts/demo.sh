@@ -6,8 +6,10 @@
 #
 # It installs what is missing (scripts/setup.sh, without the test-only tools), builds the
 # release binaries, starts a relay with a generated development certificate, publishes a test
-# pattern with a tone as the broadcast "demo", and prints how to watch it. Ctrl-C stops all.
-# Logs go to target/demo/.
+# pattern with spoken English (espeak-ng, looping) as the broadcast "demo", starts the AI
+# sidecar, which captions the speech live with Whisper tiny.en (caption track "captions-en" in
+# the namespace "demo/ai"), and prints how to watch it. Ctrl-C stops all. Logs go to
+# target/demo/.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -31,7 +33,7 @@ MOQCAST_SKIP_PEERS=1 bash scripts/setup.sh
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
 say "building release binaries (the first build takes several minutes)"
-cargo build --release -p moqcast-relay -p moqcast-publisher
+cargo build --release -p moqcast-relay -p moqcast-publisher -p moqcast-sidecar
 
 mkdir -p "$LOGS"
 pids=()
@@ -81,27 +83,44 @@ done
 curl -sf -o /dev/null --max-time 1 "$HTTP/healthz" || fail "the relay did not answer on $HTTP/healthz" "$LOGS/relay.log"
 FINGERPRINT="$(curl -sf --max-time 2 "$HTTP/certificate.sha256")"
 
-# Captions for the demo: a WebVTT file with a cue every 3 s for an hour, published as the
-# broadcast's caption track (the AI sidecar, which captions real speech, is a separate issue).
-CAPTIONS="$LOGS/demo-captions.vtt"
-{
-    echo "WEBVTT"
-    echo
-    for i in $(seq 0 1199); do
-        start=$((i * 3))
-        printf '%02d:%02d:%02d.000 --> %02d:%02d:%02d.800\n' $((start / 3600)) $((start / 60 % 60)) $((start % 60)) \
-            $(((start + 2) / 3600)) $(((start + 2) / 60 % 60)) $(((start + 2) % 60))
-        echo "moqcast demo caption $((i + 1)): $((start / 60)) min $((start % 60)) s into the broadcast"
-        echo
+# The demo's media: a test pattern and a few spoken sentences (espeak-ng), looped by the
+# publisher, so the sidecar has speech to caption.
+MEDIA="$LOGS/demo-speech.mp4"
+if [ ! -s "$MEDIA" ]; then
+    say "making $MEDIA (espeak-ng speech over a test pattern)"
+    SPEECH=(
+        "Welcome to the moqcast demo."
+        "This broadcast travels over Media over QUIC, from the publisher through the relay to your browser."
+        "The captions you are reading are made live by the AI sidecar, which listens to the audio."
+        "It runs the Whisper tiny English model on the CPU of this machine."
+        "Captions appear while a sentence is spoken, and are corrected when it ends."
+        "Thank you for watching."
+    )
+    parts=()
+    sox -n -r 16000 -c 1 -b 16 "$LOGS/gap.wav" trim 0 1.2
+    for i in "${!SPEECH[@]}"; do
+        espeak-ng -v en-us -s 160 -w "$LOGS/s$i-raw.wav" "${SPEECH[$i]}"
+        sox "$LOGS/s$i-raw.wav" -r 16000 -c 1 -b 16 "$LOGS/s$i.wav"
+        parts+=("$LOGS/s$i.wav" "$LOGS/gap.wav")
     done
-} >"$CAPTIONS"
+    sox "${parts[@]}" "$LOGS/demo-speech.wav"
+    ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=640x360:rate=30 \
+        -i "$LOGS/demo-speech.wav" -shortest -c:v libx264 -preset veryfast -g 30 -pix_fmt yuv420p \
+        -c:a aac -b:a 64k -ar 48000 "$MEDIA"
+fi
 
-say "publishing a test pattern, a tone and captions as \"$BROADCAST\" (log: $LOGS/publish.log)"
-"$BIN/moqcast-publish" --url "https://localhost:$QUIC_PORT/" --broadcast "$BROADCAST" --input testsrc \
-    --captions "$CAPTIONS" --captions-lang en \
+say "publishing a test pattern with speech as \"$BROADCAST\" (log: $LOGS/publish.log)"
+"$BIN/moqcast-publish" --url "https://localhost:$QUIC_PORT/" --broadcast "$BROADCAST" --input "$MEDIA" --loop \
     --tls-fingerprint "$FINGERPRINT" >"$LOGS/publish.log" 2>&1 &
 publish_pid=$!
 pids+=("$publish_pid")
+
+METRICS_ADDR="127.0.0.1:${MOQCAST_SIDECAR_PORT:-9465}"
+say "starting moqcast-sidecar: live captions of \"$BROADCAST\" (log: $LOGS/sidecar.log)"
+"$BIN/moqcast-sidecar" --url "https://localhost:$QUIC_PORT/" --broadcast "$BROADCAST" \
+    --metrics-addr "$METRICS_ADDR" --tls-fingerprint "$FINGERPRINT" >"$LOGS/sidecar.log" 2>&1 &
+sidecar_pid=$!
+pids+=("$sidecar_pid")
 
 # The relay lists announced broadcasts at /broadcasts: [{"broadcast":"demo","tracks":[..]}].
 announced() {
@@ -115,11 +134,16 @@ for _ in $(seq 1 75); do
     sleep 0.2
 done
 announced || fail "the broadcast did not appear on the relay" "$LOGS/publish.log"
+for _ in $(seq 1 100); do
+    [[ "$(curl -sf --max-time 1 "http://$METRICS_ADDR/status" || true)" == *'"status":"idle"'* ]] && break
+    kill -0 "$sidecar_pid" 2>/dev/null || fail "the sidecar exited" "$LOGS/sidecar.log"
+    sleep 0.2
+done
 
 if [ -f web/dist/watch.html ]; then
-    VIEWER_NOTE="Open it in Chromium (it pins the certificate itself); pick captions from the CC menu. The captions come from a WebVTT file; live AI captions arrive with their own issue."
+    VIEWER_NOTE="Open it in Chromium (it pins the certificate itself); live captions show under the picture (CC menu: English (automatic))."
 else
-    VIEWER_NOTE="Not built: the browser viewer and live AI captions arrive with their own issues."
+    VIEWER_NOTE="Not built: run scripts/setup.sh to build the browser viewer."
 fi
 
 cat <<EOF
@@ -146,15 +170,24 @@ cat <<EOF
  Browser viewer: $HTTP/watch/$BROADCAST   (index of broadcasts: $HTTP/)
    $VIEWER_NOTE
 
- Logs: $LOGS/relay.log  $LOGS/publish.log
- Ctrl-C stops the relay and the publisher.
+ Live captions (AI sidecar, Whisper tiny.en on CPU; it recognises only while someone
+ subscribes to the captions): 30 s of final cues to a WebVTT file, and caption latency:
+   $BIN/moqcast-subscribe --url https://localhost:$QUIC_PORT/ --broadcast $BROADCAST \\
+       --tls-fingerprint $FINGERPRINT --captions demo.vtt --caption-latency --duration 30
+ Sidecar status and metrics: http://$METRICS_ADDR/status  http://$METRICS_ADDR/metrics
+
+ Logs: $LOGS/relay.log  $LOGS/publish.log  $LOGS/sidecar.log
+ Ctrl-C stops the relay, the publisher and the sidecar.
 ================================================================================
 EOF
 
 # Run until Ctrl-C, or until the relay or the publisher stops on its own.
 rc=0
-wait -n "$relay_pid" "$publish_pid" || rc=$?
+wait -n "$relay_pid" "$publish_pid" "$sidecar_pid" || rc=$?
 if ! kill -0 "$relay_pid" 2>/dev/null; then
     fail "the relay stopped (exit $rc)" "$LOGS/relay.log"
+fi
+if ! kill -0 "$sidecar_pid" 2>/dev/null; then
+    fail "the sidecar stopped (exit $rc)" "$LOGS/sidecar.log"
 fi
 fail "the publisher stopped (exit $rc)" "$LOGS/publish.log"

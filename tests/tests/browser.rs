@@ -332,6 +332,71 @@ async fn viewer_shows_captions_and_switches_audio() {
     relay.stop().await;
 }
 
+/// Live captions from the real AI sidecar: espeak-ng speech published in a loop, captioned by
+/// `moqcast-sidecar` with Whisper tiny.en, shown by the viewer from `<broadcast>/ai`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_shows_live_sidecar_captions() {
+    require_browser_tools();
+    let model = moqcast_tests::speech::whisper_model_dir();
+    let _lock = tokio::task::spawn_blocking(BrowserLock::acquire)
+        .await
+        .unwrap();
+    init_tracing();
+    let web = web_dist();
+    let relay = TestRelay::start(&["--web-dir", web.to_str().unwrap()]).await;
+    let dir = TempDir::new("browser-live-captions");
+    let sentences = [
+        "This is a live broadcast with automatic captions.",
+        "The weather today is sunny and warm.",
+    ];
+    let wav = moqcast_tests::speech::speech_wav(&dir.0, "talk", &sentences, "en-us", 1.0, 1.0);
+    let media = moqcast_tests::speech::speech_video(&wav, &dir.path("talk.mp4"), "aac");
+    let mut publish = {
+        let mut cmd = command("moqcast-publish");
+        cmd.args([
+            "--url",
+            &relay.url("https"),
+            "--tls-fingerprint",
+            &relay.fingerprint,
+        ])
+        .args(["--broadcast", "live/talk", "--loop", "--input"])
+        .arg(&media);
+        ChildGuard::spawn("publish-talk", &mut cmd, &dir.0)
+    };
+    wait_announced(relay.http, "live/talk", &mut publish).await;
+    let mut sidecar = {
+        let mut cmd = command("moqcast-sidecar");
+        cmd.args([
+            "--url",
+            &relay.url("https"),
+            "--tls-fingerprint",
+            &relay.fingerprint,
+        ])
+        .args([
+            "--broadcast",
+            "live/talk",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--model",
+        ])
+        .arg(&model);
+        ChildGuard::spawn("sidecar", &mut cmd, &dir.0)
+    };
+    wait_announced(relay.http, "live/talk/ai", &mut sidecar).await;
+
+    let url = watch_url(relay.http, relay.port(), "live/talk");
+    let path = dir.0.clone();
+    let env = [(
+        "MOQCAST_EXPECT_WORDS",
+        "broadcast,captions,weather,sunny,warm".to_string(),
+    )];
+    tokio::task::spawn_blocking(move || run_scenario("live-captions", &url, &env, &path))
+        .await
+        .unwrap();
+    drop(sidecar);
+    relay.stop().await;
+}
+
 /// A relay on fixed ports, so that a restarted one is found at the same address.
 struct FixedRelay {
     fingerprint: String,

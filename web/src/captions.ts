@@ -9,6 +9,18 @@ export interface Cue {
   endMs: number;
   text: string;
   final: boolean;
+  /** Shown until this media time instead of `endMs`: set for cues that arrived late. */
+  showUntilMs?: number;
+}
+
+/**
+ * How long a cue that arrives after (or just before) its end is shown from its arrival: a live
+ * captioner's cues come a second or more after the words were spoken, when the playout clock
+ * has passed their `end`. They are shown from arrival for a reading time (longer for longer
+ * text) or until the next late cue arrives, as live broadcast captions are.
+ */
+export function lateHoldMs(text: string): number {
+  return Math.min(6000, Math.max(2500, 1000 + 60 * text.length));
 }
 
 /** Most cues kept; older ones are dropped first. */
@@ -45,10 +57,22 @@ export function cueKey(c: Cue): string {
 export class CueStore {
   #cues = new Map<string, Cue>();
 
-  /** Adds cues; one with a known key replaces the earlier version. */
-  add(cues: Cue[]): void {
+  /**
+   * Adds cues; one with a known key replaces the earlier version. With the playout clock's
+   * media time `nowMs`, a new or changed cue that ends before `nowMs` (or within 200 ms of it)
+   * is shown from now for {@link lateHoldMs}, and other late cues still on screen give way.
+   */
+  add(cues: Cue[], nowMs?: number): void {
     for (const c of cues) {
       const key = cueKey(c);
+      const known = this.#cues.get(key);
+      if (known && known.text === c.text && known.final === c.final && known.endMs === c.endMs) continue; // a repeat
+      if (nowMs !== undefined && c.endMs < nowMs + 200 && c.text !== "") {
+        c.showUntilMs = nowMs + lateHoldMs(c.text);
+        for (const [k, other] of this.#cues) {
+          if (k !== key && other.showUntilMs !== undefined && other.showUntilMs > nowMs) other.showUntilMs = nowMs;
+        }
+      }
       this.#cues.delete(key);
       this.#cues.set(key, c);
     }
@@ -61,13 +85,13 @@ export class CueStore {
   /** The cues showing at media time `nowMs`, by start time, with their keys. */
   active(nowMs: number): [string, Cue][] {
     return [...this.#cues.entries()]
-      .filter(([, c]) => c.startMs <= nowMs && nowMs < c.endMs)
+      .filter(([, c]) => c.startMs <= nowMs && nowMs < (c.showUntilMs ?? c.endMs))
       .sort((a, b) => a[1].startMs - b[1].startMs);
   }
 
   /** Drops cues that ended before `beforeMs`. */
   prune(beforeMs: number): void {
-    for (const [key, c] of this.#cues) if (c.endMs < beforeMs) this.#cues.delete(key);
+    for (const [key, c] of this.#cues) if (Math.max(c.endMs, c.showUntilMs ?? 0) < beforeMs) this.#cues.delete(key);
   }
 
   clear(): void {

@@ -455,7 +455,8 @@ export class Viewer {
     this.#captionSub = s;
     void this.#pump(s, (f) => {
       try {
-        this.cues.add(parseTimeline(f.frame.payload));
+        const media = this.clock.mediaTime(performance.now());
+        this.cues.add(parseTimeline(f.frame.payload), media === undefined ? undefined : media / 1000);
       } catch (e) {
         console.warn(`caption object on ${ref.track.name}:`, e);
       }

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { CueStore, parseTimeline } from "../src/captions";
+import { CueStore, lateHoldMs, parseTimeline } from "../src/captions";
 import { applyDelta, defaultAudio, defaultCaptions, isCaptionTrack, mergeCatalogs, parseCatalog, trackLabel } from "../src/catalog";
 import { PlayoutClock } from "../src/clock";
 
@@ -63,6 +63,26 @@ test("cues: repeats dedupe, partial cues are replaced by id, active by time", ()
   assert.equal(store.size, 1);
   // A regions/styles header record is not a cue.
   assert.deepEqual(parseTimeline(enc([{ m: 0, data: { regions: [] } }])), []);
+});
+
+test("late cues from a live captioner show from arrival, and the newest late cue wins", () => {
+  const store = new CueStore();
+  const rec = (start: number, end: number, text: string, extra: object = {}) => ({ m: start, data: { start, end, text, ...extra } });
+  // A partial arrives 1.5 s after its audio: the clock is at 11.5 s, the cue ended at 10 s.
+  store.add(parseTimeline(enc([rec(8000, 10_000, "this is", { id: "u0", final: false })])), 11_500);
+  assert.deepEqual(store.active(11_600).map(([, c]) => c.text), ["this is"]);
+  // The final replaces it and is held from its own arrival.
+  store.add(parseTimeline(enc([rec(8000, 11_000, "this is live", { id: "u0" })])), 12_500);
+  assert.deepEqual(store.active(12_600).map(([, c]) => c.text), ["this is live"]);
+  assert.deepEqual(store.active(12_500 + lateHoldMs("this is live") + 1), []);
+  // A repeat (group start) does not restart the hold; the next utterance's cue takes over.
+  store.add(parseTimeline(enc([rec(8000, 11_000, "this is live", { id: "u0" })])), 13_000);
+  store.add(parseTimeline(enc([rec(12_000, 13_500, "next", { id: "u1", final: false })])), 14_000);
+  assert.deepEqual(store.active(14_100).map(([, c]) => c.text), ["next"]);
+  // Cues that arrive in time keep their own times.
+  store.add(parseTimeline(enc([rec(20_000, 21_000, "on time", { id: "u2" })])), 15_000);
+  assert.deepEqual(store.active(20_500).map(([, c]) => c.text), ["on time"]);
+  assert.deepEqual(store.active(21_000), []);
 });
 
 test("the playout clock follows the fastest arrivals plus the jitter buffer", () => {
