@@ -261,25 +261,70 @@ impl GroupStore {
         }
     }
 
+    /// Index of the oldest entry, by when it was opened, skipping the newest group's entries
+    /// when `keep_newest`.
+    fn oldest_index(&self, keep_newest: bool) -> Option<usize> {
+        let newest = if keep_newest {
+            self.newest_group()
+        } else {
+            None
+        };
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| Some(g.id) != newest)
+            .min_by_key(|(_, g)| (g.opened, g.id))
+            .map(|(i, _)| i)
+    }
+
+    /// The entries the relay-wide budget may evict, oldest first (the order
+    /// [`Self::evict_oldest`] takes them in): all but the newest group's when `keep_newest`.
+    pub fn evictable(&self, keep_newest: bool) -> Vec<crate::budget::Evictable> {
+        let newest = if keep_newest {
+            self.newest_group()
+        } else {
+            None
+        };
+        let mut v: Vec<&CachedGroup> = self
+            .groups
+            .iter()
+            .filter(|g| Some(g.id) != newest)
+            .collect();
+        v.sort_unstable_by_key(|g| (g.opened, g.id));
+        v.into_iter()
+            .map(|g| crate::budget::Evictable {
+                opened: g.opened,
+                bytes: g.bytes,
+            })
+            .collect()
+    }
+
+    /// Evicts up to `n` of the oldest entries (never the newest group's when `keep_newest`),
+    /// for the relay-wide budget. Returns the entries and payload bytes evicted. These are not
+    /// counted in [`Self::evicted`], which counts the track's own limits.
+    pub fn evict_oldest(&mut self, n: usize, keep_newest: bool) -> (usize, usize) {
+        let (mut count, mut bytes) = (0, 0);
+        while count < n {
+            let Some(idx) = self.oldest_index(keep_newest) else {
+                break;
+            };
+            let g = self.groups.remove(idx).expect("index in range");
+            self.bytes -= g.bytes;
+            bytes += g.bytes;
+            count += 1;
+        }
+        (count, bytes)
+    }
+
     /// Applies the limits at `now`: evicts the oldest subgroups, never those of the newest
     /// group. Returns how many subgroups were evicted.
     pub fn evict(&mut self, now: Instant) -> usize {
-        let Some(newest) = self.newest_group() else {
-            return 0;
-        };
         let mut evicted = 0;
         loop {
             let over_bytes = self.bytes > self.limits.max_bytes;
             let over_count = self.group_count() > self.limits.max_groups.max(1);
             // The oldest entry not of the newest group.
-            let Some(idx) = self
-                .groups
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| g.id != newest)
-                .min_by_key(|(_, g)| (g.opened, g.id))
-                .map(|(i, _)| i)
-            else {
+            let Some(idx) = self.oldest_index(true) else {
                 break;
             };
             let too_old =
@@ -417,6 +462,35 @@ mod tests {
         // Two groups max; 5 is newest and must stay.
         assert!(ids(&s).contains(&5));
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn budget_eviction_takes_oldest_and_spares_the_newest_group() {
+        let t0 = Instant::now();
+        let mut s = GroupStore::new(limits(1 << 20, 100, 60_000));
+        for g in 0..3u64 {
+            let at = t0 + Duration::from_millis(100 * g);
+            s.open(g, 0, 0, at).unwrap();
+            s.push((g, 0), obj(0, 100 + g as usize), at).unwrap();
+        }
+        // Group 2 is the newest: not a candidate while the track is live.
+        let e = s.evictable(true);
+        assert_eq!(
+            e.iter().map(|e| e.bytes).collect::<Vec<_>>(),
+            vec![100, 101]
+        );
+        assert_eq!(e[0].opened, t0);
+        assert_eq!(s.evictable(false).len(), 3);
+        // Asking for more than is evictable stops at the newest group.
+        assert_eq!(s.evict_oldest(5, true), (2, 201));
+        assert_eq!(ids(&s), vec![2]);
+        assert_eq!(s.bytes(), 102);
+        assert_eq!(s.evicted, 0, "budget evictions are not the track's own");
+        assert_eq!(s.evict_oldest(5, true), (0, 0));
+        // An ended track may lose its newest group too.
+        assert_eq!(s.evict_oldest(5, false), (1, 102));
+        assert!(s.is_empty());
+        assert_eq!(s.bytes(), 0);
     }
 
     #[test]

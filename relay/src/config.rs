@@ -44,9 +44,17 @@ pub struct Args {
     /// Oldest group age kept in a track cache, in milliseconds.
     #[arg(long, env = "MOQCAST_CACHE_AGE_MS")]
     pub cache_age_ms: Option<u64>,
-    /// Maximum concurrent sessions; more are refused.
+    /// Payload bytes cached by all tracks together; past it the oldest groups of the largest
+    /// caches are evicted (never a live track's newest group). Default 512 MiB.
+    #[arg(long, env = "MOQCAST_CACHE_TOTAL_BYTES")]
+    pub cache_total_bytes: Option<u64>,
+    /// Maximum concurrent sessions, counted from the QUIC handshake; more are refused.
     #[arg(long, env = "MOQCAST_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
+    /// Maximum concurrent subscriptions per session; a SUBSCRIBE past it gets REQUEST_ERROR
+    /// EXCESSIVE_LOAD and the session stays up. Default 256.
+    #[arg(long, env = "MOQCAST_MAX_SUBSCRIPTIONS_PER_SESSION")]
+    pub max_subscriptions_per_session: Option<usize>,
     /// Maximum concurrent QUIC streams a peer may open per session (each direction).
     #[arg(long, env = "MOQCAST_MAX_STREAMS")]
     pub max_streams: Option<u32>,
@@ -75,7 +83,9 @@ pub struct FileConfig {
     pub cache_bytes: Option<usize>,
     pub cache_groups: Option<usize>,
     pub cache_age_ms: Option<u64>,
+    pub cache_total_bytes: Option<u64>,
     pub max_sessions: Option<usize>,
+    pub max_subscriptions_per_session: Option<usize>,
     pub max_streams: Option<u32>,
     pub subscriber_backlog_bytes: Option<u64>,
     pub log_format: Option<String>,
@@ -89,7 +99,10 @@ pub struct Config {
     pub http_bind: SocketAddr,
     pub tls: TlsSource,
     pub cache: CacheLimits,
+    /// Payload bytes of all track caches together.
+    pub cache_total_bytes: u64,
     pub max_sessions: usize,
+    pub max_subscriptions_per_session: usize,
     pub max_streams: u32,
     pub subscriber_backlog_bytes: u64,
     pub log_format: String,
@@ -131,7 +144,9 @@ impl Default for Config {
             http_bind: "127.0.0.1:8080".parse().expect("valid"),
             tls: TlsSource::Generate(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]),
             cache: CacheLimits::default(),
+            cache_total_bytes: 512 * 1024 * 1024,
             max_sessions: 10_000,
+            max_subscriptions_per_session: 256,
             max_streams: 1024,
             subscriber_backlog_bytes: 4 * 1024 * 1024,
             log_format: "text".into(),
@@ -189,6 +204,25 @@ impl Config {
         if cache.max_bytes == 0 || cache.max_groups == 0 {
             return Err(ConfigError::Invalid("cache limits must be positive".into()));
         }
+        let cache_total_bytes = args
+            .cache_total_bytes
+            .or(file.cache_total_bytes)
+            .unwrap_or(d.cache_total_bytes);
+        if cache_total_bytes < cache.max_bytes as u64 {
+            return Err(ConfigError::Invalid(format!(
+                "cache total bytes ({cache_total_bytes}) must be at least the per-track cache bytes ({})",
+                cache.max_bytes
+            )));
+        }
+        let max_subscriptions_per_session = args
+            .max_subscriptions_per_session
+            .or(file.max_subscriptions_per_session)
+            .unwrap_or(d.max_subscriptions_per_session);
+        if max_subscriptions_per_session == 0 {
+            return Err(ConfigError::Invalid(
+                "max subscriptions per session must be positive".into(),
+            ));
+        }
         let log_format = args.log_format.or(file.log_format).unwrap_or(d.log_format);
         if log_format != "text" && log_format != "json" {
             return Err(ConfigError::Invalid(format!(
@@ -200,6 +234,8 @@ impl Config {
             http_bind: args.http_bind.or(file.http_bind).unwrap_or(d.http_bind),
             tls,
             cache,
+            cache_total_bytes,
+            max_subscriptions_per_session,
             max_sessions: args
                 .max_sessions
                 .or(file.max_sessions)
@@ -302,6 +338,66 @@ mod tests {
         );
         let args = Args::parse_from(["moqcast-relay", "--tls-generate", "localhost"]);
         assert!(Config::resolve(args).unwrap().web_dir.ends_with("web/dist"));
+    }
+
+    #[test]
+    fn limits_from_flags_env_names_and_file() {
+        let dir = std::env::temp_dir().join(format!("moqcast-cfg4-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.toml");
+        std::fs::write(
+            &path,
+            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\n",
+        )
+        .unwrap();
+        let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap()]);
+        let c = Config::resolve(args).unwrap();
+        assert_eq!(c.cache_total_bytes, 100_000_000);
+        assert_eq!(c.max_subscriptions_per_session, 8);
+        let args = Args::parse_from([
+            "moqcast-relay",
+            "--config",
+            path.to_str().unwrap(),
+            "--max-subscriptions-per-session",
+            "3",
+            "--cache-total-bytes",
+            "9000000",
+        ]);
+        let c = Config::resolve(args).unwrap();
+        assert_eq!(c.max_subscriptions_per_session, 3);
+        assert_eq!(c.cache_total_bytes, 9_000_000);
+        // Defaults.
+        let c =
+            Config::resolve(Args::parse_from(["moqcast-relay", "--tls-generate", "x"])).unwrap();
+        assert_eq!(c.cache_total_bytes, 512 * 1024 * 1024);
+        assert_eq!(c.max_subscriptions_per_session, 256);
+        assert_eq!(c.max_sessions, 10_000);
+        // The environment variables are declared on the flags.
+        let cmd = <Args as clap::CommandFactory>::command();
+        for (flag, env) in [
+            ("cache_total_bytes", "MOQCAST_CACHE_TOTAL_BYTES"),
+            (
+                "max_subscriptions_per_session",
+                "MOQCAST_MAX_SUBSCRIPTIONS_PER_SESSION",
+            ),
+            ("max_sessions", "MOQCAST_MAX_SESSIONS"),
+        ] {
+            let arg = cmd.get_arguments().find(|a| a.get_id() == flag).unwrap();
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env));
+        }
+    }
+
+    #[test]
+    fn bad_limits_are_rejected() {
+        for argv in [
+            &["--cache-total-bytes", "1000", "--cache-bytes", "2000"][..],
+            &["--max-subscriptions-per-session", "0"][..],
+        ] {
+            let mut full = vec!["moqcast-relay", "--tls-generate", "x"];
+            full.extend_from_slice(argv);
+            let err = Config::resolve(Args::parse_from(full)).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+        }
     }
 
     #[test]

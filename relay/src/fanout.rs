@@ -7,9 +7,12 @@
 //! stale groups and jumps to the newest one. Nobody else waits for it, and the relay holds at
 //! most the track's cache budget plus each subscriber's backlog budget.
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc, Mutex,
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, TryLockError, Weak,
+    },
 };
 
 use futures::{stream::FuturesUnordered, StreamExt};
@@ -17,6 +20,7 @@ use moqcast_media::moq::{serve, transport, transport::data::ObjectStatus};
 use tokio::{sync::watch, time::Instant};
 
 use crate::{
+    budget,
     cache::{CacheLimits, CachedObject, GroupStore, Key},
     metrics::Metrics,
 };
@@ -63,6 +67,9 @@ pub struct TrackCache {
     upstream_task: Mutex<Option<tokio::task::AbortHandle>>,
     /// Set when the upstream ingest finished.
     ingest_done: Arc<watch::Sender<bool>>,
+    /// The relay-wide budget this cache counts against, and its id there.
+    budget: Arc<CacheBudget>,
+    budget_id: u64,
 }
 
 impl std::fmt::Debug for TrackCache {
@@ -85,6 +92,7 @@ impl Drop for TrackCache {
             .cache_bytes
             .fetch_sub(bytes as u64, Ordering::Relaxed);
         self.metrics.tracks.fetch_sub(1, Ordering::Relaxed);
+        self.budget.unregister(self.budget_id);
     }
 }
 
@@ -93,10 +101,11 @@ impl TrackCache {
         broadcast: &str,
         name: &str,
         limits: CacheLimits,
-        metrics: Arc<Metrics>,
+        budget: Arc<CacheBudget>,
     ) -> Arc<Self> {
+        let metrics = budget.metrics.clone();
         metrics.tracks.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Self {
+        let cache = Arc::new(Self {
             broadcast: broadcast.into(),
             name: name.into(),
             inner: Mutex::new(Inner {
@@ -108,13 +117,20 @@ impl TrackCache {
             metrics,
             upstream_task: Mutex::new(None),
             ingest_done: Arc::new(watch::channel(false).0),
-        })
+            budget_id: budget.next_id.fetch_add(1, Ordering::Relaxed),
+            budget,
+        });
+        cache.budget.register(&cache);
+        cache
     }
 
+    /// Changes the cache under its lock, keeps the byte gauge and eviction counter current,
+    /// wakes the pumps, and applies the relay-wide budget if the cache grew.
     fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
-        let r = {
+        let (r, grew) = {
             let mut inner = self.inner.lock().expect("poisoned");
             let before = inner.store.bytes();
+            let evicted_before = inner.store.evicted;
             let r = f(&mut inner);
             let after = inner.store.bytes();
             if after >= before {
@@ -126,10 +142,35 @@ impl TrackCache {
                     .cache_bytes
                     .fetch_sub((before - after) as u64, Ordering::Relaxed);
             }
-            r
+            let evicted = inner.store.evicted - evicted_before;
+            if evicted > 0 {
+                self.metrics
+                    .cache_evictions
+                    .fetch_add(evicted, Ordering::Relaxed);
+            }
+            (r, after > before)
         };
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        if grew {
+            self.budget.enforce();
+        }
         r
+    }
+
+    /// What the relay-wide budget may evict here: every subgroup but the newest group's while
+    /// the track is live (all of them once it ended), oldest first.
+    fn budget_candidates(&self) -> Vec<budget::Evictable> {
+        let inner = self.inner.lock().expect("poisoned");
+        let live = !matches!(inner.upstream, UpstreamState::Ended(_));
+        inner.store.evictable(live)
+    }
+
+    /// Evicts up to `n` of the oldest subgroups for the relay-wide budget; (subgroups, bytes).
+    fn evict_for_budget(&self, n: usize) -> (usize, usize) {
+        self.update(|inner| {
+            let live = !matches!(inner.upstream, UpstreamState::Ended(_));
+            inner.store.evict_oldest(n, live)
+        })
     }
 
     /// Subgroups or datagrams, once known.
@@ -233,6 +274,118 @@ impl TrackCache {
                 cache.end(err);
             }
         });
+    }
+}
+
+/// The relay-wide cache budget (`--cache-total-bytes`). Every track cache registers here; when
+/// their payload together exceeds the budget, the oldest subgroups of the caches with the most
+/// evictable bytes are evicted ([`crate::budget`] decides which), never the newest group of a
+/// live track. Pumps still reading an evicted subgroup reset it, as for the track's own limits.
+pub struct CacheBudget {
+    limit: u64,
+    metrics: Arc<Metrics>,
+    caches: Mutex<HashMap<u64, Weak<TrackCache>>>,
+    next_id: AtomicU64,
+    /// Held by the one caller enforcing the budget; others need not wait.
+    enforcing: Mutex<()>,
+}
+
+impl std::fmt::Debug for CacheBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheBudget")
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl CacheBudget {
+    pub fn new(limit: u64, metrics: Arc<Metrics>) -> Arc<Self> {
+        metrics.cache_budget_bytes.store(limit, Ordering::Relaxed);
+        Arc::new(Self {
+            limit,
+            metrics,
+            caches: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            enforcing: Mutex::new(()),
+        })
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Payload bytes held by all track caches now.
+    pub fn used(&self) -> u64 {
+        self.metrics.cache_bytes.load(Ordering::Relaxed)
+    }
+
+    fn register(&self, cache: &Arc<TrackCache>) {
+        self.caches
+            .lock()
+            .expect("poisoned")
+            .insert(cache.budget_id, Arc::downgrade(cache));
+    }
+
+    fn unregister(&self, id: u64) {
+        self.caches.lock().expect("poisoned").remove(&id);
+    }
+
+    /// Evicts until the caches fit the budget, or nothing more may be evicted. Cheap when
+    /// within budget. If another thread is already enforcing, returns at once: that one
+    /// frees enough for both.
+    pub fn enforce(&self) {
+        if self.used() <= self.limit {
+            return;
+        }
+        let _one = match self.enforcing.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        // A few passes at most: objects arriving meanwhile trigger their own call.
+        for _ in 0..4 {
+            let used = self.used();
+            if used <= self.limit {
+                return;
+            }
+            let caches: Vec<Arc<TrackCache>> = self
+                .caches
+                .lock()
+                .expect("poisoned")
+                .values()
+                .filter_map(Weak::upgrade)
+                .collect();
+            let candidates: Vec<_> = caches.iter().map(|c| c.budget_candidates()).collect();
+            let plan = budget::plan(&candidates, used - self.limit);
+            let (mut count, mut bytes) = (0, 0);
+            for (cache, n) in caches.iter().zip(plan) {
+                if n > 0 {
+                    let (c, b) = cache.evict_for_budget(n);
+                    count += c;
+                    bytes += b;
+                }
+            }
+            if count == 0 {
+                tracing::debug!(
+                    used,
+                    limit = self.limit,
+                    "cache budget exceeded by newest groups only"
+                );
+                return;
+            }
+            self.metrics
+                .cache_budget_evictions
+                .fetch_add(count as u64, Ordering::Relaxed);
+            self.metrics
+                .cache_budget_evicted_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            tracing::debug!(
+                subgroups = count,
+                bytes,
+                limit = self.limit,
+                "relay cache budget: evicted"
+            );
+        }
     }
 }
 
@@ -687,5 +840,123 @@ pub async fn pump(
         } else if rx.changed().await.is_err() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn limits() -> CacheLimits {
+        CacheLimits {
+            max_bytes: 10_000,
+            max_groups: 100,
+            max_age: Duration::from_secs(600),
+        }
+    }
+
+    /// Opens group `g` at `at` with one object of `bytes`.
+    fn group(c: &TrackCache, g: u64, bytes: usize, at: Instant) {
+        c.update(|inner| {
+            inner.store.open(g, 0, 0, at).unwrap();
+            let obj = CachedObject::new(0, Default::default(), Bytes::from(vec![0u8; bytes]));
+            inner.store.push((g, 0), obj, at).unwrap();
+        });
+    }
+
+    fn groups(c: &TrackCache) -> Vec<u64> {
+        c.with_store(|s| s.keys().iter().map(|k| k.0).collect())
+    }
+
+    #[test]
+    fn relay_budget_evicts_oldest_groups_of_the_largest_cache() {
+        let metrics = Arc::new(Metrics::default());
+        let budget = CacheBudget::new(5_000, metrics.clone());
+        let video = TrackCache::new("b", "video", limits(), budget.clone());
+        let audio = TrackCache::new("b", "audio", limits(), budget.clone());
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        group(&audio, 0, 200, at(0));
+        group(&audio, 1, 200, at(1000));
+        group(&video, 0, 1500, at(0));
+        group(&video, 1, 1500, at(1000));
+        assert_eq!(metrics.cache_bytes.load(Ordering::Relaxed), 3400);
+        // 3400 + 1500 = 4900: still within the budget.
+        group(&video, 2, 1500, at(2000));
+        assert_eq!(metrics.cache_budget_evictions.load(Ordering::Relaxed), 0);
+        // 6400: over by 1400; video holds the most evictable bytes: its oldest group goes.
+        group(&video, 3, 1500, at(3000));
+        assert_eq!(groups(&video), vec![1, 2, 3]);
+        assert_eq!(
+            groups(&audio),
+            vec![0, 1],
+            "the small cache keeps its history"
+        );
+        assert_eq!(metrics.cache_bytes.load(Ordering::Relaxed), 4900);
+        assert_eq!(metrics.cache_budget_evictions.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            metrics.cache_budget_evicted_bytes.load(Ordering::Relaxed),
+            1500
+        );
+        assert_eq!(metrics.cache_evictions.load(Ordering::Relaxed), 0);
+        assert!(budget.used() <= budget.limit());
+    }
+
+    #[test]
+    fn relay_budget_never_evicts_the_newest_group_of_a_live_track() {
+        let metrics = Arc::new(Metrics::default());
+        let budget = CacheBudget::new(1_000, metrics.clone());
+        let t0 = Instant::now();
+        let tracks: Vec<_> = (0..3)
+            .map(|i| TrackCache::new("b", &format!("t{i}"), limits(), budget.clone()))
+            .collect();
+        for (i, t) in tracks.iter().enumerate() {
+            group(t, 0, 600, t0 + Duration::from_millis(i as u64));
+        }
+        // 1800 bytes over a 1000-byte budget, but each is its track's newest group.
+        assert_eq!(metrics.cache_bytes.load(Ordering::Relaxed), 1800);
+        assert_eq!(metrics.cache_budget_evictions.load(Ordering::Relaxed), 0);
+        for t in &tracks {
+            assert_eq!(groups(t), vec![0]);
+        }
+        // A track that ended may lose its newest group at the next enforcement.
+        tracks[0].end(None);
+        group(&tracks[1], 1, 100, t0 + Duration::from_millis(10));
+        assert!(groups(&tracks[0]).is_empty());
+        assert!(
+            !groups(&tracks[1]).is_empty() && groups(&tracks[1]).contains(&1),
+            "live tracks keep their newest group"
+        );
+        assert!(metrics.cache_bytes.load(Ordering::Relaxed) <= 1000);
+        // Dropped caches leave the budget and the gauge.
+        drop(tracks);
+        assert_eq!(metrics.cache_bytes.load(Ordering::Relaxed), 0);
+        assert!(budget.caches.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn per_track_evictions_are_counted() {
+        let metrics = Arc::new(Metrics::default());
+        let budget = CacheBudget::new(1 << 30, metrics.clone());
+        let t = TrackCache::new(
+            "b",
+            "v",
+            CacheLimits {
+                max_groups: 2,
+                ..limits()
+            },
+            budget,
+        );
+        let t0 = Instant::now();
+        for g in 0..5 {
+            group(&t, g, 10, t0);
+        }
+        assert_eq!(groups(&t), vec![3, 4]);
+        assert_eq!(metrics.cache_evictions.load(Ordering::Relaxed), 3);
+        assert_eq!(metrics.cache_budget_evictions.load(Ordering::Relaxed), 0);
     }
 }

@@ -5,10 +5,12 @@
 //! Data flow (see docs/relay.md): session -> broadcast (namespace) -> track -> group -> object
 //! -> per-subscriber pump -> subscriber's stream.
 
+pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod fanout;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod session;
@@ -36,6 +38,8 @@ pub struct RelayState {
     pub metrics: Arc<metrics::Metrics>,
     /// Hex SHA-256 of the served certificate.
     pub fingerprint: String,
+    /// Admitted sessions, from the QUIC handshake until the session ends (`--max-sessions`).
+    pub sessions: Arc<limits::Slots>,
     next_session: AtomicU64,
 }
 
@@ -71,10 +75,12 @@ impl Relay {
             .await
             .with_context(|| format!("could not bind TCP {}", config.http_bind))?;
         let metrics = Arc::new(metrics::Metrics::default());
+        let budget = fanout::CacheBudget::new(config.cache_total_bytes, metrics.clone());
         let state = Arc::new(RelayState {
-            origin: origin::Origin::new(config.cache, metrics.clone()),
+            origin: origin::Origin::new(config.cache, budget, metrics.clone()),
             metrics,
             fingerprint: identity.fingerprint_hex(),
+            sessions: limits::Slots::new(config.max_sessions),
             config,
             next_session: AtomicU64::new(1),
         });
@@ -121,14 +127,19 @@ impl Relay {
             tokio::select! {
                 incoming = endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    if state.metrics.sessions.load(Ordering::Relaxed) as usize >= state.config.max_sessions {
+                    // Connections still in their handshake hold a slot too, so a burst of new
+                    // connections cannot overshoot the limit.
+                    let Some(slot) = state.sessions.try_acquire() else {
                         state.metrics.sessions_rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(peer = %incoming.remote_address(), "session limit reached: refusing connection");
+                        tracing::warn!(peer = %incoming.remote_address(), limit = state.config.max_sessions, "session limit reached: refusing connection");
                         incoming.refuse();
                         continue;
-                    }
+                    };
                     let state = state.clone();
-                    sessions.spawn(accept(state, incoming));
+                    sessions.spawn(async move {
+                        accept(state, incoming).await;
+                        drop(slot);
+                    });
                 }
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 () = &mut shutdown => break,

@@ -11,6 +11,7 @@ pub struct Metrics {
     pub sessions_rejected: AtomicU64,
     pub subscriptions: AtomicU64,
     pub subscriptions_total: AtomicU64,
+    pub subscriptions_rejected: AtomicU64,
     pub broadcasts: AtomicU64,
     pub tracks: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -18,6 +19,10 @@ pub struct Metrics {
     pub bytes_out: AtomicU64,
     pub objects_out: AtomicU64,
     pub cache_bytes: AtomicU64,
+    pub cache_budget_bytes: AtomicU64,
+    pub cache_evictions: AtomicU64,
+    pub cache_budget_evictions: AtomicU64,
+    pub cache_budget_evicted_bytes: AtomicU64,
     pub groups_dropped: AtomicU64,
     pub slow_skips: AtomicU64,
     pub errors: AtomicU64,
@@ -27,7 +32,7 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 16] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 21] = [
             (
                 "moqcast_sessions",
                 "gauge",
@@ -43,7 +48,7 @@ impl Metrics {
             (
                 "moqcast_sessions_rejected_total",
                 "counter",
-                "Connections refused (session limit, bad handshake)",
+                "Connections refused at the session limit",
                 &self.sessions_rejected,
             ),
             (
@@ -57,6 +62,12 @@ impl Metrics {
                 "counter",
                 "Downstream subscriptions accepted",
                 &self.subscriptions_total,
+            ),
+            (
+                "moqcast_subscriptions_rejected_total",
+                "counter",
+                "SUBSCRIBEs refused at the per-session subscription limit",
+                &self.subscriptions_rejected,
             ),
             (
                 "moqcast_broadcasts",
@@ -99,6 +110,30 @@ impl Metrics {
                 "gauge",
                 "Payload bytes held in track caches",
                 &self.cache_bytes,
+            ),
+            (
+                "moqcast_cache_budget_bytes",
+                "gauge",
+                "Relay-wide budget of payload bytes in track caches",
+                &self.cache_budget_bytes,
+            ),
+            (
+                "moqcast_cache_evictions_total",
+                "counter",
+                "Cached subgroups evicted by their track's own limits (bytes, groups, age)",
+                &self.cache_evictions,
+            ),
+            (
+                "moqcast_cache_budget_evictions_total",
+                "counter",
+                "Cached subgroups evicted to keep all caches within the relay-wide budget",
+                &self.cache_budget_evictions,
+            ),
+            (
+                "moqcast_cache_budget_evicted_bytes_total",
+                "counter",
+                "Payload bytes evicted to keep all caches within the relay-wide budget",
+                &self.cache_budget_evicted_bytes,
             ),
             (
                 "moqcast_groups_dropped_total",
@@ -148,5 +183,14 @@ mod tests {
         let text = m.render();
         assert!(text.contains("# TYPE moqcast_sessions gauge\nmoqcast_sessions 2\n"));
         assert!(text.contains("moqcast_bytes_out_total 0"));
+        for name in [
+            "moqcast_subscriptions_rejected_total",
+            "moqcast_cache_budget_bytes",
+            "moqcast_cache_evictions_total",
+            "moqcast_cache_budget_evictions_total",
+            "moqcast_cache_budget_evicted_bytes_total",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
     }
 }

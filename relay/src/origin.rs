@@ -16,7 +16,11 @@ use std::{
 
 use moqcast_media::moq::{self, serve, Subscriber, TrackNamespace};
 
-use crate::{cache::CacheLimits, fanout::TrackCache, metrics::Metrics};
+use crate::{
+    cache::CacheLimits,
+    fanout::{CacheBudget, TrackCache},
+    metrics::Metrics,
+};
 
 /// A namespace came or went (for SUBSCRIBE_NAMESPACE).
 #[derive(Debug, Clone)]
@@ -96,18 +100,25 @@ pub struct Origin {
     /// Bumped whenever a broadcast or pushed track appears (rendezvous waits watch it).
     changed: tokio::sync::watch::Sender<u64>,
     limits: CacheLimits,
+    /// The relay-wide cache budget every track cache counts against.
+    budget: Arc<CacheBudget>,
     metrics: Arc<Metrics>,
 }
 
 impl Origin {
-    pub fn new(limits: CacheLimits, metrics: Arc<Metrics>) -> Self {
+    pub fn new(limits: CacheLimits, budget: Arc<CacheBudget>, metrics: Arc<Metrics>) -> Self {
         Self {
             broadcasts: Mutex::new(HashMap::new()),
             events: tokio::sync::broadcast::channel(1024).0,
             changed: tokio::sync::watch::channel(0).0,
             limits,
+            budget,
             metrics,
         }
+    }
+
+    pub fn budget(&self) -> &Arc<CacheBudget> {
+        &self.budget
     }
 
     /// Registers a broadcast announced by `session`; replaces an older one of the same path.
@@ -246,7 +257,7 @@ impl Origin {
             .upstream
             .clone()
             .ok_or_else(|| LookupError::NoTrack(path.clone(), name.into()))?;
-        let cache = TrackCache::new(&path, name, self.limits, self.metrics.clone());
+        let cache = TrackCache::new(&path, name, self.limits, self.budget.clone());
         let (writer, reader) = serve::Track::new(namespace.clone(), name).produce();
         let mut upstream = upstream;
         let weak = Arc::downgrade(&cache);
@@ -275,7 +286,7 @@ impl Origin {
             Some(b) if b.session == session => b,
             _ => self.announce(namespace.clone(), session, None),
         };
-        let cache = TrackCache::new(&path, name, self.limits, self.metrics.clone());
+        let cache = TrackCache::new(&path, name, self.limits, self.budget.clone());
         cache.spawn_upstream(reader, std::future::pending());
         cache.accept();
         if let Some(old) = b

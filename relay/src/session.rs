@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::{
     fanout::{pump, Backlog, Output, Start, TrackCache},
+    limits::{Slot, Slots},
     origin::{Announcement, LookupError},
     RelayState,
 };
@@ -61,6 +62,8 @@ async fn downstream(state: Arc<RelayState>, publisher: Option<Publisher>, backlo
     };
     publisher.accept_fetch();
     let mut tasks = JoinSet::new();
+    // Subscriptions of this session, waiting for their track or being served.
+    let subscriptions = Slots::new(state.config.max_subscriptions_per_session);
     let (mut p1, mut p2, mut p3, mut p4) = (
         publisher.clone(),
         publisher.clone(),
@@ -71,7 +74,11 @@ async fn downstream(state: Arc<RelayState>, publisher: Option<Publisher>, backlo
         tokio::select! {
             Some(sub) = p1.subscribed() => {
                 let span = tracing::info_span!("subscription", broadcast = %sub.info.track_namespace, track = %sub.info.track_name.to_string_lossy());
-                tasks.spawn(serve_subscription(state.clone(), sub, backlog.clone()).instrument(span));
+                let Some(slot) = subscriptions.try_acquire() else {
+                    refuse_excess(&state, sub, subscriptions.limit());
+                    continue;
+                };
+                tasks.spawn(serve_subscription(state.clone(), sub, backlog.clone(), slot).instrument(span));
             }
             Some(ns) = p2.subscribed_namespace() => {
                 tasks.spawn(serve_namespaces(state.clone(), ns));
@@ -86,6 +93,26 @@ async fn downstream(state: Arc<RelayState>, publisher: Option<Publisher>, backlo
             else => return,
         }
     }
+}
+
+/// Refuses a SUBSCRIBE past the session's subscription limit with REQUEST_ERROR
+/// EXCESSIVE_LOAD (0x9, draft-18 §10.6). No retry interval is suggested: the limit lifts
+/// only when the subscriber ends one of its subscriptions. The session carries on.
+fn refuse_excess(state: &RelayState, sub: Subscribed, limit: usize) {
+    state
+        .metrics
+        .subscriptions_rejected
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        broadcast = %sub.info.track_namespace,
+        track = %sub.info.track_name.to_string_lossy(),
+        limit,
+        "subscription limit of the session reached: refusing SUBSCRIBE"
+    );
+    let _ = sub.close_with_retry(
+        serve::ServeError::Closed(RequestErrorCode::ExcessiveLoad as u64),
+        0,
+    );
 }
 
 fn start_of(sub: &Subscribed) -> Start {
@@ -156,7 +183,14 @@ fn rendezvous_of(
         .map(Duration::from_millis)
 }
 
-async fn serve_subscription(state: Arc<RelayState>, sub: Subscribed, backlog: Arc<Backlog>) {
+/// Serves one subscription; `_slot` holds its place under the session's subscription limit
+/// until it ends.
+async fn serve_subscription(
+    state: Arc<RelayState>,
+    sub: Subscribed,
+    backlog: Arc<Backlog>,
+    _slot: Slot,
+) {
     let name = sub.info.track_name.to_string_lossy().into_owned();
     let rendezvous = rendezvous_of(&sub.info.params);
     let (cache, waited) = match resolve(&state, &sub.info.track_namespace, &name, rendezvous).await
