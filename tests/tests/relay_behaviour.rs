@@ -8,7 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use moqcast_media::moq::{BroadcastPublisher, Client, ClientTls};
+use moqcast_media::moq::{self, serve, BroadcastPublisher, Client, ClientTls};
 use moqcast_tests::{command, init_tracing, netem::Shaper, TestRelay};
 
 fn publish(url: &str, broadcast: &str, seconds: u64) -> Child {
@@ -283,6 +283,156 @@ async fn hostile_input_closes_only_that_session() {
     assert_eq!(relay.http_get("/healthz").trim(), "ok");
     bad_task.abort();
     let _ = wait_child(publisher).await;
+    relay.stop().await;
+}
+
+fn insecure() -> ClientTls {
+    ClientTls {
+        disable_verify: true,
+        ..Default::default()
+    }
+}
+
+/// Polls `cond` every 20 ms for up to 5 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `--max-sessions`: connections past the limit are refused (and counted) while the admitted
+/// sessions carry on; when one leaves, a new connection is admitted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_limit_refuses_connections_over_it() {
+    init_tracing();
+    let relay = TestRelay::start(&["--max-sessions", "2"]).await;
+    let url: url::Url = relay.url("moqt").parse().unwrap();
+    let mut admitted = Vec::new();
+    for i in 0..2 {
+        let client = Client::new(&insecure()).unwrap();
+        let conn = client
+            .connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("session {i} is within the limit: {e}"));
+        admitted.push((client, conn));
+    }
+    let extra = Client::new(&insecure()).unwrap();
+    let err = match extra.connect(&url).await {
+        Ok(_) => panic!("a third session was admitted over --max-sessions 2"),
+        Err(e) => e,
+    };
+    tracing::info!(%err, "third session refused");
+    let m = &relay.state.metrics;
+    assert_eq!(m.sessions_rejected.load(Ordering::Relaxed), 1);
+    assert_eq!(m.sessions.load(Ordering::Relaxed), 2);
+    assert_eq!(relay.state.sessions.in_use(), 2);
+    let metrics = relay.http_get("/metrics");
+    assert!(
+        metrics.contains("moqcast_sessions_rejected_total 1"),
+        "{metrics}"
+    );
+
+    // One leaves: the slot is free again and the next connection gets in.
+    let (client, conn) = admitted.remove(0);
+    drop(conn);
+    client.close().await;
+    let state = relay.state.clone();
+    eventually("the departed session's slot", || {
+        state.sessions.in_use() < 2
+    })
+    .await;
+    let conn = extra
+        .connect(&url)
+        .await
+        .expect("admitted once a session left");
+    assert_eq!(m.sessions.load(Ordering::Relaxed), 2);
+    assert_eq!(m.sessions_rejected.load(Ordering::Relaxed), 1);
+    assert!(
+        admitted[0].1.quic.close_reason().is_none(),
+        "the admitted session stays up"
+    );
+    drop(conn);
+    relay.stop().await;
+}
+
+/// `--max-subscriptions-per-session`: a SUBSCRIBE past the limit gets REQUEST_ERROR
+/// EXCESSIVE_LOAD; the session stays up, and once one of its subscriptions ends a new SUBSCRIBE
+/// is accepted on the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_limit_refuses_excess_subscribes_and_keeps_the_session() {
+    init_tracing();
+    let relay = TestRelay::start(&["--max-subscriptions-per-session", "2"]).await;
+    let url: url::Url = relay.url("moqt").parse().unwrap();
+
+    // A publisher of three tracks.
+    let publisher = Client::new(&insecure()).unwrap();
+    let conn = publisher.connect(&url).await.unwrap();
+    let mut broadcast = BroadcastPublisher::new("limits");
+    let _tracks: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|t| broadcast.create_track(t).unwrap())
+        .collect();
+    let (mut p, session) = (conn.publisher, conn.session);
+    let publishing = tokio::spawn(async move {
+        tokio::select! {
+            _ = session.run() => {},
+            _ = broadcast.announce(&mut p) => {},
+        }
+    });
+    let state = relay.state.clone();
+    eventually("the announcement", || state.origin.get("limits").is_some()).await;
+
+    // One subscriber session asks for all three.
+    let client = Client::new(&insecure()).unwrap();
+    let conn = client.connect(&url).await.unwrap();
+    let mut subscriber = conn.subscriber.clone();
+    let session = tokio::spawn(conn.session.run());
+    let track = |name: &str| serve::Track::new(moq::namespace("limits"), name).produce();
+    let (wa, _ra) = track("a");
+    let a = subscriber
+        .subscribe_open(wa)
+        .await
+        .expect("first SUBSCRIBE");
+    let (wb, _rb) = track("b");
+    let _b = subscriber
+        .subscribe_open(wb)
+        .await
+        .expect("second SUBSCRIBE");
+    let (wc, _rc) = track("c");
+    let err = match subscriber.subscribe_open(wc).await {
+        Ok(_) => panic!("a third SUBSCRIBE was accepted over the limit of 2"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(err, serve::ServeError::Closed(0x9)),
+        "expected REQUEST_ERROR EXCESSIVE_LOAD (0x9), got {err:?}"
+    );
+    let m = &relay.state.metrics;
+    assert_eq!(m.subscriptions_rejected.load(Ordering::Relaxed), 1);
+    assert!(relay
+        .http_get("/metrics")
+        .contains("moqcast_subscriptions_rejected_total 1"));
+
+    // The session is still up: ending one subscription (UNSUBSCRIBE) makes room for another.
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let _c = loop {
+        let (wc, rc) = track("c");
+        match subscriber.subscribe_open(wc).await {
+            Ok(c) => break (c, rc),
+            Err(serve::ServeError::Closed(0x9)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("SUBSCRIBE after an UNSUBSCRIBE failed: {e:?}"),
+        }
+    };
+    assert!(!session.is_finished(), "the subscriber's session ended");
+    assert!(conn.quic.close_reason().is_none());
+    assert_eq!(m.session_errors.load(Ordering::Relaxed), 0);
+    session.abort();
+    publishing.abort();
     relay.stop().await;
 }
 
