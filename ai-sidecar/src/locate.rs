@@ -86,11 +86,14 @@ pub fn cached_snapshot(cache: &Path, id: &str) -> Option<PathBuf> {
     })
 }
 
+/// Fetches a hub id into the local cache and returns its directory (`--allow-download`).
+pub type Downloader<'a> = &'a dyn Fn(&str) -> Result<PathBuf, String>;
+
 /// Resolves `--model` (see the module documentation). `download` fetches a hub id that is not
 /// cached (only with `--allow-download`).
 pub fn locate(
     model: Option<&str>,
-    download: Option<&dyn Fn(&str) -> Result<PathBuf, String>>,
+    download: Option<Downloader<'_>>,
 ) -> Result<PathBuf, LocateError> {
     let Some(model) = model else {
         let dir = default_model_dir();

@@ -118,10 +118,10 @@ async fn main() -> anyhow::Result<()> {
     }
 
     #[cfg(feature = "download")]
-    let fetch: Option<&dyn Fn(&str) -> Result<std::path::PathBuf, String>> =
+    let fetch: Option<moqcast_sidecar::locate::Downloader<'_>> =
         args.allow_download.then_some(&download as _);
     #[cfg(not(feature = "download"))]
-    let fetch: Option<&dyn Fn(&str) -> Result<std::path::PathBuf, String>> = None;
+    let fetch: Option<moqcast_sidecar::locate::Downloader<'_>> = None;
     #[cfg(not(feature = "download"))]
     if args.allow_download {
         anyhow::bail!("--allow-download needs a build with the `download` feature");

@@ -197,7 +197,7 @@ impl Backlog {
     }
 
     /// The next utterance to recognise, for tests and the worker.
-    pub fn next(&mut self) -> Option<(u64, Utterance, Vec<u64>)> {
+    pub fn next_job(&mut self) -> Option<(u64, Utterance, Vec<u64>)> {
         self.take().map(|(id, j)| (id, j.utterance, j.merged))
     }
 }
@@ -389,22 +389,22 @@ mod tests {
         );
         b.submit(2, utt(5, 0, 1, false), t);
         b.submit(2, utt(4, 0, 3, true), t + Duration::from_millis(1));
-        let (lane, u, _) = b.next().unwrap();
+        let (lane, u, _) = b.next_job().unwrap();
         assert_eq!((lane, u.id, u.is_final), (2, 4, true), "final first");
-        let (lane, u, _) = b.next().unwrap();
+        let (lane, u, _) = b.next_job().unwrap();
         assert_eq!(
             (lane, u.id, u.samples.len()),
             (1, 0, 32_000),
             "newest partial"
         );
-        let (lane, u, _) = b.next().unwrap();
+        let (lane, u, _) = b.next_job().unwrap();
         assert_eq!((lane, u.id), (2, 5));
-        assert!(b.next().is_none());
+        assert!(b.next_job().is_none());
         // A final removes its own partial.
         b.submit(1, utt(7, 0, 1, false), t);
         b.submit(1, utt(7, 0, 2, true), t);
-        assert!(b.next().unwrap().1.is_final);
-        assert!(b.next().is_none());
+        assert!(b.next_job().unwrap().1.is_final);
+        assert!(b.next_job().is_none());
     }
 
     #[test]
@@ -428,12 +428,12 @@ mod tests {
         assert!(degradations
             .iter()
             .any(|d| matches!(d, Degradation::Skipped { audio_ms } if *audio_ms >= 4_000)));
-        let (_, first, merged) = b.next().unwrap();
+        let (_, first, merged) = b.next_job().unwrap();
         assert!(first.samples.len() as u64 <= MAX_JOB_MS * 16);
         assert!(first.start_us < first.end_us);
         let _ = merged;
         b.close(1);
-        assert!(b.next().is_none());
+        assert!(b.next_job().is_none());
         assert_eq!(b.submit(1, utt(99, 0, 1, true), t), vec![], "closed lane");
     }
 
@@ -444,7 +444,7 @@ mod tests {
         b.open(1);
         b.submit(1, utt(1, 10, 2, true), t);
         b.submit(1, utt(2, 13, 2, true), t);
-        let (_, u, merged) = b.next().unwrap();
+        let (_, u, merged) = b.next_job().unwrap();
         assert_eq!((u.id, u.start_us, u.end_us), (2, 10_000_000, 15_000_000));
         assert_eq!(merged, vec![1]);
         assert_eq!(u.samples.len(), 64_000);

@@ -4,6 +4,7 @@ use crate::model::WhisperModel;
 #[derive(Clone, Default)]
 pub struct DecodeOptions {
     pub beam_size: usize,
+    pub prompt: Option<String>,
 }
 use crate::recognize::{Text, Transcriber};
 
