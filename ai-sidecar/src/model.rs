@@ -1,4 +1,6 @@
-//! Loading a Whisper model directory in either supported format, and greedy decoding.
+//! Loading a Whisper model directory in either supported format, and decoding: greedy or beam
+//! search over our own decoder with a key/value cache, with no-speech probability, average log
+//! probability, a repetition guard, text prompts and optional temperature fallback.
 //!
 //! - Hugging Face: `config.json` (candle's `whisper::Config` fields), `tokenizer.json`, `*.safetensors`.
 //! - CTranslate2 (faster-whisper): `model.bin`, `config.json` (suppressed tokens), `tokenizer.json`;
@@ -7,9 +9,20 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, IndexOp, Tensor, D};
-use candle_transformers::models::whisper::{self, model::Whisper};
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::whisper;
 use tokenizers::Tokenizer;
+
+use decoder::{Audio, Cache, Decoder};
+use encoder::Encoder;
+pub use layers::Precision;
+use search::{Outcome, Search, Step, Suppress};
+
+mod decoder;
+mod encoder;
+mod kernels;
+mod layers;
+mod search;
 
 use crate::audio::{LogMel, MelFrontEnd};
 use crate::ct2::{self, Ct2Model, Ct2WhisperConfig};
@@ -67,14 +80,74 @@ pub struct SpecialTokens {
     pub no_timestamps: u32,
     /// `<|en|>`, used for multilingual models.
     pub en: Option<u32>,
+    /// `<|nospeech|>` (`<|nocaptions|>` in older vocabularies).
+    pub no_speech: Option<u32>,
+    /// `<|startofprev|>`, which introduces a text prompt.
+    pub start_of_prev: Option<u32>,
+}
+
+/// How a transcription is searched for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeOptions {
+    /// 1: greedy; more: beam search with that many hypotheses (faster-whisper uses 5).
+    pub beam_size: usize,
+    /// Beam search stops once `round(beam_size * patience)` hypotheses have ended (OpenAI's
+    /// `patience`; 1 is the usual setting).
+    pub patience: f32,
+    /// Text that came before (for continuity across segments), given to the model after
+    /// `<|startofprev|>`; only its last 223 tokens are used.
+    pub prompt: Option<String>,
+    /// Most text tokens to generate (Whisper's limit is 224, half its 448 positions).
+    pub max_tokens: usize,
+    /// Stop a hypothesis whose tail repeats one n-gram (8 equal tokens, 4 equal pairs, or 3 equal
+    /// longer runs), keeping one copy.
+    pub repetition_guard: bool,
+    /// Temperatures to retry with (sampling, then greedy per step) when the decode at temperature 0
+    /// looks like a loop or `avg_logprob` is under `logprob_threshold`, unless it looks like
+    /// silence (`no_speech_prob` over `no_speech_threshold`). Empty: no fallback. OpenAI uses
+    /// `[0.2, 0.4, 0.6, 0.8, 1.0]`.
+    pub fallback_temperatures: Vec<f32>,
+    pub logprob_threshold: f32,
+    pub no_speech_threshold: f32,
+    /// Seed for temperature sampling (decodes are reproducible).
+    pub seed: u64,
+}
+
+impl Default for DecodeOptions {
+    /// Greedy, no prompt, repetition guard on, no temperature fallback.
+    fn default() -> Self {
+        Self {
+            beam_size: 1,
+            patience: 1.0,
+            prompt: None,
+            max_tokens: 224,
+            repetition_guard: true,
+            fallback_temperatures: vec![],
+            logprob_threshold: -1.0,
+            no_speech_threshold: 0.6,
+            seed: 0x5eed,
+        }
+    }
 }
 
 /// A transcription and where the time went.
 #[derive(Debug, Clone)]
 pub struct Transcript {
     pub text: String,
+    /// Text tokens (no special tokens).
     pub tokens: Vec<u32>,
+    /// Mean log probability of the tokens, end of text included (OpenAI's `avg_logprob`; below
+    /// about -1 the text is unreliable).
+    pub avg_logprob: f32,
+    /// Probability of the no-speech token at the start-of-transcript position (OpenAI's
+    /// `no_speech_prob`): high on silence and noise, where any text is likely a hallucination.
+    pub no_speech_prob: f32,
+    /// Temperature of the decode that produced the text (0 unless a fallback was taken).
+    pub temperature: f32,
+    /// The text looked like a loop: the repetition guard cut it, or few of its tokens are distinct.
+    pub repetitive: bool,
     pub mel: Duration,
+    /// Encoder, and the cross-attention keys and values of the decoder.
     pub encode: Duration,
     pub decode: Duration,
 }
@@ -85,8 +158,14 @@ impl Transcript {
     }
 }
 
+/// How the weights are held in memory (see [`Precision`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    pub encoder: Precision,
+    pub decoder: Precision,
+}
+
 pub struct WhisperModel {
-    pub model: Whisper,
     pub config: whisper::Config,
     pub tokenizer: Tokenizer,
     pub format: ModelFormat,
@@ -94,8 +173,17 @@ pub struct WhisperModel {
     /// Tokens suppressed at the first sampled position (space and end of text).
     pub suppress_begin: Vec<u32>,
     pub device: Device,
+    pub load_options: LoadOptions,
+    encoder: Encoder,
+    decoder: Decoder,
     front_end: MelFrontEnd,
 }
+
+// The model is moved into a worker thread.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<WhisperModel>();
+};
 
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| ModelError::Io {
@@ -160,8 +248,13 @@ struct HfGenerationConfig {
 }
 
 impl WhisperModel {
-    /// Load a model directory (either format) onto `device`.
+    /// Load a model directory (either format) onto `device`, with f32 weights.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::load_with(dir, device, LoadOptions::default())
+    }
+
+    /// Load a model directory (either format) onto `device`.
+    pub fn load_with(dir: impl AsRef<Path>, device: &Device, options: LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
         let format = detect_format(dir)?;
         let config_path = require(dir, "config.json")?;
@@ -178,6 +271,10 @@ impl WhisperModel {
             transcribe: token(whisper::TRANSCRIBE_TOKEN)?,
             no_timestamps: token(whisper::NO_TIMESTAMPS_TOKEN)?,
             en: tokenizer.token_to_id("<|en|>"),
+            no_speech: tokenizer
+                .token_to_id("<|nospeech|>")
+                .or_else(|| tokenizer.token_to_id("<|nocaptions|>")),
+            start_of_prev: tokenizer.token_to_id("<|startofprev|>"),
         };
         let (config, vb, suppress_begin) = match format {
             ModelFormat::CTranslate2 => {
@@ -220,16 +317,21 @@ impl WhisperModel {
                 (config, vb, begin)
             }
         };
-        let model = Whisper::load(&vb, config.clone()).map_err(ModelError::Weights)?;
+        let encoder = Encoder::load(vb.pp("model.encoder"), &config, options.encoder)
+            .map_err(ModelError::Weights)?;
+        let decoder = Decoder::load(vb.pp("model.decoder"), &config, options.decoder)
+            .map_err(ModelError::Weights)?;
         Ok(Self {
             front_end: MelFrontEnd::new(config.num_mel_bins),
-            model,
+            encoder,
+            decoder,
             config,
             tokenizer,
             format,
             tokens,
             suppress_begin,
             device: device.clone(),
+            load_options: options,
         })
     }
 
@@ -242,12 +344,104 @@ impl WhisperModel {
         self.front_end.log_mel(samples)
     }
 
-    /// Greedy, no-timestamp transcription of up to 30 s of 16 kHz mono audio. The mel transform runs on
-    /// the real samples only; the encoder then sees the full 3000-frame window the model was trained
-    /// on (fed only the real frames, tiny.en hallucinates and repeats itself).
+    /// Greedy, no-timestamp transcription of up to 30 s of 16 kHz mono audio
+    /// ([`DecodeOptions::default`]).
     pub fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript> {
+        self.transcribe_with(samples, &DecodeOptions::default())
+    }
+
+    /// No-timestamp transcription of up to 30 s of 16 kHz mono audio.
+    ///
+    /// The mel transform runs on the real samples only; the encoder then sees the full 3000-frame
+    /// window the model was trained on (fed only the real frames, tiny.en hallucinates and repeats
+    /// itself).
+    pub fn transcribe_with(&mut self, samples: &[f32], opts: &DecodeOptions) -> Result<Transcript> {
         let t0 = Instant::now();
-        let n_frames = 2 * self.config.max_source_positions;
+        let mel = self.padded_mel(samples)?;
+        let t1 = Instant::now();
+        let audio = self.encode(&mel)?;
+        let t2 = Instant::now();
+
+        let (initial, sot_index) = self.initial_tokens(opts.prompt.as_deref())?;
+        let mut cache = Cache::default();
+        let hidden = self.decoder.forward(&initial, 1, &audio, &mut cache)?;
+        let no_speech_prob = match self.tokens.no_speech {
+            Some(t) => search::probability(&self.decoder.row_logits(&hidden, sot_index)?, t),
+            None => 0.0,
+        };
+        let first = self.decoder.row_logits(&hidden, initial.len() - 1)?;
+        let search = self.search(opts, initial.len());
+        let run = |temperature: f32, rng: &mut search::Rng| -> Result<Outcome> {
+            let mut step = CachedStep {
+                decoder: &self.decoder,
+                audio: &audio,
+                cache: cache.clone(),
+                rows: 1,
+            };
+            Ok(if temperature == 0.0 && opts.beam_size > 1 {
+                search.beam(&mut step, first.clone(), opts.beam_size, opts.patience)?
+            } else {
+                search.sample(&mut step, first.clone(), temperature, rng)?
+            })
+        };
+        let mut rng = search::Rng::new(opts.seed);
+        let mut best = (0.0, run(0.0, &mut rng)?);
+        let needs_fallback = |o: &Outcome| {
+            (search::looks_repetitive(o) || (o.avg_logprob() as f32) < opts.logprob_threshold)
+                && no_speech_prob <= opts.no_speech_threshold
+        };
+        if needs_fallback(&best.1) {
+            for &t in &opts.fallback_temperatures {
+                let o = run(t, &mut rng)?;
+                let done = !needs_fallback(&o);
+                let better = search::looks_repetitive(&best.1) && !search::looks_repetitive(&o)
+                    || search::looks_repetitive(&best.1) == search::looks_repetitive(&o)
+                        && o.avg_logprob() > best.1.avg_logprob();
+                if done || better {
+                    best = (t, o);
+                }
+                if done {
+                    break;
+                }
+            }
+        }
+        let (temperature, outcome) = best;
+        let text = self.text(&outcome.tokens)?;
+        let t3 = Instant::now();
+        Ok(Transcript {
+            text,
+            avg_logprob: outcome.avg_logprob() as f32,
+            no_speech_prob,
+            temperature,
+            repetitive: search::looks_repetitive(&outcome),
+            tokens: outcome.tokens,
+            mel: t1 - t0,
+            encode: t2 - t1,
+            decode: t3 - t2,
+        })
+    }
+
+    /// Greedy decoding that reruns the whole token sequence at every step instead of using the
+    /// key/value cache: slow, for checking the cached decoder against.
+    pub fn transcribe_without_cache(&mut self, samples: &[f32]) -> Result<Vec<u32>> {
+        let mel = self.padded_mel(samples)?;
+        let audio = self.encode(&mel)?;
+        let (initial, _) = self.initial_tokens(None)?;
+        let mut step = UncachedStep {
+            decoder: &self.decoder,
+            audio: &audio,
+            tokens: initial,
+        };
+        let first = step.last_logits()?;
+        let search = self.search(&DecodeOptions::default(), step.tokens.len());
+        Ok(search
+            .sample(&mut step, first, 0.0, &mut search::Rng::new(1))?
+            .tokens)
+    }
+
+    /// The mel input: up to 30 s of audio, padded to the encoder's window.
+    fn padded_mel(&self, samples: &[f32]) -> Result<Tensor> {
+        let n_frames = self.encoder.max_frames();
         let mel = self.log_mel(samples);
         if mel.n_frames > n_frames {
             return Err(ModelError::TooLong {
@@ -256,36 +450,45 @@ impl WhisperModel {
                     as f64,
             });
         }
-        let mel = mel.padded(n_frames);
-        let mel = mel.to_tensor(&self.device)?;
-        let t1 = Instant::now();
-        let audio = self.model.encoder.forward(&mel, true)?;
-        // Make the lazy/asynchronous backends finish the encoder before timing the decoder.
-        audio.device().synchronize()?;
-        let t2 = Instant::now();
-        let tokens = self.greedy(&audio)?;
-        let text = self
-            .tokenizer
-            .decode(&tokens, true)
-            .map(|s| s.trim().to_string())
-            .map_err(|e| ModelError::Tokenizer {
-                path: PathBuf::from("tokenizer.json"),
-                reason: e.to_string(),
-            })?;
-        let t3 = Instant::now();
-        Ok(Transcript {
-            text,
-            tokens,
-            mel: t1 - t0,
-            encode: t2 - t1,
-            decode: t3 - t2,
-        })
+        Ok(mel.padded(n_frames).to_tensor(&self.device)?)
     }
 
-    /// Greedy decoding of encoder output; returns the text tokens (without the prompt and end of
-    /// text). No self-attention key/value cache yet: each step reruns the whole prefix.
-    pub fn greedy(&mut self, audio: &Tensor) -> Result<Vec<u32>> {
-        let mut tokens = vec![self.tokens.sot];
+    /// Encoder output and the decoder's cross-attention keys and values for it.
+    fn encode(&self, mel: &Tensor) -> Result<Audio> {
+        let enc = self.encoder.forward(mel)?;
+        let audio = self.decoder.audio(&enc)?;
+        // Make the lazy/asynchronous backends finish before the decoder is timed.
+        enc.device().synchronize()?;
+        Ok(audio)
+    }
+
+    /// `[<|startofprev|> prompt...] <|startoftranscript|> [<|en|> <|transcribe|>] <|notimestamps|>`
+    /// and the index of `<|startoftranscript|>` in it.
+    fn initial_tokens(&self, prompt: Option<&str>) -> Result<(Vec<u32>, usize)> {
+        let mut tokens = vec![];
+        if let (Some(prompt), Some(prev)) = (prompt, self.tokens.start_of_prev) {
+            let prompt = prompt.trim();
+            if !prompt.is_empty() {
+                let enc = self
+                    .tokenizer
+                    .encode(format!(" {prompt}"), false)
+                    .map_err(|e| ModelError::Tokenizer {
+                        path: PathBuf::from("tokenizer.json"),
+                        reason: e.to_string(),
+                    })?;
+                let ids: Vec<u32> = enc
+                    .get_ids()
+                    .iter()
+                    .copied()
+                    .filter(|&t| t < self.tokens.eot)
+                    .collect();
+                let keep = (self.decoder.max_positions() / 2).saturating_sub(1);
+                tokens.push(prev);
+                tokens.extend_from_slice(&ids[ids.len().saturating_sub(keep)..]);
+            }
+        }
+        let sot_index = tokens.len();
+        tokens.push(self.tokens.sot);
         if self.is_multilingual() {
             if let Some(en) = self.tokens.en {
                 tokens.push(en);
@@ -293,51 +496,85 @@ impl WhisperModel {
             tokens.push(self.tokens.transcribe);
         }
         tokens.push(self.tokens.no_timestamps);
-        let prompt = tokens.len();
-        let vocab = self.config.vocab_size;
-        // Suppress configured tokens and, in no-timestamp mode, every timestamp token.
-        let mut suppress = vec![0f32; vocab];
-        for &t in &self.config.suppress_tokens {
-            if let Some(s) = suppress.get_mut(t as usize) {
-                *s = f32::NEG_INFINITY;
-            }
+        Ok((tokens, sot_index))
+    }
+
+    fn search(&self, opts: &DecodeOptions, initial_len: usize) -> Search {
+        // Every special token (they all follow end of text) and timestamp, and the configured list.
+        let vocab = self.decoder.vocab_size() as u32;
+        let mut always: Vec<u32> = (self.tokens.eot + 1..vocab).collect();
+        always.extend(self.config.suppress_tokens.iter().copied());
+        Search {
+            eot: self.tokens.eot,
+            suppress: Suppress {
+                always,
+                begin: self.suppress_begin.clone(),
+            },
+            max_tokens: opts
+                .max_tokens
+                .min(self.decoder.max_positions().saturating_sub(initial_len)),
+            repetition_guard: opts.repetition_guard,
         }
-        for s in suppress
-            .iter_mut()
-            .skip(self.tokens.no_timestamps as usize + 1)
-        {
-            *s = f32::NEG_INFINITY;
+    }
+
+    fn text(&self, tokens: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(tokens, true)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| ModelError::Tokenizer {
+                path: PathBuf::from("tokenizer.json"),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Decoding with the key/value cache; the cache rows follow the surviving hypotheses.
+struct CachedStep<'a> {
+    decoder: &'a Decoder,
+    audio: &'a Audio,
+    cache: Cache,
+    rows: usize,
+}
+
+impl Step for CachedStep<'_> {
+    fn step(&mut self, parents: &[u32], tokens: &[u32]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let same_rows =
+            parents.len() == self.rows && parents.iter().enumerate().all(|(i, &p)| p as usize == i);
+        if !same_rows {
+            self.cache.select(parents)?;
         }
-        let suppress = Tensor::from_vec(suppress, vocab, &self.device)?;
-        let mut begin = vec![0f32; vocab];
-        for &t in &self.suppress_begin {
-            if let Some(s) = begin.get_mut(t as usize) {
-                *s = f32::NEG_INFINITY;
-            }
+        self.rows = parents.len();
+        let hidden = self
+            .decoder
+            .forward(tokens, tokens.len(), self.audio, &mut self.cache)?;
+        self.decoder.all_logits(&hidden)
+    }
+}
+
+/// Decoding of a single hypothesis without a cache: the whole sequence at every step.
+struct UncachedStep<'a> {
+    decoder: &'a Decoder,
+    audio: &'a Audio,
+    tokens: Vec<u32>,
+}
+
+impl UncachedStep<'_> {
+    fn last_logits(&self) -> candle_core::Result<Vec<f32>> {
+        let mut cache = Cache::default();
+        let hidden = self
+            .decoder
+            .forward(&self.tokens, 1, self.audio, &mut cache)?;
+        self.decoder.row_logits(&hidden, self.tokens.len() - 1)
+    }
+}
+
+impl Step for UncachedStep<'_> {
+    fn step(&mut self, parents: &[u32], tokens: &[u32]) -> candle_core::Result<Vec<Vec<f32>>> {
+        if parents != [0] || tokens.len() != 1 {
+            candle_core::bail!("the uncached decoder follows a single hypothesis");
         }
-        let begin = Tensor::from_vec(begin, vocab, &self.device)?;
-        let max_len = self.config.max_target_positions / 2;
-        for i in 0..max_len {
-            let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(0)?;
-            let hidden = self.model.decoder.forward(&input, audio, i == 0)?;
-            let (_, seq, _) = hidden.dims3()?;
-            let logits = self
-                .model
-                .decoder
-                .final_linear(&hidden.i((..1, seq - 1..))?)?
-                .i(0)?
-                .i(0)?;
-            let mut logits = logits.broadcast_add(&suppress)?;
-            if i == 0 {
-                logits = logits.broadcast_add(&begin)?;
-            }
-            let next = logits.argmax(D::Minus1)?.to_scalar::<u32>()?;
-            if next == self.tokens.eot {
-                break;
-            }
-            tokens.push(next);
-        }
-        Ok(tokens[prompt..].to_vec())
+        self.tokens.push(tokens[0]);
+        Ok(vec![self.last_logits()?])
     }
 }
 

@@ -5,11 +5,12 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use candle_core::Device;
 use moqcast_sidecar::ct2::{Ct2Error, Ct2Model};
-use moqcast_sidecar::model::{ModelError, ModelFormat, WhisperModel};
+use moqcast_sidecar::model::{DecodeOptions, ModelError, ModelFormat, Transcript, WhisperModel};
 
 /// A sentence tiny.en transcribes exactly from espeak-ng speech with greedy decoding (faster-whisper's
 /// greedy decode of the same audio agrees). espeak-ng's "The quick brown fox jumps over the lazy dog."
@@ -39,7 +40,10 @@ fn model_dir() -> PathBuf {
 
 /// `text` spoken by espeak-ng, as 16 kHz mono f32 samples.
 fn speak(text: &str) -> Vec<f32> {
-    let tmp = std::env::temp_dir().join(format!("moqcast-speech-{}", std::process::id()));
+    // Tests run in parallel threads: one directory per call.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = std::env::temp_dir().join(format!("moqcast-speech-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let wav = tmp.join("speech.wav");
     let raw = tmp.join("speech.f32");
@@ -121,30 +125,132 @@ fn truncated_real_model_is_reported_as_truncated() {
     );
 }
 
+/// One model for all tests of this binary (loading takes a while; the tests take turns).
+fn model() -> MutexGuard<'static, WhisperModel> {
+    static MODEL: OnceLock<Mutex<WhisperModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let t = Instant::now();
+            let m = WhisperModel::load(model_dir(), &Device::Cpu).unwrap();
+            eprintln!("load: {:.2} s", t.elapsed().as_secs_f64());
+            Mutex::new(m)
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn report(what: &str, tr: &Transcript, secs: f64) {
+    let elapsed = tr.total().as_secs_f64();
+    eprintln!(
+        "{what}: {:?} in {elapsed:.2} s for {secs:.2} s of audio: RTF {:.3} (mel {:.3} s, encoder \
+         {:.3} s, decoder {:.3} s for {} tokens, {:.1} ms/token; avg_logprob {:.2}, \
+         no_speech_prob {:.3}; {} threads)",
+        tr.text,
+        elapsed / secs,
+        tr.mel.as_secs_f64(),
+        tr.encode.as_secs_f64(),
+        tr.decode.as_secs_f64(),
+        tr.tokens.len(),
+        1e3 * tr.decode.as_secs_f64() / (tr.tokens.len() + 1) as f64,
+        tr.avg_logprob,
+        tr.no_speech_prob,
+        candle_core::utils::get_num_threads()
+    );
+}
+
 #[test]
 fn transcribes_espeak_sentence_and_reports_rtf() {
     let samples = speak(SENTENCE);
     let secs = samples.len() as f64 / 16_000.0;
-    let t = Instant::now();
-    let mut model = WhisperModel::load(model_dir(), &Device::Cpu).unwrap();
-    eprintln!("load: {:.2} s", t.elapsed().as_secs_f64());
+    let mut model = model();
     assert_eq!(model.format, ModelFormat::CTranslate2);
     assert!(!model.is_multilingual());
 
     for run in 0..2 {
         let tr = model.transcribe(&samples).unwrap();
-        let elapsed = tr.total().as_secs_f64();
-        eprintln!(
-            "run {run}: {:?} in {elapsed:.2} s for {secs:.2} s of audio: RTF {:.3} \
-             (mel {:.3} s, encoder {:.3} s, decoder {:.3} s for {} tokens; {} threads)",
-            tr.text,
-            elapsed / secs,
-            tr.mel.as_secs_f64(),
-            tr.encode.as_secs_f64(),
-            tr.decode.as_secs_f64(),
-            tr.tokens.len(),
-            candle_core::utils::get_num_threads()
-        );
+        report(&format!("greedy run {run}"), &tr, secs);
         assert_eq!(normalise(&tr.text), normalise(SENTENCE));
+        assert!(
+            tr.avg_logprob < 0.0 && tr.avg_logprob > -1.0,
+            "{}",
+            tr.avg_logprob
+        );
+        assert!(!tr.repetitive);
+        assert_eq!(tr.temperature, 0.0);
+    }
+    let beam = DecodeOptions {
+        beam_size: 5,
+        ..Default::default()
+    };
+    let tr = model.transcribe_with(&samples, &beam).unwrap();
+    report("beam 5", &tr, secs);
+    assert_eq!(normalise(&tr.text), normalise(SENTENCE));
+}
+
+#[test]
+fn cached_decoder_matches_full_recomputation() {
+    // A longer clip, so that the cache holds a few dozen positions.
+    let samples = speak(
+        "Welcome everyone to today's meeting. First, let's review the action items from last week.",
+    );
+    let mut model = model();
+    let cached = model.transcribe(&samples).unwrap();
+    let full = model.transcribe_without_cache(&samples).unwrap();
+    assert!(cached.tokens.len() > 10, "{:?}", cached.text);
+    assert_eq!(cached.tokens, full, "{:?}", cached.text);
+}
+
+#[test]
+fn no_speech_probability_separates_silence_from_speech() {
+    let mut model = model();
+    let speech = model.transcribe(&speak(SENTENCE)).unwrap();
+    // 2 s of digital silence, and of faint noise (about -60 dBFS).
+    let silence = model.transcribe(&vec![0.0; 32_000]).unwrap();
+    let mut seed = 1u32;
+    let noise: Vec<f32> = (0..32_000)
+        .map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1 << 24) as f32 * 0.002 - 0.001
+        })
+        .collect();
+    let noise = model.transcribe(&noise).unwrap();
+    eprintln!(
+        "no_speech_prob: speech {:.3}, silence {:.3} ({:?}), noise {:.3} ({:?})",
+        speech.no_speech_prob,
+        silence.no_speech_prob,
+        silence.text,
+        noise.no_speech_prob,
+        noise.text
+    );
+    assert!(speech.no_speech_prob < 0.2, "{}", speech.no_speech_prob);
+    assert!(silence.no_speech_prob > 0.5, "{}", silence.no_speech_prob);
+    assert!(noise.no_speech_prob > 0.5, "{}", noise.no_speech_prob);
+}
+
+#[test]
+fn empty_input_and_prompts_do_not_break_decoding() {
+    let mut model = model();
+    let empty = model.transcribe(&[]).unwrap();
+    assert!(empty.tokens.len() < 20, "{:?}", empty.text);
+    let tiny = model.transcribe(&[0.5; 100]).unwrap();
+    assert!(tiny.tokens.len() < 20, "{:?}", tiny.text);
+
+    // A prompt of previous text (longer than the 223 tokens the model takes) keeps the transcript.
+    let samples = speak(SENTENCE);
+    let long_prompt = (1..=60)
+        .map(|i| format!("Item {i} on the agenda was discussed by the panel."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for prompt in ["Welcome back to the show.", long_prompt.as_str()] {
+        let opts = DecodeOptions {
+            prompt: Some(prompt.to_string()),
+            ..Default::default()
+        };
+        let tr = model.transcribe_with(&samples, &opts).unwrap();
+        assert_eq!(
+            normalise(&tr.text),
+            normalise(SENTENCE),
+            "prompt {prompt:?}"
+        );
     }
 }
