@@ -52,7 +52,8 @@ pub struct Args {
     #[arg(long, env = "MOQCAST_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
     /// Maximum concurrent subscriptions per session; a SUBSCRIBE past it gets REQUEST_ERROR
-    /// EXCESSIVE_LOAD and the session stays up. Default 256.
+    /// EXCESSIVE_LOAD and the session stays up. Default 100, at most 128 (moq-transport serves
+    /// at most 128 requests of a session at once).
     #[arg(long, env = "MOQCAST_MAX_SUBSCRIPTIONS_PER_SESSION")]
     pub max_subscriptions_per_session: Option<usize>,
     /// Maximum concurrent QUIC streams a peer may open per session (each direction).
@@ -146,7 +147,7 @@ impl Default for Config {
             cache: CacheLimits::default(),
             cache_total_bytes: 512 * 1024 * 1024,
             max_sessions: 10_000,
-            max_subscriptions_per_session: 256,
+            max_subscriptions_per_session: 100,
             max_streams: 1024,
             subscriber_backlog_bytes: 4 * 1024 * 1024,
             log_format: "text".into(),
@@ -218,10 +219,12 @@ impl Config {
             .max_subscriptions_per_session
             .or(file.max_subscriptions_per_session)
             .unwrap_or(d.max_subscriptions_per_session);
-        if max_subscriptions_per_session == 0 {
-            return Err(ConfigError::Invalid(
-                "max subscriptions per session must be positive".into(),
-            ));
+        if !(1..=crate::limits::MOQT_CONCURRENT_REQUESTS).contains(&max_subscriptions_per_session) {
+            return Err(ConfigError::Invalid(format!(
+                "max subscriptions per session must be 1 to {}: moq-transport serves at most {} requests of a session at once, and leaves the rest unanswered",
+                crate::limits::MOQT_CONCURRENT_REQUESTS,
+                crate::limits::MOQT_CONCURRENT_REQUESTS
+            )));
         }
         let log_format = args.log_format.or(file.log_format).unwrap_or(d.log_format);
         if log_format != "text" && log_format != "json" {
@@ -370,7 +373,7 @@ mod tests {
         let c =
             Config::resolve(Args::parse_from(["moqcast-relay", "--tls-generate", "x"])).unwrap();
         assert_eq!(c.cache_total_bytes, 512 * 1024 * 1024);
-        assert_eq!(c.max_subscriptions_per_session, 256);
+        assert_eq!(c.max_subscriptions_per_session, 100);
         assert_eq!(c.max_sessions, 10_000);
         // The environment variables are declared on the flags.
         let cmd = <Args as clap::CommandFactory>::command();
@@ -388,10 +391,28 @@ mod tests {
     }
 
     #[test]
+    fn deploy_example_is_valid_and_states_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/moqcast-relay.toml");
+        let args = Args::parse_from(["moqcast-relay", "--config", path, "--tls-generate", "x"]);
+        let c = Config::resolve(args).unwrap();
+        let d = Config::default();
+        assert_eq!(c.cache, d.cache);
+        assert_eq!(c.cache_total_bytes, d.cache_total_bytes);
+        assert_eq!(c.max_sessions, d.max_sessions);
+        assert_eq!(
+            c.max_subscriptions_per_session,
+            d.max_subscriptions_per_session
+        );
+        assert_eq!(c.max_streams, d.max_streams);
+        assert_eq!(c.subscriber_backlog_bytes, d.subscriber_backlog_bytes);
+    }
+
+    #[test]
     fn bad_limits_are_rejected() {
         for argv in [
             &["--cache-total-bytes", "1000", "--cache-bytes", "2000"][..],
             &["--max-subscriptions-per-session", "0"][..],
+            &["--max-subscriptions-per-session", "129"][..],
         ] {
             let mut full = vec!["moqcast-relay", "--tls-generate", "x"];
             full.extend_from_slice(argv);

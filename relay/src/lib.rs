@@ -62,7 +62,8 @@ impl Relay {
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = moq::transport_config();
         transport.max_concurrent_uni_streams(config.max_streams.into());
-        transport.max_concurrent_bidi_streams(config.max_streams.min(1024).into());
+        transport
+            .max_concurrent_bidi_streams(config.max_streams.min(limits::MAX_BIDI_STREAMS).into());
         server.transport_config(Arc::new(transport));
         let endpoint = quinn::Endpoint::server(server, config.bind)
             .with_context(|| format!("could not bind UDP {}", config.bind))?;

@@ -211,13 +211,12 @@ async fn serve_subscription(
         serve::Track::new(sub.info.track_namespace.clone(), name.as_str()).produce();
     // The private track's mode (subgroups or datagrams) follows the upstream's once known.
     let mut out = Output::Pending(Some(writer));
-    let metrics = state.metrics.clone();
-    metrics
-        .subscriptions
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    metrics
+    state
+        .metrics
         .subscriptions_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // The gauge goes down however this task ends, aborted with its session included.
+    let _active = ActiveSubscription::new(state.metrics.clone());
     tracing::debug!(?start, "subscription started");
 
     // SUBSCRIBE_OK carries no Largest Location: the relay starts the subscriber itself (see
@@ -234,9 +233,26 @@ async fn serve_subscription(
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut serve).await;
         }
     }
-    metrics
-        .subscriptions
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Counts one served subscription in `moqcast_subscriptions` while it lives.
+struct ActiveSubscription(Arc<crate::metrics::Metrics>);
+
+impl ActiveSubscription {
+    fn new(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        metrics
+            .subscriptions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(metrics)
+    }
+}
+
+impl Drop for ActiveSubscription {
+    fn drop(&mut self) {
+        self.0
+            .subscriptions
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 async fn serve_namespaces(state: Arc<RelayState>, mut ns: SubscribedNamespace) {
