@@ -418,7 +418,7 @@ async fn subscription_limit_refuses_excess_subscribes_and_keeps_the_session() {
     // The session is still up: ending one subscription (UNSUBSCRIBE) makes room for another.
     drop(a);
     let deadline = Instant::now() + Duration::from_secs(5);
-    let _c = loop {
+    let c = loop {
         let (wc, rc) = track("c");
         match subscriber.subscribe_open(wc).await {
             Ok(c) => break (c, rc),
@@ -431,6 +431,17 @@ async fn subscription_limit_refuses_excess_subscribes_and_keeps_the_session() {
     assert!(!session.is_finished(), "the subscriber's session ended");
     assert!(conn.quic.close_reason().is_none());
     assert_eq!(m.session_errors.load(Ordering::Relaxed), 0);
+    assert_eq!(m.subscriptions.load(Ordering::Relaxed), 2);
+
+    // The subscriber leaves without unsubscribing: its subscriptions end with its session,
+    // and the gauge follows.
+    drop(c);
+    client.close().await;
+    let state = relay.state.clone();
+    eventually("the subscriptions gauge to fall to 0", || {
+        state.metrics.subscriptions.load(Ordering::Relaxed) == 0
+    })
+    .await;
     session.abort();
     publishing.abort();
     relay.stop().await;
