@@ -12,6 +12,8 @@ mod hist;
 mod procfs;
 mod report;
 mod run;
+mod scrape;
+mod shaper;
 mod stats;
 
 use std::time::Duration;
@@ -75,6 +77,25 @@ struct Args {
     /// Measure this relay process: CPU over the window (/proc/PID/stat), peak memory.
     #[arg(long)]
     relay_pid: Option<u32>,
+    /// The relay's Prometheus metrics (e.g. http://127.0.0.1:8080/metrics): report its cache
+    /// size (largest sampled) and its counters' change over the window.
+    #[arg(long)]
+    relay_metrics: Option<url::Url>,
+    /// Also connect this many sessions that do nothing (no subscription) before the
+    /// subscribers start; with --relay-pid, report the relay's memory per idle session.
+    #[arg(long, default_value_t = 0)]
+    idle_sessions: usize,
+    /// The first K subscribers reach the relay through a slow link (a UDP shaper in this
+    /// process: relay-to-subscriber traffic paced at --slow-rate-kbps, excess dropped). Their
+    /// figures are reported apart (slow_*); the main figures are the other subscribers'.
+    #[arg(long, default_value_t = 0)]
+    slow_subscribers: usize,
+    /// Rate of each slow link, kbit/s.
+    #[arg(long, default_value_t = 200)]
+    slow_rate_kbps: u64,
+    /// Queue of each slow link, in milliseconds at its rate (at least 16 KiB).
+    #[arg(long, default_value_t = 250)]
+    slow_queue_ms: u64,
     /// Broadcast name prefix (broadcasts are PREFIX-0, PREFIX-1, ...); default bench-PID.
     #[arg(long)]
     prefix: Option<String>,
@@ -106,6 +127,9 @@ fn main() -> anyhow::Result<()> {
         tls.pin_hex(fp)?;
     }
     anyhow::ensure!(args.fps > 0.0, "--fps must be positive");
+    anyhow::ensure!(args.slow_rate_kbps > 0, "--slow-rate-kbps must be positive");
+    let slow_rate = args.slow_rate_kbps * 1000;
+    let slow_queue_bytes = ((slow_rate / 8) * args.slow_queue_ms / 1000).max(16 * 1024) as usize;
     let endpoints = match args.endpoints {
         0 => args.subscribers.clamp(1, 1024),
         n => n,
@@ -126,6 +150,11 @@ fn main() -> anyhow::Result<()> {
         endpoints,
         connect_concurrency: args.connect_concurrency,
         relay_pid: args.relay_pid,
+        relay_metrics: args.relay_metrics,
+        idle_sessions: args.idle_sessions,
+        slow_subscribers: args.slow_subscribers,
+        slow_rate,
+        slow_queue_bytes,
         prefix: args
             .prefix
             .unwrap_or_else(|| format!("bench-{}", std::process::id())),

@@ -4,8 +4,8 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     hist::sorted_quantile,
-    run::{Options, Outcome},
-    stats::compare,
+    run::{Options, Outcome, SubscriberResult},
+    stats::{compare, TrackStats},
 };
 
 fn ms(us: Option<u64>) -> Option<f64> {
@@ -17,34 +17,30 @@ fn round(v: f64, digits: i32) -> f64 {
     (v * p).round() / p
 }
 
-/// The report as one JSON object (keys in a stable order).
+fn tracks_of<'a>(subs: impl Iterator<Item = &'a SubscriberResult>) -> Vec<TrackStats> {
+    subs.flat_map(|s| s.tracks.iter().cloned()).collect()
+}
+
+/// The report as one JSON object (keys in a stable order). The main figures are those of the
+/// subscribers on normal links; slow-link subscribers (`--slow-subscribers`) are under `slow_*`.
 pub fn build(opts: &Options, out: &Outcome) -> Value {
-    let tracks: Vec<_> = out
-        .subscribers
-        .iter()
-        .flat_map(|s| s.tracks.iter().cloned())
-        .collect();
+    let normal: Vec<&SubscriberResult> = out.subscribers.iter().filter(|s| !s.slow).collect();
+    let tracks = tracks_of(normal.iter().copied());
     let delivery = compare(&out.ledgers, &tracks, &out.window);
     let seconds = out.window.seconds();
 
     let mut joins: Vec<u64> = tracks.iter().filter_map(|t| t.join_us()).collect();
     joins.sort_unstable();
-    let mut connects: Vec<u64> = out
-        .subscribers
-        .iter()
-        .filter_map(|s| s.connect_us)
-        .collect();
+    let mut connects: Vec<u64> = normal.iter().filter_map(|s| s.connect_us).collect();
     connects.sort_unstable();
     let connected = connects.len();
-    let joins_missing = out
-        .subscribers
+    let joins_missing = normal
         .iter()
         .filter(|s| s.connect_us.is_some())
         .flat_map(|s| &s.tracks)
         .filter(|t| t.first_object_us.is_none())
         .count();
-    let errors: Vec<&str> = out
-        .subscribers
+    let errors: Vec<&str> = normal
         .iter()
         .flat_map(|s| {
             s.error
@@ -168,6 +164,87 @@ pub fn build(opts: &Options, out: &Outcome) -> Value {
         "bench_peak_rss_mb",
         json!(out.bench.peak_rss_mb.map(|v| round(v, 1))),
     );
+    if opts.slow_subscribers > 0 {
+        let slow: Vec<&SubscriberResult> = out.subscribers.iter().filter(|s| s.slow).collect();
+        let slow_tracks = tracks_of(slow.iter().copied());
+        let d = compare(&out.ledgers, &slow_tracks, &out.window);
+        let bytes: u64 = slow_tracks.iter().map(|t| t.window_bytes).sum();
+        let slow_errors = slow
+            .iter()
+            .flat_map(|s| {
+                s.error
+                    .iter()
+                    .chain(s.tracks.iter().filter_map(|t| t.error.as_ref()))
+            })
+            .count();
+        put("slow_subscribers", json!(slow.len()));
+        put("slow_rate_kbps", json!(opts.slow_rate / 1000));
+        put("slow_queue_bytes", json!(opts.slow_queue_bytes));
+        put(
+            "slow_delivery_ratio",
+            json!((d.expected_bytes > 0)
+                .then(|| round(d.delivered_bytes as f64 / d.expected_bytes as f64, 5))),
+        );
+        put("slow_group_loss", json!(round(d.group_loss(), 5)));
+        put(
+            "slow_throughput_kbps",
+            json!(round(bytes as f64 * 8.0 / seconds.max(1e-9) / 1e3, 1)),
+        );
+        put("slow_latency_samples", json!(out.slow_latency.count()));
+        put(
+            "slow_latency_p50_ms",
+            json!(ms(out.slow_latency.quantile(0.50))),
+        );
+        put(
+            "slow_latency_p99_ms",
+            json!(ms(out.slow_latency.quantile(0.99))),
+        );
+        put("slow_link_drops", json!(out.slow_link_drops));
+        put("slow_errors", json!(slow_errors));
+    }
+    if let Some(idle) = &out.idle {
+        put("idle_sessions", json!(idle.requested));
+        put("idle_sessions_connected", json!(idle.connected));
+        put("idle_first_error", json!(idle.first_error));
+        put(
+            "relay_rss_before_idle_mb",
+            json!(idle.relay_rss_before_mb.map(|v| round(v, 2))),
+        );
+        put(
+            "relay_rss_after_idle_mb",
+            json!(idle.relay_rss_after_mb.map(|v| round(v, 2))),
+        );
+        let per = idle
+            .relay_rss_before_mb
+            .zip(idle.relay_rss_after_mb)
+            .filter(|_| idle.connected > 0)
+            .map(|(a, b)| round((b - a) * 1024.0 / idle.connected as f64, 1));
+        put("relay_rss_per_idle_session_kb", json!(per));
+    }
+    if let Some(rm) = &out.relay_metrics {
+        put(
+            "relay_cache_bytes_max_mb",
+            json!(rm.cache_bytes_max.map(|b| round(b / 1048576.0, 2))),
+        );
+        put(
+            "relay_cache_budget_mb",
+            json!(rm
+                .end
+                .get("moqcast_cache_budget_bytes")
+                .map(|b| round(b / 1048576.0, 2))),
+        );
+        // Counters' change over the window.
+        let delta: Map<String, Value> = rm
+            .end
+            .iter()
+            .filter(|(k, _)| k.ends_with("_total"))
+            .map(|(k, v)| {
+                let d = v - rm.start.get(k).copied().unwrap_or(0.0);
+                (k.clone(), json!(d))
+            })
+            .collect();
+        put("relay_metrics_delta", Value::Object(delta));
+    }
     put("udp_rcvbuf_drops", json!(out.udp_drops.map(|d| d.rcvbuf)));
     put("udp_sndbuf_drops", json!(out.udp_drops.map(|d| d.sndbuf)));
     put("loadavg_start", json!(out.loadavg_start));
@@ -190,7 +267,7 @@ fn show(v: &Value) -> String {
 /// A two-column table of the report's main figures.
 pub fn table(r: &Value) -> String {
     let g = |k: &str| show(&r[k]);
-    let rows: Vec<(String, String)> = vec![
+    let mut rows: Vec<(String, String)> = vec![
         ("relay".into(), g("url")),
         (
             "load".into(),
@@ -315,6 +392,56 @@ pub fn table(r: &Value) -> String {
             format!("{} (first: {})", g("errors"), g("first_error")),
         ),
     ];
+    if !r["slow_subscribers"].is_null() {
+        rows.push((
+            "slow links".into(),
+            format!(
+                "{} subscriber(s) at {} kbit/s: received {} kbit/s, delivered {}, group loss {}, latency p50 {} p99 {} ms, {} datagrams dropped, {} errors",
+                g("slow_subscribers"),
+                g("slow_rate_kbps"),
+                g("slow_throughput_kbps"),
+                g("slow_delivery_ratio"),
+                g("slow_group_loss"),
+                g("slow_latency_p50_ms"),
+                g("slow_latency_p99_ms"),
+                g("slow_link_drops"),
+                g("slow_errors")
+            ),
+        ));
+    }
+    if !r["idle_sessions"].is_null() {
+        rows.push((
+            "idle sessions".into(),
+            format!(
+                "{} of {} connected; relay rss {} -> {} MiB: {} KiB per idle session",
+                g("idle_sessions_connected"),
+                g("idle_sessions"),
+                g("relay_rss_before_idle_mb"),
+                g("relay_rss_after_idle_mb"),
+                g("relay_rss_per_idle_session_kb")
+            ),
+        ));
+    }
+    if !r["relay_metrics_delta"].is_null() {
+        rows.push((
+            "relay metrics".into(),
+            format!(
+                "cache max {} MiB (budget {} MiB); in the window: {}",
+                g("relay_cache_bytes_max_mb"),
+                g("relay_cache_budget_mb"),
+                r["relay_metrics_delta"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(_, v)| v.as_f64().is_some_and(|v| v != 0.0))
+                            .map(|(k, v)| format!("{} +{}", k.trim_start_matches("moqcast_"), v))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            ),
+        ));
+    }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut s = String::new();
     for (k, v) in rows {

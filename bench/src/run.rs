@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! publisher connects, announces, starts writing
+//! (--idle-sessions)  idle sessions connect; relay memory before and after
 //! +settle           subscribers start, spread over --join-spread
 //! +warmup           measured window opens (relay/bench CPU sampled)
 //! +duration         window closes, publisher stops writing (its session stays open)
@@ -36,6 +37,8 @@ use url::Url;
 use crate::{
     hist::Histogram,
     procfs::{self, Pid},
+    scrape::{self, Samples},
+    shaper::Shaper,
     stats::{TrackLedger, TrackStats, Window},
 };
 
@@ -47,6 +50,8 @@ const DRAIN_QUIET: Duration = Duration::from_millis(500);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Memory sampling period during the window.
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// Time given to the relay after the idle sessions connected, before its memory is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -68,8 +73,18 @@ pub struct Options {
     /// Connection handshakes in flight at once.
     pub connect_concurrency: usize,
     pub relay_pid: Option<u32>,
+    /// The relay's Prometheus metrics URL, scraped over the window.
+    pub relay_metrics: Option<Url>,
     /// Namespace prefix; broadcasts are `PREFIX-0`, `PREFIX-1`, ...
     pub prefix: String,
+    /// Sessions that connect (SETUP) and then do nothing, opened before the subscribers.
+    pub idle_sessions: usize,
+    /// The first this many subscribers reach the relay through a [`Shaper`] (a slow link).
+    pub slow_subscribers: usize,
+    /// Relay-to-subscriber rate of each slow link, bits per second.
+    pub slow_rate: u64,
+    /// Queue of each slow link, bytes.
+    pub slow_queue_bytes: usize,
 }
 
 impl Options {
@@ -91,6 +106,8 @@ impl Options {
 struct Shared {
     window: Window,
     latency: Histogram,
+    /// Latency seen by the slow subscribers (kept out of `latency`).
+    slow_latency: Histogram,
     ledgers: Vec<Arc<TrackLedger>>,
     /// Wall-clock µs of the latest object any subscriber received.
     last_object_us: AtomicU64,
@@ -126,6 +143,8 @@ impl Published {
 /// One subscriber session's outcome.
 #[derive(Debug)]
 pub struct SubscriberResult {
+    /// Behind a slow link (`--slow-subscribers`).
+    pub slow: bool,
     pub connect_us: Option<u64>,
     pub error: Option<String>,
     pub tracks: Vec<TrackStats>,
@@ -146,6 +165,26 @@ pub struct UdpDrops {
     pub sndbuf: u64,
 }
 
+/// The idle sessions and what they cost the relay.
+#[derive(Debug, Default)]
+pub struct Idle {
+    pub requested: usize,
+    pub connected: usize,
+    pub first_error: Option<String>,
+    /// Relay VmRSS before the first idle session connected and after the last one, MiB.
+    pub relay_rss_before_mb: Option<f64>,
+    pub relay_rss_after_mb: Option<f64>,
+}
+
+/// The relay's own metrics over the window (`--relay-metrics`).
+#[derive(Debug, Default)]
+pub struct RelayMetrics {
+    pub start: Samples,
+    pub end: Samples,
+    /// Largest `moqcast_cache_bytes` sampled.
+    pub cache_bytes_max: Option<f64>,
+}
+
 /// Everything measured.
 pub struct Outcome {
     pub window: Window,
@@ -154,6 +193,11 @@ pub struct Outcome {
     pub lost_tasks: usize,
     pub ledgers: Vec<Vec<crate::stats::GroupRecord>>,
     pub latency: Histogram,
+    pub slow_latency: Histogram,
+    /// Datagrams the slow links dropped at their full queues.
+    pub slow_link_drops: u64,
+    pub idle: Option<Idle>,
+    pub relay_metrics: Option<RelayMetrics>,
     pub relay: Option<Usage>,
     pub bench: Usage,
     pub published: Published,
@@ -216,6 +260,14 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         }
     }
 
+    // Idle sessions, and the relay's memory before and after them.
+    let (idle, idle_conns) = if opts.idle_sessions > 0 {
+        let (idle, conns) = open_idle(&opts).await;
+        (Some(idle), conns)
+    } else {
+        (None, Vec::new())
+    };
+
     let subscribers_at = Instant::now() + SETTLE;
     let window_start = subscribers_at + opts.warmup;
     let window_end = window_start + opts.duration;
@@ -227,6 +279,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
     let shared = Arc::new(Shared {
         window,
         latency: Histogram::default(),
+        slow_latency: Histogram::default(),
         ledgers: ledgers.clone(),
         last_object_us: AtomicU64::new(0),
     });
@@ -236,13 +289,37 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         .relay_pid
         .map(|pid| tokio::spawn(sample(Pid::Other(pid), window_start, window_end)));
     let bench_sampler = tokio::spawn(sample(Pid::Myself, window_start, window_end));
+    let metrics_sampler = opts
+        .relay_metrics
+        .clone()
+        .map(|url| tokio::spawn(sample_metrics(url, window_start, window_end)));
 
-    // Subscribers.
+    // Subscribers: the slow ones each behind their own shaper and QUIC endpoint.
     let endpoints = opts.endpoints.clamp(1, opts.subscribers.max(1));
-    let clients = (0..endpoints)
+    let mut clients = (0..endpoints)
         .map(|_| Client::new(&opts.tls))
         .collect::<Result<Vec<_>, _>>()
         .context("subscriber QUIC endpoints")?;
+    let slow = opts.slow_subscribers.min(opts.subscribers);
+    let mut shapers = Vec::with_capacity(slow);
+    let mut slow_links = Vec::with_capacity(slow);
+    if slow > 0 {
+        let relay = relay_addr(&opts.url)?;
+        for _ in 0..slow {
+            let shaper = Shaper::start(relay, opts.slow_rate, opts.slow_queue_bytes)
+                .await
+                .context("slow-link shaper")?;
+            let mut url = opts.url.clone();
+            url.set_ip_host(shaper.addr.ip())
+                .map_err(|()| anyhow::anyhow!("cannot point {} at the shaper", opts.url))?;
+            url.set_port(Some(shaper.addr.port()))
+                .map_err(|()| anyhow::anyhow!("cannot point {} at the shaper", opts.url))?;
+            let client = Client::new(&opts.tls).context("slow subscriber QUIC endpoint")?;
+            clients.push(client.clone());
+            slow_links.push((client, url));
+            shapers.push(shaper);
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let connect_permits = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
     let mut tasks = JoinSet::new();
@@ -260,9 +337,14 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
                 .collect(),
             start_at: subscribers_at + offset,
         };
+        let (client, url) = match slow_links.get(i) {
+            Some((client, url)) => (client.clone(), url.clone()),
+            None => (clients[i % endpoints].clone(), opts.url.clone()),
+        };
         tasks.spawn(subscriber(
-            clients[i % endpoints].clone(),
-            opts.url.clone(),
+            client,
+            url,
+            i < slow,
             plan,
             shared.clone(),
             connect_permits.clone(),
@@ -316,6 +398,13 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
 
     let _ = pub_stop_tx.send(true);
     join_all(clients.iter().map(|c| c.close())).await;
+    join_all(idle_conns.iter().map(|(c, _)| c.close())).await;
+    drop(idle_conns);
+    let slow_link_drops = shapers
+        .iter()
+        .map(|s| s.dropped.load(Ordering::Relaxed))
+        .sum();
+    drop(shapers);
     let published = tokio::task::spawn_blocking(move || publisher.join())
         .await
         .ok()
@@ -327,6 +416,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         None => None,
     };
     let bench = bench_sampler.await.unwrap_or_default();
+    let relay_metrics = match metrics_sampler {
+        Some(h) => h.await.ok(),
+        None => None,
+    };
     let shared = Arc::try_unwrap(shared)
         .map_err(|_| anyhow::anyhow!("subscriber tasks still hold the shared state"))?;
     Ok(Outcome {
@@ -335,6 +428,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         lost_tasks,
         ledgers: ledgers.iter().map(|l| l.groups()).collect(),
         latency: shared.latency,
+        slow_latency: shared.slow_latency,
+        slow_link_drops,
+        idle,
+        relay_metrics,
         relay,
         bench,
         published,
@@ -448,6 +545,63 @@ async fn publish(
     }
 }
 
+/// The relay's UDP address, from the URL.
+fn relay_addr(url: &Url) -> anyhow::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let host = url.host_str().context("relay URL has no host")?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    (host.trim_matches(['[', ']']), port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))
+}
+
+/// A connected idle session: its endpoint, and the task driving it.
+type IdleConn = (Client, tokio::task::JoinHandle<()>);
+
+/// Connects `--idle-sessions` sessions (each its own QUIC endpoint, like real viewers), keeps
+/// them running with nothing to do, and reads the relay's memory before and after.
+async fn open_idle(opts: &Options) -> (Idle, Vec<IdleConn>) {
+    let rss = || {
+        opts.relay_pid
+            .and_then(|pid| procfs::memory_mb(Pid::Other(pid)))
+            .map(|(rss, _)| rss)
+    };
+    let mut idle = Idle {
+        requested: opts.idle_sessions,
+        relay_rss_before_mb: rss(),
+        ..Idle::default()
+    };
+    let results: Vec<anyhow::Result<IdleConn>> = futures::stream::iter(0..opts.idle_sessions)
+        .map(|_| async {
+            let client = Client::new(&opts.tls)?;
+            let conn = client.connect(&opts.url).await?;
+            let task = tokio::spawn(async move {
+                // Keep every half alive with the session.
+                let (_publisher, _subscriber, _quic) = (conn.publisher, conn.subscriber, conn.quic);
+                let _ = conn.session.run().await;
+            });
+            Ok((client, task))
+        })
+        .buffer_unordered(opts.connect_concurrency.max(1))
+        .collect()
+        .await;
+    let mut conns = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(c) => conns.push(c),
+            Err(e) => {
+                idle.first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+    idle.connected = conns.len();
+    tokio::time::sleep(IDLE_SETTLE).await;
+    idle.relay_rss_after_mb = rss();
+    (idle, conns)
+}
+
 struct SubscriberPlan {
     broadcast: String,
     /// (ledger index, track name)
@@ -458,12 +612,14 @@ struct SubscriberPlan {
 async fn subscriber(
     client: Client,
     url: Url,
+    slow: bool,
     plan: SubscriberPlan,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> SubscriberResult {
     let failed = |error: String, shared: &Shared| SubscriberResult {
+        slow,
         connect_us: None,
         error: Some(error),
         // Count its tracks as expected-but-missed from now on.
@@ -502,7 +658,7 @@ async fn subscriber(
         stats
             .iter_mut()
             .zip(subs)
-            .map(|(st, (sub, driver))| read_track(st, sub, driver, &shared, stop.clone())),
+            .map(|(st, (sub, driver))| read_track(st, sub, driver, &shared, slow, stop.clone())),
     );
     let session = conn.session.run();
     let error = tokio::select! {
@@ -510,6 +666,7 @@ async fn subscriber(
         () = async { readers.await; } => None,
     };
     SubscriberResult {
+        slow,
         connect_us: Some(connect_time.as_micros() as u64),
         error,
         tracks: stats,
@@ -521,8 +678,14 @@ async fn read_track(
     mut sub: TrackSubscription,
     driver: impl std::future::Future<Output = Result<(), moqcast_media::moq::serve::ServeError>>,
     shared: &Shared,
+    slow: bool,
     mut stop: watch::Receiver<bool>,
 ) {
+    let latency = if slow {
+        &shared.slow_latency
+    } else {
+        &shared.latency
+    };
     tokio::pin!(driver);
     let mut driving = true;
     loop {
@@ -542,8 +705,11 @@ async fn read_track(
                     let send = LocProperties::from_extension_headers(&obj.properties)
                         .ok()
                         .and_then(|p| p.send_time_us);
-                    st.on_object(obj.group_id, obj.payload.len(), send, now, &shared.window, &shared.latency);
-                    shared.last_object_us.store(now, Ordering::Relaxed);
+                    st.on_object(obj.group_id, obj.payload.len(), send, now, &shared.window, latency);
+                    // The drain waits for the others; a slow link may trickle on for long.
+                    if !slow {
+                        shared.last_object_us.store(now, Ordering::Relaxed);
+                    }
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -553,6 +719,31 @@ async fn read_track(
             },
         }
     }
+}
+
+/// The relay's metrics at `start` and `end`, and the largest cache size sampled in between.
+async fn sample_metrics(url: Url, start: Instant, end: Instant) -> RelayMetrics {
+    tokio::time::sleep_until(start).await;
+    let mut out = RelayMetrics {
+        start: scrape::scrape(&url).await.unwrap_or_default(),
+        ..RelayMetrics::default()
+    };
+    let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+    let mut last = Samples::default();
+    while Instant::now() < end {
+        if let Some(s) = scrape::scrape(&url).await {
+            if let Some(&c) = s.get("moqcast_cache_bytes") {
+                out.cache_bytes_max = Some(out.cache_bytes_max.map_or(c, |m: f64| m.max(c)));
+            }
+            last = s;
+        }
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = tokio::time::sleep_until(end) => {}
+        }
+    }
+    out.end = scrape::scrape(&url).await.unwrap_or(last);
+    out
 }
 
 /// CPU seconds over `[start, end]`, and memory sampled in between.
