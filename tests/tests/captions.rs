@@ -107,7 +107,11 @@ fn publish(
         "--input",
     ])
     .arg(input);
-    ChildGuard::spawn(&format!("publish-{broadcast}"), &mut cmd, &dir.0)
+    ChildGuard::spawn(
+        &format!("publish-{}", broadcast.replace('/', "_")),
+        &mut cmd,
+        &dir.0,
+    )
 }
 
 /// Speech in, WebVTT captions out, on the media timeline, while someone subscribes, and only
@@ -161,23 +165,22 @@ async fn sidecar_captions_spoken_broadcast_while_subscribed() {
             &relay.url("https"),
             "--tls-fingerprint",
             &relay.fingerprint,
-            "--broadcast",
-            "talk",
-            "--broadcast",
-            "mute",
+            // Both broadcasts are found under the prefix (SUBSCRIBE_NAMESPACE).
+            "--prefix",
+            "live",
         ])
         .args(["--metrics-addr", &metrics.to_string(), "--model"])
         .arg(&model)
         .env("RUST_LOG", "info,moq_transport=off,quinn=warn");
         ChildGuard::spawn("sidecar", &mut cmd, &dir.0)
     };
-    let _talk = publish(&relay, "talk", &talk, &dir);
-    let _mute = publish(&relay, "mute", &mute, &dir);
+    let _talk = publish(&relay, "live/talk", &talk, &dir);
+    let _mute = publish(&relay, "live/mute", &mute, &dir);
 
     // Published but not subscribed: the caption track exists, nothing is recognised.
     wait_status(
         metrics,
-        "talk",
+        "live/talk",
         "idle",
         &mut sidecar,
         Duration::from_secs(60),
@@ -185,13 +188,13 @@ async fn sidecar_captions_spoken_broadcast_while_subscribed() {
     .await;
     wait_status(
         metrics,
-        "mute",
+        "live/mute",
         "no_audio",
         &mut sidecar,
         Duration::from_secs(30),
     )
     .await;
-    let mute_detail = status(metrics)["broadcasts"]["mute"]["detail"]
+    let mute_detail = status(metrics)["broadcasts"]["live/mute"]["detail"]
         .as_str()
         .unwrap_or("")
         .to_string();
@@ -219,7 +222,7 @@ async fn sidecar_captions_spoken_broadcast_while_subscribed() {
             "--tls-fingerprint",
             &relay.fingerprint,
             "--broadcast",
-            "talk",
+            "live/talk",
         ])
         .args([
             "--duration",
@@ -283,7 +286,7 @@ async fn sidecar_captions_spoken_broadcast_while_subscribed() {
     // The last subscriber left: recognition stops.
     wait_status(
         metrics,
-        "talk",
+        "live/talk",
         "idle",
         &mut sidecar,
         Duration::from_secs(15),
@@ -306,7 +309,7 @@ async fn sidecar_captions_spoken_broadcast_while_subscribed() {
         "no recognition without subscribers"
     );
     assert_eq!(
-        broadcast_status(metrics, "mute"),
+        broadcast_status(metrics, "live/mute"),
         "no_audio",
         "the other broadcast is unaffected"
     );
