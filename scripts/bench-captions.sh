@@ -13,6 +13,8 @@
 #   SIDECAR_BEAMS  beam sizes for moqcast-caption-bench ("1")
 #   FW_CONFIGS     faster-whisper COMPUTE:BEAM list ("float32:1,int8:1,float32:5,int8:5")
 #   LIMIT          only the first N clips of the corpus (all)
+#   REPEAT         passes over the corpus per configuration; each clip's fastest pass is reported,
+#                  which filters out other work's bursts on a shared machine (1)
 #   MOQCAST_WHISPER_MODEL  model directory (default: what scripts/fetch-model.sh installs)
 #   MOQCAST_BENCH_VENV     faster-whisper venv (~/.cache/moqcast/venv-bench; made if missing)
 #   OUT            output folder (target/bench-captions); SKIP_BUILD=1 uses the existing binary
@@ -28,6 +30,7 @@ THREADS=${THREADS:-2}
 SIDECAR_BEAMS=${SIDECAR_BEAMS:-"1"}
 FW_CONFIGS=${FW_CONFIGS:-"float32:1,int8:1,float32:5,int8:5"}
 LIMIT=${LIMIT:-}
+REPEAT=${REPEAT:-1}
 OUT=${OUT:-target/bench-captions}
 
 log() { echo "bench-captions: $*" >&2; }
@@ -55,6 +58,7 @@ python3 bench/captions/corpus.py --out "$OUT/corpus"
 manifest=$OUT/corpus/manifest.json
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
+loads=()
 load_before=$(load)
 started=$(date -u +%Y-%m-%dT%H:%MZ)
 results=()
@@ -66,16 +70,19 @@ for system in $SYSTEMS; do
             f=$OUT/sidecar-beam$beam.jsonl
             log "moqcast-sidecar beam $beam -> $f"
             "$bench" --manifest "$manifest" --model "$model" --threads "$THREADS" --beam "$beam" \
-                --limit "${LIMIT:-0}" --out "$f"
+                --repeat "$REPEAT" --limit "${LIMIT:-0}" --out "$f"
             results+=("$f")
+            loads+=("after sidecar beam $beam: $(load)")
         done
         ;;
     faster-whisper)
         f=$OUT/faster-whisper.jsonl
         log "faster-whisper $FW_CONFIGS -> $f"
         python3 bench/captions/faster_whisper_ref.py --manifest "$manifest" --model "$model" \
-            --threads "$THREADS" --configs "$FW_CONFIGS" --limit "${LIMIT:-0}" --out "$f"
+            --threads "$THREADS" --configs "$FW_CONFIGS" --repeat "$REPEAT" --limit "${LIMIT:-0}" \
+            --out "$f"
         results+=("$f")
+        loads+=("after faster-whisper: $(load)")
         ;;
     *)
         log "unknown system $system (sidecar, faster-whisper)"
@@ -83,7 +90,6 @@ for system in $SYSTEMS; do
         ;;
     esac
 done
-load_after=$(load)
 
 # Clip-by-clip differences between the two systems at matching beam sizes.
 for beam in $SIDECAR_BEAMS; do
@@ -102,7 +108,8 @@ print("%s (%d clips, %.1f s of speech)" % (m["corpus"], len(m["clips"]), sum(c["
 md=$OUT/results.md
 {
     echo "Caption benchmark, $started: $(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p' | head -1)),"
-    echo "$THREADS threads per system; load average (1, 5, 15 min) $load_before before, $load_after after."
+    echo "$THREADS threads per system, fastest of $REPEAT pass(es) per clip; load average (1, 5, 15 min):"
+    echo "$load_before at the start; $(IFS=';'; echo "${loads[*]}" | sed 's/;/; /g')."
     echo "Corpus: $corpus${LIMIT:+, first $LIMIT clips}; model: $model."
     echo
     python3 bench/captions/score.py --manifest "$manifest" "${diffs[@]}" "${results[@]}"
