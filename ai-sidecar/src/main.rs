@@ -16,11 +16,10 @@ use moqcast_media::moq::{self, Client};
 use moqcast_publisher::cli::TlsArgs;
 use moqcast_sidecar::{
     metrics::Metrics,
-    model::WhisperModel,
+    model::{DecodeOptions, WhisperModel},
     recognize::Recognizer,
     segment::SegmenterConfig,
     service::{self, Shared},
-    transcriber::DecodeOptions,
     transcriber::Whisper,
     vad::VadConfig,
 };

@@ -1,11 +1,6 @@
 //! Whisper as the recognition worker's [`Transcriber`].
 
-use crate::model::WhisperModel;
-#[derive(Clone, Default)]
-pub struct DecodeOptions {
-    pub beam_size: usize,
-    pub prompt: Option<String>,
-}
+use crate::model::{DecodeOptions, WhisperModel};
 use crate::recognize::{Text, Transcriber};
 
 /// A loaded Whisper model with the decode settings for partial and final cues.
@@ -38,12 +33,14 @@ impl Transcriber for Whisper {
         } else {
             &self.partials
         };
-        let _ = opts;
-        let t = self.model.transcribe(samples).map_err(|e| e.to_string())?;
+        let t = self
+            .model
+            .transcribe_with(samples, opts)
+            .map_err(|e| e.to_string())?;
         Ok(Text {
             text: t.text,
-            avg_logprob: 0.0,
-            no_speech_prob: 0.0,
+            avg_logprob: t.avg_logprob,
+            no_speech_prob: t.no_speech_prob,
         })
     }
 }
