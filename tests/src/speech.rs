@@ -67,44 +67,69 @@ pub fn speech_wav(
     out
 }
 
-/// A WAV as an MP4 with a test pattern in H.264 (30 fps, a keyframe a second) and the audio as
-/// AAC (`aac`) or Opus (`libopus`, in Matroska: pass a `.mkv` name).
+/// FFmpeg input arguments for a test pattern (30 fps).
+const PATTERN: [&str; 10] = [
+    "-hide_banner",
+    "-loglevel",
+    "error",
+    "-y",
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc2=size=320x240:rate=30",
+    "-pix_fmt",
+    "yuv420p",
+];
+
+/// FFmpeg output arguments: H.264 with a keyframe a second.
+const H264: [&str; 6] = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "30"];
+
+/// A WAV as an MP4 with a test pattern and the audio as AAC (`aac`) or Opus (`libopus`, in
+/// Matroska: pass a `.mkv` name).
 pub fn speech_video(wav: &Path, out: &Path, audio_codec: &str) -> PathBuf {
-    run(
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=320x240:rate=30",
-                "-i",
-            ])
-            .arg(wav)
-            .args([
-                "-shortest",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "30",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                audio_codec,
-                "-b:a",
-                "64k",
-                "-ar",
-                "48000",
-            ])
-            .arg(out),
-        "ffmpeg",
-    );
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(&PATTERN[..8])
+        .arg("-i")
+        .arg(wav)
+        .args(&PATTERN[8..])
+        .args(H264)
+        .args([
+            "-shortest",
+            "-c:a",
+            audio_codec,
+            "-b:a",
+            "64k",
+            "-ar",
+            "48000",
+        ])
+        .arg(out);
+    run(&mut cmd, "ffmpeg");
     out.to_path_buf()
+}
+
+/// `secs` of the test pattern without any audio track.
+pub fn video_only(out: &Path, secs: u32) -> PathBuf {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(PATTERN)
+        .args(H264)
+        .args(["-t", &secs.to_string()])
+        .arg(out);
+    run(&mut cmd, "ffmpeg");
+    out.to_path_buf()
+}
+
+/// `moqcast-sidecar` against a relay, with the test model, quiet logs and any port for its
+/// HTTP side unless `extra` names one.
+pub fn sidecar_command(url: &str, fingerprint: &str, extra: &[&str]) -> Command {
+    let mut cmd = crate::command("moqcast-sidecar");
+    cmd.args(["--url", url, "--tls-fingerprint", fingerprint])
+        .arg("--model")
+        .arg(whisper_model_dir())
+        .args(extra);
+    if !extra.contains(&"--metrics-addr") {
+        cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+    }
+    cmd
 }
 
 /// The Whisper model for sidecar tests: `$MOQCAST_WHISPER_MODEL`, else the default that

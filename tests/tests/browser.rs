@@ -141,12 +141,25 @@ fn screenshot_path(name: &str) -> PathBuf {
     dir.join(format!("{name}.png"))
 }
 
-/// `moqcast-publish --input testsrc` for `broadcast`, with more flags.
+/// `moqcast-publish --input testsrc` for `broadcast`, with more flags, for two minutes.
 fn publisher(
     url: &str,
     fingerprint: &str,
     broadcast: &str,
     extra: &[&str],
+    dir: &TempDir,
+) -> ChildGuard {
+    let mut flags = vec!["--input", "testsrc", "--duration", "120"];
+    flags.extend_from_slice(extra);
+    publisher_of(url, fingerprint, broadcast, &flags, dir)
+}
+
+/// `moqcast-publish` for `broadcast` with these flags (`--input` among them).
+fn publisher_of(
+    url: &str,
+    fingerprint: &str,
+    broadcast: &str,
+    flags: &[&str],
     dir: &TempDir,
 ) -> ChildGuard {
     let mut cmd = command("moqcast-publish");
@@ -155,12 +168,10 @@ fn publisher(
         url,
         "--broadcast",
         broadcast,
-        "--input",
-        "testsrc",
         "--tls-fingerprint",
         fingerprint,
     ]);
-    cmd.args(["--duration", "120"]).args(extra);
+    cmd.args(flags);
     ChildGuard::spawn(
         &format!("publish-{}", broadcast.replace('/', "_")),
         &mut cmd,
@@ -337,7 +348,7 @@ async fn viewer_shows_captions_and_switches_audio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_shows_live_sidecar_captions() {
     require_browser_tools();
-    let model = moqcast_tests::speech::whisper_model_dir();
+    moqcast_tests::speech::whisper_model_dir();
     let _lock = tokio::task::spawn_blocking(BrowserLock::acquire)
         .await
         .unwrap();
@@ -351,35 +362,19 @@ async fn viewer_shows_live_sidecar_captions() {
     ];
     let wav = moqcast_tests::speech::speech_wav(&dir.0, "talk", &sentences, "en-us", 1.0, 1.0);
     let media = moqcast_tests::speech::speech_video(&wav, &dir.path("talk.mp4"), "aac");
-    let mut publish = {
-        let mut cmd = command("moqcast-publish");
-        cmd.args([
-            "--url",
-            &relay.url("https"),
-            "--tls-fingerprint",
-            &relay.fingerprint,
-        ])
-        .args(["--broadcast", "live/talk", "--loop", "--input"])
-        .arg(&media);
-        ChildGuard::spawn("publish-talk", &mut cmd, &dir.0)
-    };
+    let extra = ["--loop", "--input", media.to_str().unwrap()];
+    let mut publish = publisher_of(
+        &relay.url("https"),
+        &relay.fingerprint,
+        "live/talk",
+        &extra,
+        &dir,
+    );
     wait_announced(relay.http, "live/talk", &mut publish).await;
     let mut sidecar = {
-        let mut cmd = command("moqcast-sidecar");
-        cmd.args([
-            "--url",
-            &relay.url("https"),
-            "--tls-fingerprint",
-            &relay.fingerprint,
-        ])
-        .args([
-            "--broadcast",
-            "live/talk",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--model",
-        ])
-        .arg(&model);
+        let extra = ["--broadcast", "live/talk"];
+        let mut cmd =
+            moqcast_tests::speech::sidecar_command(&relay.url("https"), &relay.fingerprint, &extra);
         ChildGuard::spawn("sidecar", &mut cmd, &dir.0)
     };
     wait_announced(relay.http, "live/talk/ai", &mut sidecar).await;

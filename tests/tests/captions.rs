@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use moqcast_tests::{
     command,
-    speech::{speech_video, speech_wav, whisper_model_dir, word_recall},
+    speech::{
+        sidecar_command, speech_video, speech_wav, video_only, whisper_model_dir, word_recall,
+    },
     ChildGuard, TempDir, TestRelay,
 };
 
@@ -119,59 +121,19 @@ fn publish(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_captions_spoken_broadcast_while_subscribed() {
     moqcast_tests::init_tracing();
-    let model = whisper_model_dir();
     let dir = TempDir::new("captions");
     let wav = speech_wav(&dir.0, "talk", &SENTENCES, "en-us", 2.0, 1.5);
     let talk = speech_video(&wav, &dir.path("talk.mp4"), "aac");
-    let mute_wav = speech_wav(&dir.0, "mute", &[], "en-us", 3.0, 0.1);
-    let mute = dir.path("mute.mp4");
-    let out = std::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=gray:s=160x120:r=30",
-            "-t",
-            "3",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "30",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .arg(&mute)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    drop(mute_wav);
+    let mute = video_only(&dir.path("mute.mp4"), 3);
 
     let relay = TestRelay::start(&[]).await;
     let metrics = free_tcp_addr();
     let mut sidecar = {
-        let mut cmd = command("moqcast-sidecar");
-        cmd.args([
-            "--url",
-            &relay.url("https"),
-            "--tls-fingerprint",
-            &relay.fingerprint,
-            // Both broadcasts are found under the prefix (SUBSCRIBE_NAMESPACE).
-            "--prefix",
-            "live",
-        ])
-        .args(["--metrics-addr", &metrics.to_string(), "--model"])
-        .arg(&model)
-        .env("RUST_LOG", "info,moq_transport=off,quinn=warn");
+        // Both broadcasts are found under the prefix (SUBSCRIBE_NAMESPACE).
+        let metrics = metrics.to_string();
+        let extra = ["--prefix", "live", "--metrics-addr", &metrics];
+        let mut cmd = sidecar_command(&relay.url("https"), &relay.fingerprint, &extra);
+        cmd.env("RUST_LOG", "info,moq_transport=off,quinn=warn");
         ChildGuard::spawn("sidecar", &mut cmd, &dir.0)
     };
     let _talk = publish(&relay, "live/talk", &talk, &dir);
