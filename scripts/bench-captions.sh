@@ -10,7 +10,8 @@
 # Environment (all optional):
 #   SYSTEMS        which to run, in order: "sidecar faster-whisper"
 #   THREADS        compute threads for both systems (2)
-#   SIDECAR_BEAMS  beam sizes for moqcast-caption-bench ("1")
+#   SIDECAR_CONFIGS  moqcast-caption-bench PRECISION:BEAM list ("float32:1,float32:5,q8_0:1";
+#                  precisions float32, q8_0, q4_0)
 #   FW_CONFIGS     faster-whisper COMPUTE:BEAM list ("float32:1,int8:1,float32:5,int8:5")
 #   LIMIT          only the first N clips of the corpus (all)
 #   REPEAT         passes over the corpus per configuration; each clip's fastest pass is reported,
@@ -27,7 +28,7 @@ cd "$(dirname "$0")/.."
 
 SYSTEMS=${SYSTEMS:-"sidecar faster-whisper"}
 THREADS=${THREADS:-2}
-SIDECAR_BEAMS=${SIDECAR_BEAMS:-"1"}
+SIDECAR_CONFIGS=${SIDECAR_CONFIGS:-"float32:1,float32:5,q8_0:1"}
 FW_CONFIGS=${FW_CONFIGS:-"float32:1,int8:1,float32:5,int8:5"}
 LIMIT=${LIMIT:-}
 REPEAT=${REPEAT:-1}
@@ -66,13 +67,15 @@ diffs=()
 for system in $SYSTEMS; do
     case $system in
     sidecar)
-        for beam in $SIDECAR_BEAMS; do
-            f=$OUT/sidecar-beam$beam.jsonl
-            log "moqcast-sidecar beam $beam -> $f"
-            "$bench" --manifest "$manifest" --model "$model" --threads "$THREADS" --beam "$beam" \
-                --repeat "$REPEAT" --limit "${LIMIT:-0}" --out "$f"
+        for config in ${SIDECAR_CONFIGS//,/ }; do
+            precision=${config%%:*} beam=${config#*:}
+            f=$OUT/sidecar-$precision-beam$beam.jsonl
+            log "moqcast-sidecar $precision beam $beam -> $f"
+            "$bench" --manifest "$manifest" --model "$model" --threads "$THREADS" \
+                --precision "$precision" --beam "$beam" --repeat "$REPEAT" --limit "${LIMIT:-0}" \
+                --out "$f"
             results+=("$f")
-            loads+=("after sidecar beam $beam: $(load)")
+            loads+=("after sidecar $precision beam $beam: $(load)")
         done
         ;;
     faster-whisper)
@@ -92,12 +95,11 @@ for system in $SYSTEMS; do
 done
 
 # Clip-by-clip differences between the two systems at matching beam sizes.
-for beam in $SIDECAR_BEAMS; do
-    case ",$FW_CONFIGS," in
-    *",float32:$beam,"*)
+for config in ${SIDECAR_CONFIGS//,/ }; do
+    precision=${config%%:*} beam=${config#*:}
+    if [ "$precision" = float32 ] && [[ ",$FW_CONFIGS," == *",float32:$beam,"* ]]; then
         diffs+=(--diff "moqcast-sidecar/float32 beam $beam" "faster-whisper/float32 beam $beam")
-        ;;
-    esac
+    fi
 done
 
 corpus=$(python3 -c '

@@ -186,9 +186,10 @@ def main():
                 continue
             rows.append([cid, clips[cid]["text"], ta, tb])
         same = sum(1 for cid in clips if cid in texts[a] and cid in texts[b]) - len(rows)
-        out.append(f"Clips where `{a}` and `{b}` differ after normalisation "
-                   f"({len(rows)} differ, {same} agree):\n\n"
-                   + table(["clip", "reference", a, b], rows, left=4))
+        head = (f"Clips where `{a}` and `{b}` differ after normalisation "
+                f"({len(rows)} differ, {same} agree)")
+        out.append(head + (":\n\n" + table(["clip", "reference", a, b], rows, left=4)
+                           if rows else "."))
 
     text = "\n\n".join(out) + "\n"
     sys.stdout.write(text)

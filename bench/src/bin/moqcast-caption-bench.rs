@@ -4,12 +4,15 @@
 //!
 //! ```text
 //! moqcast-caption-bench --manifest target/bench-captions/corpus/manifest.json --threads 2
+//! moqcast-caption-bench --manifest ... --beam 5 --precision q8_0 --repeat 3
 //! moqcast-caption-bench a.wav b.wav
 //! ```
 //!
 //! Each line: `{"system": "moqcast-sidecar", "config": "float32 beam 1", "compute": "float32",
 //! "beam": 1, "threads": 2, "passes": 1, "id": ..., "file": ..., "audio_s": ..., "proc_s": ...,
-//! "cpu_s": ..., "mel_s": ..., "encode_s": ..., "decode_s": ..., "tokens": ..., "text": ...}`.
+//! "cpu_s": ..., "mel_s": ..., "encode_s": ..., "decode_s": ..., "tokens": ..., "avg_logprob": ...,
+//! "no_speech_prob": ..., "text": ...}`. Decoding is `DecodeOptions::default()` (no temperature
+//! fallback, repetition guard on) with `--beam`/`--prompt`.
 //! `proc_s` is mel + encode + decode (wall time) from samples already in memory, `cpu_s` the
 //! process's user + system CPU time over the same call; with `--repeat N`, both from the clip's
 //! fastest of N passes. The model is warmed up on the first clip before the clock starts.
@@ -22,7 +25,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
-use moqcast_sidecar::model::{Transcript, WhisperModel};
+use moqcast_sidecar::model::{DecodeOptions, LoadOptions, Precision, Transcript, WhisperModel};
 use serde::Deserialize;
 
 const SAMPLE_RATE: u32 = 16_000;
@@ -42,9 +45,15 @@ struct Args {
     manifest: Option<PathBuf>,
     /// WAV files (16 kHz mono, 16-bit PCM or 32-bit float), transcribed after the manifest's clips.
     files: Vec<PathBuf>,
-    /// Beam size; 1 is greedy decoding.
+    /// Beam size; 1 is greedy decoding (`DecodeOptions::beam_size`).
     #[arg(long, default_value_t = 1)]
     beam: usize,
+    /// Weight precision of encoder and decoder: float32, or 8-bit / 4-bit blocks (q8_0, q4_0).
+    #[arg(long, value_enum, default_value_t = Compute::Float32)]
+    precision: Compute,
+    /// Text prompt given before each clip (`DecodeOptions::prompt`).
+    #[arg(long)]
+    prompt: Option<String>,
     /// Compute threads (candle's rayon pool and its matrix kernels).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -58,6 +67,33 @@ struct Args {
     /// Write the JSON lines here instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Compute {
+    Float32,
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
+impl Compute {
+    fn precision(self) -> Precision {
+        match self {
+            Compute::Float32 => Precision::F32,
+            Compute::Q8_0 => Precision::Q8_0,
+            Compute::Q4_0 => Precision::Q4_0,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Compute::Float32 => "float32",
+            Compute::Q8_0 => "q8_0",
+            Compute::Q4_0 => "q4_0",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,12 +137,6 @@ fn main() -> anyhow::Result<()> {
         candle_core::utils::get_num_threads() == args.threads,
         "candle did not take RAYON_NUM_THREADS"
     );
-    if args.beam != 1 {
-        bail!(
-            "--beam {}: this moqcast-sidecar decodes greedily only (--beam 1)",
-            args.beam
-        );
-    }
 
     let clips = load_clips(&args)?;
     ensure!(!clips.is_empty(), "no clips: pass --manifest or WAV files");
@@ -115,25 +145,38 @@ fn main() -> anyhow::Result<()> {
         None => default_model_dir()?,
     };
     let t = Instant::now();
-    let mut model =
-        WhisperModel::load(&model_dir, &candle_core::Device::Cpu).with_context(|| {
+    let precision = args.precision.precision();
+    let load = LoadOptions {
+        encoder: precision,
+        decoder: precision,
+    };
+    let mut model = WhisperModel::load_with(&model_dir, &candle_core::Device::Cpu, load)
+        .with_context(|| {
             format!(
                 "loading the Whisper model from {} (run scripts/fetch-model.sh or pass --model)",
                 model_dir.display()
             )
         })?;
     eprintln!(
-        "caption-bench: loaded {} ({:?}) in {:.2} s; {} clips, {} threads, beam {}",
+        "caption-bench: loaded {} ({:?}, {}) in {:.2} s; {} clips, {} threads, beam {}",
         model_dir.display(),
         model.format,
+        args.precision.name(),
         t.elapsed().as_secs_f64(),
         clips.len(),
         args.threads,
         args.beam
     );
 
+    let opts = DecodeOptions {
+        beam_size: args.beam,
+        prompt: args.prompt.clone(),
+        ..DecodeOptions::default()
+    };
     // Warm-up: first-touch allocations, rayon pool start, weight pages.
-    model.transcribe(&clips[0].samples).context("warm-up")?;
+    model
+        .transcribe_with(&clips[0].samples, &opts)
+        .context("warm-up")?;
 
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
@@ -141,7 +184,7 @@ fn main() -> anyhow::Result<()> {
         )),
         None => Box::new(std::io::stdout().lock()),
     };
-    let config = format!("float32 beam {}", args.beam);
+    let config = format!("{} beam {}", args.precision.name(), args.beam);
     // Each pass transcribes every clip; a clip's reported time is its fastest pass, which filters
     // out bursts of other work on a shared machine (passes are spread out in time, not back to back).
     let mut best: Vec<Option<(Transcript, f64)>> = (0..clips.len()).map(|_| None).collect();
@@ -150,7 +193,7 @@ fn main() -> anyhow::Result<()> {
         for (clip, best) in clips.iter().zip(best.iter_mut()) {
             let cpu0 = process_cpu_seconds();
             let tr = model
-                .transcribe(&clip.samples)
+                .transcribe_with(&clip.samples, &opts)
                 .with_context(|| format!("transcribing {}", clip.file.display()))?;
             let cpu_s = process_cpu_seconds() - cpu0;
             match best {
@@ -186,7 +229,7 @@ fn main() -> anyhow::Result<()> {
             "system": "moqcast-sidecar",
             "version": concat!("moqcast-sidecar ", env!("CARGO_PKG_VERSION")),
             "config": config,
-            "compute": "float32",
+            "compute": args.precision.name(),
             "beam": args.beam,
             "threads": args.threads,
             "passes": args.repeat,
@@ -199,6 +242,8 @@ fn main() -> anyhow::Result<()> {
             "encode_s": round4(tr.encode.as_secs_f64()),
             "decode_s": round4(tr.decode.as_secs_f64()),
             "tokens": tr.tokens.len(),
+            "avg_logprob": round4(f64::from(tr.avg_logprob)),
+            "no_speech_prob": round4(f64::from(tr.no_speech_prob)),
             "text": tr.text,
         });
         writeln!(out, "{row}")?;
