@@ -14,7 +14,8 @@
 #                  precisions float32, q8_0, q4_0)
 #   FW_CONFIGS     faster-whisper COMPUTE:BEAM list ("float32:1,int8:1,float32:5,int8:5")
 #   LIMIT          only the first N clips of the corpus (all)
-#   REPEAT         passes over the corpus per configuration; each clip's fastest pass is reported,
+#   REPEAT         passes over the corpus, each running every configuration of both systems
+#                  (interleaved, alternate passes reversed); each clip's fastest pass is reported,
 #                  which filters out other work's bursts on a shared machine (1)
 #   MOQCAST_WHISPER_MODEL  model directory (default: what scripts/fetch-model.sh installs)
 #   MOQCAST_BENCH_VENV     faster-whisper venv (~/.cache/moqcast/venv-bench; made if missing)
@@ -59,40 +60,63 @@ python3 bench/captions/corpus.py --out "$OUT/corpus"
 manifest=$OUT/corpus/manifest.json
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
-loads=()
-load_before=$(load)
-started=$(date -u +%Y-%m-%dT%H:%MZ)
-results=()
-diffs=()
+
+# One job per system and configuration, the two systems interleaved (sidecar's first config,
+# faster-whisper's first, ...) so that other work on the machine falls on both alike.
+sidecar_jobs=() fw_jobs=() jobs=()
 for system in $SYSTEMS; do
     case $system in
-    sidecar)
-        for config in ${SIDECAR_CONFIGS//,/ }; do
-            precision=${config%%:*} beam=${config#*:}
-            f=$OUT/sidecar-$precision-beam$beam.jsonl
-            log "moqcast-sidecar $precision beam $beam -> $f"
-            "$bench" --manifest "$manifest" --model "$model" --threads "$THREADS" \
-                --precision "$precision" --beam "$beam" --repeat "$REPEAT" --limit "${LIMIT:-0}" \
-                --out "$f"
-            results+=("$f")
-            loads+=("after sidecar $precision beam $beam: $(load)")
-        done
-        ;;
-    faster-whisper)
-        f=$OUT/faster-whisper.jsonl
-        log "faster-whisper $FW_CONFIGS -> $f"
-        python3 bench/captions/faster_whisper_ref.py --manifest "$manifest" --model "$model" \
-            --threads "$THREADS" --configs "$FW_CONFIGS" --repeat "$REPEAT" --limit "${LIMIT:-0}" \
-            --out "$f"
-        results+=("$f")
-        loads+=("after faster-whisper: $(load)")
-        ;;
+    sidecar) for c in ${SIDECAR_CONFIGS//,/ }; do sidecar_jobs+=("sidecar:$c"); done ;;
+    faster-whisper) for c in ${FW_CONFIGS//,/ }; do fw_jobs+=("faster-whisper:$c"); done ;;
     *)
         log "unknown system $system (sidecar, faster-whisper)"
         exit 1
         ;;
     esac
 done
+for ((i = 0; i < ${#sidecar_jobs[@]} || i < ${#fw_jobs[@]}; i++)); do
+    [ "$i" -lt "${#sidecar_jobs[@]}" ] && jobs+=("${sidecar_jobs[$i]}")
+    [ "$i" -lt "${#fw_jobs[@]}" ] && jobs+=("${fw_jobs[$i]}")
+done
+
+run_job() { # PASS SYSTEM:COMPUTE:BEAM
+    local pass=$1 system compute beam f
+    IFS=: read -r system compute beam <<<"$2"
+    f=$OUT/runs/pass$pass-$system-$compute-beam$beam.jsonl
+    log "pass $pass/$REPEAT: $system $compute beam $beam (load $(load))"
+    case $system in
+    sidecar)
+        "$bench" --manifest "$manifest" --model "$model" --threads "$THREADS" \
+            --precision "$compute" --beam "$beam" --limit "${LIMIT:-0}" --out "$f"
+        ;;
+    faster-whisper)
+        python3 bench/captions/faster_whisper_ref.py --manifest "$manifest" --model "$model" \
+            --threads "$THREADS" --configs "$compute:$beam" --limit "${LIMIT:-0}" --out "$f"
+        ;;
+    esac
+}
+
+rm -rf "$OUT/runs"
+mkdir -p "$OUT/runs"
+load_before=$(load)
+started=$(date -u +%Y-%m-%dT%H:%MZ)
+# Every pass runs every job; later passes go in reverse order. score.py keeps each clip's
+# fastest pass per configuration (and checks that its transcript did not change).
+for ((pass = 1; pass <= REPEAT; pass++)); do
+    if ((pass % 2)); then order=("${jobs[@]}"); else order=(); for ((k = ${#jobs[@]} - 1; k >= 0; k--)); do order+=("${jobs[$k]}"); done; fi
+    for job in "${order[@]}"; do
+        run_job "$pass" "$job"
+    done
+done
+load_after=$(load)
+results=()
+for job in "${jobs[@]}"; do
+    IFS=: read -r system compute beam <<<"$job"
+    for ((pass = 1; pass <= REPEAT; pass++)); do
+        results+=("$OUT/runs/pass$pass-$system-$compute-beam$beam.jsonl")
+    done
+done
+diffs=()
 
 # Clip-by-clip differences between the two systems at matching beam sizes.
 for config in ${SIDECAR_CONFIGS//,/ }; do
@@ -110,8 +134,8 @@ print("%s (%d clips, %.1f s of speech)" % (m["corpus"], len(m["clips"]), sum(c["
 md=$OUT/results.md
 {
     echo "Caption benchmark, $started: $(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p' | head -1)),"
-    echo "$THREADS threads per system, fastest of $REPEAT pass(es) per clip; load average (1, 5, 15 min):"
-    echo "$load_before at the start; $(IFS=';'; echo "${loads[*]}" | sed 's/;/; /g')."
+    echo "$THREADS threads per system, fastest of $REPEAT pass(es) per clip (systems interleaved);"
+    echo "load average (1, 5, 15 min) $load_before at the start, $load_after at the end."
     echo "Corpus: $corpus${LIMIT:+, first $LIMIT clips}; model: $model."
     echo
     python3 bench/captions/score.py --manifest "$manifest" "${diffs[@]}" "${results[@]}"
