@@ -111,6 +111,21 @@ pub struct DecodeOptions {
     pub no_speech_threshold: f32,
     /// Seed for temperature sampling (decodes are reproducible).
     pub seed: u64,
+    /// How much of the 30 s encoder window to compute.
+    pub window: EncoderWindow,
+}
+
+/// How many mel frames the encoder runs over. The encoder's cost grows with the window (a little
+/// faster than linearly), and so does the decoder's cross-attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderWindow {
+    /// The 30 s window Whisper was trained on, however short the audio.
+    Full,
+    /// The audio and at least `pad_ms` of silence after it, in whole seconds. Without trailing
+    /// silence to attend to, Whisper tends to loop or invent words; with `fallback`, a decode
+    /// that looks like that (repetitive, or `avg_logprob` under the threshold while not silent)
+    /// is redone over the full window.
+    Fit { pad_ms: u32, fallback: bool },
 }
 
 impl Default for DecodeOptions {
@@ -126,6 +141,7 @@ impl Default for DecodeOptions {
             logprob_threshold: -1.0,
             no_speech_threshold: 0.6,
             seed: 0x5eed,
+            window: EncoderWindow::Full,
         }
     }
 }
@@ -146,6 +162,8 @@ pub struct Transcript {
     pub temperature: f32,
     /// The text looked like a loop: the repetition guard cut it, or few of its tokens are distinct.
     pub repetitive: bool,
+    /// Mel frames the encoder ran over for this text (3000 for the full 30 s window).
+    pub frames: usize,
     pub mel: Duration,
     /// Encoder, and the cross-attention keys and values of the decoder.
     pub encode: Duration,
@@ -357,75 +375,104 @@ impl WhisperModel {
     /// itself).
     pub fn transcribe_with(&mut self, samples: &[f32], opts: &DecodeOptions) -> Result<Transcript> {
         let t0 = Instant::now();
-        let mel = self.padded_mel(samples)?;
-        let t1 = Instant::now();
-        let audio = self.encode(&mel)?;
-        let t2 = Instant::now();
+        let mel = self.checked_mel(samples)?;
+        let mel_time = t0.elapsed();
+        let full = self.encoder.max_frames();
+        let mut windows = vec![];
+        if let EncoderWindow::Fit { pad_ms, fallback } = opts.window {
+            let pad = pad_ms as usize * crate::audio::SAMPLE_RATE / crate::audio::HOP_LENGTH / 1000;
+            // Whole seconds (100 frames), so that a few window sizes recur.
+            let frames = (mel.n_frames + pad).div_ceil(100) * 100;
+            if frames < full {
+                windows.push((frames, fallback));
+            }
+        }
+        windows.push((full, false));
+        let (mut encode, mut decode) = (Duration::ZERO, Duration::ZERO);
+        for (frames, fallback) in windows {
+            let t1 = Instant::now();
+            let audio = self.encode(&mel.padded(frames).to_tensor(&self.device)?)?;
+            let t2 = Instant::now();
+            let decoded = self.decode(&audio, opts)?;
+            let t3 = Instant::now();
+            encode += t2 - t1;
+            decode += t3 - t2;
+            if fallback && decoded.needs_fallback(opts) {
+                continue;
+            }
+            let (temperature, outcome, no_speech_prob) =
+                (decoded.temperature, decoded.outcome, decoded.no_speech_prob);
+            let text = self.text(&outcome.tokens)?;
+            return Ok(Transcript {
+                text,
+                avg_logprob: outcome.avg_logprob() as f32,
+                no_speech_prob,
+                temperature,
+                repetitive: search::looks_repetitive(&outcome),
+                tokens: outcome.tokens,
+                frames,
+                mel: mel_time,
+                encode,
+                decode: decode + t3.elapsed(),
+            });
+        }
+        unreachable!("the last window never falls back")
+    }
 
+    /// Decode encoded audio: beam search or greedy, then temperature fallback if asked for.
+    fn decode(&self, audio: &Audio, opts: &DecodeOptions) -> Result<Decoded> {
         let (initial, sot_index) = self.initial_tokens(opts.prompt.as_deref())?;
         let mut cache = Cache::default();
-        let hidden = self.decoder.forward(&initial, 1, &audio, &mut cache)?;
+        let hidden = self.decoder.forward(&initial, 1, audio, &mut cache)?;
         let no_speech_prob = match self.tokens.no_speech {
             Some(t) => search::probability(&self.decoder.row_logits(&hidden, sot_index)?, t),
             None => 0.0,
         };
         let first = self.decoder.row_logits(&hidden, initial.len() - 1)?;
         let search = self.search(opts, initial.len());
-        let run = |temperature: f32, rng: &mut search::Rng| -> Result<Outcome> {
+        let run = |temperature: f32, rng: &mut search::Rng| -> Result<Decoded> {
             let mut step = CachedStep {
                 decoder: &self.decoder,
-                audio: &audio,
+                audio,
                 cache: cache.clone(),
                 rows: 1,
             };
-            Ok(if temperature == 0.0 && opts.beam_size > 1 {
+            let outcome = if temperature == 0.0 && opts.beam_size > 1 {
                 search.beam(&mut step, first.clone(), opts.beam_size, opts.patience)?
             } else {
                 search.sample(&mut step, first.clone(), temperature, rng)?
+            };
+            Ok(Decoded {
+                outcome,
+                temperature,
+                no_speech_prob,
             })
         };
         let mut rng = search::Rng::new(opts.seed);
-        let mut best = (0.0, run(0.0, &mut rng)?);
-        let needs_fallback = |o: &Outcome| {
-            (search::looks_repetitive(o) || (o.avg_logprob() as f32) < opts.logprob_threshold)
-                && no_speech_prob <= opts.no_speech_threshold
-        };
-        if needs_fallback(&best.1) {
+        let mut best = run(0.0, &mut rng)?;
+        if best.needs_fallback(opts) {
             for &t in &opts.fallback_temperatures {
-                let o = run(t, &mut rng)?;
-                let done = !needs_fallback(&o);
-                let better = search::looks_repetitive(&best.1) && !search::looks_repetitive(&o)
-                    || search::looks_repetitive(&best.1) == search::looks_repetitive(&o)
-                        && o.avg_logprob() > best.1.avg_logprob();
-                if done || better {
-                    best = (t, o);
+                let d = run(t, &mut rng)?;
+                let done = !d.needs_fallback(opts);
+                if done || d.better_than(&best) {
+                    best = d;
                 }
                 if done {
                     break;
                 }
             }
         }
-        let (temperature, outcome) = best;
-        let text = self.text(&outcome.tokens)?;
-        let t3 = Instant::now();
-        Ok(Transcript {
-            text,
-            avg_logprob: outcome.avg_logprob() as f32,
-            no_speech_prob,
-            temperature,
-            repetitive: search::looks_repetitive(&outcome),
-            tokens: outcome.tokens,
-            mel: t1 - t0,
-            encode: t2 - t1,
-            decode: t3 - t2,
-        })
+        Ok(best)
     }
 
     /// Greedy decoding that reruns the whole token sequence at every step instead of using the
     /// key/value cache: slow, for checking the cached decoder against.
     pub fn transcribe_without_cache(&mut self, samples: &[f32]) -> Result<Vec<u32>> {
-        let mel = self.padded_mel(samples)?;
-        let audio = self.encode(&mel)?;
+        let mel = self.checked_mel(samples)?;
+        let audio = self.encode(
+            &mel.padded(self.encoder.max_frames())
+                .to_tensor(&self.device)?,
+        )?;
         let (initial, _) = self.initial_tokens(None)?;
         let mut step = UncachedStep {
             decoder: &self.decoder,
@@ -439,8 +486,8 @@ impl WhisperModel {
             .tokens)
     }
 
-    /// The mel input: up to 30 s of audio, padded to the encoder's window.
-    fn padded_mel(&self, samples: &[f32]) -> Result<Tensor> {
+    /// The mel spectrogram of up to 30 s of audio.
+    fn checked_mel(&self, samples: &[f32]) -> Result<LogMel> {
         let n_frames = self.encoder.max_frames();
         let mel = self.log_mel(samples);
         if mel.n_frames > n_frames {
@@ -450,7 +497,7 @@ impl WhisperModel {
                     as f64,
             });
         }
-        Ok(mel.padded(n_frames).to_tensor(&self.device)?)
+        Ok(mel)
     }
 
     /// Encoder output and the decoder's cross-attention keys and values for it.
@@ -525,6 +572,34 @@ impl WhisperModel {
                 path: PathBuf::from("tokenizer.json"),
                 reason: e.to_string(),
             })
+    }
+}
+
+/// One decode of one encoded window.
+struct Decoded {
+    outcome: Outcome,
+    temperature: f32,
+    no_speech_prob: f32,
+}
+
+impl Decoded {
+    /// Looks like a loop or is improbable, and does not look like silence (where the caller drops
+    /// the text anyway).
+    fn needs_fallback(&self, opts: &DecodeOptions) -> bool {
+        (search::looks_repetitive(&self.outcome)
+            || (self.outcome.avg_logprob() as f32) < opts.logprob_threshold)
+            && self.no_speech_prob <= opts.no_speech_threshold
+    }
+
+    fn better_than(&self, other: &Decoded) -> bool {
+        match (
+            search::looks_repetitive(&self.outcome),
+            search::looks_repetitive(&other.outcome),
+        ) {
+            (false, true) => true,
+            (true, false) => false,
+            _ => self.outcome.avg_logprob() > other.outcome.avg_logprob(),
+        }
     }
 }
 

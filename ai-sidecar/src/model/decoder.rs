@@ -101,7 +101,9 @@ impl Decoder {
                         0,
                     )?,
                     Some(Tensor::cat(&[&v_b.zeros_like()?, &v_b], 0)?),
-                    precision,
+                    // Run once per window over every frame: f32 gemm beats quantised products
+                    // at that many rows.
+                    Precision::F32,
                 )?;
                 Ok(DecoderLayer {
                     attn_ln: LayerNorm::load(&vb.pp("self_attn_layer_norm"), d)?,

@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::kernels::{channel_bias_gelu, softmax_last_dim};
+use super::kernels::{channel_bias_gelu, self_attention};
 use super::layers::{fused_qkv, LayerNorm, Linear, Precision};
 
 struct EncoderLayer {
@@ -27,7 +27,6 @@ pub(crate) struct Encoder {
     layers: Vec<EncoderLayer>,
     ln_post: LayerNorm,
     n_head: usize,
-    d: usize,
 }
 
 /// Whisper's fixed sinusoidal position table: `sin` in the first half of the channels, `cos` in the
@@ -82,7 +81,6 @@ impl Encoder {
             layers,
             ln_post: LayerNorm::load(&vb.pp("layer_norm"), d)?,
             n_head,
-            d,
         })
     }
 
@@ -100,22 +98,9 @@ impl Encoder {
         let x = x.squeeze(0)?.t()?;
         let s = x.dim(0)?;
         let mut x = (x + self.positions.narrow(0, 0, s)?)?;
-        let (h, dh) = (self.n_head, self.d / self.n_head);
         for l in &self.layers {
             let qkv = l.qkv.forward(&l.attn_ln.forward(&x)?)?;
-            let heads = |i: usize| -> Result<Tensor> {
-                qkv.narrow(1, i * self.d, self.d)?
-                    .reshape((s, h, dh))?
-                    .transpose(0, 1)?
-                    .contiguous()
-            };
-            let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
-            let w = softmax_last_dim(q.matmul(&k.t()?)?)?;
-            let a = w
-                .matmul(&v)?
-                .transpose(0, 1)?
-                .contiguous()?
-                .reshape((s, self.d))?;
+            let a = self_attention(&qkv, self.n_head)?;
             x = l.out.forward_residual(&a, x)?;
             let m = l.fc1.forward_gelu(&l.mlp_ln.forward(&x)?)?;
             x = l.fc2.forward_residual(&m, x)?;

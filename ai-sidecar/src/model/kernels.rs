@@ -123,6 +123,58 @@ fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
+#[inline(always)]
+fn log_sum_exp_inner(v: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let mut chunks = v.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            m[i] = m[i].max(c[i]);
+        }
+    }
+    let mut max = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    for x in m {
+        max = max.max(x);
+    }
+    if max == f32::NEG_INFINITY {
+        return max;
+    }
+    let mut s = [0f32; LANES];
+    let mut chunks = v.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            s[i] += exp(c[i] - max);
+        }
+    }
+    let rem: f32 = chunks.remainder().iter().map(|&x| exp(x - max)).sum();
+    max + (s.iter().sum::<f32>() + rem).ln()
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn log_sum_exp_avx2(v: &[f32]) -> f32 {
+    log_sum_exp_inner(v)
+}
+
+/// `ln(sum(e^v))`: log probabilities are `v - log_sum_exp(v)` (negative infinity for an empty or
+/// fully masked `v`).
+pub(crate) fn log_sum_exp(v: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { log_sum_exp_avx2(v) };
+        }
+    }
+    log_sum_exp_inner(v)
+}
+
 /// The kernels, each compiled for the baseline and for wider vector units.
 #[derive(Clone, Copy)]
 enum Kernel<'a> {
@@ -333,6 +385,129 @@ impl CustomOp3 for LayerNormOp {
     }
 }
 
+/// Rows of queries per attention task: the task's scores (`rows x frames`) stay in the core's cache.
+const ATTENTION_ROWS: usize = 128;
+
+/// Multi-head self-attention without a mask over fused projections: input `(n, 3 d)` holding the
+/// (pre-scaled) queries, keys and values, output `(n, d)` with the heads side by side. Each task
+/// takes one head and a block of query rows through scores, softmax and the weighted sum, so the
+/// `n x n` score matrices are never materialised.
+struct SelfAttentionOp {
+    n_head: usize,
+}
+
+impl candle_core::CustomOp1 for SelfAttentionOp {
+    fn name(&self) -> &'static str {
+        "moqcast-self-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = f32_slice(s, l)?;
+        let (n, d3) = l.shape().dims2()?;
+        let d = d3 / 3;
+        let h = self.n_head;
+        if d * 3 != d3 || h == 0 || d % h != 0 {
+            candle_core::bail!("self-attention over {d3} columns with {h} heads");
+        }
+        let dh = d / h;
+        let mut out = vec![0f32; n * d];
+        let blocks = n.div_ceil(ATTENTION_ROWS);
+        let (src, dst) = (qkv.as_ptr() as usize, out.as_mut_ptr() as usize);
+        let task = |t: usize, scores: &mut Vec<f32>| {
+            let (head, block) = (t / blocks, t % blocks);
+            let r0 = block * ATTENTION_ROWS;
+            let m = ATTENTION_ROWS.min(n - r0);
+            scores.resize(m * n, 0.0);
+            let src = src as *const f32;
+            // SAFETY: every pointer below stays inside `qkv` (n x 3d), `scores` (m x n) or `out`
+            // (n x d), as the strides and sizes show; tasks write disjoint blocks of `out`.
+            unsafe {
+                let q = src.add(r0 * d3 + head * dh);
+                let k = src.add(d + head * dh);
+                let v = src.add(2 * d + head * dh);
+                // scores = q k^T: (m x dh) (dh x n); k^T's rows are k's columns.
+                gemm::gemm(
+                    m,
+                    n,
+                    dh,
+                    scores.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    q,
+                    1,
+                    d3 as isize,
+                    k,
+                    d3 as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+                Kernel::Softmax.rows_best(scores, 0, n);
+                // out = softmax(scores) v: (m x n) (n x dh).
+                gemm::gemm(
+                    m,
+                    dh,
+                    n,
+                    (dst as *mut f32).add(r0 * d + head * dh),
+                    1,
+                    d as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    n as isize,
+                    v,
+                    1,
+                    d3 as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        };
+        let tasks = h * blocks;
+        if candle_core::utils::get_num_threads() <= 1 || tasks < 2 {
+            let mut scores = vec![];
+            (0..tasks).for_each(|t| task(t, &mut scores));
+        } else {
+            candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
+                let mut scores = vec![];
+                range.for_each(|t| task(t, &mut scores));
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, d))))
+    }
+}
+
+/// Self-attention (no mask) of the fused, pre-scaled projections `qkv` (`(n, 3 d)`), as `(n, d)`.
+pub(crate) fn self_attention(qkv: &Tensor, n_head: usize) -> Result<Tensor> {
+    if fast(&[qkv]) {
+        return qkv.apply_op1_no_bwd(&SelfAttentionOp { n_head });
+    }
+    let (n, d3) = qkv.dims2()?;
+    let d = d3 / 3;
+    let dh = d / n_head;
+    let heads = |i: usize| -> Result<Tensor> {
+        qkv.narrow(1, i * d, d)?
+            .reshape((n, n_head, dh))?
+            .transpose(0, 1)?
+            .contiguous()
+    };
+    let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
+    softmax_last_dim(q.matmul(&k.t()?)?)?
+        .matmul(&v)?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((n, d))
+}
+
 /// Whether the fast path applies: CPU, f32, contiguous.
 fn fast(ts: &[&Tensor]) -> bool {
     ts.iter()
@@ -498,6 +673,30 @@ mod tests {
             &want.flatten_all()?.to_vec1()?,
             1e-6,
         );
+        // Attention against the composed candle ops, over several row blocks and heads.
+        let qkv = Tensor::randn(0f32, 1.0, (150, 3 * 48), &dev)?;
+        let got = self_attention(&qkv, 6)?;
+        let heads = |i: usize| -> Result<Tensor> {
+            qkv.narrow(1, i * 48, 48)?
+                .reshape((150, 6, 8))?
+                .transpose(0, 1)?
+                .contiguous()
+        };
+        let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
+        let want = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?
+            .matmul(&v)?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((150, 48))?;
+        close(
+            &got.flatten_all()?.to_vec1()?,
+            &want.flatten_all()?.to_vec1()?,
+            1e-4,
+        );
+        let v: Vec<f32> = (0..1001).map(|i| (i as f32 * 0.37).sin() * 8.0).collect();
+        let want = v.iter().map(|x| (*x as f64).exp()).sum::<f64>().ln();
+        assert!((log_sum_exp(&v) as f64 - want).abs() < 1e-5);
+        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
         // Masked rows.
         let m = Tensor::new(&[[0f32, f32::NEG_INFINITY], [f32::NEG_INFINITY; 2]], &dev)?;
         assert_eq!(

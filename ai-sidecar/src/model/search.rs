@@ -83,15 +83,10 @@ pub(crate) fn log_softmax(v: &mut [f32]) {
 
 /// Softmax probability of `token` under raw `logits`.
 pub(crate) fn probability(logits: &[f32], token: u32) -> f32 {
-    let Some(&l) = logits.get(token as usize) else {
-        return 0.0;
-    };
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !max.is_finite() {
-        return 0.0;
+    match logits.get(token as usize) {
+        Some(&l) => (l - super::kernels::log_sum_exp(logits)).exp(),
+        None => 0.0,
     }
-    let sum: f32 = logits.iter().map(|&x| (x - max).exp()).sum();
-    (l - max).exp() / sum
 }
 
 pub(crate) fn argmax(v: &[f32]) -> usize {
@@ -210,6 +205,7 @@ impl Search {
         let mut logits = first;
         loop {
             self.suppress.apply(&mut logits, out.tokens.is_empty());
+            let log_z = super::kernels::log_sum_exp(&logits);
             let next = if temperature > 0.0 {
                 let mut p: Vec<f32> = logits.iter().map(|&l| l / temperature).collect();
                 log_softmax(&mut p);
@@ -226,8 +222,7 @@ impl Search {
             } else {
                 argmax(&logits)
             };
-            log_softmax(&mut logits);
-            out.sum_logprob += logits[next] as f64;
+            out.sum_logprob += (logits[next] - log_z) as f64;
             if next as u32 == self.eot {
                 break;
             }
@@ -270,9 +265,9 @@ impl Search {
             let mut cands: Vec<(f64, usize, u32)> = Vec::with_capacity(live.len() * (beam + 1));
             for (r, (hyp, logits)) in live.iter().zip(rows.iter_mut()).enumerate() {
                 self.suppress.apply(logits, hyp.tokens.is_empty());
-                log_softmax(logits);
+                let log_z = super::kernels::log_sum_exp(logits);
                 for t in top_k(logits, beam + 1) {
-                    cands.push((hyp.sum_logprob + logits[t] as f64, r, t as u32));
+                    cands.push((hyp.sum_logprob + (logits[t] - log_z) as f64, r, t as u32));
                 }
             }
             cands.sort_by(|a, b| b.0.total_cmp(&a.0));
