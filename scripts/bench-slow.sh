@@ -9,6 +9,7 @@
 #
 # Environment (all optional):
 #   N (50) subscribers in all; SLOW (1) of them slow in the "slow" runs; SLOW_RATE_KBPS (200)
+#   BROADCASTS (1) the subscribers are spread over (round-robin; the slow ones come first)
 #   REPEATS (5) pairs; the order within a pair alternates, so drift in the machine's load
 #   falls on both sides
 #   BITRATE (2000000) FPS (60) GROUP_FRAMES (60) DURATION (10) WARMUP (3) JOIN_SPREAD (1)
@@ -21,6 +22,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 N=${N:-50}
+BROADCASTS=${BROADCASTS:-1}
 SLOW=${SLOW:-1}
 SLOW_RATE_KBPS=${SLOW_RATE_KBPS:-200}
 REPEATS=${REPEATS:-5}
@@ -82,7 +84,7 @@ run() {
     echo "==> $label $repeat/$REPEATS: $N subscribers, $slow slow (load $(cut -d' ' -f1 /proc/loadavg))"
     local report=$OUT/slow-bench-$stamp.out
     timeout 120 "$bench" --url "moqt://127.0.0.1:$PORT" --tls-disable-verify \
-        --subscribers "$N" --slow-subscribers "$slow" --slow-rate-kbps "$SLOW_RATE_KBPS" \
+        --subscribers "$N" --broadcasts "$BROADCASTS" --slow-subscribers "$slow" --slow-rate-kbps "$SLOW_RATE_KBPS" \
         --bitrate "$BITRATE" --fps "$FPS" --group-frames "$GROUP_FRAMES" \
         --duration "$DURATION" --warmup "$WARMUP" --join-spread "$JOIN_SPREAD" --drain "$DRAIN" \
         --relay-pid "$relay_pid" --relay-metrics "http://127.0.0.1:$HTTP_PORT/metrics" \
@@ -117,16 +119,19 @@ done
     echo
     echo "Medians over the runs:"
     echo
-    echo "| | others' p50 ms | others' p99 ms | relay RSS max MiB |"
-    echo "|---|---|---|---|"
+    echo "| | runs | others' p50 ms | others' p90 ms | others' p99 ms | relay RSS max MiB |"
+    echo "|---|---|---|---|---|---|"
     jq -rs 'def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-        def row($l): map(select(.label == $l)) | "| \($l) | \(map(.latency_p50_ms) | median) | \(map(.latency_p99_ms) | median) | \(map(.relay_rss_max_mb) | median) |";
+        def r3: if . == null then null else . * 1000 | round / 1000 end;
+        def row($l): map(select(.label == $l)) | "| \($l) | \(length) | \(map(.latency_p50_ms) | median | r3) | \(map(.latency_p90_ms) | median | r3) | \(map(.latency_p99_ms) | median | r3) | \(map(.relay_rss_max_mb) | median | r3) |";
         row("baseline"), row("slow"),
+        ([group_by(.repeat)[] | select(length == 2) | (map(select(.label == "slow"))[0].latency_p99_ms) / (map(select(.label == "baseline"))[0].latency_p99_ms)] | median | . * 1000 | round / 10
+            | "\nothers'"'"' p99, slow run over baseline run of the same pair, median over the pairs: \(.) %"),
         ((map(select(.label == "slow") | .latency_p99_ms) | median) / (map(select(.label == "baseline") | .latency_p99_ms) | median) * 1000 | round / 10 | "\nothers'"'"' p99 with the slow subscriber: \(.) % of without")' "$results"
 } >"$table"
 
 echo
-echo "machine: $(nproc) cores; $N subscribers at ${BITRATE} bit/s, $SLOW slow at ${SLOW_RATE_KBPS} kbit/s; relay flags: ${RELAY_FLAGS:-defaults}"
+echo "machine: $(nproc) cores; $N subscribers over $BROADCASTS broadcast(s) at ${BITRATE} bit/s, $SLOW slow at ${SLOW_RATE_KBPS} kbit/s; relay flags: ${RELAY_FLAGS:-defaults}"
 cat "$table"
 echo
 echo "results: $results"
