@@ -20,8 +20,10 @@ use search::{Outcome, Search, Step, Suppress};
 
 mod decoder;
 mod encoder;
+mod int8;
 mod kernels;
 mod layers;
+mod mel;
 mod search;
 
 use crate::audio::{LogMel, MelFrontEnd};
@@ -121,15 +123,17 @@ pub struct DecodeOptions {
 pub enum EncoderWindow {
     /// The 30 s window Whisper was trained on, however short the audio.
     Full,
-    /// The audio and at least `pad_ms` of silence after it, in whole seconds. Without trailing
-    /// silence to attend to, Whisper tends to loop or invent words; with `fallback`, a decode
-    /// that looks like that (repetitive, or `avg_logprob` under the threshold while not silent)
-    /// is redone over the full window.
+    /// The audio and at least `pad_ms` of silence after it, in whole seconds. Without enough
+    /// trailing silence to attend to, Whisper tends to stop early or to repeat the sentence it
+    /// has transcribed (which the repetition guard cuts); with `fallback`, a decode whose
+    /// `avg_logprob` is under the threshold (and which does not look like silence) is redone over
+    /// the full window.
     Fit { pad_ms: u32, fallback: bool },
 }
 
 impl Default for DecodeOptions {
-    /// Greedy, no prompt, repetition guard on, no temperature fallback.
+    /// Greedy, no prompt, repetition guard on, no temperature fallback, the encoder over the
+    /// audio and 2 s of silence (with the full window as a fallback).
     fn default() -> Self {
         Self {
             beam_size: 1,
@@ -141,7 +145,10 @@ impl Default for DecodeOptions {
             logprob_threshold: -1.0,
             no_speech_threshold: 0.6,
             seed: 0x5eed,
-            window: EncoderWindow::Full,
+            window: EncoderWindow::Fit {
+                pad_ms: 2000,
+                fallback: true,
+            },
         }
     }
 }
@@ -177,10 +184,24 @@ impl Transcript {
 }
 
 /// How the weights are held in memory (see [`Precision`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
+    /// The encoder multiplies 1500 rows (fewer with [`EncoderWindow::Fit`]) at a time, where f32
+    /// gemm is the fastest; candle's q8_0/q4_0 products are several times slower there.
     pub encoder: Precision,
+    /// The decoder multiplies one row per hypothesis: [`Precision::Int8`] reads a quarter of the
+    /// bytes of f32.
     pub decoder: Precision,
+}
+
+impl Default for LoadOptions {
+    /// f32 encoder, [`Precision::Int8`] decoder.
+    fn default() -> Self {
+        Self {
+            encoder: Precision::F32,
+            decoder: Precision::Int8,
+        }
+    }
 }
 
 pub struct WhisperModel {
@@ -195,6 +216,7 @@ pub struct WhisperModel {
     encoder: Encoder,
     decoder: Decoder,
     front_end: MelFrontEnd,
+    fast_mel: mel::FastMel,
 }
 
 // The model is moved into a worker thread.
@@ -266,7 +288,7 @@ struct HfGenerationConfig {
 }
 
 impl WhisperModel {
-    /// Load a model directory (either format) onto `device`, with f32 weights.
+    /// Load a model directory (either format) onto `device`, with [`LoadOptions::default`].
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         Self::load_with(dir, device, LoadOptions::default())
     }
@@ -341,6 +363,7 @@ impl WhisperModel {
             .map_err(ModelError::Weights)?;
         Ok(Self {
             front_end: MelFrontEnd::new(config.num_mel_bins),
+            fast_mel: mel::FastMel::new(config.num_mel_bins)?,
             encoder,
             decoder,
             config,
@@ -358,8 +381,12 @@ impl WhisperModel {
         self.config.vocab_size >= 51865
     }
 
+    /// Whisper's log-mel spectrogram (as [`crate::audio::MelFrontEnd::log_mel`], through matrix
+    /// products).
     pub fn log_mel(&self, samples: &[f32]) -> LogMel {
-        self.front_end.log_mel(samples)
+        self.fast_mel
+            .log_mel(samples)
+            .unwrap_or_else(|_| self.front_end.log_mel(samples))
     }
 
     /// Greedy, no-timestamp transcription of up to 30 s of 16 kHz mono audio
@@ -397,7 +424,7 @@ impl WhisperModel {
             let t3 = Instant::now();
             encode += t2 - t1;
             decode += t3 - t2;
-            if fallback && decoded.needs_fallback(opts) {
+            if fallback && decoded.doubtful(opts) {
                 continue;
             }
             let (temperature, outcome, no_speech_prob) =
@@ -588,6 +615,16 @@ impl Decoded {
     fn needs_fallback(&self, opts: &DecodeOptions) -> bool {
         (search::looks_repetitive(&self.outcome)
             || (self.outcome.avg_logprob() as f32) < opts.logprob_threshold)
+            && self.no_speech_prob <= opts.no_speech_threshold
+    }
+
+    /// Improbable or looping even after the repetition guard, and not silence: worth another
+    /// look over the full window. (A loop the guard cut cleanly is common with a short window,
+    /// where the model repeats the sentence it has just transcribed; the cut text is usually right.)
+    fn doubtful(&self, opts: &DecodeOptions) -> bool {
+        let o = &self.outcome;
+        ((o.avg_logprob() as f32) < opts.logprob_threshold
+            || (o.tokens.len() >= 24 && search::diversity(&o.tokens) < 0.3))
             && self.no_speech_prob <= opts.no_speech_threshold
     }
 

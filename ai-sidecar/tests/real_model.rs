@@ -10,7 +10,10 @@ use std::time::Instant;
 
 use candle_core::Device;
 use moqcast_sidecar::ct2::{Ct2Error, Ct2Model};
-use moqcast_sidecar::model::{DecodeOptions, ModelError, ModelFormat, Transcript, WhisperModel};
+use moqcast_sidecar::model::{
+    DecodeOptions, EncoderWindow, LoadOptions, ModelError, ModelFormat, Precision, Transcript,
+    WhisperModel,
+};
 
 /// A sentence tiny.en transcribes exactly from espeak-ng speech with greedy decoding (faster-whisper's
 /// greedy decode of the same audio agrees). espeak-ng's "The quick brown fox jumps over the lazy dog."
@@ -93,6 +96,23 @@ fn normalise(s: &str) -> String {
         .join(" ")
 }
 
+/// Word-level edit distance after [`normalise`].
+fn word_errors(a: &str, b: &str) -> usize {
+    let (a, b) = (normalise(a), normalise(b));
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split(' ').collect(), b.split(' ').collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, wa) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, wb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(wa != wb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 #[test]
 fn ct2_file_parses_completely() {
     let m = Ct2Model::open(model_dir().join("model.bin")).unwrap();
@@ -169,7 +189,10 @@ fn transcribes_espeak_sentence_and_reports_rtf() {
     for run in 0..2 {
         let tr = model.transcribe(&samples).unwrap();
         report(&format!("greedy run {run}"), &tr, secs);
-        assert_eq!(normalise(&tr.text), normalise(SENTENCE));
+        // Over the short default window greedy decoding hears "This in a live broadcast ...".
+        assert!(word_errors(&tr.text, SENTENCE) <= 1, "{:?}", tr.text);
+        // The default window covers the audio and some silence; the full one is 30 s.
+        assert!(tr.frames < 1000, "{}", tr.frames);
         assert!(
             tr.avg_logprob < 0.0 && tr.avg_logprob > -1.0,
             "{}",
@@ -184,7 +207,19 @@ fn transcribes_espeak_sentence_and_reports_rtf() {
     };
     let tr = model.transcribe_with(&samples, &beam).unwrap();
     report("beam 5", &tr, secs);
-    assert_eq!(normalise(&tr.text), normalise(SENTENCE));
+    assert!(word_errors(&tr.text, SENTENCE) <= 1, "{:?}", tr.text);
+    // Over the full 30 s window both read the sentence exactly.
+    for beam_size in [1, 5] {
+        let full = DecodeOptions {
+            beam_size,
+            window: EncoderWindow::Full,
+            ..Default::default()
+        };
+        let tr = model.transcribe_with(&samples, &full).unwrap();
+        report(&format!("beam {beam_size}, 30 s window"), &tr, secs);
+        assert_eq!(normalise(&tr.text), normalise(SENTENCE));
+        assert_eq!(tr.frames, 3000);
+    }
 }
 
 #[test]
@@ -193,11 +228,25 @@ fn cached_decoder_matches_full_recomputation() {
     let samples = speak(
         "Welcome everyone to today's meeting. First, let's review the action items from last week.",
     );
-    let mut model = model();
-    let cached = model.transcribe(&samples).unwrap();
+    // f32 weights throughout, so that one-row (cached) and many-row (full) products agree.
+    let f32_weights = LoadOptions {
+        encoder: Precision::F32,
+        decoder: Precision::F32,
+    };
+    let mut model = WhisperModel::load_with(model_dir(), &Device::Cpu, f32_weights).unwrap();
+    let full_window = DecodeOptions {
+        window: EncoderWindow::Full,
+        ..Default::default()
+    };
+    let cached = model.transcribe_with(&samples, &full_window).unwrap();
     let full = model.transcribe_without_cache(&samples).unwrap();
     assert!(cached.tokens.len() > 10, "{:?}", cached.text);
     assert_eq!(cached.tokens, full, "{:?}", cached.text);
+    // The default int8 decoder reads the same text.
+    let int8 = self::model()
+        .transcribe_with(&samples, &full_window)
+        .unwrap();
+    assert_eq!(normalise(&int8.text), normalise(&cached.text));
 }
 
 #[test]
@@ -247,10 +296,10 @@ fn empty_input_and_prompts_do_not_break_decoding() {
             ..Default::default()
         };
         let tr = model.transcribe_with(&samples, &opts).unwrap();
-        assert_eq!(
-            normalise(&tr.text),
-            normalise(SENTENCE),
-            "prompt {prompt:?}"
+        assert!(
+            word_errors(&tr.text, SENTENCE) <= 1,
+            "{:?} after prompt {prompt:?}",
+            tr.text
         );
     }
 }

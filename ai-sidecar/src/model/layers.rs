@@ -2,9 +2,10 @@
 //! f32 or quantised (GGML block formats through `candle_core::quantized`), and layer norms.
 
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::int8::{Int8MatMul, Int8Matrix};
 use super::kernels;
 
 /// How the weights of the linear layers are stored and multiplied.
@@ -17,12 +18,16 @@ pub enum Precision {
     Q8_0,
     /// 4-bit blocks of 32 weights (coarser; smaller and faster where memory bound).
     Q4_0,
+    /// For products of a few rows (decoding steps): 8-bit blocks of 32 weights with f32 activations
+    /// ([`super::int8`]); products of many rows (the encoder, prompts) stay f32. Memory: the f32
+    /// weights plus a quarter.
+    Int8,
 }
 
 impl Precision {
     fn ggml(self) -> Option<GgmlDType> {
         match self {
-            Precision::F32 => None,
+            Precision::F32 | Precision::Int8 => None,
             Precision::Q8_0 => Some(GgmlDType::Q8_0),
             Precision::Q4_0 => Some(GgmlDType::Q4_0),
         }
@@ -33,7 +38,15 @@ enum Weight {
     /// `(out, in)`, multiplied as `x @ w^T`.
     Dense(Tensor),
     Quantized(QTensor),
+    /// f32 for many rows, int8 for a few.
+    Int8 {
+        dense: Tensor,
+        q: Int8Matrix,
+    },
 }
+
+/// Most rows that take the int8 path (one or two passes over the weights).
+const INT8_MAX_ROWS: usize = 10;
 
 /// `y = x W^T + b` over the rows of a 2-D `x`.
 pub(crate) struct Linear {
@@ -47,9 +60,16 @@ impl Linear {
     /// number of quantisation blocks; f32 otherwise.
     pub(crate) fn new(weight: Tensor, bias: Option<Tensor>, precision: Precision) -> Result<Self> {
         let (out_features, in_features) = weight.dims2()?;
+        let cpu = weight.device().is_cpu();
         let weight = match precision.ggml() {
-            Some(q) if weight.device().is_cpu() && in_features % q.block_size() == 0 => {
+            Some(q) if cpu && in_features % q.block_size() == 0 => {
                 Weight::Quantized(QTensor::quantize(&weight, q)?)
+            }
+            None if precision == Precision::Int8 && cpu && in_features % 32 == 0 => {
+                let dense = weight.contiguous()?;
+                let w = dense.flatten_all()?.to_vec1::<f32>()?;
+                let q = Int8Matrix::quantize(&w, out_features, in_features);
+                Weight::Int8 { dense, q }
             }
             _ => Weight::Dense(weight.contiguous()?),
         };
@@ -85,6 +105,10 @@ impl Linear {
         match &self.weight {
             Weight::Dense(w) => x.matmul(&w.t()?),
             Weight::Quantized(q) => x.contiguous()?.apply_op1_no_bwd(q),
+            Weight::Int8 { q, .. } if x.dim(0)? <= INT8_MAX_ROWS && x.dtype() == DType::F32 => {
+                x.contiguous()?.apply_op1_no_bwd(&Int8MatMul(q))
+            }
+            Weight::Int8 { dense, .. } => x.matmul(&dense.t()?),
         }
     }
 

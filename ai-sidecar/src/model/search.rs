@@ -45,26 +45,38 @@ pub(crate) struct Search {
     pub repetition_guard: bool,
 }
 
-/// A finished search.
-#[derive(Debug, Clone, PartialEq)]
+/// A hypothesis, finished or not.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct Outcome {
     /// Text tokens, without end of text.
     pub tokens: Vec<u32>,
-    /// Sum of the chosen tokens' log probabilities, end of text included when it was reached.
-    pub sum_logprob: f64,
+    /// Each token's log probability.
+    pub logprobs: Vec<f32>,
+    /// The end of text's log probability, where the hypothesis ended with one.
+    pub end_logprob: f32,
     /// Whether the repetition guard cut the hypothesis.
     pub repetition: bool,
 }
 
 impl Outcome {
+    /// Sum of the tokens' log probabilities (and the end of text's, if reached).
+    pub fn sum_logprob(&self) -> f64 {
+        self.logprobs.iter().map(|&l| l as f64).sum::<f64>() + self.end_logprob as f64
+    }
+
     /// Mean log probability per token, counting the end of text as OpenAI's Whisper does.
     pub fn avg_logprob(&self) -> f64 {
-        self.sum_logprob / (self.tokens.len() + 1) as f64
+        self.sum_logprob() / (self.tokens.len() + 1) as f64
     }
 
     /// Ranking score: log probability normalised by length.
     fn score(&self) -> f64 {
-        self.sum_logprob / self.tokens.len().max(1) as f64
+        self.sum_logprob() / self.tokens.len().max(1) as f64
+    }
+
+    fn push(&mut self, token: u32, logprob: f32) {
+        self.tokens.push(token);
+        self.logprobs.push(logprob);
     }
 }
 
@@ -113,15 +125,24 @@ fn top_k(v: &[f32], k: usize) -> Vec<usize> {
     top
 }
 
-/// If the tail of `tokens` is one n-gram repeated, the length that keeps a single copy of it.
-///
-/// A period of `p` tokens must repeat at least `max(3, ceil(8 / p))` times: 8 identical tokens,
-/// 4 repeats of a pair, 3 of anything longer. Looping is how Whisper fails on silence, music and
-/// cut-off words; genuine speech rarely says the same phrase three times running.
+/// Repeats of a `p`-token run (`p < PHRASE`) that count as a loop: 8 identical tokens, 4 repeats
+/// of a pair, 3 of anything longer.
+fn loop_repeats(p: usize) -> usize {
+    3.max(8usize.div_ceil(p))
+}
+
+/// A run this long that was already said counts as a repeat, wherever it was said.
+const PHRASE: usize = 8;
+
+/// If `tokens` end in a loop, the length that keeps a single copy of the repeated part: the tail
+/// is one short run repeated (see [`loop_repeats`]), or its last [`PHRASE`] tokens already
+/// occurred (a sentence said again, with or without its punctuation). Looping is how Whisper
+/// fails on silence, music and cut-off words, and when it does not see the end of the audio;
+/// genuine speech rarely repeats itself like that.
 pub(crate) fn repeated_tail(tokens: &[u32]) -> Option<usize> {
     let n = tokens.len();
-    for p in 1..=n / 3 {
-        let need = 3.max(8usize.div_ceil(p));
+    for p in 1..PHRASE.min(n / 3 + 1) {
+        let need = loop_repeats(p);
         if need * p > n {
             continue;
         }
@@ -136,6 +157,16 @@ pub(crate) fn repeated_tail(tokens: &[u32]) -> Option<usize> {
                 reps += 1;
             }
             return Some(n - (reps - 1) * p);
+        }
+    }
+    if n > PHRASE {
+        let tail = &tokens[n - PHRASE..];
+        if tokens[..n - 1]
+            .windows(PHRASE)
+            .take(n - PHRASE)
+            .any(|w| w == tail)
+        {
+            return Some(n - PHRASE);
         }
     }
     None
@@ -176,13 +207,16 @@ impl Rng {
 }
 
 impl Search {
-    fn guard(&self, tokens: &mut Vec<u32>) -> bool {
+    /// Cut a loop off the end of `o` (see [`repeated_tail`]); whether there was one.
+    fn guard(&self, o: &mut Outcome) -> bool {
         if !self.repetition_guard {
             return false;
         }
-        match repeated_tail(tokens) {
+        match repeated_tail(&o.tokens) {
             Some(keep) => {
-                tokens.truncate(keep);
+                o.tokens.truncate(keep);
+                o.logprobs.truncate(keep);
+                o.repetition = true;
                 true
             }
             None => false,
@@ -197,11 +231,7 @@ impl Search {
         temperature: f32,
         rng: &mut Rng,
     ) -> Result<Outcome, candle_core::Error> {
-        let mut out = Outcome {
-            tokens: vec![],
-            sum_logprob: 0.0,
-            repetition: false,
-        };
+        let mut out = Outcome::default();
         let mut logits = first;
         loop {
             self.suppress.apply(&mut logits, out.tokens.is_empty());
@@ -222,13 +252,13 @@ impl Search {
             } else {
                 argmax(&logits)
             };
-            out.sum_logprob += (logits[next] - log_z) as f64;
+            let logprob = logits[next] - log_z;
             if next as u32 == self.eot {
+                out.end_logprob = logprob;
                 break;
             }
-            out.tokens.push(next as u32);
-            if self.guard(&mut out.tokens) {
-                out.repetition = true;
+            out.push(next as u32, logprob);
+            if self.guard(&mut out) {
                 break;
             }
             if out.tokens.len() >= self.max_tokens {
@@ -242,8 +272,9 @@ impl Search {
     /// Beam search as in OpenAI's Whisper: each live hypothesis proposes its `beam + 1` best
     /// continuations, the best `beam` that do not end become the next live set, those that end
     /// are kept until `round(beam * patience)` have finished; the winner has the best log
-    /// probability per token. Hypotheses caught by the repetition guard are dropped (the best of
-    /// them is returned only if nothing else finishes).
+    /// probability per token. A continuation caught by the repetition guard ends there, cut back
+    /// to before the loop (dropping it instead would leave the beam to the loops the guard does
+    /// not recognise: the same sentence again with a word changed).
     pub(crate) fn beam(
         &self,
         step: &mut dyn Step,
@@ -253,47 +284,35 @@ impl Search {
     ) -> Result<Outcome, candle_core::Error> {
         let beam = beam.max(1);
         let max_finished = ((beam as f32 * patience).round() as usize).max(1);
-        let mut live = vec![Outcome {
-            tokens: vec![],
-            sum_logprob: 0.0,
-            repetition: false,
-        }];
+        let mut live = vec![Outcome::default()];
         let mut rows = vec![first];
         let mut finished: Vec<Outcome> = vec![];
-        let mut looped: Option<Outcome> = None;
         loop {
-            let mut cands: Vec<(f64, usize, u32)> = Vec::with_capacity(live.len() * (beam + 1));
+            let mut cands: Vec<(f64, usize, u32, f32)> =
+                Vec::with_capacity(live.len() * (beam + 1));
             for (r, (hyp, logits)) in live.iter().zip(rows.iter_mut()).enumerate() {
                 self.suppress.apply(logits, hyp.tokens.is_empty());
                 let log_z = super::kernels::log_sum_exp(logits);
+                let sum = hyp.sum_logprob();
                 for t in top_k(logits, beam + 1) {
-                    cands.push((hyp.sum_logprob + (logits[t] - log_z) as f64, r, t as u32));
+                    let lp = logits[t] - log_z;
+                    cands.push((sum + lp as f64, r, t as u32, lp));
                 }
             }
             cands.sort_by(|a, b| b.0.total_cmp(&a.0));
             let mut next: Vec<Outcome> = Vec::with_capacity(beam);
             let mut parents: Vec<u32> = Vec::with_capacity(beam);
             let mut ended: Vec<Outcome> = vec![];
-            for (score, r, t) in cands {
+            for (_, r, t, lp) in cands {
+                let mut hyp = live[r].clone();
                 if t == self.eot {
-                    ended.push(Outcome {
-                        tokens: live[r].tokens.clone(),
-                        sum_logprob: score,
-                        repetition: false,
-                    });
+                    hyp.end_logprob = lp;
+                    ended.push(hyp);
                     continue;
                 }
-                let mut tokens = live[r].tokens.clone();
-                tokens.push(t);
-                let hyp = Outcome {
-                    sum_logprob: score,
-                    repetition: self.guard(&mut tokens),
-                    tokens,
-                };
-                if hyp.repetition {
-                    if looped.as_ref().is_none_or(|l| hyp.score() > l.score()) {
-                        looped = Some(hyp);
-                    }
+                hyp.push(t, lp);
+                if self.guard(&mut hyp) {
+                    ended.push(hyp);
                     continue;
                 }
                 next.push(hyp);
@@ -321,18 +340,10 @@ impl Search {
             rows = step.step(&parents, &last)?;
             live = next;
         }
-        let best = finished
+        Ok(finished
             .into_iter()
-            .max_by(|a, b| a.score().total_cmp(&b.score()));
-        Ok(match (best, looped) {
-            (Some(b), _) => b,
-            (None, Some(l)) => l,
-            (None, None) => Outcome {
-                tokens: vec![],
-                sum_logprob: 0.0,
-                repetition: false,
-            },
-        })
+            .max_by(|a, b| a.score().total_cmp(&b.score()))
+            .unwrap_or_default())
     }
 }
 
@@ -359,6 +370,15 @@ mod tests {
             t.extend([10, 11, 12, 13]);
         }
         assert_eq!(repeated_tail(&t), Some(5));
+        // A sentence said again: cut as soon as eight of its tokens repeat, even after a full
+        // stop and from its middle; seven repeated tokens are fine.
+        let sentence: Vec<u32> = (100..118).collect();
+        let t = [&[1, 2][..], &sentence, &[13], &sentence[..8]].concat();
+        assert_eq!(repeated_tail(&t), Some(21));
+        let t = [&sentence[..], &[13], &sentence[4..12]].concat();
+        assert_eq!(repeated_tail(&t), Some(19));
+        let t = [&[1, 2][..], &sentence[..7], &[13], &sentence[..7]].concat();
+        assert_eq!(repeated_tail(&t), None);
         assert_eq!(repeated_tail(&[]), None);
         assert_eq!(repeated_tail(&[1, 2, 3, 4, 5, 6, 7, 8, 9]), None);
     }
@@ -369,8 +389,7 @@ mod tests {
         assert!(diversity(&loop_) < 0.3);
         let o = Outcome {
             tokens: loop_,
-            sum_logprob: 0.0,
-            repetition: false,
+            ..Default::default()
         };
         assert!(looks_repetitive(&o));
         let text: Vec<u32> = (0..30).collect();
@@ -464,8 +483,8 @@ mod tests {
         // End of text is suppressed at the first step, so that row is renormalised (and the
         // table rows do not sum to exactly 1 either).
         let want = (0.45f64 / 0.975).ln() + (0.95f64 / 1.0002).ln();
-        assert!((b.sum_logprob - want).abs() < 1e-5, "{}", b.sum_logprob);
-        assert!((b.avg_logprob() - b.sum_logprob / 2.0).abs() < 1e-12);
+        assert!((b.sum_logprob() - want).abs() < 1e-5, "{}", b.sum_logprob());
+        assert!((b.avg_logprob() - b.sum_logprob() / 2.0).abs() < 1e-12);
     }
 
     #[test]
