@@ -38,9 +38,46 @@ fn cue_id(utterance: u64) -> String {
     format!("u{utterance}")
 }
 
-/// Cue text: trimmed, cut to the cue size limit at a character boundary.
+/// Removes what Whisper writes for sounds rather than speech, which on short or quiet audio is
+/// mostly invented: `[Music]`, `(applause)`, `== Captions ==`, `♪`, `*laughs*`.
+pub fn strip_non_speech(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut closing: Option<&str> = None;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if let Some(end) = closing {
+            if rest.starts_with(end) {
+                rest = &rest[end.len()..];
+                closing = None;
+            } else {
+                rest = &rest[c.len_utf8()..];
+            }
+            continue;
+        }
+        let opener = [("[", "]"), ("(", ")"), ("==", "=="), ("*", "*")]
+            .into_iter()
+            .find(|(open, _)| rest.starts_with(open));
+        if let Some((open, end)) = opener {
+            rest = &rest[open.len()..];
+            closing = Some(end);
+            continue;
+        }
+        if c != '♪' && c != '♫' {
+            out.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    let words = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    if words.chars().any(char::is_alphanumeric) {
+        words
+    } else {
+        String::new()
+    }
+}
+
+/// Cue text: speech only, trimmed, cut to the cue size limit at a character boundary.
 fn clean(text: &str) -> String {
-    let mut t = text.trim().to_string();
+    let mut t = strip_non_speech(text);
     if t.len() > MAX_CUE_TEXT_BYTES {
         let mut end = MAX_CUE_TEXT_BYTES;
         while !t.is_char_boundary(end) {
@@ -117,6 +154,18 @@ mod tests {
             audio_ms: 2500,
             merged: vec![],
         }
+    }
+
+    #[test]
+    fn sound_annotations_are_not_speech() {
+        assert_eq!(strip_non_speech("== Captions =="), "");
+        assert_eq!(strip_non_speech(" [Music] "), "");
+        assert_eq!(strip_non_speech("♪ ♪"), "");
+        assert_eq!(strip_non_speech("(applause) Thank you. [laughs]"), "Thank you.");
+        assert_eq!(strip_non_speech("It costs 5 dollars."), "It costs 5 dollars.");
+        assert_eq!(strip_non_speech("unclosed [bracket words"), "unclosed");
+        let mut w = CueWriter::default();
+        assert!(w.on_result(&result(0, false, "== Captions ==")).is_none());
     }
 
     #[test]

@@ -383,7 +383,7 @@ async fn viewer_shows_live_sidecar_captions() {
     let path = dir.0.clone();
     let env = [(
         "MOQCAST_EXPECT_WORDS",
-        "broadcast,captions,weather,sunny,warm".to_string(),
+        "broadcast,weather,sunny,warm".to_string(),
     )];
     tokio::task::spawn_blocking(move || run_scenario("live-captions", &url, &env, &path))
         .await
