@@ -161,8 +161,14 @@ mod tests {
         assert_eq!(strip_non_speech("== Captions =="), "");
         assert_eq!(strip_non_speech(" [Music] "), "");
         assert_eq!(strip_non_speech("♪ ♪"), "");
-        assert_eq!(strip_non_speech("(applause) Thank you. [laughs]"), "Thank you.");
-        assert_eq!(strip_non_speech("It costs 5 dollars."), "It costs 5 dollars.");
+        assert_eq!(
+            strip_non_speech("(applause) Thank you. [laughs]"),
+            "Thank you."
+        );
+        assert_eq!(
+            strip_non_speech("It costs 5 dollars."),
+            "It costs 5 dollars."
+        );
         assert_eq!(strip_non_speech("unclosed [bracket words"), "unclosed");
         let mut w = CueWriter::default();
         assert!(w.on_result(&result(0, false, "== Captions ==")).is_none());
