@@ -12,7 +12,9 @@
 #   THREADS        compute threads for both systems (2)
 #   SIDECAR_CONFIGS  moqcast-caption-bench PRECISION:BEAM list ("float32:1,float32:5,q8_0:1";
 #                  precisions float32, q8_0, q4_0)
-#   FW_CONFIGS     faster-whisper COMPUTE:BEAM list ("float32:1,int8:1,float32:5,int8:5")
+#   FW_CONFIGS     faster-whisper COMPUTE:BEAM[:openai] list ("float32:1,int8:1,float32:5,int8:5");
+#                  :openai feeds CTranslate2 features padded as OpenAI's whisper and the sidecar
+#                  do (see bench/captions/faster_whisper_ref.py)
 #   LIMIT          only the first N clips of the corpus (all)
 #   REPEAT         passes over the corpus, each running every configuration of both systems
 #                  (interleaved, alternate passes reversed); each clip's fastest pass is reported,
@@ -82,7 +84,7 @@ done
 run_job() { # PASS SYSTEM:COMPUTE:BEAM
     local pass=$1 system compute beam f
     IFS=: read -r system compute beam <<<"$2"
-    f=$OUT/runs/pass$pass-$system-$compute-beam$beam.jsonl
+    f=$OUT/runs/pass$pass-$system-$compute-beam${beam//:/-}.jsonl
     log "pass $pass/$REPEAT: $system $compute beam $beam (load $(load))"
     case $system in
     sidecar)
@@ -113,7 +115,7 @@ results=()
 for job in "${jobs[@]}"; do
     IFS=: read -r system compute beam <<<"$job"
     for ((pass = 1; pass <= REPEAT; pass++)); do
-        results+=("$OUT/runs/pass$pass-$system-$compute-beam$beam.jsonl")
+        results+=("$OUT/runs/pass$pass-$system-$compute-beam${beam//:/-}.jsonl")
     done
 done
 diffs=()
@@ -121,8 +123,12 @@ diffs=()
 # Clip-by-clip differences between the two systems at matching beam sizes.
 for config in ${SIDECAR_CONFIGS//,/ }; do
     precision=${config%%:*} beam=${config#*:}
-    if [ "$precision" = float32 ] && [[ ",$FW_CONFIGS," == *",float32:$beam,"* ]]; then
+    [ "$precision" = float32 ] || continue
+    if [[ ",$FW_CONFIGS," == *",float32:$beam,"* ]]; then
         diffs+=(--diff "moqcast-sidecar/float32 beam $beam" "faster-whisper/float32 beam $beam")
+    fi
+    if [[ ",$FW_CONFIGS," == *",float32:$beam:openai,"* ]]; then
+        diffs+=(--diff "moqcast-sidecar/float32 beam $beam" "faster-whisper/float32 beam $beam openai-padding")
     fi
 done
 

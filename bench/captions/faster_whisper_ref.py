@@ -8,6 +8,8 @@ sidecar loads, on the CPU with a fixed number of threads, in these configuration
 
 Beam 1 is greedy: temperature 0 only (no fallback), no conditioning on previous text, no
 timestamps, no VAD. Beam 5 changes only beam_size. Everything else is faster-whisper's default.
+A third field, COMPUTE:BEAM:openai, feeds CTranslate2 OpenAI-style padded features instead (see
+openai_padding_runner): the check that the two systems' decoders agree.
 
 Prints one JSON object per clip and configuration (JSON lines, the schema moqcast-caption-bench
 prints too):
@@ -92,11 +94,43 @@ def install(python):
 
 
 def parse_configs(spec):
+    """COMPUTE[:BEAM[:PADDING]], comma-separated; PADDING is fw (default) or openai."""
     configs = []
     for item in spec.split(","):
-        compute, _, beam = item.strip().partition(":")
-        configs.append((compute, int(beam or 1)))
+        fields = item.strip().split(":")
+        compute = fields[0]
+        beam = int(fields[1]) if len(fields) > 1 and fields[1] else 1
+        padding = fields[2] if len(fields) > 2 else "fw"
+        if padding not in ("fw", "openai"):
+            raise SystemExit(f"faster_whisper_ref.py: padding {padding!r} is not fw or openai")
+        configs.append((compute, beam, padding))
     return configs
+
+
+def openai_padding_runner(model, beam, np, ctranslate2):
+    """Greedy/beam decode of the first 30 s window with the log-mel computed the way OpenAI's
+    whisper (and moqcast-sidecar) do it: of the audio followed by 30 s of zero samples, so the
+    padding frames are silence clamped at max - 8. faster-whisper 1.2.1 instead computes the
+    log-mel of the audio alone and pads the normalised frames with zeros. The same CTranslate2
+    generate() call faster-whisper makes, without its segment loop (no fallback, no
+    no-speech skip: the same as temperature 0 on a clip under 30 s)."""
+    tok = model.hf_tokenizer
+    prompt = [tok.token_to_id("<|startoftranscript|>")]
+    if model.model.is_multilingual:
+        prompt += [tok.token_to_id("<|en|>"), tok.token_to_id("<|transcribe|>")]
+    prompt.append(tok.token_to_id("<|notimestamps|>"))
+    eot = tok.token_to_id("<|endoftext|>")
+    fe = model.feature_extractor
+
+    def run(samples):
+        padded = np.pad(samples, (0, fe.n_samples))
+        features = np.ascontiguousarray(fe(padded, padding=0)[None, :, : fe.nb_max_frames])
+        result = model.model.generate(
+            ctranslate2.StorageView.from_array(features), [prompt], beam_size=beam, patience=1,
+            length_penalty=1, suppress_blank=True, suppress_tokens=[-1], max_length=448)
+        return tok.decode([t for t in result[0].sequences_ids[0] if t < eot]).strip()
+
+    return run
 
 
 def read_wav(path, np):
@@ -116,7 +150,9 @@ def main():
                     help="CTranslate2 model directory (env MOQCAST_WHISPER_MODEL)")
     ap.add_argument("--threads", type=int, default=2, help="CTranslate2 cpu_threads")
     ap.add_argument("--configs", default=DEFAULT_CONFIGS,
-                    help=f"comma-separated COMPUTE_TYPE:BEAM (default {DEFAULT_CONFIGS})")
+                    help=f"comma-separated COMPUTE_TYPE:BEAM[:PADDING] (default {DEFAULT_CONFIGS});"
+                         " PADDING openai: log-mel of the audio + 30 s of zeros instead of"
+                         " faster-whisper's zero-padded log-mel frames (CTranslate2 directly)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="transcribe the corpus N times, report each clip's fastest pass")
     ap.add_argument("--limit", type=int, default=0, help="only the first N clips (0: all)")
@@ -144,7 +180,7 @@ def main():
 
     configs = parse_configs(args.configs)
     models = {}
-    for compute, beam in configs:
+    for compute, beam, padding in configs:
         if compute not in models:
             models.clear()  # one model in memory at a time
             models[compute] = WhisperModel(args.model, device="cpu", compute_type=compute,
@@ -161,9 +197,12 @@ def main():
             segments, _ = model.transcribe(samples, **options)
             return " ".join(s.text.strip() for s in segments).strip()
 
+        config = f"{compute} beam {beam}"
+        if padding == "openai":
+            run = openai_padding_runner(model, beam, np, ctranslate2)
+            config += " openai-padding"
         if warm:
             run(audio[0])
-        config = f"{compute} beam {beam}"
         # Each pass transcribes every clip; a clip's reported time is its fastest pass.
         best = [None] * len(clips)
         for _ in range(args.repeat):
