@@ -395,11 +395,10 @@ impl WhisperModel {
         self.transcribe_with(samples, &DecodeOptions::default())
     }
 
-    /// No-timestamp transcription of up to 30 s of 16 kHz mono audio.
-    ///
-    /// The mel transform runs on the real samples only; the encoder then sees the full 3000-frame
-    /// window the model was trained on (fed only the real frames, tiny.en hallucinates and repeats
-    /// itself).
+    /// No-timestamp transcription of up to 30 s of 16 kHz mono audio. The mel transform runs on
+    /// the real samples only; the encoder sees them followed by silence, over the window
+    /// `opts.window` asks for (the full 3000 frames, or fewer). An empty or silent input gives a
+    /// high `no_speech_prob` and, usually, a word or two of text ("you").
     pub fn transcribe_with(&mut self, samples: &[f32], opts: &DecodeOptions) -> Result<Transcript> {
         let t0 = Instant::now();
         let mel = self.checked_mel(samples)?;
