@@ -561,8 +561,8 @@ impl Sps {
             if chroma_format_idc == 3 {
                 separate_colour_plane = r.flag()?;
             }
-            bit_depth_luma = r.ue()? + 8;
-            bit_depth_chroma = r.ue()? + 8;
+            bit_depth_luma = r.ue()?.saturating_add(8);
+            bit_depth_chroma = r.ue()?.saturating_add(8);
             if bit_depth_luma > 14 || bit_depth_chroma > 14 {
                 return Err(H264Error::Malformed("bit depth above 14"));
             }
@@ -806,7 +806,7 @@ fn parse_vui(r: &mut BitReader<'_>) -> Result<Vui, H264Error> {
 
 /// Skips hrd_parameters() (§E.1.2).
 fn skip_hrd_parameters(r: &mut BitReader<'_>) -> Result<(), H264Error> {
-    let cpb_cnt = r.ue()? + 1;
+    let cpb_cnt = r.ue()?.saturating_add(1);
     if cpb_cnt > 32 {
         return Err(H264Error::Malformed("cpb_cnt_minus1 above 31"));
     }
@@ -1252,4 +1252,14 @@ mod tests {
             }
         }
     }
+
+    /// Found by the `h264` fuzz target: a huge exp-Golomb bit depth overflowed `+ 8`.
+    #[test]
+    fn huge_bit_depth_is_malformed_not_a_panic() {
+        let mut nal = vec![0x67, 100, 0, 30];
+        // seq_parameter_set_id 0, chroma_format_idc 1, bit_depth_luma_minus8 = 2^32 - 2.
+        nal.extend_from_slice(&[0b1010_0000, 0, 0, 0, 0b0111_1111, 0xff, 0xff, 0xff, 0xf0]);
+        assert!(Sps::parse(&nal).is_err());
+    }
+
 }
