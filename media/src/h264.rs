@@ -1261,5 +1261,4 @@ mod tests {
         nal.extend_from_slice(&[0b1010_0000, 0, 0, 0, 0b0111_1111, 0xff, 0xff, 0xff, 0xf0]);
         assert!(Sps::parse(&nal).is_err());
     }
-
 }
