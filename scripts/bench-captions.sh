@@ -10,8 +10,11 @@
 # Environment (all optional):
 #   SYSTEMS        which to run, in order: "sidecar faster-whisper"
 #   THREADS        compute threads for both systems (2)
-#   SIDECAR_CONFIGS  moqcast-caption-bench PRECISION:BEAM list ("float32:1,float32:5,q8_0:1";
-#                  precisions float32, q8_0, q4_0)
+#   SIDECAR_CONFIGS  moqcast-caption-bench PRECISION:BEAM[:WINDOW] list
+#                  ("default:1,default:5,default:1:full,default:5:full"). PRECISION: default (the
+#                  library's, float32 encoder + int8 decoder), float32, int8, q8_0, q4_0 or
+#                  ENCODER+DECODER; WINDOW: the library's default (fitted to the audio) or full,
+#                  fit:PAD_MS[:nofallback]
 #   FW_CONFIGS     faster-whisper COMPUTE:BEAM[:openai] list ("float32:1,int8:1,float32:5,int8:5");
 #                  :openai feeds CTranslate2 features padded as OpenAI's whisper and the sidecar
 #                  do (see bench/captions/faster_whisper_ref.py)
@@ -31,7 +34,7 @@ cd "$(dirname "$0")/.."
 
 SYSTEMS=${SYSTEMS:-"sidecar faster-whisper"}
 THREADS=${THREADS:-2}
-SIDECAR_CONFIGS=${SIDECAR_CONFIGS:-"float32:1,float32:5,q8_0:1"}
+SIDECAR_CONFIGS=${SIDECAR_CONFIGS:-"default:1,default:5,default:1:full,default:5:full"}
 FW_CONFIGS=${FW_CONFIGS:-"float32:1,int8:1,float32:5,int8:5"}
 LIMIT=${LIMIT:-}
 REPEAT=${REPEAT:-1}
@@ -81,19 +84,30 @@ for ((i = 0; i < ${#sidecar_jobs[@]} || i < ${#fw_jobs[@]}; i++)); do
     [ "$i" -lt "${#fw_jobs[@]}" ] && jobs+=("${fw_jobs[$i]}")
 done
 
-run_job() { # PASS SYSTEM:COMPUTE:BEAM
-    local pass=$1 system compute beam f
-    IFS=: read -r system compute beam <<<"$2"
-    f=$OUT/runs/pass$pass-$system-$compute-beam${beam//:/-}.jsonl
-    log "pass $pass/$REPEAT: $system $compute beam $beam (load $(load))"
+job_file() { # PASS SYSTEM:CONFIG
+    local name=${2//:/-}
+    echo "$OUT/runs/pass$1-${name//+/-}.jsonl"
+}
+
+run_job() { # PASS SYSTEM:COMPUTE:BEAM[:REST]
+    local pass=$1 system compute rest beam extra f
+    IFS=: read -r system compute rest <<<"$2"
+    beam=${rest%%:*}
+    extra=${rest#"$beam"}
+    extra=${extra#:}
+    f=$(job_file "$pass" "$2")
+    log "pass $pass/$REPEAT: $system $compute beam $beam${extra:+ $extra} (load $(load))"
     case $system in
     sidecar)
-        "$bench" --manifest "$manifest" --model "$model" --threads "$THREADS" \
-            --precision "$compute" --beam "$beam" --limit "${LIMIT:-0}" --out "$f"
+        local args=(--beam "$beam")
+        [ "$compute" = default ] || args+=(--precision "$compute")
+        [ -z "$extra" ] || args+=(--window "$extra")
+        "$bench" --manifest "$manifest" --model "$model" --threads "$THREADS" "${args[@]}" \
+            --limit "${LIMIT:-0}" --out "$f"
         ;;
     faster-whisper)
         python3 bench/captions/faster_whisper_ref.py --manifest "$manifest" --model "$model" \
-            --threads "$THREADS" --configs "$compute:$beam" --limit "${LIMIT:-0}" --out "$f"
+            --threads "$THREADS" --configs "$compute:$rest" --limit "${LIMIT:-0}" --out "$f"
         ;;
     esac
 }
@@ -113,23 +127,9 @@ done
 load_after=$(load)
 results=()
 for job in "${jobs[@]}"; do
-    IFS=: read -r system compute beam <<<"$job"
     for ((pass = 1; pass <= REPEAT; pass++)); do
-        results+=("$OUT/runs/pass$pass-$system-$compute-beam${beam//:/-}.jsonl")
+        results+=("$(job_file "$pass" "$job")")
     done
-done
-diffs=()
-
-# Clip-by-clip differences between the two systems at matching beam sizes.
-for config in ${SIDECAR_CONFIGS//,/ }; do
-    precision=${config%%:*} beam=${config#*:}
-    [ "$precision" = float32 ] || continue
-    if [[ ",$FW_CONFIGS," == *",float32:$beam,"* ]]; then
-        diffs+=(--diff "moqcast-sidecar/float32 beam $beam" "faster-whisper/float32 beam $beam")
-    fi
-    if [[ ",$FW_CONFIGS," == *",float32:$beam:openai,"* ]]; then
-        diffs+=(--diff "moqcast-sidecar/float32 beam $beam" "faster-whisper/float32 beam $beam openai-padding")
-    fi
 done
 
 corpus=$(python3 -c '
@@ -144,7 +144,7 @@ md=$OUT/results.md
     echo "load average (1, 5, 15 min) $load_before at the start, $load_after at the end."
     echo "Corpus: $corpus${LIMIT:+, first $LIMIT clips}; model: $model."
     echo
-    python3 bench/captions/score.py --manifest "$manifest" "${diffs[@]}" "${results[@]}"
+    python3 bench/captions/score.py --manifest "$manifest" --pair-diffs "${results[@]}"
 } >"$md.tmp"
 mv "$md.tmp" "$md"
 cat "$md"

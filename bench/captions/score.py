@@ -118,6 +118,9 @@ def main():
     ap.add_argument("--manifest", required=True)
     ap.add_argument("results", nargs="+", help="JSON lines files")
     ap.add_argument("--md", help="also write the tables to this markdown file")
+    ap.add_argument("--pair-diffs", action="store_true",
+                    help="also list the clips where moqcast-sidecar over the full 30 s window and "
+                         "faster-whisper float32 at the same beam size differ")
     ap.add_argument("--diff", nargs=2, metavar=("A", "B"), action="append", default=[],
                     help='list clips where two configurations differ, each "SYSTEM/CONFIG", '
                          'e.g. "moqcast-sidecar/float32 beam 1" "faster-whisper/float32 beam 1"')
@@ -131,6 +134,7 @@ def main():
     by_group = defaultdict(Tally)  # (system/config, voice, speed)
     texts = defaultdict(dict)  # system/config -> id -> raw text
     runs = {}  # system/config -> id -> fastest row so far
+    meta = {}  # system/config -> its first row
     for path in args.results:
         with open(path) as f:
             for line in f:
@@ -141,6 +145,7 @@ def main():
                 if cid not in refs:
                     sys.exit(f"score.py: {path}: clip {cid!r} is not in the manifest")
                 key = f"{row['system']}/{row['config']}"
+                meta.setdefault(key, row)
                 seen = runs.setdefault(key, {}).get(cid)
                 if seen is None:
                     runs[key][cid] = row
@@ -196,6 +201,13 @@ def main():
         out.append("Mean seconds per clip:\n\n" + table(
             ["system/config", "mel s", "encode s", "decode s", "tokens", "decode ms/token"], rows))
 
+    if args.pair_diffs:
+        for a, ra in meta.items():
+            for b, rb in meta.items():
+                if (ra["system"] == "moqcast-sidecar" and ra.get("window") == "full"
+                        and rb["system"] == "faster-whisper" and rb.get("compute") == "float32"
+                        and ra["beam"] == rb["beam"] and [a, b] not in args.diff):
+                    args.diff.append([a, b])
     for a, b in args.diff:
         if a not in texts or b not in texts:
             continue

@@ -4,15 +4,18 @@
 //!
 //! ```text
 //! moqcast-caption-bench --manifest target/bench-captions/corpus/manifest.json --threads 2
-//! moqcast-caption-bench --manifest ... --beam 5 --precision q8_0 --repeat 3
+//! moqcast-caption-bench --manifest ... --beam 5 --precision float32 --window full --repeat 3
 //! moqcast-caption-bench a.wav b.wav
 //! ```
 //!
-//! Each line: `{"system": "moqcast-sidecar", "config": "float32 beam 1", "compute": "float32",
-//! "beam": 1, "threads": 2, "passes": 1, "id": ..., "file": ..., "audio_s": ..., "proc_s": ...,
-//! "cpu_s": ..., "mel_s": ..., "encode_s": ..., "decode_s": ..., "tokens": ..., "avg_logprob": ...,
-//! "no_speech_prob": ..., "text": ...}`. Decoding is `DecodeOptions::default()` (no temperature
-//! fallback, repetition guard on) with `--beam`/`--prompt`.
+//! Each line: `{"system": "moqcast-sidecar", "config": "float32+int8 beam 1 fit", "compute":
+//! "float32+int8", "window": "fit", "beam": 1, "threads": 2, "passes": 1, "id": ..., "file": ...,
+//! "audio_s": ..., "proc_s": ..., "cpu_s": ..., "mel_s": ..., "encode_s": ..., "decode_s": ...,
+//! "frames": ..., "tokens": ..., "avg_logprob": ..., "no_speech_prob": ..., "text": ...}`. The
+//! model loads with `LoadOptions::default()` and decodes with `DecodeOptions::default()` (no
+//! temperature fallback, repetition guard on, encoder window fitted to the audio) unless
+//! `--precision`, `--window`, `--beam` or `--prompt` say otherwise; `frames` is the encoder
+//! window the text came from (3000: the full 30 s).
 //! `proc_s` is mel + encode + decode (wall time) from samples already in memory, `cpu_s` the
 //! process's user + system CPU time over the same call; with `--repeat N`, both from the clip's
 //! fastest of N passes. The model is warmed up on the first clip before the clock starts.
@@ -25,7 +28,9 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
-use moqcast_sidecar::model::{DecodeOptions, LoadOptions, Precision, Transcript, WhisperModel};
+use moqcast_sidecar::model::{
+    DecodeOptions, EncoderWindow, LoadOptions, Precision, Transcript, WhisperModel,
+};
 use serde::Deserialize;
 
 const SAMPLE_RATE: u32 = 16_000;
@@ -48,9 +53,15 @@ struct Args {
     /// Beam size; 1 is greedy decoding (`DecodeOptions::beam_size`).
     #[arg(long, default_value_t = 1)]
     beam: usize,
-    /// Weight precision of encoder and decoder: float32, or 8-bit / 4-bit blocks (q8_0, q4_0).
-    #[arg(long, value_enum, default_value_t = Compute::Float32)]
-    precision: Compute,
+    /// Weight precision: float32, int8 (8-bit weights for products of a few rows: decoding
+    /// steps), q8_0, q4_0; ENCODER+DECODER (e.g. float32+int8) to set them apart. Default: the
+    /// library's (`LoadOptions::default()`).
+    #[arg(long, value_parser = parse_precision)]
+    precision: Option<LoadOptions>,
+    /// Encoder window: full (30 s), fit (the audio and some silence, the library's default),
+    /// fit:PAD_MS, fit:PAD_MS:nofallback (no retry over the full window when unsure).
+    #[arg(long, value_parser = parse_window)]
+    window: Option<EncoderWindow>,
     /// Text prompt given before each clip (`DecodeOptions::prompt`).
     #[arg(long)]
     prompt: Option<String>,
@@ -69,29 +80,88 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Compute {
-    Float32,
-    #[value(name = "q8_0")]
-    Q8_0,
-    #[value(name = "q4_0")]
-    Q4_0,
+fn parse_one_precision(p: &str) -> Result<Precision, String> {
+    match p.to_ascii_lowercase().as_str() {
+        "float32" | "f32" => Ok(Precision::F32),
+        "int8" => Ok(Precision::Int8),
+        "q8_0" => Ok(Precision::Q8_0),
+        "q4_0" => Ok(Precision::Q4_0),
+        _ => Err(format!("{p:?}: expected float32, int8, q8_0 or q4_0")),
+    }
 }
 
-impl Compute {
-    fn precision(self) -> Precision {
-        match self {
-            Compute::Float32 => Precision::F32,
-            Compute::Q8_0 => Precision::Q8_0,
-            Compute::Q4_0 => Precision::Q4_0,
+/// `P` (encoder and decoder) or `ENCODER+DECODER`.
+fn parse_precision(s: &str) -> Result<LoadOptions, String> {
+    let (encoder, decoder) = match s.split_once('+') {
+        Some((e, d)) => (parse_one_precision(e)?, parse_one_precision(d)?),
+        None => {
+            let p = parse_one_precision(s)?;
+            (p, p)
         }
-    }
+    };
+    Ok(LoadOptions { encoder, decoder })
+}
 
-    fn name(self) -> &'static str {
-        match self {
-            Compute::Float32 => "float32",
-            Compute::Q8_0 => "q8_0",
-            Compute::Q4_0 => "q4_0",
+fn precision_name(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "float32",
+        Precision::Int8 => "int8",
+        Precision::Q8_0 => "q8_0",
+        Precision::Q4_0 => "q4_0",
+    }
+}
+
+/// `float32`, or `ENCODER+DECODER` when they differ.
+fn load_name(o: &LoadOptions) -> String {
+    if o.encoder == o.decoder {
+        precision_name(o.encoder).to_string()
+    } else {
+        format!(
+            "{}+{}",
+            precision_name(o.encoder),
+            precision_name(o.decoder)
+        )
+    }
+}
+
+/// `full`, `fit` (the library's default), `fit:PAD_MS` or `fit:PAD_MS:nofallback`.
+fn parse_window(s: &str) -> Result<EncoderWindow, String> {
+    let default_pad = match DecodeOptions::default().window {
+        EncoderWindow::Fit { pad_ms, .. } => pad_ms,
+        EncoderWindow::Full => 2000,
+    };
+    let mut parts = s.split(':');
+    match parts.next() {
+        Some("full") if parts.next().is_none() => Ok(EncoderWindow::Full),
+        Some("fit") => {
+            let pad_ms = match parts.next() {
+                Some(ms) => ms
+                    .parse()
+                    .map_err(|_| format!("{ms:?}: not milliseconds"))?,
+                None => default_pad,
+            };
+            let fallback = match parts.next() {
+                None => true,
+                Some("nofallback") => false,
+                Some(x) => return Err(format!("{x:?}: expected nofallback")),
+            };
+            match parts.next() {
+                None => Ok(EncoderWindow::Fit { pad_ms, fallback }),
+                Some(_) => Err(format!("{s:?}: too many fields")),
+            }
+        }
+        _ => Err(format!(
+            "{s:?}: expected full, fit, fit:PAD_MS or fit:PAD_MS:nofallback"
+        )),
+    }
+}
+
+fn window_name(w: EncoderWindow) -> String {
+    match w {
+        EncoderWindow::Full => "full".into(),
+        _ if w == DecodeOptions::default().window => "fit".into(),
+        EncoderWindow::Fit { pad_ms, fallback } => {
+            format!("fit:{pad_ms}{}", if fallback { "" } else { ":nofallback" })
         }
     }
 }
@@ -145,11 +215,8 @@ fn main() -> anyhow::Result<()> {
         None => default_model_dir()?,
     };
     let t = Instant::now();
-    let precision = args.precision.precision();
-    let load = LoadOptions {
-        encoder: precision,
-        decoder: precision,
-    };
+    let load = args.precision.unwrap_or_default();
+    let compute = load_name(&load);
     let mut model = WhisperModel::load_with(&model_dir, &candle_core::Device::Cpu, load)
         .with_context(|| {
             format!(
@@ -161,18 +228,21 @@ fn main() -> anyhow::Result<()> {
         "caption-bench: loaded {} ({:?}, {}) in {:.2} s; {} clips, {} threads, beam {}",
         model_dir.display(),
         model.format,
-        args.precision.name(),
+        compute,
         t.elapsed().as_secs_f64(),
         clips.len(),
         args.threads,
         args.beam
     );
 
+    let defaults = DecodeOptions::default();
     let opts = DecodeOptions {
         beam_size: args.beam,
         prompt: args.prompt.clone(),
-        ..DecodeOptions::default()
+        window: args.window.unwrap_or(defaults.window),
+        ..defaults
     };
+    let window = window_name(opts.window);
     // Warm-up: first-touch allocations, rayon pool start, weight pages.
     model
         .transcribe_with(&clips[0].samples, &opts)
@@ -184,7 +254,7 @@ fn main() -> anyhow::Result<()> {
         )),
         None => Box::new(std::io::stdout().lock()),
     };
-    let config = format!("{} beam {}", args.precision.name(), args.beam);
+    let config = format!("{compute} beam {} {window}", args.beam);
     // Each pass transcribes every clip; a clip's reported time is its fastest pass, which filters
     // out bursts of other work on a shared machine (passes are spread out in time, not back to back).
     let mut best: Vec<Option<(Transcript, f64)>> = (0..clips.len()).map(|_| None).collect();
@@ -229,7 +299,9 @@ fn main() -> anyhow::Result<()> {
             "system": "moqcast-sidecar",
             "version": concat!("moqcast-sidecar ", env!("CARGO_PKG_VERSION")),
             "config": config,
-            "compute": args.precision.name(),
+            "compute": compute,
+            "window": window,
+            "frames": tr.frames,
             "beam": args.beam,
             "threads": args.threads,
             "passes": args.repeat,
@@ -410,6 +482,38 @@ mod tests {
         b.extend_from_slice(&data_len.to_le_bytes());
         b.extend_from_slice(data);
         b
+    }
+
+    #[test]
+    fn precision_and_window() {
+        let q8 = parse_precision("q8_0").unwrap();
+        assert_eq!((q8.encoder, q8.decoder), (Precision::Q8_0, Precision::Q8_0));
+        assert_eq!(load_name(&q8), "q8_0");
+        let mixed = parse_precision("float32+int8").unwrap();
+        assert_eq!(
+            (mixed.encoder, mixed.decoder),
+            (Precision::F32, Precision::Int8)
+        );
+        assert_eq!(load_name(&mixed), "float32+int8");
+        assert!(parse_precision("f16").is_err());
+        assert!(parse_precision("float32+").is_err());
+
+        assert_eq!(parse_window("full").unwrap(), EncoderWindow::Full);
+        assert_eq!(window_name(parse_window("fit").unwrap()), "fit");
+        assert_eq!(
+            parse_window("fit:1000:nofallback").unwrap(),
+            EncoderWindow::Fit {
+                pad_ms: 1000,
+                fallback: false
+            }
+        );
+        assert_eq!(
+            window_name(parse_window("fit:1000:nofallback").unwrap()),
+            "fit:1000:nofallback"
+        );
+        for bad in ["", "fit:x", "fit:1:2", "full:1", "fit:1:nofallback:3"] {
+            assert!(parse_window(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
