@@ -403,18 +403,22 @@ pub enum TrackError {
 pub struct BroadcastPublisher {
     tracks: serve::TracksWriter,
     reader: Option<serve::TracksReader>,
-    _request: serve::TracksRequest,
     /// Live subscription counts of the tracks registered with [`Self::watch_subscribers`].
     watched: std::collections::HashMap<String, tokio::sync::watch::Sender<usize>>,
 }
 
 impl BroadcastPublisher {
     pub fn new(broadcast: &str) -> Self {
+        // Tracks are made up front with `create_track`; nobody serves requests for others, so
+        // the request queue is closed at once. Kept open, a SUBSCRIBE for an unknown track (or
+        // for a deeper namespace the relay routes here by prefix, such as `<broadcast>/ai` before
+        // its captioner announces it) would wait for a track that never comes instead of
+        // getting DOES_NOT_EXIST; the relay then held the subscriber for its 10 s upstream wait.
         let (tracks, request, reader) = serve::Tracks::new(namespace(broadcast)).produce();
+        drop(request);
         Self {
             tracks,
             reader: Some(reader),
-            _request: request,
             watched: Default::default(),
         }
     }
@@ -444,12 +448,26 @@ impl BroadcastPublisher {
 
     /// Announces the namespace (PUBLISH_NAMESPACE) and answers subscriptions until the session
     /// ends. Call once; run it beside `session.run()`.
+    ///
+    /// Also refuses, with DOES_NOT_EXIST, the session's SUBSCRIBEs that match no announced
+    /// namespace. A relay routes a track to the publisher of any prefix of its namespace
+    /// (draft-18 §8), so `<broadcast>/ai` reaches this publisher until a captioner announces
+    /// it; unanswered, such a request would hang until the relay gives up.
     pub async fn announce(&mut self, publisher: &mut Publisher) -> Result<(), SessionError> {
         let reader = self.reader.take().ok_or(SessionError::Internal)?;
+        let mut unknown = publisher.clone();
+        let refuse = refuse_unknown_subscriptions(&mut unknown);
         if self.watched.is_empty() {
-            return publisher.publish_namespace(reader).await;
+            tokio::select! {
+                res = publisher.publish_namespace(reader) => res,
+                never = refuse => match never {},
+            }
+        } else {
+            tokio::select! {
+                res = self.announce_counted(publisher, reader) => res,
+                never = refuse => match never {},
+            }
         }
-        self.announce_counted(publisher, reader).await
     }
 
     /// [`Self::announce`] that counts the subscriptions of the watched tracks.
@@ -504,6 +522,18 @@ impl BroadcastPublisher {
             }
         }
     }
+}
+
+/// Answers every SUBSCRIBE of `publisher`'s session that matched none of its announced
+/// namespaces with DOES_NOT_EXIST, for as long as the session lasts; never returns.
+async fn refuse_unknown_subscriptions(publisher: &mut Publisher) -> std::convert::Infallible {
+    while let Some(subscribed) = publisher.subscribed().await {
+        let namespace = subscribed.info.track_namespace.to_string();
+        let name = subscribed.info.track_name.to_string_lossy().into_owned();
+        tracing::debug!(%namespace, track = %name, "refusing a SUBSCRIBE for a namespace not published here");
+        let _ = subscribed.close(serve::ServeError::NotFound);
+    }
+    std::future::pending().await
 }
 
 /// Writes LOC objects into one track, one group per GOP (or per catalog version).

@@ -447,6 +447,62 @@ async fn subscription_limit_refuses_excess_subscribes_and_keeps_the_session() {
     relay.stop().await;
 }
 
+/// A SUBSCRIBE for a track the publisher does not have is refused at once, also for a deeper
+/// namespace the relay routes to the publisher by prefix (a viewer asking for `<b>/ai` before
+/// the captioner announces it): the publisher answers DOES_NOT_EXIST instead of leaving the
+/// request open until the relay's 10 s upstream wait gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tracks_of_a_broadcast_are_refused_promptly() {
+    init_tracing();
+    let relay = TestRelay::start(&[]).await;
+    let url: url::Url = relay.url("moqt").parse().unwrap();
+
+    let publisher = Client::new(&insecure()).unwrap();
+    let conn = publisher.connect(&url).await.unwrap();
+    let mut broadcast = BroadcastPublisher::new("known");
+    let mut track = broadcast.create_track("a").unwrap();
+    track.start_group().unwrap();
+    track
+        .write(Default::default(), Bytes::from_static(b"x"))
+        .unwrap();
+    let (mut p, session) = (conn.publisher, conn.session);
+    let publishing = tokio::spawn(async move {
+        tokio::select! {
+            _ = session.run() => {},
+            _ = broadcast.announce(&mut p) => {},
+        }
+    });
+    let state = relay.state.clone();
+    eventually("the announcement", || state.origin.get("known").is_some()).await;
+
+    let client = Client::new(&insecure()).unwrap();
+    let conn = client.connect(&url).await.unwrap();
+    let mut subscriber = conn.subscriber.clone();
+    let session = tokio::spawn(conn.session.run());
+    for (namespace, name) in [("known", "missing"), ("known/ai", "catalog")] {
+        let (w, _r) = serve::Track::new(moq::namespace(namespace), name).produce();
+        let started = Instant::now();
+        let res = tokio::time::timeout(Duration::from_secs(15), subscriber.subscribe_open(w))
+            .await
+            .unwrap_or_else(|_| panic!("SUBSCRIBE {namespace}/{name} got no answer in 15 s"));
+        assert!(res.is_err(), "SUBSCRIBE {namespace}/{name} was accepted");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "SUBSCRIBE {namespace}/{name} was refused only after {:?}",
+            started.elapsed()
+        );
+    }
+    // The known track is still served.
+    let (w, _r) = serve::Track::new(moq::namespace("known"), "a").produce();
+    let _known = subscriber
+        .subscribe_open(w)
+        .await
+        .expect("SUBSCRIBE known/a");
+    session.abort();
+    publishing.abort();
+    relay.stop().await;
+}
+
 /// The relay binary stops cleanly on SIGTERM (graceful shutdown), closing its sessions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_binary_shuts_down_on_sigterm() {
