@@ -7,10 +7,11 @@
 # target/bench-captions/live.md. See docs/BENCHMARKS.md ("Captions: live, end to end").
 #
 #   bash scripts/bench-captions-live.sh
-#   CLIPS=40 BEAM=5 THREADS=2 bash scripts/bench-captions-live.sh
+#   CLIPS=40 BEAM=1 THREADS=2 bash scripts/bench-captions-live.sh
 #
 # Environment (all optional): CLIPS (first N clips of the corpus, 24), GAP (seconds of silence
-# between clips, 1.5), BEAM (final-cue beam size, 1), THREADS (sidecar inference threads, 2),
+# between clips, 1.5), BEAM (final-cue beam size, 5, the sidecar's default), THREADS (sidecar
+# inference threads, 2),
 # OUT (target/bench-captions), SKIP_BUILD=1, MOQCAST_WHISPER_MODEL.
 set -euo pipefail
 
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 CLIPS=${CLIPS:-24}
 GAP=${GAP:-1.5}
-BEAM=${BEAM:-1}
+BEAM=${BEAM:-5}
 THREADS=${THREADS:-2}
 OUT=${OUT:-target/bench-captions}
 QUIC_PORT=${QUIC_PORT:-24443}
