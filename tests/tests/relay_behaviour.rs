@@ -304,6 +304,32 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// `--max-sessions`: connections past the limit are refused (and counted) while the admitted
 /// sessions carry on; when one leaves, a new connection is admitted again.
+/// Publishes `broadcast` with `names` as tracks through the relay (announced, no objects yet);
+/// the task runs the publisher's session until aborted.
+async fn publish_tracks(
+    relay: &TestRelay,
+    url: &url::Url,
+    broadcast: &str,
+    names: &[&str],
+) -> (tokio::task::JoinHandle<()>, Vec<moq::TrackPublisher>) {
+    let publisher = Client::new(&insecure()).unwrap();
+    let conn = publisher.connect(url).await.unwrap();
+    let mut bp = BroadcastPublisher::new(broadcast);
+    let tracks = names.iter().map(|t| bp.create_track(t).unwrap()).collect();
+    let (mut p, session) = (conn.publisher, conn.session);
+    let publishing = tokio::spawn(async move {
+        let _client = publisher;
+        tokio::select! {
+            _ = session.run() => {},
+            _ = bp.announce(&mut p) => {},
+        }
+    });
+    let state = relay.state.clone();
+    let name = broadcast.to_string();
+    eventually("the announcement", || state.origin.get(&name).is_some()).await;
+    (publishing, tracks)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_limit_refuses_connections_over_it() {
     init_tracing();
@@ -367,22 +393,7 @@ async fn subscription_limit_refuses_excess_subscribes_and_keeps_the_session() {
     let url: url::Url = relay.url("moqt").parse().unwrap();
 
     // A publisher of three tracks.
-    let publisher = Client::new(&insecure()).unwrap();
-    let conn = publisher.connect(&url).await.unwrap();
-    let mut broadcast = BroadcastPublisher::new("limits");
-    let _tracks: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|t| broadcast.create_track(t).unwrap())
-        .collect();
-    let (mut p, session) = (conn.publisher, conn.session);
-    let publishing = tokio::spawn(async move {
-        tokio::select! {
-            _ = session.run() => {},
-            _ = broadcast.announce(&mut p) => {},
-        }
-    });
-    let state = relay.state.clone();
-    eventually("the announcement", || state.origin.get("limits").is_some()).await;
+    let (publishing, _tracks) = publish_tracks(&relay, &url, "limits", &["a", "b", "c"]).await;
 
     // One subscriber session asks for all three.
     let client = Client::new(&insecure()).unwrap();
@@ -457,23 +468,11 @@ async fn unknown_tracks_of_a_broadcast_are_refused_promptly() {
     let relay = TestRelay::start(&[]).await;
     let url: url::Url = relay.url("moqt").parse().unwrap();
 
-    let publisher = Client::new(&insecure()).unwrap();
-    let conn = publisher.connect(&url).await.unwrap();
-    let mut broadcast = BroadcastPublisher::new("known");
-    let mut track = broadcast.create_track("a").unwrap();
-    track.start_group().unwrap();
-    track
+    let (publishing, mut tracks) = publish_tracks(&relay, &url, "known", &["a"]).await;
+    tracks[0].start_group().unwrap();
+    tracks[0]
         .write(Default::default(), Bytes::from_static(b"x"))
         .unwrap();
-    let (mut p, session) = (conn.publisher, conn.session);
-    let publishing = tokio::spawn(async move {
-        tokio::select! {
-            _ = session.run() => {},
-            _ = broadcast.announce(&mut p) => {},
-        }
-    });
-    let state = relay.state.clone();
-    eventually("the announcement", || state.origin.get("known").is_some()).await;
 
     let client = Client::new(&insecure()).unwrap();
     let conn = client.connect(&url).await.unwrap();
