@@ -159,30 +159,13 @@ impl MelFrontEnd {
     pub fn log_mel(&self, samples: &[f32]) -> LogMel {
         let n_mels = self.filters.n_mels;
         let n_frames = samples.len() / HOP_LENGTH;
-        let len = samples.len() as isize;
-        // Reflect padding (numpy "reflect": the edge sample is not repeated), folded again if the
-        // signal is shorter than the pad.
-        let at = |mut i: isize| -> f32 {
-            if len == 1 {
-                return samples[0];
-            }
-            loop {
-                if i < 0 {
-                    i = -i;
-                } else if i >= len {
-                    i = 2 * (len - 1) - i;
-                } else {
-                    return samples[i as usize];
-                }
-            }
-        };
         let mut mel = vec![0f32; n_mels * n_frames];
         let mut frame = vec![0f32; N_FFT];
         let mut power = vec![0f32; N_FREQ];
         for t in 0..n_frames {
             let start = (t * HOP_LENGTH) as isize - (N_FFT / 2) as isize;
             for (n, x) in frame.iter_mut().enumerate() {
-                *x = at(start + n as isize) * self.window[n];
+                *x = reflect(samples, start + n as isize) * self.window[n];
             }
             for (k, p) in power.iter_mut().enumerate() {
                 let c = &self.cos[k * N_FFT..(k + 1) * N_FFT];
@@ -200,6 +183,32 @@ impl MelFrontEnd {
                 mel[m * n_frames + t] = e;
             }
         }
+        LogMel::from_power(n_mels, n_frames, mel)
+    }
+}
+
+/// Sample `i` of `samples` under reflect padding (numpy "reflect": the edge sample is not
+/// repeated), folded again if the signal is shorter than the pad. `samples` must not be empty.
+pub(crate) fn reflect(samples: &[f32], mut i: isize) -> f32 {
+    let len = samples.len() as isize;
+    if len == 1 {
+        return samples[0];
+    }
+    loop {
+        if i < 0 {
+            i = -i;
+        } else if i >= len {
+            i = 2 * (len - 1) - i;
+        } else {
+            return samples[i as usize];
+        }
+    }
+}
+
+impl LogMel {
+    /// Whisper's normalisation of mel power (`n_mels` rows of `n_frames`): log10, clamped to 8
+    /// below the maximum, scaled to about [-1, 1].
+    pub(crate) fn from_power(n_mels: usize, n_frames: usize, mut mel: Vec<f32>) -> Self {
         let mut max = f32::NEG_INFINITY;
         for v in mel.iter_mut() {
             *v = v.max(1e-10).log10();

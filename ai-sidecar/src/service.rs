@@ -24,7 +24,7 @@ use moqcast_media::{
 };
 use url::Url;
 
-use crate::audio_in::{AudioDecoder, DecodeError};
+use crate::audio_in::AudioDecoder;
 use crate::cues::CueWriter;
 use crate::metrics::{Metrics, Status};
 use crate::recognize::{Recognized, Recognizer};
@@ -150,15 +150,12 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
         return Ok(());
     };
     let info = moqcast_publisher::subscribe::audio_info(&source, &audio_track)?;
+    // An unknown codec and an unusable codec configuration alike: nothing here can decode it.
     if let Err(e) = AudioDecoder::new(&info) {
-        let status = match e {
-            DecodeError::Unsupported(_) => Status::UnsupportedAudio,
-            _ => Status::UnsupportedAudio,
-        };
         park(
             shared,
             broadcast,
-            status,
+            Status::UnsupportedAudio,
             format!("audio track {:?} of {broadcast:?}: {e}", audio_track.name),
         )
         .await;

@@ -7,7 +7,7 @@ use std::f64::consts::PI;
 
 use candle_core::{Device, Result, Tensor};
 
-use crate::audio::{LogMel, MelFilters, HOP_LENGTH, N_FFT, N_FREQ};
+use crate::audio::{reflect, LogMel, MelFilters, HOP_LENGTH, N_FFT, N_FREQ};
 
 pub(crate) struct FastMel {
     n_mels: usize,
@@ -42,23 +42,6 @@ impl FastMel {
     pub(crate) fn log_mel(&self, samples: &[f32]) -> Result<LogMel> {
         let n_mels = self.n_mels;
         let n_frames = samples.len() / HOP_LENGTH;
-        let len = samples.len() as isize;
-        // Reflect padding (numpy "reflect": the edge sample is not repeated), folded again if the
-        // signal is shorter than the pad.
-        let at = |mut i: isize| -> f32 {
-            if len == 1 {
-                return samples[0];
-            }
-            loop {
-                if i < 0 {
-                    i = -i;
-                } else if i >= len {
-                    i = 2 * (len - 1) - i;
-                } else {
-                    return samples[i as usize];
-                }
-            }
-        };
         let mut mel = vec![0f32; n_mels * n_frames];
         if n_frames > 0 {
             let mut frames = vec![0f32; n_frames * N_FFT];
@@ -68,7 +51,7 @@ impl FastMel {
                     frame.copy_from_slice(&samples[start as usize..start as usize + N_FFT]);
                 } else {
                     for (n, x) in frame.iter_mut().enumerate() {
-                        *x = at(start + n as isize);
+                        *x = reflect(samples, start + n as isize);
                     }
                 }
             }
@@ -90,23 +73,7 @@ impl FastMel {
                 .flatten_all()?
                 .to_vec1::<f32>()?;
         }
-        let mut max = f32::NEG_INFINITY;
-        for v in mel.iter_mut() {
-            *v = v.max(1e-10).log10();
-            max = max.max(*v);
-        }
-        // Zero padding is log10(1e-10) = -10 before clamping.
-        let max = max.max(-10.0);
-        let clamp = max - 8.0;
-        for v in mel.iter_mut() {
-            *v = (v.max(clamp) + 4.0) / 4.0;
-        }
-        Ok(LogMel {
-            n_mels,
-            n_frames,
-            data: mel,
-            floor: ((-10f32).max(clamp) + 4.0) / 4.0,
-        })
+        Ok(LogMel::from_power(n_mels, n_frames, mel))
     }
 }
 
