@@ -529,6 +529,8 @@ pub struct Backlog {
     conn: quinn::Connection,
     baseline: AtomicU64,
     handed: AtomicU64,
+    /// The connection's sent bytes at the last look (reading them locks the connection).
+    sent_seen: AtomicU64,
     pub limit: u64,
 }
 
@@ -539,6 +541,7 @@ impl Backlog {
             conn,
             baseline: AtomicU64::new(sent),
             handed: AtomicU64::new(0),
+            sent_seen: AtomicU64::new(0),
             limit,
         })
     }
@@ -551,11 +554,19 @@ impl Backlog {
             .saturating_sub(self.baseline.load(Ordering::Relaxed))
     }
 
-    /// Unsent payload bytes (an underestimate: packet overhead counts as sent).
+    /// Unsent payload bytes, never less than the truth. The connection is only asked (a lock
+    /// on its state) once the figure from its last answer reaches half the budget: below
+    /// that the pumps may go on without looking, and the relay's fan-out CPU stays in QUIC.
+    /// Packet overhead counts as sent, so a fresh figure is an underestimate by that much.
     pub fn bytes(&self) -> u64 {
-        self.handed
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.sent())
+        let handed = self.handed.load(Ordering::Relaxed);
+        let stale = handed.saturating_sub(self.sent_seen.load(Ordering::Relaxed));
+        if stale < self.limit / 2 {
+            return stale;
+        }
+        let sent = self.sent();
+        self.sent_seen.fetch_max(sent, Ordering::Relaxed);
+        handed.saturating_sub(sent)
     }
 
     fn hand(&self, n: usize) {

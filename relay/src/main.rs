@@ -1,6 +1,12 @@
 use clap::Parser;
 use moqcast_relay::{Args, Config, Relay};
 
+/// mimalloc instead of glibc malloc: the fan-out path allocates per object per subscriber
+/// (moq-transport and quinn), and glibc's malloc/free were about 8% of the relay's CPU under
+/// load (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::resolve(Args::parse())?;
@@ -12,17 +18,29 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn init_tracing(format: &str) {
+    use tracing_subscriber::{filter::filter_fn, prelude::*};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,quinn=warn,moq_transport=warn")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
+    // moq-transport enables its per-session span at any log level and enters it on every
+    // stream write of every subscriber: about 3% of the relay's CPU under fan-out load
+    // (docs/BENCHMARKS.md). The relay's own spans already name the session, so that span is
+    // filtered out unless asked for with MOQCAST_MOQ_SESSION_SPANS=1.
+    let session_spans = std::env::var_os("MOQCAST_MOQ_SESSION_SPANS").is_some_and(|v| v == "1");
+    let spans = filter_fn(move |meta| {
+        session_spans || !(meta.is_span() && meta.target() == "moq_transport::session")
+    });
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = if format == "json" {
+        layer.json().boxed()
     } else {
-        builder.init();
-    }
+        layer.boxed()
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(spans)
+        .with(layer)
+        .init();
 }
 
 async fn shutdown_signal() {
