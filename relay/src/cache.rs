@@ -115,6 +115,8 @@ pub struct GroupStore {
     bytes: usize,
     /// Entries evicted so far (for metrics).
     pub evicted: u64,
+    /// Subgroups opened so far: readers rescan [`GroupStore::keys`] only when it moved.
+    opened: u64,
 }
 
 impl GroupStore {
@@ -124,6 +126,7 @@ impl GroupStore {
             groups: VecDeque::new(),
             bytes: 0,
             evicted: 0,
+            opened: 0,
         }
     }
 
@@ -165,6 +168,11 @@ impl GroupStore {
 
     pub fn get(&self, key: Key) -> Option<&CachedGroup> {
         self.groups.iter().find(|g| g.key() == key)
+    }
+
+    /// How many subgroups were ever opened here (a change counter for new keys).
+    pub fn opened(&self) -> u64 {
+        self.opened
     }
 
     /// Cached subgroups in ascending (group, subgroup) order.
@@ -209,6 +217,7 @@ impl GroupStore {
             opened: now,
             bytes: 0,
         });
+        self.opened += 1;
         self.evict(now);
         Ok(())
     }

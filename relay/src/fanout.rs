@@ -645,6 +645,8 @@ pub async fn pump(
     let mut floor: Option<u64> = None;
     // Subgroups of the floor group and above already delivered (or being delivered).
     let mut seen: std::collections::BTreeSet<Key> = Default::default();
+    // The store's `opened()` count at the last scan for new subgroups.
+    let mut scanned: Option<u64> = None;
     let mut batch: Vec<(usize, Vec<CachedObject>, bool)> = Vec::new();
     let mut to_open: Vec<(Key, u8)> = Vec::new();
     let mut gone: Vec<usize> = Vec::new();
@@ -671,12 +673,18 @@ pub async fn pump(
                     });
                 }
             }
-            if let Some(f) = floor {
+            // New subgroups appear only when the store opened one: rescan only then.
+            if let (Some(f), true) = (floor, scanned != Some(store.opened())) {
+                scanned = Some(store.opened());
                 for key in store.keys() {
                     if key.0 >= f && !seen.contains(&key) {
                         let g = store.get(key).expect("listed");
                         to_open.push((key, g.priority));
                     }
+                }
+                // Forget keys of groups that fell out of the cache (keeps `seen` bounded).
+                if let Some(oldest) = store.oldest_group() {
+                    seen.retain(|k| k.0 >= oldest || open.iter().any(|o| o.key == *k));
                 }
             }
             for (i, o) in open.iter().enumerate() {
@@ -713,11 +721,6 @@ pub async fn pump(
                 next: 0,
             });
         }
-        // Forget keys of groups that fell out of the cache (keeps `seen` bounded).
-        if let Some(oldest) = cache.with_store(|s| s.oldest_group()) {
-            seen.retain(|k| k.0 >= oldest || open.iter().any(|o| o.key == *k));
-        }
-
         // Copy what the subscriber's connection can take. Past its backlog budget the rest
         // waits in the cache, so the relay never queues more than the budget for one subscriber.
         // One look at the connection's progress per pass; objects copied in this pass count
