@@ -62,6 +62,11 @@ pub struct Args {
     /// Unsent bytes a subscriber's connection may lag before its stale groups are dropped.
     #[arg(long, env = "MOQCAST_SUBSCRIBER_BACKLOG_BYTES")]
     pub subscriber_backlog_bytes: Option<u64>,
+    /// Runtime worker threads. Default: one per CPU core (or `TOKIO_WORKER_THREADS`). One
+    /// thread cut CPU per Gbit/s by about a fifth at 10 subscribers on a 2-core machine and
+    /// changed nothing at 100-300, but caps the relay at one core (docs/BENCHMARKS.md).
+    #[arg(long, env = "MOQCAST_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Log format: "text" or "json".
     #[arg(long, env = "MOQCAST_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -89,6 +94,7 @@ pub struct FileConfig {
     pub max_subscriptions_per_session: Option<usize>,
     pub max_streams: Option<u32>,
     pub subscriber_backlog_bytes: Option<u64>,
+    pub worker_threads: Option<usize>,
     pub log_format: Option<String>,
     pub web_dir: Option<PathBuf>,
 }
@@ -106,6 +112,8 @@ pub struct Config {
     pub max_subscriptions_per_session: usize,
     pub max_streams: u32,
     pub subscriber_backlog_bytes: u64,
+    /// Runtime worker threads; `None`: one per core.
+    pub worker_threads: Option<usize>,
     pub log_format: String,
     /// Directory of the built viewer; it may not exist (then `/watch/...` answers 503).
     pub web_dir: PathBuf,
@@ -150,6 +158,7 @@ impl Default for Config {
             max_subscriptions_per_session: 100,
             max_streams: 1024,
             subscriber_backlog_bytes: 4 * 1024 * 1024,
+            worker_threads: None,
             log_format: "text".into(),
             web_dir: default_web_dir(),
         }
@@ -226,6 +235,12 @@ impl Config {
                 crate::limits::MOQT_CONCURRENT_REQUESTS
             )));
         }
+        let worker_threads = args.worker_threads.or(file.worker_threads);
+        if worker_threads == Some(0) {
+            return Err(ConfigError::Invalid(
+                "worker threads: 0 given, need at least 1".into(),
+            ));
+        }
         let log_format = args.log_format.or(file.log_format).unwrap_or(d.log_format);
         if log_format != "text" && log_format != "json" {
             return Err(ConfigError::Invalid(format!(
@@ -251,6 +266,7 @@ impl Config {
                 .subscriber_backlog_bytes
                 .or(file.subscriber_backlog_bytes)
                 .unwrap_or(d.subscriber_backlog_bytes),
+            worker_threads,
             log_format,
             web_dir: args.web_dir.or(file.web_dir).unwrap_or(d.web_dir),
         })
@@ -350,13 +366,14 @@ mod tests {
         let path = dir.join("relay.toml");
         std::fs::write(
             &path,
-            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\n",
+            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\n",
         )
         .unwrap();
         let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap()]);
         let c = Config::resolve(args).unwrap();
         assert_eq!(c.cache_total_bytes, 100_000_000);
         assert_eq!(c.max_subscriptions_per_session, 8);
+        assert_eq!(c.worker_threads, Some(1));
         let args = Args::parse_from([
             "moqcast-relay",
             "--config",
@@ -375,6 +392,7 @@ mod tests {
         assert_eq!(c.cache_total_bytes, 512 * 1024 * 1024);
         assert_eq!(c.max_subscriptions_per_session, 100);
         assert_eq!(c.max_sessions, 10_000);
+        assert_eq!(c.worker_threads, None, "one per core unless set");
         // The environment variables are declared on the flags.
         let cmd = <Args as clap::CommandFactory>::command();
         for (flag, env) in [
@@ -384,6 +402,7 @@ mod tests {
                 "MOQCAST_MAX_SUBSCRIPTIONS_PER_SESSION",
             ),
             ("max_sessions", "MOQCAST_MAX_SESSIONS"),
+            ("worker_threads", "MOQCAST_WORKER_THREADS"),
         ] {
             let arg = cmd.get_arguments().find(|a| a.get_id() == flag).unwrap();
             assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env));
@@ -413,6 +432,7 @@ mod tests {
             &["--cache-total-bytes", "1000", "--cache-bytes", "2000"][..],
             &["--max-subscriptions-per-session", "0"][..],
             &["--max-subscriptions-per-session", "129"][..],
+            &["--worker-threads", "0"][..],
         ] {
             let mut full = vec!["moqcast-relay", "--tls-generate", "x"];
             full.extend_from_slice(argv);

@@ -7,14 +7,20 @@ use moqcast_relay::{Args, Config, Relay};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::resolve(Args::parse())?;
     init_tracing(&config.log_format);
-    let relay = Relay::bind(config).await?;
-    let state = relay.state();
-    tracing::info!(quic = %relay.quic_addr(), http = %relay.http_addr(), fingerprint = %state.fingerprint, "moqcast-relay listening");
-    relay.run(shutdown_signal()).await
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = config.worker_threads {
+        runtime.worker_threads(n);
+    }
+    runtime.build()?.block_on(async move {
+        let relay = Relay::bind(config).await?;
+        let state = relay.state();
+        tracing::info!(quic = %relay.quic_addr(), http = %relay.http_addr(), fingerprint = %state.fingerprint, "moqcast-relay listening");
+        relay.run(shutdown_signal()).await
+    })
 }
 
 fn init_tracing(format: &str) {
