@@ -62,6 +62,12 @@ pub struct Args {
     /// Unsent bytes a subscriber's connection may lag before its stale groups are dropped.
     #[arg(long, env = "MOQCAST_SUBSCRIBER_BACKLOG_BYTES")]
     pub subscriber_backlog_bytes: Option<u64>,
+    /// Kernel receive buffer asked for the UDP socket, in bytes (Linux reports twice this).
+    /// Capped by net.core.rmem_max unless the relay has CAP_NET_ADMIN. Default 0: the system's
+    /// (208 KiB on Debian). 512 KiB stopped drops at 300 subscribers; larger buffers made an
+    /// overloaded relay fall seconds behind (docs/BENCHMARKS.md).
+    #[arg(long, env = "MOQCAST_UDP_BUFFER_BYTES")]
+    pub udp_buffer_bytes: Option<usize>,
     /// Runtime worker threads. Default: one per CPU core (or `TOKIO_WORKER_THREADS`). One
     /// thread cut CPU per Gbit/s by about a fifth at 10 subscribers on a 2-core machine and
     /// changed nothing at 100-300, but caps the relay at one core (docs/BENCHMARKS.md).
@@ -94,6 +100,7 @@ pub struct FileConfig {
     pub max_subscriptions_per_session: Option<usize>,
     pub max_streams: Option<u32>,
     pub subscriber_backlog_bytes: Option<u64>,
+    pub udp_buffer_bytes: Option<usize>,
     pub worker_threads: Option<usize>,
     pub log_format: Option<String>,
     pub web_dir: Option<PathBuf>,
@@ -112,6 +119,8 @@ pub struct Config {
     pub max_subscriptions_per_session: usize,
     pub max_streams: u32,
     pub subscriber_backlog_bytes: u64,
+    /// Kernel receive buffer asked for the UDP socket (0: the system's default).
+    pub udp_buffer_bytes: usize,
     /// Runtime worker threads; `None`: one per core.
     pub worker_threads: Option<usize>,
     pub log_format: String,
@@ -158,6 +167,7 @@ impl Default for Config {
             max_subscriptions_per_session: 100,
             max_streams: 1024,
             subscriber_backlog_bytes: 4 * 1024 * 1024,
+            udp_buffer_bytes: 0,
             worker_threads: None,
             log_format: "text".into(),
             web_dir: default_web_dir(),
@@ -266,6 +276,10 @@ impl Config {
                 .subscriber_backlog_bytes
                 .or(file.subscriber_backlog_bytes)
                 .unwrap_or(d.subscriber_backlog_bytes),
+            udp_buffer_bytes: args
+                .udp_buffer_bytes
+                .or(file.udp_buffer_bytes)
+                .unwrap_or(d.udp_buffer_bytes),
             worker_threads,
             log_format,
             web_dir: args.web_dir.or(file.web_dir).unwrap_or(d.web_dir),
@@ -393,6 +407,7 @@ mod tests {
         assert_eq!(c.max_subscriptions_per_session, 100);
         assert_eq!(c.max_sessions, 10_000);
         assert_eq!(c.worker_threads, None, "one per core unless set");
+        assert_eq!(c.udp_buffer_bytes, 0, "the system's buffer unless set");
         // The environment variables are declared on the flags.
         let cmd = <Args as clap::CommandFactory>::command();
         for (flag, env) in [
@@ -403,6 +418,7 @@ mod tests {
             ),
             ("max_sessions", "MOQCAST_MAX_SESSIONS"),
             ("worker_threads", "MOQCAST_WORKER_THREADS"),
+            ("udp_buffer_bytes", "MOQCAST_UDP_BUFFER_BYTES"),
         ] {
             let arg = cmd.get_arguments().find(|a| a.get_id() == flag).unwrap();
             assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env));
@@ -424,6 +440,7 @@ mod tests {
         );
         assert_eq!(c.max_streams, d.max_streams);
         assert_eq!(c.subscriber_backlog_bytes, d.subscriber_backlog_bytes);
+        assert_eq!(c.udp_buffer_bytes, d.udp_buffer_bytes);
     }
 
     #[test]

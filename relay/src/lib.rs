@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod origin;
 pub mod session;
 pub mod tls;
+pub mod udp;
 
 use std::{
     net::SocketAddr,
@@ -65,8 +66,28 @@ impl Relay {
         transport
             .max_concurrent_bidi_streams(config.max_streams.min(limits::MAX_BIDI_STREAMS).into());
         server.transport_config(Arc::new(transport));
-        let endpoint = quinn::Endpoint::server(server, config.bind)
+        let (socket, buffers) = udp::bind(config.bind, config.udp_buffer_bytes)
             .with_context(|| format!("could not bind UDP {}", config.bind))?;
+        if config.udp_buffer_bytes > 0 && !udp::granted(buffers.recv, config.udp_buffer_bytes) {
+            tracing::warn!(
+                asked = config.udp_buffer_bytes,
+                got = buffers.recv,
+                "UDP receive buffer smaller than asked: raise net.core.rmem_max, or give the \
+                 relay CAP_NET_ADMIN"
+            );
+        }
+        tracing::debug!(
+            recv = buffers.recv,
+            send = buffers.send,
+            "UDP socket buffers"
+        );
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            quinn::default_runtime().context("no async runtime for QUIC")?,
+        )
+        .with_context(|| format!("could not serve QUIC on UDP {}", config.bind))?;
         // With port 0 the system picked one: record it, so the HTTP side can tell viewers.
         let mut config = config;
         config

@@ -1,0 +1,122 @@
+//! The relay's UDP socket, with an optional larger kernel receive buffer.
+//!
+//! Every subscriber's acknowledgements, every publisher's media and every handshake arrive on
+//! this one socket. With Linux's default 208 KiB receive buffer, the relay's socket dropped
+//! 1,172 datagrams in 10 s at 300 subscribers (docs/BENCHMARKS.md); 512 KiB stopped that. A
+//! larger buffer is not simply better: past what the relay can process, it queues stale
+//! datagrams instead of dropping them, and at twice the machine's capacity 1-8 MiB made the
+//! relay fall seconds behind. So the default stays the system's, and `--udp-buffer-bytes`
+//! sets it.
+
+use std::{
+    io,
+    net::{SocketAddr, UdpSocket},
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// The kernel buffer sizes a socket ended up with (as Linux reports them: twice the payload
+/// room asked for, to cover its own bookkeeping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffers {
+    pub recv: usize,
+    pub send: usize,
+}
+
+/// Binds `addr` (dual-stack when it is `[::]`) and, when `buffer` is not 0, asks for `buffer`
+/// bytes of receive buffer. The system's limit (`net.core.rmem_max`) caps what an
+/// unprivileged process gets; with `CAP_NET_ADMIN` the relay goes past it (`SO_RCVBUFFORCE`),
+/// as quic-go does. Returns the socket and the sizes it has; getting less than asked is not an
+/// error.
+pub fn bind(addr: SocketAddr, buffer: usize) -> io::Result<(UdpSocket, Buffers)> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let SocketAddr::V6(v6) = addr {
+        if v6.ip().is_unspecified() {
+            // `[::]` also takes IPv4, whatever net.ipv6.bindv6only says.
+            socket.set_only_v6(false)?;
+        }
+    }
+    if buffer > 0 {
+        // Failures leave the default: the relay works, only with more drops under load.
+        let _ = socket.set_recv_buffer_size(buffer);
+        if !granted(socket.recv_buffer_size().unwrap_or(0), buffer) {
+            let _ = force(&socket, libc::SO_RCVBUFFORCE, buffer);
+        }
+    }
+    socket.bind(&addr.into())?;
+    let buffers = Buffers {
+        recv: socket.recv_buffer_size()?,
+        send: socket.send_buffer_size()?,
+    };
+    Ok((socket.into(), buffers))
+}
+
+/// Whether a buffer Linux reports as `reported` holds the `asked` payload bytes (Linux doubles
+/// what it was asked for, to cover its bookkeeping).
+pub fn granted(reported: usize, asked: usize) -> bool {
+    reported >= asked.saturating_mul(2)
+}
+
+/// Sets a buffer size past the system limit (needs `CAP_NET_ADMIN`).
+fn force(socket: &Socket, option: libc::c_int, size: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket descriptor, and a pointer to a c_int with its exact length.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    #[test]
+    fn asks_for_the_buffer_and_gets_at_least_the_default() {
+        let (_plain, default) = bind((Ipv4Addr::LOCALHOST, 0).into(), 0).unwrap();
+        let (_big, big) = bind((Ipv4Addr::LOCALHOST, 0).into(), 4 << 20).unwrap();
+        assert!(big.recv >= default.recv);
+        // At least what the system lets any process have (more with CAP_NET_ADMIN).
+        let limit = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+        };
+        if let Some(rmem) = limit("rmem_max") {
+            assert!(
+                granted(big.recv, (4 << 20).min(rmem)),
+                "{big:?}, rmem_max {rmem}"
+            );
+        }
+        assert_eq!(big.send, default.send, "the send buffer is left as it is");
+    }
+
+    #[test]
+    fn unspecified_ipv6_takes_ipv4_too() {
+        let (socket, _) = bind((Ipv6Addr::UNSPECIFIED, 0).into(), 1 << 20).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        client
+            .send_to(b"hello", (Ipv4Addr::LOCALHOST, port))
+            .unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let (n, _) = socket.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+    }
+}
