@@ -15,8 +15,9 @@ use std::{
     },
 };
 
+use bytes::Bytes;
 use futures::{stream::FuturesUnordered, StreamExt};
-use moqcast_media::moq::{serve, transport, transport::data::ObjectStatus};
+use moqcast_media::moq::{serve, transport, transport::data::ObjectStatus, wire};
 use tokio::{sync::watch, time::Instant};
 
 use crate::{
@@ -569,6 +570,13 @@ impl Backlog {
         handed.saturating_sub(sent)
     }
 
+    /// Takes back bytes handed to a stream that was reset before they were all sent, at most
+    /// the current backlog (a reset stream's bytes may already have gone out).
+    fn forgive(&self, n: u64) {
+        let n = n.min(self.bytes());
+        self.handed.fetch_sub(n, Ordering::Relaxed);
+    }
+
     fn hand(&self, n: usize) {
         self.handed.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -587,12 +595,25 @@ pub enum Start {
     Group(u64),
 }
 
+/// Where a subscriber's subgroup streams go when the relay writes them itself: the subscriber's
+/// session and the track alias of the subscription (moq-transport's SUBSCRIBE_OK uses the
+/// request id as the alias).
+#[derive(Clone)]
+pub struct DirectTarget {
+    pub session: web_transport_quinn::Session,
+    pub alias: u64,
+}
+
 /// Where a subscriber's objects go: its private track, in the upstream's delivery mode.
 pub enum Output {
     /// The upstream's delivery mode is not known yet (no object has arrived).
-    Pending(Option<serve::TrackWriter>),
+    Pending(Option<serve::TrackWriter>, Option<DirectTarget>),
     Subgroups(serve::SubgroupsWriter),
     Datagrams(serve::DatagramsWriter),
+    /// Subgroup streams written by the relay on the subscriber's session. The private track
+    /// gets one placeholder subgroup per stream, so that moq-transport's PUBLISH_DONE counts
+    /// them; the session adapter keeps those off the wire (see [`crate::direct`]).
+    Direct(serve::SubgroupsWriter, DirectTarget),
 }
 
 impl Output {
@@ -600,7 +621,7 @@ impl Output {
     pub fn close(self, err: Option<serve::ServeError>) {
         match (self, err) {
             (_, None) => {}
-            (Output::Pending(w), Some(e)) => {
+            (Output::Pending(w, _), Some(e)) => {
                 if let Some(w) = w {
                     let _ = w.close(e);
                 }
@@ -611,16 +632,197 @@ impl Output {
             (Output::Datagrams(w), Some(e)) => {
                 let _ = w.close(e);
             }
+            (Output::Direct(w, _), Some(e)) => {
+                let _ = w.close(e);
+            }
         }
     }
+}
+
+/// A subgroup stream the relay writes itself: the QUIC stream, the bytes it has not taken yet
+/// (flow control), and the object-header state. Dropped before it finished, it is reset.
+struct DirectStream {
+    send: web_transport_quinn::SendStream,
+    /// The placeholder subgroup that makes moq-transport count this stream: ended (or reset)
+    /// with it.
+    book: Option<serve::SubgroupWriter>,
+    pending: Vec<Bytes>,
+    headers: wire::ObjectHeaders,
+    /// Payload and header bytes handed to QUIC.
+    written: u64,
+    /// FIN goes out once `pending` is empty.
+    finishing: bool,
+    /// Finished, reset, or failed: nothing more goes out.
+    closed: bool,
+}
+
+impl DirectStream {
+    async fn open(
+        books: &mut serve::SubgroupsWriter,
+        target: &DirectTarget,
+        key: Key,
+        priority: u8,
+    ) -> Result<Self, serve::ServeError> {
+        let header = wire::subgroup_header(target.alias, key.0, key.1, priority)
+            .map_err(|e| serve::ServeError::Internal(e.to_string()))?;
+        let send = target
+            .session
+            .open_uni()
+            .await
+            .map_err(|e| serve::ServeError::Internal(format!("open subgroup stream: {e}")))?;
+        // Draft-18 §7: a lower publisher priority value is more urgent; in QUIC, higher is.
+        let _ = send.set_priority(-i32::from(priority));
+        let mut book = books.create(serve::Subgroup {
+            group_id: key.0,
+            subgroup_id: key.1,
+            priority,
+        })?;
+        book.create_with_id_and_status(0, 0, ObjectStatus::EndOfGroup, None)?;
+        Ok(Self {
+            send,
+            book: Some(book),
+            pending: vec![header],
+            headers: wire::ObjectHeaders::default(),
+            written: 0,
+            finishing: false,
+            closed: false,
+        })
+    }
+
+    /// Queues one object (its header, then its payload).
+    fn push(&mut self, obj: CachedObject) -> Result<(), wire::WireError> {
+        let header = self
+            .headers
+            .next(obj.id, &obj.properties, obj.payload.len(), obj.status)?;
+        self.pending.push(header);
+        if obj.status == ObjectStatus::NormalObject && !obj.payload.is_empty() {
+            self.pending.push(obj.payload);
+        }
+        Ok(())
+    }
+
+    /// Hands QUIC what it takes now, and the FIN once all is taken. True when nothing waits.
+    fn flush(&mut self) -> bool {
+        use futures::FutureExt;
+        while !self.closed && !self.pending.is_empty() {
+            match self.send.write_chunks(&mut self.pending).now_or_never() {
+                Some(Ok(w)) => {
+                    self.written += w.bytes as u64;
+                    let partial = w.chunks < self.pending.len();
+                    self.pending.drain(..w.chunks);
+                    if partial {
+                        return false;
+                    }
+                }
+                // Stopped by the peer (it may cancel one stream, draft-18 §11.4.1) or the
+                // connection is gone: this stream is over, the subscription goes on.
+                Some(Err(_)) => {
+                    self.closed = true;
+                    self.pending.clear();
+                    self.book = None;
+                }
+                None => return false,
+            }
+        }
+        if self.finishing && !self.closed {
+            let _ = self.send.finish();
+            self.closed = true;
+            // Ends the placeholder cleanly (FIN), as the stream it stands for.
+            self.book = None;
+        }
+        true
+    }
+
+    /// Abandons the stream (RESET_STREAM); its placeholder ends with the matching error.
+    fn reset(&mut self, why: Abandon) {
+        let (code, err) = match why {
+            Abandon::TooFarBehind => (
+                wire::RESET_TOO_FAR_BEHIND,
+                serve::ServeError::Closed(TOO_FAR_BEHIND),
+            ),
+            Abandon::TrackEnded => (
+                wire::RESET_CANCELLED,
+                serve::ServeError::Closed(transport::message::PublishDoneCode::TrackEnded as u64),
+            ),
+            Abandon::Internal(e) => (wire::RESET_INTERNAL, serve::ServeError::Internal(e)),
+            Abandon::Cancelled => (wire::RESET_CANCELLED, serve::ServeError::Cancel),
+        };
+        if !self.closed {
+            let _ = self.send.reset(code);
+            self.closed = true;
+            self.pending.clear();
+        }
+        if let Some(book) = self.book.take() {
+            let _ = book.close(err);
+        }
+    }
+}
+
+/// Why a direct stream is abandoned.
+enum Abandon {
+    TooFarBehind,
+    TrackEnded,
+    Internal(String),
+    Cancelled,
+}
+
+impl Drop for DirectStream {
+    fn drop(&mut self) {
+        // Unfinished (the subscription was cancelled or its task dropped): the subgroup is
+        // incomplete, and a FIN would claim otherwise (draft-18 §11.4.3).
+        self.reset(Abandon::Cancelled);
+    }
+}
+
+/// Where one open subgroup's objects go.
+enum Sink {
+    Serve(serve::SubgroupWriter),
+    Direct(DirectStream),
+    /// Datagram tracks: objects go to the track's datagram writer.
+    Datagrams,
 }
 
 struct OpenGroup {
     key: Key,
     priority: u8,
-    /// `None` for datagram tracks.
-    writer: Option<serve::SubgroupWriter>,
+    sink: Sink,
     next: usize,
+}
+
+impl OpenGroup {
+    /// A direct stream with bytes QUIC has not taken (flow control).
+    fn blocked(&self) -> bool {
+        matches!(&self.sink, Sink::Direct(s) if !s.pending.is_empty() && !s.closed)
+    }
+
+    /// Ends this subgroup downstream: FIN if `complete`, otherwise a reset with `code`.
+    /// Direct streams that still hold unsent bytes move to `draining`.
+    fn end(self, complete: bool, code: u64, backlog: &Backlog, draining: &mut Vec<DirectStream>) {
+        match self.sink {
+            Sink::Serve(w) => {
+                if !complete {
+                    let _ = w.close(serve::ServeError::Closed(code));
+                }
+                // Otherwise dropping the writer finishes the stream (FIN).
+            }
+            Sink::Direct(mut s) => {
+                if complete {
+                    s.finishing = true;
+                    if !s.flush() {
+                        draining.push(s);
+                    }
+                } else {
+                    // A reset drops what QUIC had not sent yet: at most what was handed.
+                    backlog.forgive(s.written);
+                    s.reset(match code {
+                        TOO_FAR_BEHIND => Abandon::TooFarBehind,
+                        _ => Abandon::TrackEnded,
+                    });
+                }
+            }
+            Sink::Datagrams => {}
+        }
+    }
 }
 
 fn end_result(err: Option<serve::ServeError>) -> Result<(), serve::ServeError> {
@@ -641,6 +843,8 @@ pub async fn pump(
     let metrics = cache.metrics.clone();
     let mut rx = cache.changed.subscribe();
     let mut open: Vec<OpenGroup> = Vec::new();
+    // Finished direct streams whose last bytes QUIC has not taken yet.
+    let mut draining: Vec<DirectStream> = Vec::new();
     // Groups below this id are never opened for this subscriber.
     let mut floor: Option<u64> = None;
     // Subgroups of the floor group and above already delivered (or being delivered).
@@ -653,9 +857,14 @@ pub async fn pump(
 
     loop {
         rx.borrow_and_update();
-        if let Output::Pending(writer) = out {
+        if let Output::Pending(writer, direct) = out {
             match (cache.delivery(), writer.take()) {
-                (Some(Delivery::Subgroups), Some(w)) => *out = Output::Subgroups(w.subgroups()?),
+                (Some(Delivery::Subgroups), Some(w)) => {
+                    *out = match direct.take() {
+                        Some(target) => Output::Direct(w.subgroups()?, target),
+                        None => Output::Subgroups(w.subgroups()?),
+                    }
+                }
                 (Some(Delivery::Datagrams), Some(w)) => *out = Output::Datagrams(w.datagrams()?),
                 (_, w) => *writer = w,
             }
@@ -663,7 +872,7 @@ pub async fn pump(
         let ended = {
             let inner = cache.inner.lock().expect("poisoned");
             let store = &inner.store;
-            if floor.is_none() && !matches!(out, Output::Pending(_)) {
+            if floor.is_none() && !matches!(out, Output::Pending(..)) {
                 if let (Some(newest), Some(oldest)) = (store.newest_group(), store.oldest_group()) {
                     floor = Some(match start {
                         Start::Newest => newest,
@@ -700,24 +909,27 @@ pub async fn pump(
         };
 
         let opened_any = !to_open.is_empty();
-        for (key, priority) in to_open.drain(..) {
+        for (key, priority) in std::mem::take(&mut to_open) {
             seen.insert(key);
-            let writer = match out {
+            let sink = match out {
                 Output::Subgroups(w) => match w.create(serve::Subgroup {
                     group_id: key.0,
                     subgroup_id: key.1,
                     priority,
                 }) {
-                    Ok(writer) => Some(writer),
+                    Ok(writer) => Sink::Serve(writer),
                     Err(serve::ServeError::Duplicate) => continue,
                     Err(e) => return Err(e),
                 },
-                Output::Datagrams(_) | Output::Pending(_) => None,
+                Output::Direct(w, target) => {
+                    Sink::Direct(DirectStream::open(w, target, key, priority).await?)
+                }
+                Output::Datagrams(_) | Output::Pending(..) => Sink::Datagrams,
             };
             open.push(OpenGroup {
                 key,
                 priority,
-                writer,
+                sink,
                 next: 0,
             });
         }
@@ -739,8 +951,8 @@ pub async fn pump(
                     break;
                 }
                 room = room.saturating_sub(size as u64);
-                match (&mut o.writer, &mut *out) {
-                    (Some(w), _) => {
+                match (&mut o.sink, &mut *out) {
+                    (Sink::Serve(w), _) => {
                         if obj.status == ObjectStatus::NormalObject {
                             let ext = (!obj.properties.is_empty()).then_some(obj.properties);
                             let mut ow = w.create_with_id(obj.id, size, ext)?;
@@ -749,7 +961,13 @@ pub async fn pump(
                             w.create_with_id_and_status(obj.id, 0, obj.status, None)?;
                         }
                     }
-                    (None, Output::Datagrams(d)) => d.write(serve::Datagram {
+                    (Sink::Direct(s), _) => {
+                        if let Err(e) = s.push(obj) {
+                            tracing::warn!(group = o.key.0, error = %e, "cannot forward subgroup");
+                            s.reset(Abandon::Internal(e.to_string()));
+                        }
+                    }
+                    (Sink::Datagrams, Output::Datagrams(d)) => d.write(serve::Datagram {
                         group_id: o.key.0,
                         object_id: obj.id,
                         priority: o.priority,
@@ -758,13 +976,17 @@ pub async fn pump(
                         payload: obj.payload,
                         extension_headers: obj.properties,
                     })?,
-                    (None, _) => {}
+                    (Sink::Datagrams, _) => {}
                 }
                 o.next += 1;
                 copied += 1;
                 backlog.hand(size);
                 metrics.objects_out.fetch_add(1, Ordering::Relaxed);
                 metrics.bytes_out.fetch_add(size as u64, Ordering::Relaxed);
+            }
+            if let Sink::Direct(s) = &mut o.sink {
+                // One hand-over to QUIC per subgroup and pass.
+                s.flush();
             }
             if group_ended && copied == total {
                 finished.push(i);
@@ -783,30 +1005,33 @@ pub async fn pump(
         finished.dedup();
         for &i in finished.iter().rev() {
             let o = open.swap_remove(i);
-            if let Some(w) = o.writer {
-                if gone.contains(&i) {
-                    let _ = w.close(serve::ServeError::Closed(TOO_FAR_BEHIND));
-                }
-                // Otherwise dropping the writer finishes the stream (FIN).
-            }
+            o.end(!gone.contains(&i), TOO_FAR_BEHIND, &backlog, &mut draining);
         }
         gone.clear();
+        draining.retain_mut(|s| !s.flush());
 
         // Behind and a newer group exists: give up the older groups' undelivered remainder
-        // (their streams are reset once what was handed is sent) and go on at the newest one,
-        // which starts with a keyframe.
+        // and go on at the newest one, which starts with a keyframe.
         if throttled {
             if let Some(newest) = cache.with_store(|s| s.newest_group()) {
                 let before = open.len();
+                let mut dropped = Vec::new();
                 open.retain_mut(|o| {
                     if o.key.0 >= newest {
                         return true;
                     }
-                    if let Some(w) = o.writer.take() {
-                        let _ = w.close(serve::ServeError::Closed(TOO_FAR_BEHIND));
-                    }
+                    dropped.push(std::mem::replace(&mut o.sink, Sink::Datagrams));
                     false
                 });
+                for sink in dropped {
+                    OpenGroup {
+                        key: (0, 0),
+                        priority: 0,
+                        sink,
+                        next: 0,
+                    }
+                    .end(false, TOO_FAR_BEHIND, &backlog, &mut draining);
+                }
                 if open.len() < before {
                     metrics
                         .groups_dropped
@@ -836,25 +1061,56 @@ pub async fn pump(
                     .collect()
             });
             for (o, complete) in open.drain(..).zip(done) {
-                if let (Some(w), false) = (o.writer, complete) {
-                    let _ = w.close(serve::ServeError::Closed(
+                match o.sink {
+                    Sink::Direct(mut s) if complete => {
+                        s.finishing = true;
+                        draining.push(s);
+                    }
+                    _ => o.end(
+                        complete,
                         transport::message::PublishDoneCode::TrackEnded as u64,
-                    ));
+                        &backlog,
+                        &mut draining,
+                    ),
                 }
             }
+            settle(draining).await;
             return end_result(err);
         }
 
-        if throttled {
+        if throttled || !draining.is_empty() || open.iter().any(OpenGroup::blocked) {
             // Re-check the connection's progress even if no new object arrives.
             tokio::select! {
                 res = rx.changed() => if res.is_err() { return Ok(()) },
                 () = tokio::time::sleep(THROTTLE_POLL) => {}
             }
+            for o in &mut open {
+                if let Sink::Direct(s) = &mut o.sink {
+                    s.flush();
+                }
+            }
         } else if rx.changed().await.is_err() {
             return Ok(());
         }
     }
+}
+
+/// How long the end of a track waits for its last direct streams to be delivered.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Before PUBLISH_DONE: hands over the last direct streams' bytes and waits (bounded) until
+/// the subscriber acknowledged them. moq-transport counts only the streams it opened itself in
+/// PUBLISH_DONE's Stream Count, so the subscriber must already hold every relay-written stream
+/// when that message arrives.
+async fn settle(mut streams: Vec<DirectStream>) {
+    let deadline = Instant::now() + SETTLE;
+    let _ = tokio::time::timeout_at(deadline, async {
+        while !streams.iter_mut().all(DirectStream::flush) {
+            tokio::time::sleep(THROTTLE_POLL).await;
+        }
+        futures::future::join_all(streams.iter().map(|s| s.send.stopped())).await;
+    })
+    .await;
 }
 
 #[cfg(test)]

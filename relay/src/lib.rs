@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod cache;
 pub mod config;
+pub mod direct;
 pub mod fanout;
 pub mod http;
 pub mod limits;

@@ -24,7 +24,8 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::{
-    fanout::{pump, Backlog, Output, Start, TrackCache},
+    direct::{AliasGuard, DirectAliases},
+    fanout::{pump, Backlog, DirectTarget, Output, Start, TrackCache},
     limits::{Slot, Slots},
     origin::{Announcement, LookupError},
     RelayState,
@@ -41,13 +42,18 @@ pub async fn run(
     conn: quinn::Connection,
     id: u64,
 ) -> anyhow::Result<()> {
-    let (session, publisher, subscriber) = Session::accept(wt.into(), None, transport).await?;
+    // Subgroup streams the relay writes itself go straight to `wt`; moq-transport gets the
+    // adapter that keeps their placeholders off the wire (see `crate::direct`).
+    let aliases = DirectAliases::default();
+    let direct = direct_streams().then(|| (wt.clone(), aliases.clone()));
+    let moq = crate::direct::Session::new(wt, aliases).into_transport();
+    let (session, publisher, subscriber) = Session::accept(moq, None, transport).await?;
     let backlog = Backlog::new(conn, state.config.subscriber_backlog_bytes);
     let mut tasks = JoinSet::new();
 
     let res = tokio::select! {
         res = session.run() => res.map_err(anyhow::Error::from),
-        () = downstream(state.clone(), publisher, backlog) => Ok(()),
+        () = downstream(state.clone(), publisher, backlog, direct) => Ok(()),
         () = upstream(state.clone(), subscriber, id, &mut tasks) => Ok(()),
     };
     tasks.abort_all();
@@ -55,8 +61,34 @@ pub async fn run(
     res
 }
 
+/// Whether the relay writes subscribers' subgroup streams itself (the default) rather than
+/// through moq-transport's forwarder (`MOQCAST_FORWARDER=transport`, for comparison).
+fn direct_streams() -> bool {
+    static DIRECT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DIRECT.get_or_init(|| std::env::var("MOQCAST_FORWARDER").as_deref() != Ok("transport"))
+}
+
+/// Whether the relay can write this subscription's streams itself. Subscriptions that ask for
+/// what only moq-transport's forwarder applies (FORWARD=0, an end group, a start inside a
+/// group) go through the forwarder.
+fn writes_directly(sub: &Subscribed) -> bool {
+    let info = &sub.info;
+    info.forward
+        && info.end_group_id.is_none()
+        && info
+            .filter
+            .as_ref()
+            .is_none_or(|f| f.end_group_id.is_none())
+        && info.start_location.is_none_or(|l| l.object_id == 0)
+}
+
 /// Serves the peer as a subscriber: SUBSCRIBE, SUBSCRIBE_NAMESPACE, TRACK_STATUS, FETCH.
-async fn downstream(state: Arc<RelayState>, publisher: Option<Publisher>, backlog: Arc<Backlog>) {
+async fn downstream(
+    state: Arc<RelayState>,
+    publisher: Option<Publisher>,
+    backlog: Arc<Backlog>,
+    direct: Option<(web_transport_quinn::Session, DirectAliases)>,
+) {
     let Some(publisher) = publisher else {
         return std::future::pending().await;
     };
@@ -78,7 +110,14 @@ async fn downstream(state: Arc<RelayState>, publisher: Option<Publisher>, backlo
                     refuse_excess(&state, sub, subscriptions.limit());
                     continue;
                 };
-                tasks.spawn(serve_subscription(state.clone(), sub, backlog.clone(), slot).instrument(span));
+                let target = direct
+                    .as_ref()
+                    .filter(|_| writes_directly(&sub))
+                    .map(|(session, aliases)| {
+                        let alias = sub.info.id;
+                        (DirectTarget { session: session.clone(), alias }, aliases.insert(alias))
+                    });
+                tasks.spawn(serve_subscription(state.clone(), sub, backlog.clone(), target, slot).instrument(span));
             }
             Some(ns) = p2.subscribed_namespace() => {
                 tasks.spawn(serve_namespaces(state.clone(), ns));
@@ -189,8 +228,11 @@ async fn serve_subscription(
     state: Arc<RelayState>,
     sub: Subscribed,
     backlog: Arc<Backlog>,
+    direct: Option<(DirectTarget, AliasGuard)>,
     _slot: Slot,
 ) {
+    // The alias stays marked as direct until PUBLISH_DONE went out (end of this function).
+    let (direct, _alias) = direct.unzip();
     let name = sub.info.track_name.to_string_lossy().into_owned();
     let rendezvous = rendezvous_of(&sub.info.params);
     let (cache, waited) = match resolve(&state, &sub.info.track_namespace, &name, rendezvous).await
@@ -210,7 +252,7 @@ async fn serve_subscription(
     let (writer, reader) =
         serve::Track::new(sub.info.track_namespace.clone(), name.as_str()).produce();
     // The private track's mode (subgroups or datagrams) follows the upstream's once known.
-    let mut out = Output::Pending(Some(writer));
+    let mut out = Output::Pending(Some(writer), direct);
     state
         .metrics
         .subscriptions_total

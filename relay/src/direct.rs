@@ -1,0 +1,284 @@
+//! The session adapter behind the relay's own subgroup streams.
+//!
+//! For most subscriptions the relay writes the subgroup streams itself (see
+//! [`crate::fanout::pump`]): one hand-over of header and payload to QUIC per object, with no
+//! per-object task or state in between. moq-transport still runs the subscription's control
+//! messages (SUBSCRIBE_OK, PUBLISH_DONE), and PUBLISH_DONE must carry the exact number of data
+//! streams opened for the subscription (draft-18 §9.12, Stream Count). moq-transport counts
+//! only the streams its own forwarder opens, so for each stream the relay opens it also hands
+//! the forwarder a one-object placeholder subgroup. This adapter, put between moq-transport and
+//! the session, sends the forwarder's streams for those subscriptions nowhere: it reads the
+//! stream header the forwarder writes first, and if the Track Alias belongs to a subscription
+//! the relay serves itself ([`DirectAliases`]), the stream is never opened on the wire. Every
+//! other stream (other subscriptions, FETCH) is opened and passed through unchanged.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use moqcast_media::moq::transport::{
+    coding::Decode, data::StreamHeaderType, reexports::web_transport_trait as wt,
+};
+use web_transport_quinn as wtq;
+
+/// Track Aliases of this session's subscriptions whose streams the relay writes itself.
+#[derive(Debug, Default, Clone)]
+pub struct DirectAliases(Arc<Mutex<HashSet<u64>>>);
+
+impl DirectAliases {
+    /// Marks `alias` as served directly until the returned guard is dropped.
+    pub fn insert(&self, alias: u64) -> AliasGuard {
+        self.0.lock().expect("poisoned").insert(alias);
+        AliasGuard {
+            aliases: self.clone(),
+            alias,
+        }
+    }
+
+    fn contains(&self, alias: u64) -> bool {
+        self.0.lock().expect("poisoned").contains(&alias)
+    }
+}
+
+/// Keeps a Track Alias in [`DirectAliases`] while its subscription lives.
+#[derive(Debug)]
+pub struct AliasGuard {
+    aliases: DirectAliases,
+    alias: u64,
+}
+
+impl Drop for AliasGuard {
+    fn drop(&mut self) {
+        self.aliases.0.lock().expect("poisoned").remove(&self.alias);
+    }
+}
+
+/// What the first bytes of a unidirectional stream say about where it goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// Not enough bytes yet to read the stream type and Track Alias.
+    NeedMore,
+    /// A subgroup stream of a subscription the relay writes itself: drop it.
+    Placeholder,
+    /// Anything else (other subscriptions, FETCH, or bytes this adapter does not understand).
+    Wire,
+}
+
+fn route(head: &[u8], direct: &DirectAliases) -> Route {
+    let mut buf = head;
+    let kind = match StreamHeaderType::decode(&mut buf) {
+        Ok(kind) => kind,
+        Err(moqcast_media::moq::transport::coding::DecodeError::More(_)) => return Route::NeedMore,
+        Err(_) => return Route::Wire,
+    };
+    if !kind.is_subgroup() {
+        return Route::Wire;
+    }
+    match u64::decode(&mut buf) {
+        Ok(alias) if direct.contains(alias) => Route::Placeholder,
+        Ok(_) => Route::Wire,
+        Err(moqcast_media::moq::transport::coding::DecodeError::More(_)) => Route::NeedMore,
+        Err(_) => Route::Wire,
+    }
+}
+
+/// The session moq-transport sees: the real one, with [`Stream`] for unidirectional streams.
+#[derive(Clone)]
+pub struct Session {
+    inner: wtq::Session,
+    direct: DirectAliases,
+}
+
+impl Session {
+    pub fn new(inner: wtq::Session, direct: DirectAliases) -> Self {
+        Self { inner, direct }
+    }
+
+    /// For `moq_transport::session::Session::accept`.
+    pub fn into_transport(self) -> moqcast_media::moq::transport::session::transport::Session {
+        let url = self.inner.request().url.clone();
+        moqcast_media::moq::transport::session::transport::Session::new(self, url)
+    }
+}
+
+/// A send stream handed to moq-transport: opened on the wire once its header shows it is not
+/// a placeholder.
+pub enum Stream {
+    /// Opened by moq-transport, header not complete yet.
+    Undecided {
+        session: Box<wtq::Session>,
+        direct: DirectAliases,
+        head: BytesMut,
+        priority: Option<u8>,
+    },
+    Wire(wtq::SendStream),
+    /// A placeholder subgroup of a subscription the relay serves itself: accepted and dropped.
+    Placeholder,
+}
+
+impl Stream {
+    async fn open(
+        session: &wtq::Session,
+        priority: Option<u8>,
+        head: Bytes,
+    ) -> Result<wtq::SendStream, wtq::WriteError> {
+        let mut send = session
+            .open_uni()
+            .await
+            .map_err(wtq::WriteError::SessionError)?;
+        if let Some(p) = priority {
+            wt::SendStream::set_priority(&mut send, p);
+        }
+        let mut head = head;
+        while head.has_remaining() {
+            let n = send.write(head.chunk()).await?;
+            head.advance(n);
+        }
+        Ok(send)
+    }
+}
+
+impl wt::SendStream for Stream {
+    type Error = wtq::WriteError;
+
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        match self {
+            Stream::Wire(send) => send.write(buf).await,
+            Stream::Placeholder => Ok(buf.len()),
+            Stream::Undecided {
+                session,
+                direct,
+                head,
+                priority,
+            } => {
+                head.extend_from_slice(buf);
+                match route(head, direct) {
+                    Route::NeedMore => {}
+                    Route::Placeholder => *self = Stream::Placeholder,
+                    Route::Wire => {
+                        let send = Self::open(session, *priority, head.split().freeze()).await?;
+                        *self = Stream::Wire(send);
+                    }
+                }
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn set_priority(&mut self, order: u8) {
+        match self {
+            Stream::Wire(send) => wt::SendStream::set_priority(send, order),
+            Stream::Undecided { priority, .. } => *priority = Some(order),
+            Stream::Placeholder => {}
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), Self::Error> {
+        match self {
+            Stream::Wire(send) => wt::SendStream::finish(send),
+            // Finished before a whole header: nothing reached the wire, nothing to end.
+            Stream::Undecided { .. } | Stream::Placeholder => Ok(()),
+        }
+    }
+
+    fn reset(&mut self, code: u32) {
+        if let Stream::Wire(send) = self {
+            wt::SendStream::reset(send, code);
+        }
+    }
+
+    async fn closed(&mut self) -> Result<(), Self::Error> {
+        match self {
+            Stream::Wire(send) => wt::SendStream::closed(send).await,
+            Stream::Undecided { .. } | Stream::Placeholder => Ok(()),
+        }
+    }
+}
+
+impl wt::Session for Session {
+    type SendStream = Stream;
+    type RecvStream = wtq::RecvStream;
+    type Error = wtq::SessionError;
+
+    async fn accept_uni(&self) -> Result<Self::RecvStream, Self::Error> {
+        self.inner.accept_uni().await
+    }
+
+    async fn accept_bi(&self) -> Result<(Self::SendStream, Self::RecvStream), Self::Error> {
+        let (send, recv) = self.inner.accept_bi().await?;
+        Ok((Stream::Wire(send), recv))
+    }
+
+    async fn open_bi(&self) -> Result<(Self::SendStream, Self::RecvStream), Self::Error> {
+        let (send, recv) = self.inner.open_bi().await?;
+        Ok((Stream::Wire(send), recv))
+    }
+
+    async fn open_uni(&self) -> Result<Self::SendStream, Self::Error> {
+        Ok(Stream::Undecided {
+            session: Box::new(self.inner.clone()),
+            direct: self.direct.clone(),
+            head: BytesMut::new(),
+            priority: None,
+        })
+    }
+
+    fn send_datagram(&self, payload: Bytes) -> Result<(), Self::Error> {
+        self.inner.send_datagram(payload)
+    }
+
+    async fn recv_datagram(&self) -> Result<Bytes, Self::Error> {
+        self.inner.read_datagram().await
+    }
+
+    fn max_datagram_size(&self) -> usize {
+        self.inner.max_datagram_size()
+    }
+
+    fn protocol(&self) -> Option<&str> {
+        wt::Session::protocol(&self.inner)
+    }
+
+    fn close(&self, code: u32, reason: &str) {
+        self.inner.close(code, reason.as_bytes());
+    }
+
+    async fn closed(&self) -> Self::Error {
+        self.inner.closed().await
+    }
+
+    fn stats(&self) -> impl wt::Stats {
+        wt::Session::stats(&self.inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use moqcast_media::moq::wire;
+
+    use super::*;
+
+    #[test]
+    fn routes_by_the_alias_in_the_subgroup_header() {
+        let direct = DirectAliases::default();
+        let guard = direct.insert(7);
+        let ours = wire::subgroup_header(7, 1, 0, 0).unwrap();
+        let other = wire::subgroup_header(8, 1, 0, 0).unwrap();
+        assert_eq!(route(&ours, &direct), Route::Placeholder);
+        assert_eq!(route(&other, &direct), Route::Wire);
+        // The type alone, or nothing, is not enough to decide.
+        assert_eq!(route(&ours[..1], &direct), Route::NeedMore);
+        assert_eq!(route(&[], &direct), Route::NeedMore);
+        // FETCH streams (type 0x05) and unknown types always go on the wire.
+        assert_eq!(route(&[0x05, 0x01], &direct), Route::Wire);
+        assert_eq!(route(&[0x3f], &direct), Route::Wire);
+        drop(guard);
+        assert_eq!(
+            route(&ours, &direct),
+            Route::Wire,
+            "the alias left with its subscription"
+        );
+    }
+}
