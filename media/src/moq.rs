@@ -753,11 +753,19 @@ pub mod wire {
     }
 
     /// Writes the headers of one subgroup stream's objects; remembers the previous object id
-    /// for the delta encoding.
+    /// for the delta encoding. The headers share one buffer (a few bytes each), so a header
+    /// costs no allocation of its own.
     #[derive(Debug, Default)]
     pub struct ObjectHeaders {
         previous: Option<u64>,
+        scratch: BytesMut,
     }
+
+    /// Room for about a hundred object headers of a stream.
+    const SCRATCH: usize = 512;
+    /// Largest header without properties: delta, length and status varints (8 bytes each) and
+    /// the empty properties length.
+    const HEADER_MAX: usize = 32;
 
     impl ObjectHeaders {
         /// The header that precedes an object's `payload_len` payload bytes. An object with a
@@ -786,12 +794,15 @@ pub mod wire {
                 payload_length: if normal { payload_len } else { 0 },
                 status: (!normal || payload_len == 0).then_some(status),
             };
-            let mut buf = BytesMut::with_capacity(16);
+            let room = HEADER_MAX + if properties.is_empty() { 0 } else { 256 };
+            if self.scratch.capacity() - self.scratch.len() < room {
+                self.scratch = BytesMut::with_capacity(SCRATCH.max(room));
+            }
             object
-                .encode(&mut buf)
+                .encode(&mut self.scratch)
                 .map_err(|e| WireError::Encode(e.to_string()))?;
             self.previous = Some(object_id);
-            Ok(buf.freeze())
+            Ok(self.scratch.split().freeze())
         }
     }
 }
