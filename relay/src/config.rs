@@ -73,6 +73,11 @@ pub struct Args {
     /// changed nothing at 100-300, but caps the relay at one core (docs/BENCHMARKS.md).
     #[arg(long, env = "MOQCAST_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Who writes subscribers' subgroup streams: "direct" (the relay itself, one hand-over to
+    /// QUIC per object; default) or "transport" (moq-transport's forwarder, about a fifth more
+    /// CPU per Gbit/s). Subscriptions with FORWARD=0 or an end group always use the forwarder.
+    #[arg(long, env = "MOQCAST_FORWARDER", value_enum)]
+    pub forwarder: Option<Forwarder>,
     /// Log format: "text" or "json".
     #[arg(long, env = "MOQCAST_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -102,8 +107,20 @@ pub struct FileConfig {
     pub subscriber_backlog_bytes: Option<u64>,
     pub udp_buffer_bytes: Option<usize>,
     pub worker_threads: Option<usize>,
+    pub forwarder: Option<Forwarder>,
     pub log_format: Option<String>,
     pub web_dir: Option<PathBuf>,
+}
+
+/// Who writes subscribers' subgroup streams (see `--forwarder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarder {
+    /// The relay writes them itself (docs/relay.md, "Data path").
+    #[default]
+    Direct,
+    /// moq-transport's own forwarder.
+    Transport,
 }
 
 /// Resolved configuration.
@@ -123,6 +140,7 @@ pub struct Config {
     pub udp_buffer_bytes: usize,
     /// Runtime worker threads; `None`: one per core.
     pub worker_threads: Option<usize>,
+    pub forwarder: Forwarder,
     pub log_format: String,
     /// Directory of the built viewer; it may not exist (then `/watch/...` answers 503).
     pub web_dir: PathBuf,
@@ -169,6 +187,7 @@ impl Default for Config {
             subscriber_backlog_bytes: 4 * 1024 * 1024,
             udp_buffer_bytes: 0,
             worker_threads: None,
+            forwarder: Forwarder::Direct,
             log_format: "text".into(),
             web_dir: default_web_dir(),
         }
@@ -281,6 +300,7 @@ impl Config {
                 .or(file.udp_buffer_bytes)
                 .unwrap_or(d.udp_buffer_bytes),
             worker_threads,
+            forwarder: args.forwarder.or(file.forwarder).unwrap_or(d.forwarder),
             log_format,
             web_dir: args.web_dir.or(file.web_dir).unwrap_or(d.web_dir),
         })
@@ -380,7 +400,7 @@ mod tests {
         let path = dir.join("relay.toml");
         std::fs::write(
             &path,
-            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\n",
+            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\nforwarder = \"transport\"\n",
         )
         .unwrap();
         let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap()]);
@@ -388,6 +408,7 @@ mod tests {
         assert_eq!(c.cache_total_bytes, 100_000_000);
         assert_eq!(c.max_subscriptions_per_session, 8);
         assert_eq!(c.worker_threads, Some(1));
+        assert_eq!(c.forwarder, Forwarder::Transport);
         let args = Args::parse_from([
             "moqcast-relay",
             "--config",
@@ -396,9 +417,12 @@ mod tests {
             "3",
             "--cache-total-bytes",
             "9000000",
+            "--forwarder",
+            "direct",
         ]);
         let c = Config::resolve(args).unwrap();
         assert_eq!(c.max_subscriptions_per_session, 3);
+        assert_eq!(c.forwarder, Forwarder::Direct);
         assert_eq!(c.cache_total_bytes, 9_000_000);
         // Defaults.
         let c =
@@ -408,6 +432,7 @@ mod tests {
         assert_eq!(c.max_sessions, 10_000);
         assert_eq!(c.worker_threads, None, "one per core unless set");
         assert_eq!(c.udp_buffer_bytes, 0, "the system's buffer unless set");
+        assert_eq!(c.forwarder, Forwarder::Direct);
         // The environment variables are declared on the flags.
         let cmd = <Args as clap::CommandFactory>::command();
         for (flag, env) in [
@@ -419,6 +444,7 @@ mod tests {
             ("max_sessions", "MOQCAST_MAX_SESSIONS"),
             ("worker_threads", "MOQCAST_WORKER_THREADS"),
             ("udp_buffer_bytes", "MOQCAST_UDP_BUFFER_BYTES"),
+            ("forwarder", "MOQCAST_FORWARDER"),
         ] {
             let arg = cmd.get_arguments().find(|a| a.get_id() == flag).unwrap();
             assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env));
@@ -441,6 +467,7 @@ mod tests {
         assert_eq!(c.max_streams, d.max_streams);
         assert_eq!(c.subscriber_backlog_bytes, d.subscriber_backlog_bytes);
         assert_eq!(c.udp_buffer_bytes, d.udp_buffer_bytes);
+        assert_eq!(c.forwarder, d.forwarder);
     }
 
     #[test]

@@ -643,6 +643,7 @@ impl Output {
 /// (flow control), and the object-header state. Dropped before it finished, it is reset.
 struct DirectStream {
     send: web_transport_quinn::SendStream,
+    metrics: Arc<Metrics>,
     /// The placeholder subgroup that makes moq-transport count this stream: ended (or reset)
     /// with it.
     book: Option<serve::SubgroupWriter>,
@@ -662,6 +663,7 @@ impl DirectStream {
         target: &DirectTarget,
         key: Key,
         priority: u8,
+        metrics: &Arc<Metrics>,
     ) -> Result<Self, serve::ServeError> {
         let header = wire::subgroup_header(target.alias, key.0, key.1, priority)
             .map_err(|e| serve::ServeError::Internal(e.to_string()))?;
@@ -680,6 +682,7 @@ impl DirectStream {
         book.create_with_id_and_status(0, 0, ObjectStatus::EndOfGroup, None)?;
         Ok(Self {
             send,
+            metrics: metrics.clone(),
             book: Some(book),
             pending: vec![header],
             headers: wire::ObjectHeaders::default(),
@@ -751,6 +754,7 @@ impl DirectStream {
             let _ = self.send.reset(code);
             self.closed = true;
             self.pending.clear();
+            self.metrics.direct_resets.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(book) = self.book.take() {
             let _ = book.close(err);
@@ -922,7 +926,9 @@ pub async fn pump(
                     Err(e) => return Err(e),
                 },
                 Output::Direct(w, target) => {
-                    Sink::Direct(DirectStream::open(w, target, key, priority).await?)
+                    let stream = DirectStream::open(w, target, key, priority, &metrics).await?;
+                    metrics.direct_streams.fetch_add(1, Ordering::Relaxed);
+                    Sink::Direct(stream)
                 }
                 Output::Datagrams(_) | Output::Pending(..) => Sink::Datagrams,
             };

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub cache_budget_evicted_bytes: AtomicU64,
     pub groups_dropped: AtomicU64,
     pub slow_skips: AtomicU64,
+    pub direct_streams: AtomicU64,
+    pub direct_resets: AtomicU64,
     pub errors: AtomicU64,
     pub session_errors: AtomicU64,
 }
@@ -32,7 +34,7 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 21] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 23] = [
             (
                 "moqcast_sessions",
                 "gauge",
@@ -148,6 +150,18 @@ impl Metrics {
                 &self.slow_skips,
             ),
             (
+                "moqcast_direct_streams_total",
+                "counter",
+                "Subgroup streams the relay opened and wrote itself (--forwarder direct)",
+                &self.direct_streams,
+            ),
+            (
+                "moqcast_direct_stream_resets_total",
+                "counter",
+                "Of those, streams reset before their end (subscriber behind, track ended mid-group, cancelled)",
+                &self.direct_resets,
+            ),
+            (
                 "moqcast_errors_total",
                 "counter",
                 "Malformed or refused upstream data",
@@ -189,6 +203,8 @@ mod tests {
             "moqcast_cache_evictions_total",
             "moqcast_cache_budget_evictions_total",
             "moqcast_cache_budget_evicted_bytes_total",
+            "moqcast_direct_streams_total",
+            "moqcast_direct_stream_resets_total",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }

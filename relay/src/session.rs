@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::{
+    config::Forwarder,
     direct::{AliasGuard, DirectAliases},
     fanout::{pump, Backlog, DirectTarget, Output, Start, TrackCache},
     limits::{Slot, Slots},
@@ -45,7 +46,8 @@ pub async fn run(
     // Subgroup streams the relay writes itself go straight to `wt`; moq-transport gets the
     // adapter that keeps their placeholders off the wire (see `crate::direct`).
     let aliases = DirectAliases::default();
-    let direct = direct_streams().then(|| (wt.clone(), aliases.clone()));
+    let direct =
+        (state.config.forwarder == Forwarder::Direct).then(|| (wt.clone(), aliases.clone()));
     let moq = crate::direct::Session::new(wt, aliases).into_transport();
     let (session, publisher, subscriber) = Session::accept(moq, None, transport).await?;
     let backlog = Backlog::new(conn, state.config.subscriber_backlog_bytes);
@@ -59,13 +61,6 @@ pub async fn run(
     tasks.abort_all();
     state.origin.session_closed(id);
     res
-}
-
-/// Whether the relay writes subscribers' subgroup streams itself (the default) rather than
-/// through moq-transport's forwarder (`MOQCAST_FORWARDER=transport`, for comparison).
-fn direct_streams() -> bool {
-    static DIRECT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DIRECT.get_or_init(|| std::env::var("MOQCAST_FORWARDER").as_deref() != Ok("transport"))
 }
 
 /// Whether the relay can write this subscription's streams itself. Subscriptions that ask for

@@ -119,13 +119,17 @@ fn time_lines(s: &str) -> usize {
 /// Builds a multi-threaded runtime and starts our relay on it; the test thread itself stays
 /// free for blocking waits on child processes.
 fn our_relay() -> (tokio::runtime::Runtime, TestRelay) {
+    our_relay_with(&[])
+}
+
+fn our_relay_with(args: &[&str]) -> (tokio::runtime::Runtime, TestRelay) {
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let relay = rt.block_on(TestRelay::start(&[]));
+    let relay = rt.block_on(TestRelay::start(args));
     (rt, relay)
 }
 
@@ -231,9 +235,21 @@ fn parse_tap(tap: &str) -> (Option<u32>, Vec<TapCase>) {
     (plan, cases)
 }
 
+/// The conformance client against the relay's default data path, where the relay writes the
+/// subgroup streams itself (PUBLISH_DONE's Stream Count among what it checks).
 #[test]
 fn moq_test_client_against_our_relay() {
-    let (rt, relay) = our_relay();
+    moq_test_client_against(&[]);
+}
+
+/// The same against `--forwarder transport` (moq-transport writes the streams).
+#[test]
+fn moq_test_client_against_our_relay_with_the_transport_forwarder() {
+    moq_test_client_against(&["--forwarder", "transport"]);
+}
+
+fn moq_test_client_against(relay_args: &[&str]) {
+    let (rt, relay) = our_relay_with(relay_args);
     let dir = TempDir::new("interop-test-client");
     let url = format!("https://localhost:{}", relay.port());
     let mut client = ChildGuard::spawn(

@@ -133,6 +133,11 @@ async fn slow_subscriber_loses_only_its_own_groups() {
     );
     let cache = m.cache_bytes.load(Ordering::Relaxed);
     assert!(cache <= 2 * cache_budget, "cache holds {cache} bytes");
+    // The relay wrote the subgroup streams itself (--forwarder direct, the default), and the
+    // slow subscriber's stale groups were reset rather than sent.
+    let direct = m.direct_streams.load(Ordering::Relaxed);
+    assert!(direct >= 8, "only {direct} direct subgroup streams");
+    assert!(m.direct_resets.load(Ordering::Relaxed) > 0);
     let _ = wait_child(publisher).await;
     relay.stop().await;
 }
