@@ -711,8 +711,6 @@ pub mod wire {
         moq_transport::data::DataStreamResetCode::TooFarBehind as u32;
     /// Reset code for a subgroup stream cut short because the subscription or track ended.
     pub const RESET_CANCELLED: u32 = moq_transport::data::DataStreamResetCode::Cancelled as u32;
-    /// Reset code for a subgroup whose objects could not be encoded or ordered.
-    pub const RESET_INTERNAL: u32 = moq_transport::data::DataStreamResetCode::InternalError as u32;
 
     /// Errors building a subgroup stream.
     #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -752,58 +750,40 @@ pub mod wire {
         Ok(buf.freeze())
     }
 
-    /// Writes the headers of one subgroup stream's objects; remembers the previous object id
-    /// for the delta encoding. The headers share one buffer (a few bytes each), so a header
-    /// costs no allocation of its own.
-    #[derive(Debug, Default)]
-    pub struct ObjectHeaders {
+    /// The header that precedes an object's `payload_len` payload bytes on a subgroup stream,
+    /// after the object `previous` of the same stream (`None`: the stream's first object). An
+    /// object with a status other than normal has no payload and carries its status instead.
+    /// A relay encodes it once per object: every subscriber's stream that starts at the same
+    /// object carries the same bytes.
+    pub fn object_header(
         previous: Option<u64>,
-        scratch: BytesMut,
-    }
-
-    /// Room for about a hundred object headers of a stream.
-    const SCRATCH: usize = 512;
-    /// Largest header without properties: delta, length and status varints (8 bytes each) and
-    /// the empty properties length.
-    const HEADER_MAX: usize = 32;
-
-    impl ObjectHeaders {
-        /// The header that precedes an object's `payload_len` payload bytes. An object with a
-        /// status other than normal has no payload and carries its status instead.
-        pub fn next(
-            &mut self,
-            object_id: u64,
-            properties: &ExtensionHeaders,
-            payload_len: usize,
-            status: ObjectStatus,
-        ) -> Result<Bytes, WireError> {
-            let delta = match self.previous {
-                None => object_id,
-                Some(previous) => object_id
-                    .checked_sub(previous)
-                    .and_then(|d| d.checked_sub(1))
-                    .ok_or(WireError::NotIncreasing {
-                        previous,
-                        object: object_id,
-                    })?,
-            };
-            let normal = status == ObjectStatus::NormalObject;
-            let object = SubgroupObjectExt {
-                object_id_delta: delta,
-                extension_headers: properties.clone(),
-                payload_length: if normal { payload_len } else { 0 },
-                status: (!normal || payload_len == 0).then_some(status),
-            };
-            let room = HEADER_MAX + if properties.is_empty() { 0 } else { 256 };
-            if self.scratch.capacity() - self.scratch.len() < room {
-                self.scratch = BytesMut::with_capacity(SCRATCH.max(room));
-            }
-            object
-                .encode(&mut self.scratch)
-                .map_err(|e| WireError::Encode(e.to_string()))?;
-            self.previous = Some(object_id);
-            Ok(self.scratch.split().freeze())
-        }
+        object_id: u64,
+        properties: &ExtensionHeaders,
+        payload_len: usize,
+        status: ObjectStatus,
+    ) -> Result<Bytes, WireError> {
+        let delta = match previous {
+            None => object_id,
+            Some(previous) => object_id
+                .checked_sub(previous)
+                .and_then(|d| d.checked_sub(1))
+                .ok_or(WireError::NotIncreasing {
+                    previous,
+                    object: object_id,
+                })?,
+        };
+        let normal = status == ObjectStatus::NormalObject;
+        let object = SubgroupObjectExt {
+            object_id_delta: delta,
+            extension_headers: properties.clone(),
+            payload_length: if normal { payload_len } else { 0 },
+            status: (!normal || payload_len == 0).then_some(status),
+        };
+        let mut buf = BytesMut::with_capacity(if properties.is_empty() { 16 } else { 64 });
+        object
+            .encode(&mut buf)
+            .map_err(|e| WireError::Encode(e.to_string()))?;
+        Ok(buf.freeze())
     }
 }
 
@@ -820,18 +800,9 @@ mod wire_tests {
     #[test]
     fn subgroup_stream_round_trips_through_the_transport_decoder() {
         let header = wire::subgroup_header(7, 42, 0, 3).unwrap();
-        let mut objects = wire::ObjectHeaders::default();
-        let first = objects
-            .next(
-                0,
-                &ExtensionHeaders::default(),
-                4,
-                ObjectStatus::NormalObject,
-            )
-            .unwrap();
-        let gap = objects
-            .next(5, &ExtensionHeaders::default(), 0, ObjectStatus::EndOfGroup)
-            .unwrap();
+        let none = ExtensionHeaders::default();
+        let first = wire::object_header(None, 0, &none, 4, ObjectStatus::NormalObject).unwrap();
+        let gap = wire::object_header(Some(0), 5, &none, 0, ObjectStatus::EndOfGroup).unwrap();
 
         let mut buf = header.clone();
         let header_type = StreamHeaderType::decode(&mut buf).unwrap();
@@ -862,13 +833,9 @@ mod wire_tests {
 
     #[test]
     fn object_ids_must_increase() {
-        let mut objects = wire::ObjectHeaders::default();
         let none = ExtensionHeaders::default();
-        objects
-            .next(3, &none, 1, ObjectStatus::NormalObject)
-            .unwrap();
         assert_eq!(
-            objects.next(3, &none, 1, ObjectStatus::NormalObject),
+            wire::object_header(Some(3), 3, &none, 1, ObjectStatus::NormalObject),
             Err(wire::WireError::NotIncreasing {
                 previous: 3,
                 object: 3

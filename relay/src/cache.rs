@@ -15,7 +15,7 @@
 use std::{collections::VecDeque, time::Duration};
 
 use bytes::Bytes;
-use moqcast_media::moq::{transport::data::ObjectStatus, ExtensionHeaders};
+use moqcast_media::moq::{transport::data::ObjectStatus, wire, ExtensionHeaders};
 use tokio::time::Instant;
 
 /// Limits of one track's cache.
@@ -48,6 +48,10 @@ pub struct CachedObject {
     pub payload: Bytes,
     /// Datagram tracks: this object closed its group.
     pub end_of_group: bool,
+    /// The object's header on a subgroup stream that starts at its subgroup's first cached
+    /// object (draft-18 §11.4.2), encoded once by [`GroupStore::push`] and shared by every
+    /// subscriber's stream. Pumps therefore always start a subgroup at its first cached object.
+    pub header: Bytes,
 }
 
 impl CachedObject {
@@ -58,6 +62,7 @@ impl CachedObject {
             properties,
             payload,
             end_of_group: false,
+            header: Bytes::new(),
         }
     }
 }
@@ -105,6 +110,12 @@ pub enum CacheError {
     ObjectTooLarge(usize),
     #[error("group {0} outgrew the track cache budget")]
     GroupTooLarge(u64),
+    #[error("object {object} of group {group} cannot be encoded: {reason}")]
+    Encode {
+        group: u64,
+        object: u64,
+        reason: String,
+    },
 }
 
 /// The recent subgroups of one track.
@@ -239,15 +250,24 @@ impl GroupStore {
             g.aborted = true;
             return Err(CacheError::GroupTooLarge(key.0));
         }
-        if let Some(last) = g.objects.last() {
-            if object.id <= last.id {
+        let previous = g.objects.last().map(|last| last.id);
+        if let Some(last) = previous {
+            if object.id <= last {
                 return Err(CacheError::ObjectOrder {
                     group: key.0,
                     object: object.id,
-                    last: last.id,
+                    last,
                 });
             }
         }
+        let mut object = object;
+        object.header =
+            wire::object_header(previous, object.id, &object.properties, size, object.status)
+                .map_err(|e| CacheError::Encode {
+                    group: key.0,
+                    object: object.id,
+                    reason: e.to_string(),
+                })?;
         g.bytes += size;
         g.objects.push(object);
         self.bytes += size;
@@ -370,6 +390,40 @@ mod tests {
             max_groups: groups,
             max_age: Duration::from_millis(age_ms),
         }
+    }
+
+    #[test]
+    fn object_headers_are_encoded_once_relative_to_the_previous_cached_object() {
+        use moqcast_media::moq::transport::{coding::Decode, data::SubgroupObjectExt};
+        let mut s = GroupStore::new(limits(10_000, 4, 60_000));
+        let t = Instant::now();
+        s.open(7, 0, 0, t).unwrap();
+        s.push((7, 0), obj(2, 10), t).unwrap();
+        s.push((7, 0), obj(3, 0), t).unwrap();
+        let mut end = obj(9, 0);
+        end.status = ObjectStatus::EndOfGroup;
+        s.push((7, 0), end, t).unwrap();
+        let decoded: Vec<(u64, usize, Option<ObjectStatus>)> = s
+            .get((7, 0))
+            .unwrap()
+            .objects
+            .iter()
+            .map(|o| {
+                let mut b = o.header.clone();
+                let h = SubgroupObjectExt::decode(&mut b).unwrap();
+                assert!(b.is_empty(), "one header per object");
+                (h.object_id_delta, h.payload_length, h.status)
+            })
+            .collect();
+        // First object: its id; then the gap minus one. An empty normal object says so.
+        assert_eq!(
+            decoded,
+            vec![
+                (2, 10, None),
+                (0, 0, Some(ObjectStatus::NormalObject)),
+                (5, 0, Some(ObjectStatus::EndOfGroup)),
+            ]
+        );
     }
 
     #[test]

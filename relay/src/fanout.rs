@@ -462,6 +462,7 @@ async fn ingest_group(cache: std::sync::Weak<TrackCache>, mut group: serve::Subg
             properties: object.extension_headers.clone(),
             payload,
             end_of_group: false,
+            header: Bytes::new(),
         };
         if let Err(e) = c.update(|inner| inner.store.push(key, cached, Instant::now())) {
             c.metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -508,6 +509,7 @@ async fn ingest_datagrams(
                     properties: d.extension_headers.clone(),
                     payload: d.payload.clone(),
                     end_of_group: d.end_of_group,
+                    header: Bytes::new(),
                 },
                 now,
             )?;
@@ -648,7 +650,6 @@ struct DirectStream {
     /// with it.
     book: Option<serve::SubgroupWriter>,
     pending: Vec<Bytes>,
-    headers: wire::ObjectHeaders,
     /// Payload and header bytes handed to QUIC.
     written: u64,
     /// FIN goes out once `pending` is empty.
@@ -685,23 +686,21 @@ impl DirectStream {
             metrics: metrics.clone(),
             book: Some(book),
             pending: vec![header],
-            headers: wire::ObjectHeaders::default(),
             written: 0,
             finishing: false,
             closed: false,
         })
     }
 
-    /// Queues one object (its header, then its payload).
-    fn push(&mut self, obj: CachedObject) -> Result<(), wire::WireError> {
-        let header = self
-            .headers
-            .next(obj.id, &obj.properties, obj.payload.len(), obj.status)?;
-        self.pending.push(header);
+    /// Queues one object: its header (encoded once in the cache), then its payload.
+    fn push(&mut self, obj: CachedObject) {
+        if self.closed {
+            return;
+        }
+        self.pending.push(obj.header);
         if obj.status == ObjectStatus::NormalObject && !obj.payload.is_empty() {
             self.pending.push(obj.payload);
         }
-        Ok(())
     }
 
     /// Hands QUIC what it takes now, and the FIN once all is taken. True when nothing waits.
@@ -747,7 +746,6 @@ impl DirectStream {
                 wire::RESET_CANCELLED,
                 serve::ServeError::Closed(transport::message::PublishDoneCode::TrackEnded as u64),
             ),
-            Abandon::Internal(e) => (wire::RESET_INTERNAL, serve::ServeError::Internal(e)),
             Abandon::Cancelled => (wire::RESET_CANCELLED, serve::ServeError::Cancel),
         };
         if !self.closed {
@@ -766,7 +764,6 @@ impl DirectStream {
 enum Abandon {
     TooFarBehind,
     TrackEnded,
-    Internal(String),
     Cancelled,
 }
 
@@ -967,12 +964,7 @@ pub async fn pump(
                             w.create_with_id_and_status(obj.id, 0, obj.status, None)?;
                         }
                     }
-                    (Sink::Direct(s), _) => {
-                        if let Err(e) = s.push(obj) {
-                            tracing::warn!(group = o.key.0, error = %e, "cannot forward subgroup");
-                            s.reset(Abandon::Internal(e.to_string()));
-                        }
-                    }
+                    (Sink::Direct(s), _) => s.push(obj),
                     (Sink::Datagrams, Output::Datagrams(d)) => d.write(serve::Datagram {
                         group_id: o.key.0,
                         object_id: obj.id,

@@ -258,17 +258,30 @@ async fn serve_subscription(
 
     // SUBSCRIBE_OK carries no Largest Location: the relay starts the subscriber itself (see
     // `start_of`), so the forwarder must not filter again against a stale position.
-    let serve = sub.serve_with_largest_location(reader, None);
-    tokio::pin!(serve);
+    // moq-transport's side runs as its own task, owned here (aborted when this ends): in one
+    // `select!` with the pump it would be polled at every object the pump is woken for.
+    let mut serve = OwnedTask(tokio::spawn(
+        sub.serve_with_largest_location(reader, None)
+            .instrument(tracing::Span::current()),
+    ));
     tokio::select! {
-        res = &mut serve => {
-            tracing::debug!(result = ?res.err(), "subscription ended by the subscriber");
+        res = &mut serve.0 => {
+            tracing::debug!(result = ?res.ok().and_then(Result::err), "subscription ended by the subscriber");
         }
         res = pump(cache, &mut out, start, backlog) => {
             out.close(res.err());
             // Let the forwarder flush and send PUBLISH_DONE.
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut serve).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut serve.0).await;
         }
+    }
+}
+
+/// A task that is aborted when its owner drops it.
+struct OwnedTask<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for OwnedTask<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
