@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures::{stream::FuturesUnordered, StreamExt};
 use moqcast_media::moq::{serve, transport, transport::data::ObjectStatus, wire};
 use tokio::{sync::watch, time::Instant};
+use tracing::Instrument;
 
 use crate::{
     budget,
@@ -244,8 +245,14 @@ impl TrackCache {
             async move {
                 let ingest = ingest(weak.clone(), reader);
                 tokio::pin!(ingest);
+                // The request runs as its own task (aborted with this one): in one `select!`
+                // with the ingest it would be polled at every object.
+                let mut driver = crate::OwnedTask(tokio::spawn(
+                    driver.instrument(tracing::Span::current()),
+                ));
                 let res = tokio::select! {
-                    res = driver => {
+                    res = &mut driver.0 => {
+                        let res = res.unwrap_or(Err(serve::ServeError::Cancel));
                         // The request ended (PUBLISH_DONE, session gone): still take in what
                         // already arrived, briefly, so subscribers get the track's tail.
                         let _ = tokio::time::timeout(DRAIN_GRACE, &mut ingest).await;

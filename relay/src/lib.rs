@@ -288,3 +288,12 @@ mod tokio_util_shim {
         }
     }
 }
+
+/// A spawned task that is aborted when its owner drops this handle.
+pub(crate) struct OwnedTask<T>(pub(crate) tokio::task::JoinHandle<T>);
+
+impl<T> Drop for OwnedTask<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

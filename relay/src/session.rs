@@ -29,7 +29,7 @@ use crate::{
     fanout::{pump, Backlog, DirectTarget, Output, Start, TrackCache},
     limits::{Slot, Slots},
     origin::{Announcement, LookupError},
-    RelayState,
+    OwnedTask, RelayState,
 };
 
 /// How long a subscription waits for the upstream's first object.
@@ -276,14 +276,6 @@ async fn serve_subscription(
     }
 }
 
-/// A task that is aborted when its owner drops it.
-struct OwnedTask<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for OwnedTask<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Counts one served subscription in `moqcast_subscriptions` while it lives.
 struct ActiveSubscription(Arc<crate::metrics::Metrics>);
