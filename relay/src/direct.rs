@@ -13,7 +13,7 @@
 //! other stream (other subscriptions, FETCH) is opened and passed through unchanged.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     sync::{Arc, Mutex},
 };
 
@@ -21,24 +21,36 @@ use bytes::{Buf, Bytes, BytesMut};
 use moqcast_media::moq::transport::{
     coding::Decode, data::StreamHeaderType, reexports::web_transport_trait as wt,
 };
+use tokio::sync::watch;
 use web_transport_quinn as wtq;
 
-/// Track Aliases of this session's subscriptions whose streams the relay writes itself.
+/// Track Aliases of this session's subscriptions whose streams the relay writes itself, each
+/// with whether moq-transport has accepted it yet.
 #[derive(Debug, Default, Clone)]
-pub struct DirectAliases(Arc<Mutex<HashSet<u64>>>);
+pub struct DirectAliases(Arc<Mutex<HashMap<u64, watch::Sender<bool>>>>);
 
 impl DirectAliases {
     /// Marks `alias` as served directly until the returned guard is dropped.
     pub fn insert(&self, alias: u64) -> AliasGuard {
-        self.0.lock().expect("poisoned").insert(alias);
+        let (tx, accepted) = watch::channel(false);
+        self.0.lock().expect("poisoned").insert(alias, tx);
         AliasGuard {
             aliases: self.clone(),
             alias,
+            accepted,
         }
     }
 
-    fn contains(&self, alias: u64) -> bool {
-        self.0.lock().expect("poisoned").contains(&alias)
+    /// Whether `alias` is served directly; if so, notes that moq-transport's forwarder is
+    /// serving it, which it does only once SUBSCRIBE_OK is written.
+    fn placeholder(&self, alias: u64) -> bool {
+        match self.0.lock().expect("poisoned").get(&alias) {
+            Some(accepted) => {
+                accepted.send_if_modified(|a| !std::mem::replace(a, true));
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -47,6 +59,16 @@ impl DirectAliases {
 pub struct AliasGuard {
     aliases: DirectAliases,
     alias: u64,
+    accepted: watch::Receiver<bool>,
+}
+
+impl AliasGuard {
+    /// Becomes true once SUBSCRIBE_OK for this subscription was written: the relay's first
+    /// data stream waits for it, as moq-transport's own forwarder does, so that it does not
+    /// overtake the acceptance.
+    pub fn accepted(&self) -> watch::Receiver<bool> {
+        self.accepted.clone()
+    }
 }
 
 impl Drop for AliasGuard {
@@ -77,7 +99,7 @@ fn route(head: &[u8], direct: &DirectAliases) -> Route {
         return Route::Wire;
     }
     match u64::decode(&mut buf) {
-        Ok(alias) if direct.contains(alias) => Route::Placeholder,
+        Ok(alias) if direct.placeholder(alias) => Route::Placeholder,
         Ok(_) => Route::Wire,
         Err(moqcast_media::moq::transport::coding::DecodeError::More(_)) => Route::NeedMore,
         Err(_) => Route::Wire,
@@ -264,9 +286,15 @@ mod tests {
     fn routes_by_the_alias_in_the_subgroup_header() {
         let direct = DirectAliases::default();
         let guard = direct.insert(7);
+        let accepted = guard.accepted();
         let ours = wire::subgroup_header(7, 1, 0, 0).unwrap();
         let other = wire::subgroup_header(8, 1, 0, 0).unwrap();
+        assert!(!*accepted.borrow());
         assert_eq!(route(&ours, &direct), Route::Placeholder);
+        assert!(
+            *accepted.borrow(),
+            "the forwarder's first stream means SUBSCRIBE_OK went out"
+        );
         assert_eq!(route(&other, &direct), Route::Wire);
         // The type alone, or nothing, is not enough to decide.
         assert_eq!(route(&ours[..1], &direct), Route::NeedMore);

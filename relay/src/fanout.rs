@@ -247,9 +247,8 @@ impl TrackCache {
                 tokio::pin!(ingest);
                 // The request runs as its own task (aborted with this one): in one `select!`
                 // with the ingest it would be polled at every object.
-                let mut driver = crate::OwnedTask(tokio::spawn(
-                    driver.instrument(tracing::Span::current()),
-                ));
+                let mut driver =
+                    crate::OwnedTask(tokio::spawn(driver.instrument(tracing::Span::current())));
                 let res = tokio::select! {
                     res = &mut driver.0 => {
                         let res = res.unwrap_or(Err(serve::ServeError::Cancel));
@@ -611,6 +610,8 @@ pub enum Start {
 pub struct DirectTarget {
     pub session: web_transport_quinn::Session,
     pub alias: u64,
+    /// True once moq-transport wrote SUBSCRIBE_OK (see [`crate::direct::AliasGuard::accepted`]).
+    pub accepted: watch::Receiver<bool>,
 }
 
 /// Where a subscriber's objects go: its private track, in the upstream's delivery mode.
@@ -675,6 +676,17 @@ impl DirectStream {
     ) -> Result<Self, serve::ServeError> {
         let header = wire::subgroup_header(target.alias, key.0, key.1, priority)
             .map_err(|e| serve::ServeError::Internal(e.to_string()))?;
+        // The placeholder first: moq-transport opens it only after SUBSCRIBE_OK was written,
+        // and the first real stream waits for that (bounded; subscribers also buffer streams
+        // whose alias they do not know yet, since QUIC may reorder them anyway).
+        let mut book = books.create(serve::Subgroup {
+            group_id: key.0,
+            subgroup_id: key.1,
+            priority,
+        })?;
+        book.create_with_id_and_status(0, 0, ObjectStatus::EndOfGroup, None)?;
+        let mut accepted = target.accepted.clone();
+        let _ = tokio::time::timeout(ACCEPT_WAIT, accepted.wait_for(|a| *a)).await;
         let send = target
             .session
             .open_uni()
@@ -682,12 +694,6 @@ impl DirectStream {
             .map_err(|e| serve::ServeError::Internal(format!("open subgroup stream: {e}")))?;
         // Draft-18 §7: a lower publisher priority value is more urgent; in QUIC, higher is.
         let _ = send.set_priority(-i32::from(priority));
-        let mut book = books.create(serve::Subgroup {
-            group_id: key.0,
-            subgroup_id: key.1,
-            priority,
-        })?;
-        book.create_with_id_and_status(0, 0, ObjectStatus::EndOfGroup, None)?;
         Ok(Self {
             send,
             metrics: metrics.clone(),
@@ -1099,6 +1105,9 @@ pub async fn pump(
         }
     }
 }
+
+/// How long a subscription's first direct stream waits for SUBSCRIBE_OK to be written.
+const ACCEPT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long the end of a track waits for its last direct streams to be delivered.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);

@@ -110,7 +110,9 @@ async fn downstream(
                     .filter(|_| writes_directly(&sub))
                     .map(|(session, aliases)| {
                         let alias = sub.info.id;
-                        (DirectTarget { session: session.clone(), alias }, aliases.insert(alias))
+                        let guard = aliases.insert(alias);
+                        let accepted = guard.accepted();
+                        (DirectTarget { session: session.clone(), alias, accepted }, guard)
                     });
                 tasks.spawn(serve_subscription(state.clone(), sub, backlog.clone(), target, slot).instrument(span));
             }
@@ -275,7 +277,6 @@ async fn serve_subscription(
         }
     }
 }
-
 
 /// Counts one served subscription in `moqcast_subscriptions` while it lives.
 struct ActiveSubscription(Arc<crate::metrics::Metrics>);
