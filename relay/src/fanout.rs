@@ -654,6 +654,8 @@ impl Output {
 struct DirectStream {
     send: web_transport_quinn::SendStream,
     metrics: Arc<Metrics>,
+    /// The session's backlog: bytes that will never go out (reset, stopped) are given back.
+    backlog: Arc<Backlog>,
     /// The placeholder subgroup that makes moq-transport count this stream: ended (or reset)
     /// with it.
     book: Option<serve::SubgroupWriter>,
@@ -673,6 +675,7 @@ impl DirectStream {
         key: Key,
         priority: u8,
         metrics: &Arc<Metrics>,
+        backlog: &Arc<Backlog>,
     ) -> Result<Self, serve::ServeError> {
         let header = wire::subgroup_header(target.alias, key.0, key.1, priority)
             .map_err(|e| serve::ServeError::Internal(e.to_string()))?;
@@ -697,6 +700,7 @@ impl DirectStream {
         Ok(Self {
             send,
             metrics: metrics.clone(),
+            backlog: backlog.clone(),
             book: Some(book),
             pending: vec![header],
             written: 0,
@@ -732,8 +736,7 @@ impl DirectStream {
                 // Stopped by the peer (it may cancel one stream, draft-18 §11.4.1) or the
                 // connection is gone: this stream is over, the subscription goes on.
                 Some(Err(_)) => {
-                    self.closed = true;
-                    self.pending.clear();
+                    self.abandon();
                     self.book = None;
                 }
                 None => return false,
@@ -763,13 +766,21 @@ impl DirectStream {
         };
         if !self.closed {
             let _ = self.send.reset(code);
-            self.closed = true;
-            self.pending.clear();
+            self.abandon();
             self.metrics.direct_resets.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(book) = self.book.take() {
             let _ = book.close(err);
         }
+    }
+
+    /// Nothing more goes out on this stream: what it still held, and what QUIC had not sent
+    /// yet (at most what was handed to it), leaves the subscriber's backlog.
+    fn abandon(&mut self) {
+        let held: usize = self.pending.iter().map(Bytes::len).sum();
+        self.backlog.forgive(self.written + held as u64);
+        self.closed = true;
+        self.pending.clear();
     }
 }
 
@@ -811,7 +822,7 @@ impl OpenGroup {
 
     /// Ends this subgroup downstream: FIN if `complete`, otherwise a reset with `code`.
     /// Direct streams that still hold unsent bytes move to `draining`.
-    fn end(self, complete: bool, code: u64, backlog: &Backlog, draining: &mut Vec<DirectStream>) {
+    fn end(self, complete: bool, code: u64, draining: &mut Vec<DirectStream>) {
         match self.sink {
             Sink::Serve(w) => {
                 if !complete {
@@ -826,8 +837,6 @@ impl OpenGroup {
                         draining.push(s);
                     }
                 } else {
-                    // A reset drops what QUIC had not sent yet: at most what was handed.
-                    backlog.forgive(s.written);
                     s.reset(match code {
                         TOO_FAR_BEHIND => Abandon::TooFarBehind,
                         _ => Abandon::TrackEnded,
@@ -936,7 +945,8 @@ pub async fn pump(
                     Err(e) => return Err(e),
                 },
                 Output::Direct(w, target) => {
-                    let stream = DirectStream::open(w, target, key, priority, &metrics).await?;
+                    let stream =
+                        DirectStream::open(w, target, key, priority, &metrics, &backlog).await?;
                     metrics.direct_streams.fetch_add(1, Ordering::Relaxed);
                     Sink::Direct(stream)
                 }
@@ -1016,7 +1026,7 @@ pub async fn pump(
         finished.dedup();
         for &i in finished.iter().rev() {
             let o = open.swap_remove(i);
-            o.end(!gone.contains(&i), TOO_FAR_BEHIND, &backlog, &mut draining);
+            o.end(!gone.contains(&i), TOO_FAR_BEHIND, &mut draining);
         }
         gone.clear();
         draining.retain_mut(|s| !s.flush());
@@ -1041,7 +1051,7 @@ pub async fn pump(
                         sink,
                         next: 0,
                     }
-                    .end(false, TOO_FAR_BEHIND, &backlog, &mut draining);
+                    .end(false, TOO_FAR_BEHIND, &mut draining);
                 }
                 if open.len() < before {
                     metrics
@@ -1080,7 +1090,6 @@ pub async fn pump(
                     _ => o.end(
                         complete,
                         transport::message::PublishDoneCode::TrackEnded as u64,
-                        &backlog,
                         &mut draining,
                     ),
                 }
