@@ -650,7 +650,8 @@ impl Output {
 }
 
 /// A subgroup stream the relay writes itself: the QUIC stream, the bytes it has not taken yet
-/// (flow control), and the object-header state. Dropped before it finished, it is reset.
+/// (flow control), and its placeholder in moq-transport. Dropped before it finished, it is
+/// reset.
 struct DirectStream {
     send: web_transport_quinn::SendStream,
     metrics: Arc<Metrics>,
@@ -1036,22 +1037,11 @@ pub async fn pump(
         if throttled {
             if let Some(newest) = cache.with_store(|s| s.newest_group()) {
                 let before = open.len();
-                let mut dropped = Vec::new();
-                open.retain_mut(|o| {
-                    if o.key.0 >= newest {
-                        return true;
-                    }
-                    dropped.push(std::mem::replace(&mut o.sink, Sink::Datagrams));
-                    false
-                });
-                for sink in dropped {
-                    OpenGroup {
-                        key: (0, 0),
-                        priority: 0,
-                        sink,
-                        next: 0,
-                    }
-                    .end(false, TOO_FAR_BEHIND, &mut draining);
+                let (keep, stale): (Vec<_>, Vec<_>) =
+                    open.drain(..).partition(|o| o.key.0 >= newest);
+                open = keep;
+                for o in stale {
+                    o.end(false, TOO_FAR_BEHIND, &mut draining);
                 }
                 if open.len() < before {
                     metrics
