@@ -260,6 +260,13 @@ impl Client {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 
+    /// Moves this client's connections to `socket` (a new local address), as a NAT rebinding
+    /// or a change of network does; each connection tells its peer at once from the new
+    /// address. For tests and tools of connection migration.
+    pub fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        self.endpoint.rebind(socket)
+    }
+
     /// Opens only the QUIC connection (with the ALPN the URL's scheme implies), without the
     /// WebTransport and MoQ handshakes. For tests and tools that speak the wire themselves.
     pub async fn connect_quic(&self, url: &Url) -> Result<quinn::Connection, ConnectError> {

@@ -68,11 +68,21 @@ pub struct Args {
     /// overloaded relay fall seconds behind (docs/BENCHMARKS.md).
     #[arg(long, env = "MOQCAST_UDP_BUFFER_BYTES")]
     pub udp_buffer_bytes: Option<usize>,
-    /// Runtime worker threads. Default: one per CPU core (or `TOKIO_WORKER_THREADS`). One
-    /// thread cut CPU per Gbit/s by about a fifth at 10 subscribers on a 2-core machine and
-    /// changed nothing at 100-300, but caps the relay at one core (docs/BENCHMARKS.md).
+    /// Threads serving QUIC. Default: one per CPU core. With `--runtime sharded` each is a
+    /// shard with its own socket on the shared port (at most 128); with `--runtime shared`,
+    /// the worker threads of one multi-threaded runtime.
     #[arg(long, env = "MOQCAST_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Ask peers to acknowledge every N packets (QUIC ACK frequency extension; still at
+    /// least every 25 ms and at once on reordering). 2 or less: QUIC's default, every 2.
+    #[arg(long, env = "MOQCAST_ACK_EVERY")]
+    pub ack_every: Option<u32>,
+    /// How sessions map to threads: "sharded" (default: one single-threaded runtime, UDP
+    /// socket and QUIC endpoint per thread, a session stays on one) or "shared" (one
+    /// multi-threaded runtime and one socket; about a fifth more CPU per Gbit/s,
+    /// docs/BENCHMARKS.md).
+    #[arg(long, env = "MOQCAST_RUNTIME", value_enum)]
+    pub runtime: Option<RuntimeMode>,
     /// Who writes subscribers' subgroup streams: "direct" (the relay itself, one hand-over to
     /// QUIC per object; default) or "transport" (moq-transport's forwarder, about a fifth more
     /// CPU per Gbit/s). Subscriptions with FORWARD=0 or an end group always use the forwarder.
@@ -107,9 +117,22 @@ pub struct FileConfig {
     pub subscriber_backlog_bytes: Option<u64>,
     pub udp_buffer_bytes: Option<usize>,
     pub worker_threads: Option<usize>,
+    pub ack_every: Option<u32>,
+    pub runtime: Option<RuntimeMode>,
     pub forwarder: Option<Forwarder>,
     pub log_format: Option<String>,
     pub web_dir: Option<PathBuf>,
+}
+
+/// How sessions map to threads (see `--runtime`, and [`crate::shard`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeMode {
+    /// Thread-per-core shards on one `SO_REUSEPORT` port.
+    #[default]
+    Sharded,
+    /// One multi-threaded runtime, one socket.
+    Shared,
 }
 
 /// Who writes subscribers' subgroup streams (see `--forwarder`).
@@ -138,8 +161,11 @@ pub struct Config {
     pub subscriber_backlog_bytes: u64,
     /// Kernel receive buffer asked for the UDP socket (0: the system's default).
     pub udp_buffer_bytes: usize,
-    /// Runtime worker threads; `None`: one per core.
+    /// Threads serving QUIC; `None`: one per core.
     pub worker_threads: Option<usize>,
+    /// Packets a peer may receive before it acknowledges (QUIC ACK frequency extension).
+    pub ack_every: u32,
+    pub runtime: RuntimeMode,
     pub forwarder: Forwarder,
     pub log_format: String,
     /// Directory of the built viewer; it may not exist (then `/watch/...` answers 503).
@@ -187,6 +213,8 @@ impl Default for Config {
             subscriber_backlog_bytes: 4 * 1024 * 1024,
             udp_buffer_bytes: 0,
             worker_threads: None,
+            ack_every: 10,
+            runtime: RuntimeMode::Sharded,
             forwarder: Forwarder::Direct,
             log_format: "text".into(),
             web_dir: default_web_dir(),
@@ -270,6 +298,15 @@ impl Config {
                 "worker threads: 0 given, need at least 1".into(),
             ));
         }
+        let runtime = args.runtime.or(file.runtime).unwrap_or(d.runtime);
+        if runtime == RuntimeMode::Sharded
+            && worker_threads.is_some_and(|n| n > crate::shard::MAX_SHARDS)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "worker threads: at most {} shards (the shard is named in a byte of each connection ID)",
+                crate::shard::MAX_SHARDS
+            )));
+        }
         let log_format = args.log_format.or(file.log_format).unwrap_or(d.log_format);
         if log_format != "text" && log_format != "json" {
             return Err(ConfigError::Invalid(format!(
@@ -300,6 +337,8 @@ impl Config {
                 .or(file.udp_buffer_bytes)
                 .unwrap_or(d.udp_buffer_bytes),
             worker_threads,
+            ack_every: args.ack_every.or(file.ack_every).unwrap_or(d.ack_every),
+            runtime,
             forwarder: args.forwarder.or(file.forwarder).unwrap_or(d.forwarder),
             log_format,
             web_dir: args.web_dir.or(file.web_dir).unwrap_or(d.web_dir),
@@ -400,7 +439,7 @@ mod tests {
         let path = dir.join("relay.toml");
         std::fs::write(
             &path,
-            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\nforwarder = \"transport\"\n",
+            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\nforwarder = \"transport\"\nruntime = \"shared\"\n",
         )
         .unwrap();
         let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap()]);
@@ -409,6 +448,7 @@ mod tests {
         assert_eq!(c.max_subscriptions_per_session, 8);
         assert_eq!(c.worker_threads, Some(1));
         assert_eq!(c.forwarder, Forwarder::Transport);
+        assert_eq!(c.runtime, RuntimeMode::Shared);
         let args = Args::parse_from([
             "moqcast-relay",
             "--config",
@@ -433,6 +473,8 @@ mod tests {
         assert_eq!(c.worker_threads, None, "one per core unless set");
         assert_eq!(c.udp_buffer_bytes, 0, "the system's buffer unless set");
         assert_eq!(c.forwarder, Forwarder::Direct);
+        assert_eq!(c.runtime, RuntimeMode::Sharded);
+        assert_eq!(c.ack_every, 10);
         // The environment variables are declared on the flags.
         let cmd = <Args as clap::CommandFactory>::command();
         for (flag, env) in [
@@ -445,6 +487,8 @@ mod tests {
             ("worker_threads", "MOQCAST_WORKER_THREADS"),
             ("udp_buffer_bytes", "MOQCAST_UDP_BUFFER_BYTES"),
             ("forwarder", "MOQCAST_FORWARDER"),
+            ("runtime", "MOQCAST_RUNTIME"),
+            ("ack_every", "MOQCAST_ACK_EVERY"),
         ] {
             let arg = cmd.get_arguments().find(|a| a.get_id() == flag).unwrap();
             assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env));
@@ -468,6 +512,8 @@ mod tests {
         assert_eq!(c.subscriber_backlog_bytes, d.subscriber_backlog_bytes);
         assert_eq!(c.udp_buffer_bytes, d.udp_buffer_bytes);
         assert_eq!(c.forwarder, d.forwarder);
+        assert_eq!(c.runtime, d.runtime);
+        assert_eq!(c.ack_every, d.ack_every);
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct TrackCache {
     pub name: String,
     inner: Mutex<Inner>,
     changed: watch::Sender<u64>,
+    /// Per shard, the local copy of `changed` its pumps wait on ([`TrackCache::subscribe`]).
+    shard_changed: Mutex<Vec<Weak<watch::Sender<u64>>>>,
     metrics: Arc<Metrics>,
     upstream_task: Mutex<Option<tokio::task::AbortHandle>>,
     /// Set when the upstream ingest finished.
@@ -116,6 +118,7 @@ impl TrackCache {
                 delivery: None,
             }),
             changed: watch::channel(0).0,
+            shard_changed: Mutex::new(Vec::new()),
             metrics,
             upstream_task: Mutex::new(None),
             ingest_done: Arc::new(watch::channel(false).0),
@@ -124,6 +127,43 @@ impl TrackCache {
         });
         cache.budget.register(&cache);
         cache
+    }
+
+    /// A receiver of the cache's change counter for a pump. On a shard's thread it is the
+    /// shard's local copy: one task per shard and track waits on the cache and wakes the
+    /// shard's pumps, so a push from another shard wakes that shard's thread once, not once
+    /// per pump (a wake from another thread costs the woken runtime an eventfd write).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        let Some(shard) = crate::shard::current() else {
+            return self.changed.subscribe();
+        };
+        let mut locals = self.shard_changed.lock().expect("poisoned");
+        if locals.len() <= shard {
+            locals.resize_with(shard + 1, Weak::new);
+        }
+        if let Some(local) = locals[shard].upgrade() {
+            return local.subscribe();
+        }
+        let mut upstream = self.changed.subscribe();
+        let local = Arc::new(watch::channel(*upstream.borrow_and_update()).0);
+        locals[shard] = Arc::downgrade(&local);
+        let rx = local.subscribe();
+        // Ends when the shard's last pump of this track drops its receiver (`closed` re-checks,
+        // so a pump subscribing meanwhile keeps it), or when the cache goes.
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    res = upstream.changed() => {
+                        if res.is_err() {
+                            break;
+                        }
+                        local.send_replace(*upstream.borrow_and_update());
+                    }
+                    () = local.closed() => break,
+                }
+            }
+        });
+        rx
     }
 
     /// Changes the cache under its lock, keeps the byte gauge and eviction counter current,
@@ -232,16 +272,20 @@ impl TrackCache {
     }
 
     /// Starts reading `reader` (an upstream track) into this cache, driving `driver` (the
-    /// upstream SUBSCRIBE request) alongside. The task belongs to the cache: dropping the
-    /// last handle cancels it.
-    pub fn spawn_upstream<F>(self: &Arc<Self>, reader: serve::TrackReader, driver: F)
-    where
+    /// upstream SUBSCRIBE request) alongside, on `runtime` (the publisher's shard) or else the
+    /// current one. The task belongs to the cache: dropping the last handle cancels it.
+    pub fn spawn_upstream<F>(
+        self: &Arc<Self>,
+        runtime: Option<&tokio::runtime::Handle>,
+        reader: serve::TrackReader,
+        driver: F,
+    ) where
         F: std::future::Future<Output = Result<(), serve::ServeError>> + Send + 'static,
     {
         let weak = Arc::downgrade(self);
         let span = tracing::info_span!("upstream", broadcast = %self.broadcast, track = %self.name);
         let done = self.ingest_done.clone();
-        let task = tokio::spawn(tracing::Instrument::instrument(
+        let task = tracing::Instrument::instrument(
             async move {
                 let ingest = ingest(weak.clone(), reader);
                 tokio::pin!(ingest);
@@ -266,7 +310,11 @@ impl TrackCache {
                 }
             },
             span,
-        ));
+        );
+        let task = match runtime {
+            Some(runtime) => runtime.spawn(task),
+            None => tokio::spawn(task),
+        };
         *self.upstream_task.lock().expect("poisoned") = Some(task.abort_handle());
     }
 
@@ -865,7 +913,7 @@ pub async fn pump(
     backlog: Arc<Backlog>,
 ) -> Result<(), serve::ServeError> {
     let metrics = cache.metrics.clone();
-    let mut rx = cache.changed.subscribe();
+    let mut rx = cache.subscribe();
     let mut open: Vec<OpenGroup> = Vec::new();
     // Finished direct streams whose last bytes QUIC has not taken yet.
     let mut draining: Vec<DirectStream> = Vec::new();

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod session;
+pub mod shard;
 pub mod tls;
 pub mod udp;
 
@@ -22,7 +23,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -48,8 +49,20 @@ pub struct RelayState {
 /// A bound relay, ready to run.
 pub struct Relay {
     state: Arc<RelayState>,
-    endpoint: quinn::Endpoint,
+    quic: Quic,
+    quic_addr: SocketAddr,
     http: tokio::net::TcpListener,
+}
+
+/// The relay's QUIC side, by `--runtime`.
+enum Quic {
+    /// One endpoint on the caller's (multi-threaded) runtime.
+    Shared(quinn::Endpoint),
+    /// One socket per shard, each made an endpoint on its shard's thread ([`shard`]).
+    Sharded {
+        sockets: Vec<std::net::UdpSocket>,
+        server: quinn::ServerConfig,
+    },
 }
 
 impl Relay {
@@ -66,9 +79,25 @@ impl Relay {
         transport.max_concurrent_uni_streams(config.max_streams.into());
         transport
             .max_concurrent_bidi_streams(config.max_streams.min(limits::MAX_BIDI_STREAMS).into());
+        if let Some(ack) = ack_frequency(config.ack_every) {
+            transport.ack_frequency_config(Some(ack));
+        }
         server.transport_config(Arc::new(transport));
-        let (socket, buffers) = udp::bind(config.bind, config.udp_buffer_bytes)
-            .with_context(|| format!("could not bind UDP {}", config.bind))?;
+        let shards = match config.runtime {
+            config::RuntimeMode::Shared => 1,
+            config::RuntimeMode::Sharded => config
+                .worker_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .min(shard::MAX_SHARDS),
+        };
+        let (sockets, buffers) = match config.runtime {
+            config::RuntimeMode::Shared => udp::bind(config.bind, config.udp_buffer_bytes)
+                .map(|(socket, buffers)| (vec![socket], buffers)),
+            config::RuntimeMode::Sharded => {
+                udp::bind_group(config.bind, config.udp_buffer_bytes, shards)
+            }
+        }
+        .with_context(|| format!("could not bind UDP {}", config.bind))?;
         if config.udp_buffer_bytes > 0 && !udp::granted(buffers.recv, config.udp_buffer_bytes) {
             tracing::warn!(
                 asked = config.udp_buffer_bytes,
@@ -80,20 +109,36 @@ impl Relay {
         tracing::debug!(
             recv = buffers.recv,
             send = buffers.send,
+            shards = sockets.len(),
             "UDP socket buffers"
         );
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server),
-            socket,
-            quinn::default_runtime().context("no async runtime for QUIC")?,
-        )
-        .with_context(|| format!("could not serve QUIC on UDP {}", config.bind))?;
+        let quic_addr = sockets[0].local_addr().context("QUIC socket address")?;
+        let quic = match config.runtime {
+            config::RuntimeMode::Shared => {
+                let socket = sockets.into_iter().next().expect("one socket");
+                Quic::Shared(
+                    quinn::Endpoint::new(
+                        quinn::EndpointConfig::default(),
+                        Some(server),
+                        socket,
+                        quinn::default_runtime().context("no async runtime for QUIC")?,
+                    )
+                    .with_context(|| format!("could not serve QUIC on UDP {}", config.bind))?,
+                )
+            }
+            config::RuntimeMode::Sharded => {
+                if shards > 1 {
+                    // Without it a client whose address changes loses its connection, so the
+                    // relay does not start without it.
+                    shard::attach_steering(&sockets[0], shards)
+                        .context("could not attach the shard steering program (SO_ATTACH_REUSEPORT_CBPF); --runtime shared does without")?;
+                }
+                Quic::Sharded { sockets, server }
+            }
+        };
         // With port 0 the system picked one: record it, so the HTTP side can tell viewers.
         let mut config = config;
-        config
-            .bind
-            .set_port(endpoint.local_addr().context("QUIC socket address")?.port());
+        config.bind.set_port(quic_addr.port());
         let http = tokio::net::TcpListener::bind(config.http_bind)
             .await
             .with_context(|| format!("could not bind TCP {}", config.http_bind))?;
@@ -109,13 +154,14 @@ impl Relay {
         });
         Ok(Self {
             state,
-            endpoint,
+            quic,
+            quic_addr,
             http,
         })
     }
 
     pub fn quic_addr(&self) -> SocketAddr {
-        self.endpoint.local_addr().expect("bound")
+        self.quic_addr
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -126,13 +172,11 @@ impl Relay {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, closes sessions (GOAWAY-free
-    /// close with code 0 "shutting down") and returns.
+    /// Serves until `shutdown` resolves (or a shard fails), then stops accepting, closes
+    /// sessions (code 0 "relay shutting down") and returns.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         let Relay {
-            state,
-            endpoint,
-            http,
+            state, quic, http, ..
         } = self;
         let cancel = CancellationToken::default();
         let http_task = {
@@ -144,38 +188,110 @@ impl Relay {
                     .await;
             })
         };
-        let mut sessions = tokio::task::JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                incoming = endpoint.accept() => {
-                    let Some(incoming) = incoming else { break };
-                    // Connections still in their handshake hold a slot too, so a burst of new
-                    // connections cannot overshoot the limit.
-                    let Some(slot) = state.sessions.try_acquire() else {
-                        state.metrics.sessions_rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(peer = %incoming.remote_address(), limit = state.config.max_sessions, "session limit reached: refusing connection");
-                        incoming.refuse();
-                        continue;
-                    };
-                    let state = state.clone();
-                    sessions.spawn(async move {
-                        accept(state, incoming).await;
-                        drop(slot);
-                    });
-                }
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                () = &mut shutdown => break,
+        let res = match quic {
+            Quic::Shared(endpoint) => {
+                serve(state, endpoint, shutdown).await;
+                Ok(())
             }
-        }
-        tracing::info!("shutting down: closing sessions");
-        endpoint.close(0u32.into(), b"relay shutting down");
-        sessions.abort_all();
+            Quic::Sharded { sockets, server } => {
+                let shards = sockets.len();
+                let sockets: Vec<_> = sockets.into_iter().map(|s| Mutex::new(Some(s))).collect();
+                let stop = CancellationToken::default();
+                let (done_tx, mut done) = tokio::sync::mpsc::channel(shards);
+                let serve_shard = {
+                    let stop = stop.clone();
+                    move |i: usize| {
+                        let socket = sockets[i].lock().expect("poisoned").take();
+                        let (state, server, stop) = (state.clone(), server.clone(), stop.clone());
+                        async move {
+                            let socket = socket.context("shard socket taken twice")?;
+                            let endpoint = quinn::Endpoint::new(
+                                shard::endpoint_config(i, shards),
+                                Some(server),
+                                socket,
+                                Arc::new(quinn::TokioRuntime),
+                            )
+                            .context("could not serve QUIC")?;
+                            let span = tracing::info_span!("shard", shard = i);
+                            tracing::Instrument::instrument(
+                                serve(state, endpoint, stop.cancelled()),
+                                span,
+                            )
+                            .await;
+                            Ok(())
+                        }
+                    }
+                };
+                shard::spawn(shards, serve_shard, done_tx)
+                    .context("could not start the shard threads")?;
+                let mut res = Ok(());
+                tokio::select! {
+                    () = shutdown => {}
+                    Some((i, r)) = done.recv() => {
+                        // A shard that ends on its own failed: stop the others too.
+                        res = r.with_context(|| format!("shard {i} stopped"));
+                    }
+                }
+                stop.cancel();
+                while done.recv().await.is_some() {}
+                res
+            }
+        };
         cancel.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         let _ = http_task.await;
-        Ok(())
+        res
     }
+}
+
+/// What the relay asks its peers for with the QUIC ACK frequency extension
+/// (draft-ietf-quic-ack-frequency, which quinn peers support): an acknowledgement every `every`
+/// ack-eliciting packets instead of every 2, still at least every max_ack_delay (the peer's, 25
+/// ms by default) and at once on reordering. A subscriber's acknowledgements are most of what
+/// the relay receives; at 300 subscribers this halved the relay's receive calls and cut its CPU
+/// per Gbit/s by about a sixth (docs/BENCHMARKS.md). `None` for 2 or less: QUIC's default.
+pub fn ack_frequency(every: u32) -> Option<quinn::AckFrequencyConfig> {
+    if every <= 2 {
+        return None;
+    }
+    let mut ack = quinn::AckFrequencyConfig::default();
+    ack.ack_eliciting_threshold((every - 1).into());
+    Some(ack)
+}
+
+/// Accepts and serves sessions on `endpoint` until `shutdown` resolves, then closes them all.
+async fn serve(
+    state: Arc<RelayState>,
+    endpoint: quinn::Endpoint,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut sessions = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                // Connections still in their handshake hold a slot too, so a burst of new
+                // connections cannot overshoot the limit.
+                let Some(slot) = state.sessions.try_acquire() else {
+                    state.metrics.sessions_rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = %incoming.remote_address(), limit = state.config.max_sessions, "session limit reached: refusing connection");
+                    incoming.refuse();
+                    continue;
+                };
+                let state = state.clone();
+                sessions.spawn(async move {
+                    accept(state, incoming).await;
+                    drop(slot);
+                });
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down: closing sessions");
+    endpoint.close(0u32.into(), b"relay shutting down");
+    sessions.abort_all();
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
 async fn accept(state: Arc<RelayState>, incoming: quinn::Incoming) {

@@ -10,11 +10,21 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let config = Config::resolve(Args::parse())?;
     init_tracing(&config.log_format);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // Sharded: the shards run sessions on their own threads (moqcast_relay::shard), this
+    // runtime only the HTTP side and signals.
+    let mut runtime = match config.runtime {
+        moqcast_relay::config::RuntimeMode::Sharded => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        moqcast_relay::config::RuntimeMode::Shared => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = config.worker_threads {
+                runtime.worker_threads(n);
+            }
+            runtime
+        }
+    };
     runtime.enable_all();
-    if let Some(n) = config.worker_threads {
-        runtime.worker_threads(n);
-    }
     runtime.build()?.block_on(async move {
         let relay = Relay::bind(config).await?;
         let state = relay.state();

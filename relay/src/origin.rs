@@ -36,6 +36,9 @@ pub struct Broadcast {
     prefix: moq::transport::coding::TrackNamespacePrefix,
     pub session: u64,
     upstream: Option<Subscriber>,
+    /// The runtime of the publisher's session (its shard): tracks read from it are ingested
+    /// there, next to the publisher's connection.
+    runtime: Option<tokio::runtime::Handle>,
     /// Keyed by (full namespace path, track name): a subscriber may ask for a namespace below
     /// the announced one (prefix routing).
     tracks: Mutex<HashMap<(String, String), Weak<TrackCache>>>,
@@ -122,6 +125,7 @@ impl Origin {
     }
 
     /// Registers a broadcast announced by `session`; replaces an older one of the same path.
+    /// Called on the publisher's session, whose runtime then ingests the broadcast's tracks.
     pub fn announce(
         &self,
         namespace: TrackNamespace,
@@ -135,6 +139,7 @@ impl Origin {
             namespace: namespace.clone(),
             session,
             upstream,
+            runtime: tokio::runtime::Handle::try_current().ok(),
             tracks: Mutex::new(HashMap::new()),
             pushed: Mutex::new(HashMap::new()),
         });
@@ -261,7 +266,7 @@ impl Origin {
         let (writer, reader) = serve::Track::new(namespace.clone(), name).produce();
         let mut upstream = upstream;
         let weak = Arc::downgrade(&cache);
-        cache.spawn_upstream(reader, async move {
+        cache.spawn_upstream(b.runtime.as_ref(), reader, async move {
             let subscription = upstream.subscribe_open(writer).await?;
             if let Some(c) = weak.upgrade() {
                 c.accept();
@@ -287,7 +292,7 @@ impl Origin {
             _ => self.announce(namespace.clone(), session, None),
         };
         let cache = TrackCache::new(&path, name, self.limits, self.budget.clone());
-        cache.spawn_upstream(reader, std::future::pending());
+        cache.spawn_upstream(b.runtime.as_ref(), reader, std::future::pending());
         cache.accept();
         if let Some(old) = b
             .pushed

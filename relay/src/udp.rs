@@ -29,7 +29,33 @@ pub struct Buffers {
 /// as quic-go does. Returns the socket and the sizes it has; getting less than asked is not an
 /// error.
 pub fn bind(addr: SocketAddr, buffer: usize) -> io::Result<(UdpSocket, Buffers)> {
+    bind_one(addr, buffer, false)
+}
+
+/// Binds `n` sockets to the same address with `SO_REUSEPORT` (a group the kernel spreads
+/// incoming datagrams over), each as [`bind`] does. With port 0 the first socket picks the port
+/// and the others join it. The sockets are in the group's order: index `i` is the socket a
+/// reuseport steering program ([`crate::shard`]) selects with `i`.
+pub fn bind_group(
+    addr: SocketAddr,
+    buffer: usize,
+    n: usize,
+) -> io::Result<(Vec<UdpSocket>, Buffers)> {
+    let (first, buffers) = bind_one(addr, buffer, true)?;
+    let mut addr = addr;
+    addr.set_port(first.local_addr()?.port());
+    let mut sockets = vec![first];
+    for _ in 1..n {
+        sockets.push(bind_one(addr, buffer, true)?.0);
+    }
+    Ok((sockets, buffers))
+}
+
+fn bind_one(addr: SocketAddr, buffer: usize, reuse_port: bool) -> io::Result<(UdpSocket, Buffers)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        set_int(&socket, libc::SO_REUSEPORT, 1)?;
+    }
     if let SocketAddr::V6(v6) = addr {
         if v6.ip().is_unspecified() {
             // `[::]` also takes IPv4, whatever net.ipv6.bindv6only says.
@@ -40,7 +66,8 @@ pub fn bind(addr: SocketAddr, buffer: usize) -> io::Result<(UdpSocket, Buffers)>
         // Failures leave the default: the relay works, only with more drops under load.
         let _ = socket.set_recv_buffer_size(buffer);
         if !granted(socket.recv_buffer_size().unwrap_or(0), buffer) {
-            let _ = force(&socket, libc::SO_RCVBUFFORCE, buffer);
+            // Past the system limit: needs CAP_NET_ADMIN.
+            let _ = set_int(&socket, libc::SO_RCVBUFFORCE, buffer);
         }
     }
     socket.bind(&addr.into())?;
@@ -57,10 +84,10 @@ pub fn granted(reported: usize, asked: usize) -> bool {
     reported >= asked.saturating_mul(2)
 }
 
-/// Sets a buffer size past the system limit (needs `CAP_NET_ADMIN`).
-fn force(socket: &Socket, option: libc::c_int, size: usize) -> io::Result<()> {
+/// Sets an integer `SOL_SOCKET` option.
+fn set_int(socket: &Socket, option: libc::c_int, value: usize) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    let size = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
     // SAFETY: a valid socket descriptor, and a pointer to a c_int with its exact length.
     let rc = unsafe {
         libc::setsockopt(

@@ -507,6 +507,65 @@ async fn unknown_tracks_of_a_broadcast_are_refused_promptly() {
     relay.stop().await;
 }
 
+/// A client whose address changes mid-session (NAT rebinding, a new network) keeps its
+/// session although the relay serves from 4 shards, each with its own socket on the port: the
+/// new 4-tuple hashes to any of them, and only the connection-ID steering brings the packets
+/// to the shard that holds the connection (moqcast_relay::shard). Without it, each of the 8
+/// moves would lose the session with probability 3/4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_survive_client_address_changes_across_shards() {
+    init_tracing();
+    let relay = TestRelay::start(&["--worker-threads", "4"]).await;
+    let url: url::Url = relay.url("moqt").parse().unwrap();
+    let (publishing, mut tracks) = publish_tracks(&relay, &url, "moving", &["v"]).await;
+
+    let client = Client::new(&insecure()).unwrap();
+    let conn = client.connect(&url).await.unwrap();
+    let quic = conn.quic.clone();
+    let session = tokio::spawn(conn.session.run());
+    let (mut sub, driver) = moq::TrackSubscription::new(&conn.subscriber, "moving", "v");
+    let driver = tokio::spawn(driver);
+    let state = relay.state.clone();
+    eventually("the subscription upstream", || {
+        state.metrics.tracks.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let mut ports = std::collections::HashSet::new();
+    for round in 0..8u8 {
+        if round > 0 {
+            let socket = std::net::UdpSocket::bind("[::]:0")
+                .or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))
+                .unwrap();
+            ports.insert(socket.local_addr().unwrap().port());
+            client.rebind(socket).unwrap();
+        }
+        tracks[0].start_group().unwrap();
+        tracks[0]
+            .write(Default::default(), Bytes::from(vec![round; 1000]))
+            .unwrap();
+        let object = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("no object after address change {round}"))
+            .expect("the track reads")
+            .expect("the track goes on");
+        assert_eq!(
+            object.payload,
+            Bytes::from(vec![round; 1000]),
+            "round {round}"
+        );
+    }
+    assert_eq!(ports.len(), 7, "every move used a new port");
+    assert!(quic.close_reason().is_none(), "the session is still up");
+    assert_eq!(
+        relay.state.metrics.session_errors.load(Ordering::Relaxed),
+        0
+    );
+    driver.abort();
+    session.abort();
+    publishing.abort();
+    relay.stop().await;
+}
+
 /// The relay binary stops cleanly on SIGTERM (graceful shutdown), closing its sessions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_binary_shuts_down_on_sigterm() {
