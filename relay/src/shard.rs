@@ -81,7 +81,7 @@ pub fn endpoint_config(shard: usize, shards: usize) -> quinn::EndpointConfig {
 }
 
 // Classic BPF opcodes (linux/bpf_common.h).
-const BPF_LD_B_ABS: u16 = 0x00 | 0x10 | 0x20;
+const BPF_LD_B_ABS: u16 = 0x10 | 0x20; // BPF_LD (0) | BPF_B | BPF_ABS
 const BPF_JMP_JSET_K: u16 = 0x05 | 0x40;
 const BPF_ALU_MOD_K: u16 = 0x04 | 0x90;
 const BPF_RET_A: u16 = 0x06 | 0x10;
@@ -223,12 +223,12 @@ mod tests {
         }
         for client in 0..6 {
             let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-            for target in 0..shards {
+            for (target, shard) in sockets.iter().enumerate() {
                 let first = tag(client * 37 + target as u8, target as u8, shards as u8);
                 let packet = [0x40, first, client, target as u8];
                 socket.send_to(&packet, addr).unwrap();
                 let mut buf = [0u8; 16];
-                let (n, _) = sockets[target].recv_from(&mut buf).unwrap();
+                let (n, _) = shard.recv_from(&mut buf).unwrap();
                 assert_eq!(&buf[..n], &packet, "client {client} to shard {target}");
             }
         }

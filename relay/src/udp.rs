@@ -36,11 +36,19 @@ pub fn bind(addr: SocketAddr, buffer: usize) -> io::Result<(UdpSocket, Buffers)>
 /// incoming datagrams over), each as [`bind`] does. With port 0 the first socket picks the port
 /// and the others join it. The sockets are in the group's order: index `i` is the socket a
 /// reuseport steering program ([`crate::shard`]) selects with `i`.
+///
+/// A port some other socket holds is refused (`AddrInUse`), even when that socket has
+/// `SO_REUSEPORT` too: a second relay started on the same port by mistake would otherwise join
+/// the group and take a share of the first one's datagrams.
 pub fn bind_group(
     addr: SocketAddr,
     buffer: usize,
     n: usize,
 ) -> io::Result<(Vec<UdpSocket>, Buffers)> {
+    if addr.port() != 0 {
+        // A plain bind fails on a port any socket holds; the probe is closed at once.
+        drop(bind_one(addr, 0, false)?);
+    }
     let (first, buffers) = bind_one(addr, buffer, true)?;
     let mut addr = addr;
     addr.set_port(first.local_addr()?.port());
@@ -129,6 +137,18 @@ mod tests {
             );
         }
         assert_eq!(big.send, default.send, "the send buffer is left as it is");
+    }
+
+    #[test]
+    fn a_group_shares_its_port_and_refuses_a_second_group_on_it() {
+        let (group, _) = bind_group((Ipv4Addr::LOCALHOST, 0).into(), 0, 3).unwrap();
+        let addr = group[0].local_addr().unwrap();
+        assert!(group.iter().all(|s| s.local_addr().unwrap() == addr));
+        let err = bind_group(addr, 0, 2).expect_err("a second relay on the same port");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(group);
+        let (again, _) = bind_group(addr, 0, 2).expect("the port is free again");
+        assert_eq!(again.len(), 2);
     }
 
     #[test]
