@@ -73,14 +73,10 @@ pub struct Args {
     /// the worker threads of one multi-threaded runtime.
     #[arg(long, env = "MOQCAST_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
-    /// Ask peers to acknowledge every N packets (QUIC ACK frequency extension; still at
-    /// least every 25 ms and at once on reordering). 2 or less: QUIC's default, every 2.
-    #[arg(long, env = "MOQCAST_ACK_EVERY")]
-    pub ack_every: Option<u32>,
-    /// How sessions map to threads: "sharded" (default: one single-threaded runtime, UDP
-    /// socket and QUIC endpoint per thread, a session stays on one) or "shared" (one
-    /// multi-threaded runtime and one socket; about a fifth more CPU per Gbit/s,
-    /// docs/BENCHMARKS.md).
+    /// How sessions map to threads: "shared" (default: one multi-threaded runtime and one
+    /// socket) or "sharded" (one single-threaded runtime, UDP socket and QUIC endpoint per
+    /// thread, a session stays on one; about a fifth less CPU per Gbit/s at 1 subscriber and
+    /// 5-10% more at 300 on a 2-core machine, docs/BENCHMARKS.md).
     #[arg(long, env = "MOQCAST_RUNTIME", value_enum)]
     pub runtime: Option<RuntimeMode>,
     /// Who writes subscribers' subgroup streams: "direct" (the relay itself, one hand-over to
@@ -117,7 +113,6 @@ pub struct FileConfig {
     pub subscriber_backlog_bytes: Option<u64>,
     pub udp_buffer_bytes: Option<usize>,
     pub worker_threads: Option<usize>,
-    pub ack_every: Option<u32>,
     pub runtime: Option<RuntimeMode>,
     pub forwarder: Option<Forwarder>,
     pub log_format: Option<String>,
@@ -128,11 +123,11 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeMode {
-    /// Thread-per-core shards on one `SO_REUSEPORT` port.
-    #[default]
-    Sharded,
     /// One multi-threaded runtime, one socket.
+    #[default]
     Shared,
+    /// Thread-per-core shards on one `SO_REUSEPORT` port.
+    Sharded,
 }
 
 /// Who writes subscribers' subgroup streams (see `--forwarder`).
@@ -163,8 +158,6 @@ pub struct Config {
     pub udp_buffer_bytes: usize,
     /// Threads serving QUIC; `None`: one per core.
     pub worker_threads: Option<usize>,
-    /// Packets a peer may receive before it acknowledges (QUIC ACK frequency extension).
-    pub ack_every: u32,
     pub runtime: RuntimeMode,
     pub forwarder: Forwarder,
     pub log_format: String,
@@ -213,8 +206,7 @@ impl Default for Config {
             subscriber_backlog_bytes: 4 * 1024 * 1024,
             udp_buffer_bytes: 0,
             worker_threads: None,
-            ack_every: 10,
-            runtime: RuntimeMode::Sharded,
+            runtime: RuntimeMode::Shared,
             forwarder: Forwarder::Direct,
             log_format: "text".into(),
             web_dir: default_web_dir(),
@@ -337,7 +329,6 @@ impl Config {
                 .or(file.udp_buffer_bytes)
                 .unwrap_or(d.udp_buffer_bytes),
             worker_threads,
-            ack_every: args.ack_every.or(file.ack_every).unwrap_or(d.ack_every),
             runtime,
             forwarder: args.forwarder.or(file.forwarder).unwrap_or(d.forwarder),
             log_format,
@@ -439,7 +430,7 @@ mod tests {
         let path = dir.join("relay.toml");
         std::fs::write(
             &path,
-            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\nforwarder = \"transport\"\nruntime = \"shared\"\n",
+            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\nforwarder = \"transport\"\nruntime = \"sharded\"\n",
         )
         .unwrap();
         let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap()]);
@@ -448,7 +439,7 @@ mod tests {
         assert_eq!(c.max_subscriptions_per_session, 8);
         assert_eq!(c.worker_threads, Some(1));
         assert_eq!(c.forwarder, Forwarder::Transport);
-        assert_eq!(c.runtime, RuntimeMode::Shared);
+        assert_eq!(c.runtime, RuntimeMode::Sharded);
         let args = Args::parse_from([
             "moqcast-relay",
             "--config",
@@ -473,8 +464,7 @@ mod tests {
         assert_eq!(c.worker_threads, None, "one per core unless set");
         assert_eq!(c.udp_buffer_bytes, 0, "the system's buffer unless set");
         assert_eq!(c.forwarder, Forwarder::Direct);
-        assert_eq!(c.runtime, RuntimeMode::Sharded);
-        assert_eq!(c.ack_every, 10);
+        assert_eq!(c.runtime, RuntimeMode::Shared);
         // The environment variables are declared on the flags.
         let cmd = <Args as clap::CommandFactory>::command();
         for (flag, env) in [
@@ -488,7 +478,6 @@ mod tests {
             ("udp_buffer_bytes", "MOQCAST_UDP_BUFFER_BYTES"),
             ("forwarder", "MOQCAST_FORWARDER"),
             ("runtime", "MOQCAST_RUNTIME"),
-            ("ack_every", "MOQCAST_ACK_EVERY"),
         ] {
             let arg = cmd.get_arguments().find(|a| a.get_id() == flag).unwrap();
             assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env));
@@ -513,7 +502,6 @@ mod tests {
         assert_eq!(c.udp_buffer_bytes, d.udp_buffer_bytes);
         assert_eq!(c.forwarder, d.forwarder);
         assert_eq!(c.runtime, d.runtime);
-        assert_eq!(c.ack_every, d.ack_every);
     }
 
     #[test]

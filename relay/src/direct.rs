@@ -89,6 +89,14 @@ enum Route {
 }
 
 fn route(head: &[u8], direct: &DirectAliases) -> Route {
+    // moq-transport's decoder logs an ERROR for a type it does not know; only subgroup types
+    // matter here, so anything else is passed on without asking it.
+    match u64::decode(&mut &head[..]) {
+        Ok(kind) if is_subgroup_type(kind) => {}
+        Ok(_) => return Route::Wire,
+        Err(moqcast_media::moq::transport::coding::DecodeError::More(_)) => return Route::NeedMore,
+        Err(_) => return Route::Wire,
+    }
     let mut buf = head;
     let kind = match StreamHeaderType::decode(&mut buf) {
         Ok(kind) => kind,
@@ -104,6 +112,12 @@ fn route(head: &[u8], direct: &DirectAliases) -> Route {
         Err(moqcast_media::moq::transport::coding::DecodeError::More(_)) => Route::NeedMore,
         Err(_) => Route::Wire,
     }
+}
+
+/// Whether `kind` is one of draft-18's SUBGROUP_HEADER types (0x10-0x1D, 0x30-0x3D, 0x50-0x5D,
+/// 0x70-0x7D; bits 0x20 and 0x40 are flags).
+fn is_subgroup_type(kind: u64) -> bool {
+    matches!(kind & !0x60, 0x10..=0x1d)
 }
 
 /// The session moq-transport sees: the real one, with [`Stream`] for unidirectional streams.
@@ -302,6 +316,18 @@ mod tests {
         // FETCH streams (type 0x05) and unknown types always go on the wire.
         assert_eq!(route(&[0x05, 0x01], &direct), Route::Wire);
         assert_eq!(route(&[0x3f], &direct), Route::Wire);
+        assert_eq!(route(&[0x6f, 0x00], &direct), Route::Wire);
+        assert_eq!(
+            route(&[0x6f], &direct),
+            Route::NeedMore,
+            "half a 2-byte varint"
+        );
+        for kind in [0x10, 0x1d, 0x30, 0x3d, 0x50, 0x5d, 0x70, 0x7d] {
+            assert!(is_subgroup_type(kind), "{kind:#x}");
+        }
+        for kind in [0x05, 0x0f, 0x1e, 0x2f, 0x20, 0x40, 0x7e, 0x2f00] {
+            assert!(!is_subgroup_type(kind), "{kind:#x}");
+        }
         drop(guard);
         assert_eq!(
             route(&ours, &direct),

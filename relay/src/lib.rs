@@ -79,9 +79,6 @@ impl Relay {
         transport.max_concurrent_uni_streams(config.max_streams.into());
         transport
             .max_concurrent_bidi_streams(config.max_streams.min(limits::MAX_BIDI_STREAMS).into());
-        if let Some(ack) = ack_frequency(config.ack_every) {
-            transport.ack_frequency_config(Some(ack));
-        }
         server.transport_config(Arc::new(transport));
         let shards = match config.runtime {
             config::RuntimeMode::Shared => 1,
@@ -241,21 +238,6 @@ impl Relay {
         let _ = http_task.await;
         res
     }
-}
-
-/// What the relay asks its peers for with the QUIC ACK frequency extension
-/// (draft-ietf-quic-ack-frequency, which quinn peers support): an acknowledgement every `every`
-/// ack-eliciting packets instead of every 2, still at least every max_ack_delay (the peer's, 25
-/// ms by default) and at once on reordering. A subscriber's acknowledgements are most of what
-/// the relay receives; at 300 subscribers this halved the relay's receive calls and cut its CPU
-/// per Gbit/s by about a sixth (docs/BENCHMARKS.md). `None` for 2 or less: QUIC's default.
-pub fn ack_frequency(every: u32) -> Option<quinn::AckFrequencyConfig> {
-    if every <= 2 {
-        return None;
-    }
-    let mut ack = quinn::AckFrequencyConfig::default();
-    ack.ack_eliciting_threshold((every - 1).into());
-    Some(ack)
 }
 
 /// Accepts and serves sessions on `endpoint` until `shutdown` resolves, then closes them all.

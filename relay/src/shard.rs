@@ -1,4 +1,4 @@
-//! Thread-per-core QUIC serving (`--runtime sharded`, the default).
+//! Thread-per-core QUIC serving (`--runtime sharded`; the default is one shared runtime).
 //!
 //! The relay runs one *shard* per worker thread: a single-threaded tokio runtime with its own
 //! UDP socket and its own quinn endpoint, all sockets bound to the same port with
@@ -6,7 +6,9 @@
 //! connection, its moq-transport tasks and its subscribers' pumps, so the per-object path of a
 //! session never crosses threads. On a multi-threaded runtime the same path woke other worker
 //! threads several times per object, and at low fan-out a third of the relay's CPU was threads
-//! parking and waking (docs/BENCHMARKS.md, "Thread-per-core shards").
+//! parking and waking. On the 2-core bench machine sharding cut CPU per Gbit/s at 1 subscriber
+//! by about a fifth but cost 5-10% at 300 (more, smaller receive calls on more sockets), so it
+//! is not the default (docs/BENCHMARKS.md, "Thread-per-core shards").
 //!
 //! Tracks cross shards through their cache: the ingest of a track runs on its publisher's
 //! shard ([`crate::origin::Broadcast`] keeps that shard's runtime), and a push into the cache

@@ -515,7 +515,7 @@ async fn unknown_tracks_of_a_broadcast_are_refused_promptly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_survive_client_address_changes_across_shards() {
     init_tracing();
-    let relay = TestRelay::start(&["--worker-threads", "4"]).await;
+    let relay = TestRelay::start(&["--runtime", "sharded", "--worker-threads", "4"]).await;
     let url: url::Url = relay.url("moqt").parse().unwrap();
     let (publishing, mut tracks) = publish_tracks(&relay, &url, "moving", &["v"]).await;
 
