@@ -76,7 +76,7 @@ pub struct Args {
     /// How sessions map to threads: "shared" (default: one multi-threaded runtime and one
     /// socket) or "sharded" (one single-threaded runtime, UDP socket and QUIC endpoint per
     /// thread, a session stays on one; about a fifth less CPU per Gbit/s at 1 subscriber and
-    /// 5-10% more at 300 on a 2-core machine, docs/BENCHMARKS.md).
+    /// 5-7% more at 300 on a 2-core machine, docs/BENCHMARKS.md).
     #[arg(long, env = "MOQCAST_RUNTIME", value_enum)]
     pub runtime: Option<RuntimeMode>,
     /// Who writes subscribers' subgroup streams: "direct" (the relay itself, one hand-over to

@@ -7,7 +7,7 @@
 //! session never crosses threads. On a multi-threaded runtime the same path woke other worker
 //! threads several times per object, and at low fan-out a third of the relay's CPU was threads
 //! parking and waking. On the 2-core bench machine sharding cut CPU per Gbit/s at 1 subscriber
-//! by about a fifth but cost 5-10% at 300 (more, smaller receive calls on more sockets), so it
+//! by about a fifth but cost 5-7% at 300 (more, smaller receive calls on more sockets), so it
 //! is not the default (docs/BENCHMARKS.md, "Thread-per-core shards").
 //!
 //! Tracks cross shards through their cache: the ingest of a track runs on its publisher's
