@@ -116,28 +116,13 @@ pub fn steering_program(shards: usize) -> Vec<libc::sock_filter> {
 /// Attaches [`steering_program`] to the reuseport group `socket` belongs to (any member will
 /// do; the program is the group's).
 pub fn attach_steering(socket: &UdpSocket, shards: usize) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let mut program = steering_program(shards);
     let fprog = libc::sock_fprog {
         len: program.len() as libc::c_ushort,
         filter: program.as_mut_ptr(),
     };
-    // SAFETY: a valid socket descriptor, and a sock_fprog pointing at `program`, which outlives
-    // the call (the kernel copies the program).
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            (&fprog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // The kernel copies the program during the call; `program` outlives it.
+    crate::udp::set_option(socket, libc::SO_ATTACH_REUSEPORT_CBPF, &fprog)
 }
 
 thread_local! {

@@ -94,16 +94,27 @@ pub fn granted(reported: usize, asked: usize) -> bool {
 
 /// Sets an integer `SOL_SOCKET` option.
 fn set_int(socket: &Socket, option: libc::c_int, value: usize) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let size = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid socket descriptor, and a pointer to a c_int with its exact length.
+    let value = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
+    set_option(socket, option, &value)
+}
+
+/// Sets a `SOL_SOCKET` option to `value`, passed by pointer with its exact size.
+///
+/// `value` must be what the option expects (a `c_int`, a `sock_fprog` whose program outlives the
+/// call, ...): the kernel reads `size_of::<T>()` bytes from it.
+pub(crate) fn set_option<T>(
+    socket: &impl std::os::fd::AsRawFd,
+    option: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: a valid socket descriptor, and a pointer to a live `T` with its exact length.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
             option,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {
