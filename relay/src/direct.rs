@@ -18,9 +18,7 @@ use std::{
 };
 
 use bytes::{Buf, Bytes, BytesMut};
-use moqcast_media::moq::transport::{
-    coding::Decode, data::StreamHeaderType, reexports::web_transport_trait as wt,
-};
+use moqcast_media::moq::transport::{coding::Decode, reexports::web_transport_trait as wt};
 use tokio::sync::watch;
 use web_transport_quinn as wtq;
 
@@ -89,35 +87,28 @@ enum Route {
 }
 
 fn route(head: &[u8], direct: &DirectAliases) -> Route {
-    // moq-transport's decoder logs an ERROR for a type it does not know; only subgroup types
-    // matter here, so anything else is passed on without asking it.
-    match u64::decode(&mut &head[..]) {
+    use moqcast_media::moq::transport::coding::DecodeError;
+    // The type is read as a plain varint: moq-transport's `StreamHeaderType` decoder logs an
+    // ERROR for every type it does not know, and only subgroup types matter here.
+    let mut buf = head;
+    match u64::decode(&mut buf) {
         Ok(kind) if is_subgroup_type(kind) => {}
         Ok(_) => return Route::Wire,
-        Err(moqcast_media::moq::transport::coding::DecodeError::More(_)) => return Route::NeedMore,
+        Err(DecodeError::More(_)) => return Route::NeedMore,
         Err(_) => return Route::Wire,
-    }
-    let mut buf = head;
-    let kind = match StreamHeaderType::decode(&mut buf) {
-        Ok(kind) => kind,
-        Err(moqcast_media::moq::transport::coding::DecodeError::More(_)) => return Route::NeedMore,
-        Err(_) => return Route::Wire,
-    };
-    if !kind.is_subgroup() {
-        return Route::Wire;
     }
     match u64::decode(&mut buf) {
         Ok(alias) if direct.placeholder(alias) => Route::Placeholder,
         Ok(_) => Route::Wire,
-        Err(moqcast_media::moq::transport::coding::DecodeError::More(_)) => Route::NeedMore,
+        Err(DecodeError::More(_)) => Route::NeedMore,
         Err(_) => Route::Wire,
     }
 }
 
-/// Whether `kind` is one of draft-18's SUBGROUP_HEADER types (0x10-0x1D, 0x30-0x3D, 0x50-0x5D,
-/// 0x70-0x7D; bits 0x20 and 0x40 are flags).
+/// Whether `kind` is one of draft-18's SUBGROUP_HEADER types: 0x10-0x15 and 0x18-0x1D, with
+/// the flags 0x20 (default priority) and 0x40 (first object) in any combination.
 fn is_subgroup_type(kind: u64) -> bool {
-    matches!(kind & !0x60, 0x10..=0x1d)
+    matches!(kind & !0x60, 0x10..=0x15 | 0x18..=0x1d)
 }
 
 /// The session moq-transport sees: the real one, with [`Stream`] for unidirectional streams.
@@ -329,6 +320,15 @@ mod tests {
         }
         for kind in [0x05, 0x0f, 0x1e, 0x2f, 0x20, 0x40, 0x7e, 0x2f00] {
             assert!(!is_subgroup_type(kind), "{kind:#x}");
+        }
+        // The same table as moq-transport's own decoder.
+        for kind in 0u64..0x100 {
+            let mut bytes = bytes::BytesMut::new();
+            moqcast_media::moq::transport::coding::Encode::encode(&kind, &mut bytes).unwrap();
+            let theirs =
+                moqcast_media::moq::transport::data::StreamHeaderType::decode(&mut bytes.freeze())
+                    .is_ok_and(|t| t.is_subgroup());
+            assert_eq!(is_subgroup_type(kind), theirs, "{kind:#x}");
         }
         drop(guard);
         assert_eq!(

@@ -23,7 +23,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::Duration,
 };
@@ -80,21 +80,36 @@ impl Relay {
         transport
             .max_concurrent_bidi_streams(config.max_streams.min(limits::MAX_BIDI_STREAMS).into());
         server.transport_config(Arc::new(transport));
-        let shards = match config.runtime {
-            config::RuntimeMode::Shared => 1,
-            config::RuntimeMode::Sharded => config
-                .worker_threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-                .min(shard::MAX_SHARDS),
-        };
-        let (sockets, buffers) = match config.runtime {
-            config::RuntimeMode::Shared => udp::bind(config.bind, config.udp_buffer_bytes)
-                .map(|(socket, buffers)| (vec![socket], buffers)),
-            config::RuntimeMode::Sharded => {
-                udp::bind_group(config.bind, config.udp_buffer_bytes, shards)
+        let (quic, buffers) = match config.runtime {
+            config::RuntimeMode::Shared => {
+                let (socket, buffers) = udp::bind(config.bind, config.udp_buffer_bytes)
+                    .with_context(|| format!("could not bind UDP {}", config.bind))?;
+                let endpoint = quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    Some(server),
+                    socket,
+                    quinn::default_runtime().context("no async runtime for QUIC")?,
+                )
+                .with_context(|| format!("could not serve QUIC on UDP {}", config.bind))?;
+                (Quic::Shared(endpoint), buffers)
             }
-        }
-        .with_context(|| format!("could not bind UDP {}", config.bind))?;
+            config::RuntimeMode::Sharded => {
+                let shards = config
+                    .worker_threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                    .min(shard::MAX_SHARDS);
+                let (sockets, buffers) =
+                    udp::bind_group(config.bind, config.udp_buffer_bytes, shards)
+                        .with_context(|| format!("could not bind UDP {}", config.bind))?;
+                if shards > 1 {
+                    // Without it a client whose address changes loses its connection, so the
+                    // relay does not start without it.
+                    shard::attach_steering(&sockets[0], shards)
+                        .context("could not attach the shard steering program (SO_ATTACH_REUSEPORT_CBPF); --runtime shared does without")?;
+                }
+                (Quic::Sharded { sockets, server }, buffers)
+            }
+        };
         if config.udp_buffer_bytes > 0 && !udp::granted(buffers.recv, config.udp_buffer_bytes) {
             tracing::warn!(
                 asked = config.udp_buffer_bytes,
@@ -103,36 +118,17 @@ impl Relay {
                  relay CAP_NET_ADMIN"
             );
         }
+        let quic_addr = match &quic {
+            Quic::Shared(endpoint) => endpoint.local_addr(),
+            Quic::Sharded { sockets, .. } => sockets[0].local_addr(),
+        }
+        .context("QUIC socket address")?;
         tracing::debug!(
             recv = buffers.recv,
             send = buffers.send,
-            shards = sockets.len(),
+            %quic_addr,
             "UDP socket buffers"
         );
-        let quic_addr = sockets[0].local_addr().context("QUIC socket address")?;
-        let quic = match config.runtime {
-            config::RuntimeMode::Shared => {
-                let socket = sockets.into_iter().next().expect("one socket");
-                Quic::Shared(
-                    quinn::Endpoint::new(
-                        quinn::EndpointConfig::default(),
-                        Some(server),
-                        socket,
-                        quinn::default_runtime().context("no async runtime for QUIC")?,
-                    )
-                    .with_context(|| format!("could not serve QUIC on UDP {}", config.bind))?,
-                )
-            }
-            config::RuntimeMode::Sharded => {
-                if shards > 1 {
-                    // Without it a client whose address changes loses its connection, so the
-                    // relay does not start without it.
-                    shard::attach_steering(&sockets[0], shards)
-                        .context("could not attach the shard steering program (SO_ATTACH_REUSEPORT_CBPF); --runtime shared does without")?;
-                }
-                Quic::Sharded { sockets, server }
-            }
-        };
         // With port 0 the system picked one: record it, so the HTTP side can tell viewers.
         let mut config = config;
         config.bind.set_port(quic_addr.port());
@@ -192,16 +188,13 @@ impl Relay {
             }
             Quic::Sharded { sockets, server } => {
                 let shards = sockets.len();
-                let sockets: Vec<_> = sockets.into_iter().map(|s| Mutex::new(Some(s))).collect();
                 let stop = CancellationToken::default();
                 let (done_tx, mut done) = tokio::sync::mpsc::channel(shards);
                 let serve_shard = {
                     let stop = stop.clone();
-                    move |i: usize| {
-                        let socket = sockets[i].lock().expect("poisoned").take();
+                    move |i: usize, socket: std::net::UdpSocket| {
                         let (state, server, stop) = (state.clone(), server.clone(), stop.clone());
                         async move {
-                            let socket = socket.context("shard socket taken twice")?;
                             let endpoint = quinn::Endpoint::new(
                                 shard::endpoint_config(i, shards),
                                 Some(server),
@@ -219,7 +212,7 @@ impl Relay {
                         }
                     }
                 };
-                shard::spawn(shards, serve_shard, done_tx)
+                shard::spawn(sockets, serve_shard, done_tx)
                     .context("could not start the shard threads")?;
                 let mut res = Ok(());
                 tokio::select! {

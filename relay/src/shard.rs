@@ -134,19 +134,20 @@ pub fn current() -> Option<usize> {
     CURRENT.with(|c| c.get())
 }
 
-/// Runs `shards` threads, each building a single-threaded runtime and running `serve(shard)`
-/// on it. Returns the threads' results as they end, over `done`.
-pub fn spawn<F, Fut>(
-    shards: usize,
+/// Runs one thread per element of `inputs`, each building a single-threaded runtime and
+/// running `serve(shard, input)` on it. Returns the threads' results as they end, over `done`.
+pub fn spawn<T, F, Fut>(
+    inputs: Vec<T>,
     serve: F,
     done: tokio::sync::mpsc::Sender<(usize, anyhow::Result<()>)>,
 ) -> io::Result<()>
 where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    T: Send + 'static,
+    F: Fn(usize, T) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let serve = Arc::new(serve);
-    for shard in 0..shards {
+    for (shard, input) in inputs.into_iter().enumerate() {
         let serve = serve.clone();
         let done = done.clone();
         std::thread::Builder::new()
@@ -157,7 +158,7 @@ where
                     .enable_all()
                     .build()
                     .map_err(anyhow::Error::from)
-                    .and_then(|runtime| runtime.block_on(serve(shard)));
+                    .and_then(|runtime| runtime.block_on(serve(shard, input)));
                 let _ = done.blocking_send((shard, res));
             })?;
     }
