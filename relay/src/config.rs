@@ -73,10 +73,10 @@ pub struct Args {
     /// the worker threads of one multi-threaded runtime.
     #[arg(long, env = "MOQCAST_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
-    /// How sessions map to threads: "shared" (default: one multi-threaded runtime and one
-    /// socket) or "sharded" (one single-threaded runtime, UDP socket and QUIC endpoint per
-    /// thread, a session stays on one; about a fifth less CPU per Gbit/s at 1 subscriber and
-    /// 5-7% more at 300 on a 2-core machine, docs/BENCHMARKS.md).
+    /// How sessions map to threads: "sharded" (default: one single-threaded runtime, UDP socket
+    /// and QUIC endpoint per thread, a session stays on one, new sessions packed onto the
+    /// first shards with room) or "shared" (one multi-threaded runtime and one socket; 7-30%
+    /// more CPU per Gbit/s up to 300 subscribers on a 2-core machine, docs/BENCHMARKS.md).
     #[arg(long, env = "MOQCAST_RUNTIME", value_enum)]
     pub runtime: Option<RuntimeMode>,
     /// Who writes subscribers' subgroup streams: "direct" (the relay itself, one hand-over to
@@ -124,9 +124,10 @@ pub struct FileConfig {
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeMode {
     /// One multi-threaded runtime, one socket.
-    #[default]
     Shared,
-    /// Thread-per-core shards on one `SO_REUSEPORT` port.
+    /// Thread-per-core shards on one `SO_REUSEPORT` port; new connections packed onto the
+    /// first shards with room.
+    #[default]
     Sharded,
 }
 
@@ -206,7 +207,7 @@ impl Default for Config {
             subscriber_backlog_bytes: 4 * 1024 * 1024,
             udp_buffer_bytes: 0,
             worker_threads: None,
-            runtime: RuntimeMode::Shared,
+            runtime: RuntimeMode::Sharded,
             forwarder: Forwarder::Direct,
             log_format: "text".into(),
             web_dir: default_web_dir(),
@@ -430,7 +431,7 @@ mod tests {
         let path = dir.join("relay.toml");
         std::fs::write(
             &path,
-            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\nforwarder = \"transport\"\nruntime = \"sharded\"\n",
+            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\nforwarder = \"transport\"\nruntime = \"shared\"\n",
         )
         .unwrap();
         let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap()]);
@@ -439,7 +440,7 @@ mod tests {
         assert_eq!(c.max_subscriptions_per_session, 8);
         assert_eq!(c.worker_threads, Some(1));
         assert_eq!(c.forwarder, Forwarder::Transport);
-        assert_eq!(c.runtime, RuntimeMode::Sharded);
+        assert_eq!(c.runtime, RuntimeMode::Shared);
         let args = Args::parse_from([
             "moqcast-relay",
             "--config",
@@ -464,7 +465,7 @@ mod tests {
         assert_eq!(c.worker_threads, None, "one per core unless set");
         assert_eq!(c.udp_buffer_bytes, 0, "the system's buffer unless set");
         assert_eq!(c.forwarder, Forwarder::Direct);
-        assert_eq!(c.runtime, RuntimeMode::Shared);
+        assert_eq!(c.runtime, RuntimeMode::Sharded);
         // The environment variables are declared on the flags.
         let cmd = <Args as clap::CommandFactory>::command();
         for (flag, env) in [

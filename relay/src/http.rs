@@ -67,7 +67,10 @@ async fn healthz() -> &'static str {
 async fn metrics(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
+        match &s.placement {
+            Some(p) => s.metrics.render() + &crate::metrics::render_shards(p),
+            None => s.metrics.render(),
+        },
     )
 }
 

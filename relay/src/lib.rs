@@ -43,6 +43,8 @@ pub struct RelayState {
     pub fingerprint: String,
     /// Admitted sessions, from the QUIC handshake until the session ends (`--max-sessions`).
     pub sessions: Arc<limits::Slots>,
+    /// With `--runtime sharded`: the shards' load and where new connections go.
+    pub placement: Option<Arc<shard::Placement>>,
     next_session: AtomicU64,
 }
 
@@ -62,6 +64,7 @@ enum Quic {
     Sharded {
         sockets: Vec<std::net::UdpSocket>,
         server: quinn::ServerConfig,
+        placement: Arc<shard::Placement>,
     },
 }
 
@@ -80,8 +83,27 @@ impl Relay {
         transport
             .max_concurrent_bidi_streams(config.max_streams.min(limits::MAX_BIDI_STREAMS).into());
         server.transport_config(Arc::new(transport));
-        let (quic, buffers) = match config.runtime {
-            config::RuntimeMode::Shared => {
+        let sharded = match config.runtime {
+            config::RuntimeMode::Sharded => match bind_shards(&config) {
+                Ok(shards) => Some(shards),
+                // Kernels or sandboxes without SO_REUSEPORT steering: one socket still serves.
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "no shards: serving QUIC from one socket on this thread (as --runtime shared, single-threaded)");
+                    None
+                }
+            },
+            config::RuntimeMode::Shared => None,
+        };
+        let (quic, buffers) = match sharded {
+            Some((sockets, placement, buffers)) => (
+                Quic::Sharded {
+                    sockets,
+                    server,
+                    placement,
+                },
+                buffers,
+            ),
+            None => {
                 let (socket, buffers) = udp::bind(config.bind, config.udp_buffer_bytes)
                     .with_context(|| format!("could not bind UDP {}", config.bind))?;
                 let endpoint = quinn::Endpoint::new(
@@ -92,22 +114,6 @@ impl Relay {
                 )
                 .with_context(|| format!("could not serve QUIC on UDP {}", config.bind))?;
                 (Quic::Shared(endpoint), buffers)
-            }
-            config::RuntimeMode::Sharded => {
-                let shards = config
-                    .worker_threads
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-                    .min(shard::MAX_SHARDS);
-                let (sockets, buffers) =
-                    udp::bind_group(config.bind, config.udp_buffer_bytes, shards)
-                        .with_context(|| format!("could not bind UDP {}", config.bind))?;
-                if shards > 1 {
-                    // Without it a client whose address changes loses its connection, so the
-                    // relay does not start without it.
-                    shard::attach_steering(&sockets[0], shards)
-                        .context("could not attach the shard steering program (SO_ATTACH_REUSEPORT_CBPF); --runtime shared does without")?;
-                }
-                (Quic::Sharded { sockets, server }, buffers)
             }
         };
         if config.udp_buffer_bytes > 0 && !udp::granted(buffers.recv, config.udp_buffer_bytes) {
@@ -142,6 +148,10 @@ impl Relay {
             metrics,
             fingerprint: identity.fingerprint_hex(),
             sessions: limits::Slots::new(config.max_sessions),
+            placement: match &quic {
+                Quic::Shared(_) => None,
+                Quic::Sharded { placement, .. } => Some(placement.clone()),
+            },
             config,
             next_session: AtomicU64::new(1),
         });
@@ -186,7 +196,11 @@ impl Relay {
                 serve(state, endpoint, shutdown).await;
                 Ok(())
             }
-            Quic::Sharded { sockets, server } => {
+            Quic::Sharded {
+                sockets,
+                server,
+                placement,
+            } => {
                 let shards = sockets.len();
                 let stop = CancellationToken::default();
                 let (done_tx, mut done) = tokio::sync::mpsc::channel(shards);
@@ -194,7 +208,9 @@ impl Relay {
                     let stop = stop.clone();
                     move |i: usize, socket: std::net::UdpSocket| {
                         let (state, server, stop) = (state.clone(), server.clone(), stop.clone());
+                        let placement = placement.clone();
                         async move {
+                            let _measure = OwnedTask(tokio::spawn(placement.measure(i)));
                             let endpoint = quinn::Endpoint::new(
                                 shard::endpoint_config(i, shards),
                                 Some(server),
@@ -231,6 +247,26 @@ impl Relay {
         let _ = http_task.await;
         res
     }
+}
+
+/// Binds one socket per shard on `config.bind` and attaches the steering program: without it
+/// a client whose address changes would lose its connection, so there are no shards without it.
+fn bind_shards(
+    config: &Config,
+) -> anyhow::Result<(
+    Vec<std::net::UdpSocket>,
+    Arc<shard::Placement>,
+    udp::Buffers,
+)> {
+    let shards = config
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .min(shard::MAX_SHARDS);
+    let (sockets, buffers) = udp::bind_group(config.bind, config.udp_buffer_bytes, shards)
+        .with_context(|| format!("could not bind UDP {}", config.bind))?;
+    let placement = shard::Placement::new(&sockets[0], shards)
+        .context("could not attach the shard steering program (SO_ATTACH_REUSEPORT_CBPF)")?;
+    Ok((sockets, placement, buffers))
 }
 
 /// Accepts and serves sessions on `endpoint` until `shutdown` resolves, then closes them all.
@@ -274,6 +310,11 @@ async fn accept(state: Arc<RelayState>, incoming: quinn::Incoming) {
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("session", id, %peer);
     let _enter = span.clone();
+    let _placed = state
+        .placement
+        .as_ref()
+        .zip(shard::current())
+        .map(|(p, shard)| p.session(shard));
     let res =
         tracing::Instrument::instrument(handshake_and_run(state.clone(), incoming, id), span).await;
     if let Err(e) = res {

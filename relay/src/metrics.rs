@@ -186,6 +186,33 @@ impl Metrics {
     }
 }
 
+/// Per-shard gauges (`--runtime sharded`), in the same format.
+pub fn render_shards(p: &crate::shard::Placement) -> String {
+    let mut out = String::with_capacity(512);
+    let mut family = |name: &str, help: &str, value: &dyn Fn(usize) -> String| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for i in 0..p.shards() {
+            let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", value(i));
+        }
+    };
+    family(
+        "moqcast_shard_busy_ratio",
+        "Share of its thread's time the shard was busy, recently",
+        &|i| format!("{:.3}", f64::from(p.busy(i)) / 1000.0),
+    );
+    family(
+        "moqcast_shard_connections",
+        "Connections on the shard (handshakes included)",
+        &|i| p.sessions(i).to_string(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP moqcast_shard_placement_target The shard new connections go to\n# TYPE moqcast_shard_placement_target gauge\nmoqcast_shard_placement_target {}",
+        p.target()
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

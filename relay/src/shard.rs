@@ -1,4 +1,4 @@
-//! Thread-per-core QUIC serving (`--runtime sharded`; the default is one shared runtime).
+//! Thread-per-core QUIC serving (`--runtime sharded`, the default; `shared` is the other).
 //!
 //! The relay runs one *shard* per worker thread: a single-threaded tokio runtime with its own
 //! UDP socket and its own quinn endpoint, all sockets bound to the same port with
@@ -6,9 +6,7 @@
 //! connection, its moq-transport tasks and its subscribers' pumps, so the per-object path of a
 //! session never crosses threads. On a multi-threaded runtime the same path woke other worker
 //! threads several times per object, and at low fan-out a third of the relay's CPU was threads
-//! parking and waking. On the 2-core bench machine sharding cut CPU per Gbit/s at 1 subscriber
-//! by about a fifth but cost 5-7% at 300 (more, smaller receive calls on more sockets), so it
-//! is not the default (docs/BENCHMARKS.md, "Thread-per-core shards").
+//! parking and waking (docs/BENCHMARKS.md, "Thread-per-core shards").
 //!
 //! Tracks cross shards through their cache: the ingest of a track runs on its publisher's
 //! shard ([`crate::origin::Broadcast`] keeps that shard's runtime), and a push into the cache
@@ -19,16 +17,39 @@
 //! migration); the packets would then reach a shard that does not know the connection. So each
 //! shard issues connection IDs whose first byte names it (`byte % shards == shard`, the rest
 //! random, as QUIC-LB's plaintext mode does), and a classic BPF program attached to the group
-//! ([`attach_steering`]) sends every short-header packet to the shard its destination
-//! connection ID names. Long-header packets (the handshake) keep the 4-tuple hash: the client's
-//! first Initial carries a connection ID it chose itself.
+//! ([`attach_steering`]) sends every packet that carries one of these IDs to the shard it names:
+//! every short-header packet, and long-header packets whose destination ID has the relay's
+//! length ([`CID_LEN`], 9 bytes, which clients rarely pick for their first Initial).
+//!
+//! **Placing new connections: pack, then spread.** A client's first flight carries a
+//! connection ID it chose itself, so the program sends it to one *placement target* shard,
+//! which [`Placement`] picks: the lowest-numbered shard that is busy less than
+//! [`SPILL_PERMILLE`] of its thread's time, or the least busy one when all are past it. An idle
+//! or lightly loaded relay thus runs its sessions on one thread, where a track's objects reach
+//! its subscribers without waking other threads, and more threads join as the load grows. On
+//! the 2-core bench machine, sessions spread over two shards cost 10-30% more CPU per Gbit/s
+//! than the same sessions on one (docs/BENCHMARKS.md, "Packing sessions onto shards"). Each
+//! shard measures its own thread's CPU time every [`MEASURE_EVERY`]; shard 0 re-attaches the
+//! program when the target changes. A client whose first flight straddles a change of target
+//! (a ClientHello in two datagrams) has its handshake split over two shards; its
+//! retransmission reaches the new target, and the stray half times out with the handshake.
 
-use std::{io, net::UdpSocket, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::UdpSocket,
+    sync::{
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use quinn::ConnectionIdGenerator;
 
-/// Length of the connection IDs the relay issues (quinn's default).
-pub const CID_LEN: usize = 8;
+/// Length of the connection IDs the shards issue. Not quinn's default of 8: browsers pick 8
+/// bytes for their first Initial's destination ID, and the steering program tells the relay's
+/// own IDs from those by their length.
+pub const CID_LEN: usize = 9;
 
 /// The most shards: the shard index must fit the first byte of a connection ID.
 pub const MAX_SHARDS: usize = 128;
@@ -85,23 +106,32 @@ pub fn endpoint_config(shard: usize, shards: usize) -> quinn::EndpointConfig {
 // Classic BPF opcodes (linux/bpf_common.h).
 const BPF_LD_B_ABS: u16 = 0x10 | 0x20; // BPF_LD (0) | BPF_B | BPF_ABS
 const BPF_JMP_JSET_K: u16 = 0x05 | 0x40;
+const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
 const BPF_ALU_MOD_K: u16 = 0x04 | 0x90;
 const BPF_RET_A: u16 = 0x06 | 0x10;
 const BPF_RET_K: u16 = 0x06;
 
 /// The steering program: run by the kernel on each datagram's UDP payload, it returns the
-/// index of the group's socket to deliver to; an index past the group makes the kernel fall
-/// back to its 4-tuple hash.
+/// index of the group's socket to deliver to. `target` is the shard that takes new
+/// connections.
 ///
 /// ```text
-/// 0: A = payload[0]               first byte of the QUIC packet
-/// 1: if A & 0x80 goto 5           long header: handshake
-/// 2: A = payload[1]               short header: first byte of the destination CID
-/// 3: A = A % shards
-/// 4: return A
-/// 5: return 0xffffffff            (the 4-tuple hash)
+///  0: A = payload[0]              first byte of the QUIC packet
+///  1: if A & 0x80 goto 5          long header
+///  2: A = payload[1]              short header: first byte of the destination CID
+///  3: A = A % shards
+///  4: return A
+///  5: A = payload[5]              long header: destination CID length
+///  6: if A != CID_LEN goto 10
+///  7: A = payload[6]              one of the relay's IDs: its first byte
+///  8: A = A % shards
+///  9: return A
+/// 10: return target               a client's first flight (its own ID)
 /// ```
-pub fn steering_program(shards: usize) -> Vec<libc::sock_filter> {
+///
+/// A datagram too short for a load ends the program with 0 (shard 0), which drops it as
+/// quinn would anywhere.
+pub fn steering_program(shards: usize, target: usize) -> Vec<libc::sock_filter> {
     let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     vec![
         insn(BPF_LD_B_ABS, 0, 0, 0),
@@ -109,20 +139,167 @@ pub fn steering_program(shards: usize) -> Vec<libc::sock_filter> {
         insn(BPF_LD_B_ABS, 0, 0, 1),
         insn(BPF_ALU_MOD_K, 0, 0, shards as u32),
         insn(BPF_RET_A, 0, 0, 0),
-        insn(BPF_RET_K, 0, 0, u32::MAX),
+        insn(BPF_LD_B_ABS, 0, 0, 5),
+        insn(BPF_JMP_JEQ_K, 0, 3, CID_LEN as u32),
+        insn(BPF_LD_B_ABS, 0, 0, 6),
+        insn(BPF_ALU_MOD_K, 0, 0, shards as u32),
+        insn(BPF_RET_A, 0, 0, 0),
+        insn(BPF_RET_K, 0, 0, target as u32),
     ]
 }
 
 /// Attaches [`steering_program`] to the reuseport group `socket` belongs to (any member will
-/// do; the program is the group's).
-pub fn attach_steering(socket: &UdpSocket, shards: usize) -> io::Result<()> {
-    let mut program = steering_program(shards);
+/// do; the program is the group's, and attaching again replaces it).
+pub fn attach_steering(socket: &UdpSocket, shards: usize, target: usize) -> io::Result<()> {
+    let mut program = steering_program(shards, target);
     let fprog = libc::sock_fprog {
         len: program.len() as libc::c_ushort,
         filter: program.as_mut_ptr(),
     };
     // The kernel copies the program during the call; `program` outlives it.
     crate::udp::set_option(socket, libc::SO_ATTACH_REUSEPORT_CBPF, &fprog)
+}
+
+/// A shard past this share of its thread's time (in thousandths) takes no new connections
+/// while a lower-numbered or less busy shard does.
+pub const SPILL_PERMILLE: u32 = 600;
+
+/// How often each shard measures its thread's CPU time.
+pub const MEASURE_EVERY: Duration = Duration::from_millis(100);
+
+/// The shard that takes new connections, given each shard's recent busy share (thousandths of
+/// its thread's time): the first one below `spill`, else the least busy.
+pub fn placement_target(busy: &[u32], spill: u32) -> usize {
+    busy.iter().position(|&b| b < spill).unwrap_or_else(|| {
+        busy.iter()
+            .enumerate()
+            .min_by_key(|&(_, &b)| b)
+            .map_or(0, |(i, _)| i)
+    })
+}
+
+/// The shards' load and where new connections go ([`placement_target`]).
+#[derive(Debug)]
+pub struct Placement {
+    busy: Vec<AtomicU32>,
+    sessions: Vec<AtomicU64>,
+    target: AtomicUsize,
+    /// A handle on the group (a duplicate of shard 0's socket) to re-attach the program.
+    group: UdpSocket,
+}
+
+impl Placement {
+    /// Attaches the steering program to `group`'s reuseport group, with shard 0 taking new
+    /// connections.
+    pub fn new(group: &UdpSocket, shards: usize) -> io::Result<Arc<Self>> {
+        attach_steering(group, shards, 0)?;
+        Ok(Arc::new(Self {
+            busy: (0..shards).map(|_| AtomicU32::new(0)).collect(),
+            sessions: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            target: AtomicUsize::new(0),
+            group: group.try_clone()?,
+        }))
+    }
+
+    pub fn shards(&self) -> usize {
+        self.busy.len()
+    }
+
+    /// The shard new connections go to now.
+    pub fn target(&self) -> usize {
+        self.target.load(Ordering::Relaxed)
+    }
+
+    /// Shard `shard`'s busy share over its last measurement, in thousandths.
+    pub fn busy(&self, shard: usize) -> u32 {
+        self.busy[shard].load(Ordering::Relaxed)
+    }
+
+    /// Sessions open on shard `shard`.
+    pub fn sessions(&self, shard: usize) -> u64 {
+        self.sessions[shard].load(Ordering::Relaxed)
+    }
+
+    /// Counts a session on `shard` until the guard drops.
+    pub fn session(self: &Arc<Self>, shard: usize) -> SessionGuard {
+        self.sessions[shard].fetch_add(1, Ordering::Relaxed);
+        SessionGuard {
+            placement: self.clone(),
+            shard,
+        }
+    }
+
+    /// Records `shard`'s busy share and, on shard 0, moves the target if the shares call for
+    /// it. Returns the target.
+    fn update(&self, shard: usize, busy: u32) -> usize {
+        self.busy[shard].store(busy, Ordering::Relaxed);
+        let current = self.target();
+        if shard != 0 {
+            return current;
+        }
+        let busy: Vec<u32> = self
+            .busy
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let target = placement_target(&busy, SPILL_PERMILLE);
+        if target != current {
+            match attach_steering(&self.group, self.shards(), target) {
+                Ok(()) => {
+                    self.target.store(target, Ordering::Relaxed);
+                    tracing::debug!(target, ?busy, "new connections go to another shard");
+                }
+                Err(e) => tracing::warn!(error = %e, "could not move the shard placement target"),
+            }
+        }
+        self.target()
+    }
+
+    /// Runs on shard `shard`'s thread until dropped: measures the thread's busy share every
+    /// [`MEASURE_EVERY`] (smoothed over about half a second) and updates the placement.
+    pub async fn measure(self: Arc<Self>, shard: usize) {
+        let mut tick = tokio::time::interval(MEASURE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = (std::time::Instant::now(), thread_cpu_time());
+        let mut smooth = 0f64;
+        loop {
+            tick.tick().await;
+            let now = (std::time::Instant::now(), thread_cpu_time());
+            let wall = now.0.duration_since(last.0).as_secs_f64();
+            if wall > 0.0 {
+                let share = (now.1.saturating_sub(last.1).as_secs_f64() / wall).min(1.0);
+                smooth = 0.7 * smooth + 0.3 * share;
+                self.update(shard, (smooth * 1000.0) as u32);
+            }
+            last = now;
+        }
+    }
+}
+
+/// A session counted on its shard ([`Placement::session`]).
+pub struct SessionGuard {
+    placement: Arc<Placement>,
+    shard: usize,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.placement.sessions[self.shard].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a live timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 thread_local! {
@@ -197,43 +374,70 @@ mod tests {
     }
 
     /// The kernel runs the program: a short-header datagram reaches the socket its second byte
-    /// names, whichever client port it comes from.
+    /// names, whichever client port it comes from; so does a long-header one that carries one of
+    /// the relay's IDs; a client's first flight goes to the placement target, and moving the
+    /// target moves only those.
     #[test]
-    fn the_kernel_steers_short_headers_by_connection_id() {
+    fn the_kernel_steers_by_connection_id_and_places_first_flights() {
         let shards = 4;
         let (sockets, _) =
             crate::udp::bind_group(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 0, shards).unwrap();
-        attach_steering(&sockets[0], shards).unwrap();
+        let placement = Placement::new(&sockets[0], shards).unwrap();
         let addr = sockets[0].local_addr().unwrap();
         for s in &sockets {
             assert_eq!(s.local_addr().unwrap(), addr);
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         }
-        for client in 0..6 {
-            let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-            for (target, shard) in sockets.iter().enumerate() {
-                let first = tag(client * 37 + target as u8, target as u8, shards as u8);
-                let packet = [0x40, first, client, target as u8];
-                socket.send_to(&packet, addr).unwrap();
-                let mut buf = [0u8; 16];
-                let (n, _) = shard.recv_from(&mut buf).unwrap();
-                assert_eq!(&buf[..n], &packet, "client {client} to shard {target}");
+        let expect = |socket: &UdpSocket, packet: &[u8], shard: usize, what: &str| {
+            socket.send_to(packet, addr).unwrap();
+            let mut buf = [0u8; 64];
+            let (n, _) = sockets[shard].recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], packet, "{what} to shard {shard}");
+        };
+        // An Initial: long header, version 1, then the destination ID's length and bytes.
+        let long = |first: u8, dcid: &[u8]| {
+            let mut p = vec![first, 0, 0, 0, 1, dcid.len() as u8];
+            p.extend_from_slice(dcid);
+            p.extend_from_slice(&[0; 8]);
+            p
+        };
+        for target in [0usize, 3, 1] {
+            if target != placement.target() {
+                // A shard past the spill share moves new connections off it.
+                let mut busy = vec![SPILL_PERMILLE; shards];
+                busy[target] = 0;
+                for (i, b) in busy.iter().enumerate().rev() {
+                    placement.update(i, *b);
+                }
+            }
+            assert_eq!(placement.target(), target);
+            for client in 0..4u8 {
+                let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+                for shard in 0..shards {
+                    let first = tag(client * 37 + shard as u8, shard as u8, shards as u8);
+                    expect(&socket, &[0x40, first, client, 7], shard, "short header");
+                    let mut cid = [client; CID_LEN];
+                    cid[0] = first;
+                    expect(&socket, &long(0xe0, &cid), shard, "Handshake, relay's ID");
+                    expect(&socket, &long(0xc0, &cid), shard, "Initial, relay's ID");
+                }
+                // First flights: the client's own IDs (8 and 20 bytes) go to the target.
+                for len in [8usize, 20] {
+                    let cid = vec![client.wrapping_mul(31).wrapping_add(len as u8); len];
+                    expect(&socket, &long(0xc0, &cid), target, "first Initial");
+                    expect(&socket, &long(0xd0, &cid), target, "0-RTT");
+                }
             }
         }
-        // A long-header packet goes by the hash: to exactly one of them.
-        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        socket.send_to(&[0xc0, 0, 0, 0, 1], addr).unwrap();
-        let mut got = 0;
-        for s in &sockets {
-            s.set_nonblocking(true).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        for s in &sockets {
-            let mut buf = [0u8; 16];
-            if s.recv_from(&mut buf).is_ok() {
-                got += 1;
-            }
-        }
-        assert_eq!(got, 1);
+    }
+
+    #[test]
+    fn new_connections_pack_onto_the_first_shard_with_room_then_the_least_busy() {
+        assert_eq!(placement_target(&[0, 0, 0], 600), 0);
+        assert_eq!(placement_target(&[599, 0, 0], 600), 0);
+        assert_eq!(placement_target(&[600, 100, 0], 600), 1);
+        assert_eq!(placement_target(&[900, 700, 650], 600), 2);
+        assert_eq!(placement_target(&[900, 610, 650], 600), 1);
+        assert_eq!(placement_target(&[], 600), 0);
     }
 }

@@ -566,6 +566,38 @@ async fn sessions_survive_client_address_changes_across_shards() {
     relay.stop().await;
 }
 
+/// An idle sharded relay places new connections on its first shard (pack, then spread), and
+/// reports where they are in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_sharded_relay_packs_new_sessions_onto_its_first_shard() {
+    init_tracing();
+    let relay = TestRelay::start(&["--runtime", "sharded", "--worker-threads", "4"]).await;
+    let url: url::Url = relay.url("moqt").parse().unwrap();
+    let client = Client::new(&insecure()).unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        let conn = client.connect(&url).await.unwrap();
+        sessions.push((conn.quic.clone(), tokio::spawn(conn.session.run())));
+    }
+    let placement = relay.state.placement.clone().expect("sharded");
+    eventually("six sessions on shard 0", || placement.sessions(0) == 6).await;
+    assert_eq!((1..4).map(|i| placement.sessions(i)).sum::<u64>(), 0);
+    assert_eq!(placement.target(), 0);
+    let metrics = relay.http_get("/metrics");
+    assert!(
+        metrics.contains("moqcast_shard_connections{shard=\"0\"} 6\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("moqcast_shard_placement_target 0\n"));
+    assert!(metrics.contains("# TYPE moqcast_shard_busy_ratio gauge"));
+    for (quic, task) in sessions {
+        quic.close(0u32.into(), b"bye");
+        task.abort();
+    }
+    eventually("sessions gone from shard 0", || placement.sessions(0) == 0).await;
+    relay.stop().await;
+}
+
 /// The relay binary stops cleanly on SIGTERM (graceful shutdown), closing its sessions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_binary_shuts_down_on_sigterm() {
