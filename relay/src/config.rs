@@ -75,7 +75,7 @@ pub struct Args {
     pub worker_threads: Option<usize>,
     /// How sessions map to threads: "sharded" (default: one single-threaded runtime, UDP socket
     /// and QUIC endpoint per thread, a session stays on one, new sessions packed onto the
-    /// first shards with room) or "shared" (one multi-threaded runtime and one socket; 7-30%
+    /// first shards with room) or "shared" (one multi-threaded runtime and one socket; 9-39%
     /// more CPU per Gbit/s up to 300 subscribers on a 2-core machine, docs/BENCHMARKS.md).
     #[arg(long, env = "MOQCAST_RUNTIME", value_enum)]
     pub runtime: Option<RuntimeMode>,

@@ -27,8 +27,8 @@
 //! [`SPILL_PERMILLE`] of its thread's time, or the least busy one when all are past it. An idle
 //! or lightly loaded relay thus runs its sessions on one thread, where a track's objects reach
 //! its subscribers without waking other threads, and more threads join as the load grows. On
-//! the 2-core bench machine, sessions spread over two shards cost 10-30% more CPU per Gbit/s
-//! than the same sessions on one (docs/BENCHMARKS.md, "Packing sessions onto shards"). Each
+//! the 2-core bench machine, sessions spread over two threads cost up to 50% more CPU per
+//! Gbit/s than the same sessions on one (docs/BENCHMARKS.md, "Packing sessions onto shards"). Each
 //! shard measures its own thread's CPU time every [`MEASURE_EVERY`]; shard 0 re-attaches the
 //! program when the target changes. A client whose first flight straddles a change of target
 //! (a ClientHello in two datagrams) has its handshake split over two shards; its
