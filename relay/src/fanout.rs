@@ -59,6 +59,26 @@ struct Inner {
     delivery: Option<Delivery>,
 }
 
+/// Where a publisher's tracks are ingested: its session's runtime, and its shard if it is on
+/// one.
+#[derive(Debug, Clone)]
+pub struct IngestHome {
+    pub runtime: tokio::runtime::Handle,
+    pub shard: Option<usize>,
+}
+
+impl IngestHome {
+    /// The calling task's runtime and shard.
+    pub fn current() -> Option<Self> {
+        tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|runtime| Self {
+                runtime,
+                shard: crate::shard::current(),
+            })
+    }
+}
+
 /// The relay's copy of one track: recent groups plus the upstream's state.
 pub struct TrackCache {
     pub broadcast: String,
@@ -67,6 +87,8 @@ pub struct TrackCache {
     changed: watch::Sender<u64>,
     /// Per shard, the local copy of `changed` its pumps wait on ([`TrackCache::subscribe`]).
     shard_changed: Mutex<Vec<Weak<watch::Sender<u64>>>>,
+    /// The shard the upstream ingest runs on (`usize::MAX`: none, or not known yet).
+    ingest_shard: std::sync::atomic::AtomicUsize,
     metrics: Arc<Metrics>,
     upstream_task: Mutex<Option<tokio::task::AbortHandle>>,
     /// Set when the upstream ingest finished.
@@ -119,6 +141,7 @@ impl TrackCache {
             }),
             changed: watch::channel(0).0,
             shard_changed: Mutex::new(Vec::new()),
+            ingest_shard: std::sync::atomic::AtomicUsize::new(usize::MAX),
             metrics,
             upstream_task: Mutex::new(None),
             ingest_done: Arc::new(watch::channel(false).0),
@@ -129,14 +152,18 @@ impl TrackCache {
         cache
     }
 
-    /// A receiver of the cache's change counter for a pump. On a shard's thread it is the
-    /// shard's local copy: one task per shard and track waits on the cache and wakes the
-    /// shard's pumps, so a push from another shard wakes that shard's thread once, not once
-    /// per pump (a wake from another thread costs the woken runtime an eventfd write).
+    /// A receiver of the cache's change counter for a pump. On a shard other than the
+    /// ingest's it is the shard's local copy: one task per shard and track waits on the cache
+    /// and wakes the shard's pumps, so a push from another shard wakes that shard's thread
+    /// once, not once per pump (a wake from another thread costs the woken runtime an eventfd
+    /// write). On the ingest's own shard, pumps wait on the cache directly.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         let Some(shard) = crate::shard::current() else {
             return self.changed.subscribe();
         };
+        if self.ingest_shard.load(Ordering::Relaxed) == shard {
+            return self.changed.subscribe();
+        }
         let mut locals = self.shard_changed.lock().expect("poisoned");
         if locals.len() <= shard {
             locals.resize_with(shard + 1, Weak::new);
@@ -272,16 +299,22 @@ impl TrackCache {
     }
 
     /// Starts reading `reader` (an upstream track) into this cache, driving `driver` (the
-    /// upstream SUBSCRIBE request) alongside, on `runtime` (the publisher's shard) or else the
-    /// current one. The task belongs to the cache: dropping the last handle cancels it.
+    /// upstream SUBSCRIBE request) alongside, at `home` (the publisher's shard) or else on the
+    /// current runtime. The task belongs to the cache: dropping the last handle cancels it.
     pub fn spawn_upstream<F>(
         self: &Arc<Self>,
-        runtime: Option<&tokio::runtime::Handle>,
+        home: Option<&IngestHome>,
         reader: serve::TrackReader,
         driver: F,
     ) where
         F: std::future::Future<Output = Result<(), serve::ServeError>> + Send + 'static,
     {
+        let shard = match home {
+            Some(h) => h.shard,
+            None => crate::shard::current(),
+        };
+        self.ingest_shard
+            .store(shard.unwrap_or(usize::MAX), Ordering::Relaxed);
         let weak = Arc::downgrade(self);
         let span = tracing::info_span!("upstream", broadcast = %self.broadcast, track = %self.name);
         let done = self.ingest_done.clone();
@@ -311,8 +344,8 @@ impl TrackCache {
             },
             span,
         );
-        let task = match runtime {
-            Some(runtime) => runtime.spawn(task),
+        let task = match home {
+            Some(h) => h.runtime.spawn(task),
             None => tokio::spawn(task),
         };
         *self.upstream_task.lock().expect("poisoned") = Some(task.abort_handle());

@@ -36,9 +36,9 @@ pub struct Broadcast {
     prefix: moq::transport::coding::TrackNamespacePrefix,
     pub session: u64,
     upstream: Option<Subscriber>,
-    /// The runtime of the publisher's session (its shard): tracks read from it are ingested
+    /// The runtime and shard of the publisher's session: tracks read from it are ingested
     /// there, next to the publisher's connection.
-    runtime: Option<tokio::runtime::Handle>,
+    home: Option<crate::fanout::IngestHome>,
     /// Keyed by (full namespace path, track name): a subscriber may ask for a namespace below
     /// the announced one (prefix routing).
     tracks: Mutex<HashMap<(String, String), Weak<TrackCache>>>,
@@ -139,7 +139,7 @@ impl Origin {
             namespace: namespace.clone(),
             session,
             upstream,
-            runtime: tokio::runtime::Handle::try_current().ok(),
+            home: crate::fanout::IngestHome::current(),
             tracks: Mutex::new(HashMap::new()),
             pushed: Mutex::new(HashMap::new()),
         });
@@ -266,7 +266,7 @@ impl Origin {
         let (writer, reader) = serve::Track::new(namespace.clone(), name).produce();
         let mut upstream = upstream;
         let weak = Arc::downgrade(&cache);
-        cache.spawn_upstream(b.runtime.as_ref(), reader, async move {
+        cache.spawn_upstream(b.home.as_ref(), reader, async move {
             let subscription = upstream.subscribe_open(writer).await?;
             if let Some(c) = weak.upgrade() {
                 c.accept();
@@ -292,7 +292,7 @@ impl Origin {
             _ => self.announce(namespace.clone(), session, None),
         };
         let cache = TrackCache::new(&path, name, self.limits, self.budget.clone());
-        cache.spawn_upstream(b.runtime.as_ref(), reader, std::future::pending());
+        cache.spawn_upstream(b.home.as_ref(), reader, std::future::pending());
         cache.accept();
         if let Some(old) = b
             .pushed
