@@ -256,7 +256,7 @@ impl Placement {
     }
 
     /// Runs on shard `shard`'s thread until dropped: measures the thread's busy share every
-    /// [`MEASURE_EVERY`] (smoothed over about half a second) and updates the placement.
+    /// [`MEASURE_EVERY`] (an average weighted to the last 0.3 s or so) and updates the placement.
     pub async fn measure(self: Arc<Self>, shard: usize) {
         let mut tick = tokio::time::interval(MEASURE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
