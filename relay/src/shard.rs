@@ -230,13 +230,13 @@ impl Placement {
     }
 
     /// Records `shard`'s busy share and, on shard 0, moves the target if the shares call for
-    /// it. Returns the target.
-    fn update(&self, shard: usize, busy: u32) -> usize {
+    /// it.
+    fn update(&self, shard: usize, busy: u32) {
         self.busy[shard].store(busy, Ordering::Relaxed);
-        let current = self.target();
         if shard != 0 {
-            return current;
+            return;
         }
+        let current = self.target();
         let busy: Vec<u32> = self
             .busy
             .iter()
@@ -252,7 +252,6 @@ impl Placement {
                 Err(e) => tracing::warn!(error = %e, "could not move the shard placement target"),
             }
         }
-        self.target()
     }
 
     /// Runs on shard `shard`'s thread until dropped: measures the thread's busy share every
