@@ -203,9 +203,10 @@ pub fn transport_config() -> quinn::TransportConfig {
             .expect("10 s fits a QUIC idle timeout"),
     ));
     t.keep_alive_interval(Some(Duration::from_secs(4)));
-    // BBR rather than quinn's default Cubic: at 1000 subscribers on one relay it delivered 93%
-    // instead of 83% of the media, and cut p99 latency at 300 subscribers from 99 to 60 ms
-    // (docs/BENCHMARKS.md).
+    // BBR rather than quinn's default Cubic for the clients (publisher, bench, sidecar). It was
+    // chosen for the relay too, when it delivered 93% instead of 83% of the media at 1000
+    // subscribers on an older relay; the relay now picks its own (`--congestion`, Cubic by
+    // default: docs/relay.md, "Congestion control and acknowledgements").
     t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     // One stream per group: allow plenty of concurrent uni streams.
     t.max_concurrent_uni_streams(1024u32.into());

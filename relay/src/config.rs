@@ -79,6 +79,16 @@ pub struct Args {
     /// more CPU per Gbit/s up to 300 subscribers on a 2-core machine, docs/BENCHMARKS.md).
     #[arg(long, env = "MOQCAST_RUNTIME", value_enum)]
     pub runtime: Option<RuntimeMode>,
+    /// Congestion control for what the relay sends: "cubic" (default) or "bbr" (quinn's
+    /// experimental BBR; at 1000 subscribers it lost packets and ran seconds behind where Cubic
+    /// stayed under a second, docs/BENCHMARKS.md).
+    #[arg(long, env = "MOQCAST_CONGESTION", value_enum)]
+    pub congestion: Option<Congestion>,
+    /// Ask peers to acknowledge every N ack-eliciting packets, or 25 ms after the first one,
+    /// and at once on any gap (QUIC ACK frequency extension, for peers that support it).
+    /// Default 10; 2 or less asks nothing (QUIC's default, every 2nd packet).
+    #[arg(long, env = "MOQCAST_ACK_EVERY")]
+    pub ack_every: Option<u32>,
     /// Who writes subscribers' subgroup streams: "direct" (the relay itself, one hand-over to
     /// QUIC per object; default) or "transport" (moq-transport's forwarder, about a fifth more
     /// CPU per Gbit/s). Subscriptions with FORWARD=0 or an end group always use the forwarder.
@@ -114,6 +124,8 @@ pub struct FileConfig {
     pub udp_buffer_bytes: Option<usize>,
     pub worker_threads: Option<usize>,
     pub runtime: Option<RuntimeMode>,
+    pub congestion: Option<Congestion>,
+    pub ack_every: Option<u32>,
     pub forwarder: Option<Forwarder>,
     pub log_format: Option<String>,
     pub web_dir: Option<PathBuf>,
@@ -129,6 +141,17 @@ pub enum RuntimeMode {
     /// first shards with room.
     #[default]
     Sharded,
+}
+
+/// Congestion control of the relay's QUIC connections (see `--congestion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    /// quinn's Cubic (RFC 9438).
+    #[default]
+    Cubic,
+    /// quinn's BBR (experimental in quinn).
+    Bbr,
 }
 
 /// Who writes subscribers' subgroup streams (see `--forwarder`).
@@ -160,6 +183,10 @@ pub struct Config {
     /// Threads serving QUIC; `None`: one per core.
     pub worker_threads: Option<usize>,
     pub runtime: RuntimeMode,
+    pub congestion: Congestion,
+    /// Ack-eliciting packets a peer is asked to receive before it acknowledges; 2 or less: no
+    /// request.
+    pub ack_every: u32,
     pub forwarder: Forwarder,
     pub log_format: String,
     /// Directory of the built viewer; it may not exist (then `/watch/...` answers 503).
@@ -208,6 +235,8 @@ impl Default for Config {
             udp_buffer_bytes: 0,
             worker_threads: None,
             runtime: RuntimeMode::Sharded,
+            congestion: Congestion::Cubic,
+            ack_every: 10,
             forwarder: Forwarder::Direct,
             log_format: "text".into(),
             web_dir: default_web_dir(),
@@ -331,6 +360,8 @@ impl Config {
                 .unwrap_or(d.udp_buffer_bytes),
             worker_threads,
             runtime,
+            congestion: args.congestion.or(file.congestion).unwrap_or(d.congestion),
+            ack_every: args.ack_every.or(file.ack_every).unwrap_or(d.ack_every),
             forwarder: args.forwarder.or(file.forwarder).unwrap_or(d.forwarder),
             log_format,
             web_dir: args.web_dir.or(file.web_dir).unwrap_or(d.web_dir),
@@ -431,7 +462,7 @@ mod tests {
         let path = dir.join("relay.toml");
         std::fs::write(
             &path,
-            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\nforwarder = \"transport\"\nruntime = \"shared\"\n",
+            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\nforwarder = \"transport\"\nruntime = \"shared\"\ncongestion = \"bbr\"\nack_every = 2\n",
         )
         .unwrap();
         let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap()]);
@@ -441,6 +472,8 @@ mod tests {
         assert_eq!(c.worker_threads, Some(1));
         assert_eq!(c.forwarder, Forwarder::Transport);
         assert_eq!(c.runtime, RuntimeMode::Shared);
+        assert_eq!(c.congestion, Congestion::Bbr);
+        assert_eq!(c.ack_every, 2);
         let args = Args::parse_from([
             "moqcast-relay",
             "--config",
@@ -451,11 +484,14 @@ mod tests {
             "9000000",
             "--forwarder",
             "direct",
+            "--ack-every",
+            "20",
         ]);
         let c = Config::resolve(args).unwrap();
         assert_eq!(c.max_subscriptions_per_session, 3);
         assert_eq!(c.forwarder, Forwarder::Direct);
         assert_eq!(c.cache_total_bytes, 9_000_000);
+        assert_eq!(c.ack_every, 20);
         // Defaults.
         let c =
             Config::resolve(Args::parse_from(["moqcast-relay", "--tls-generate", "x"])).unwrap();
@@ -466,6 +502,8 @@ mod tests {
         assert_eq!(c.udp_buffer_bytes, 0, "the system's buffer unless set");
         assert_eq!(c.forwarder, Forwarder::Direct);
         assert_eq!(c.runtime, RuntimeMode::Sharded);
+        assert_eq!(c.congestion, Congestion::Cubic);
+        assert_eq!(c.ack_every, 10);
         // The environment variables are declared on the flags.
         let cmd = <Args as clap::CommandFactory>::command();
         for (flag, env) in [
@@ -479,6 +517,8 @@ mod tests {
             ("udp_buffer_bytes", "MOQCAST_UDP_BUFFER_BYTES"),
             ("forwarder", "MOQCAST_FORWARDER"),
             ("runtime", "MOQCAST_RUNTIME"),
+            ("congestion", "MOQCAST_CONGESTION"),
+            ("ack_every", "MOQCAST_ACK_EVERY"),
         ] {
             let arg = cmd.get_arguments().find(|a| a.get_id() == flag).unwrap();
             assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env));
@@ -503,6 +543,8 @@ mod tests {
         assert_eq!(c.udp_buffer_bytes, d.udp_buffer_bytes);
         assert_eq!(c.forwarder, d.forwarder);
         assert_eq!(c.runtime, d.runtime);
+        assert_eq!(c.congestion, d.congestion);
+        assert_eq!(c.ack_every, d.ack_every);
     }
 
     #[test]

@@ -260,18 +260,25 @@ async fn serve_subscription(
 
     // SUBSCRIBE_OK carries no Largest Location: the relay starts the subscriber itself (see
     // `start_of`), so the forwarder must not filter again against a stale position.
-    // moq-transport's side runs as its own task, owned here (aborted when this ends): in one
-    // `select!` with the pump it would be polled at every object the pump is woken for.
+    // moq-transport's side and the pump run as tasks of their own, owned here (aborted when
+    // this ends). In one `select!` each would be polled, or its join handle checked, at every
+    // object the pump is woken for; this task wakes only when one of them ends.
     let mut serve = OwnedTask(tokio::spawn(
         sub.serve_with_largest_location(reader, None)
             .instrument(tracing::Span::current()),
+    ));
+    let mut pumping = OwnedTask(tokio::spawn(
+        async move {
+            let res = pump(cache, &mut out, start, backlog).await;
+            out.close(res.err());
+        }
+        .instrument(tracing::Span::current()),
     ));
     tokio::select! {
         res = &mut serve.0 => {
             tracing::debug!(result = ?res.ok().and_then(Result::err), "subscription ended by the subscriber");
         }
-        res = pump(cache, &mut out, start, backlog) => {
-            out.close(res.err());
+        _ = &mut pumping.0 => {
             // Let the forwarder flush and send PUBLISH_DONE.
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut serve.0).await;
         }

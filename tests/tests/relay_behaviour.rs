@@ -650,3 +650,69 @@ async fn relay_binary_shuts_down_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `--ack-every`: the relay asks its peers (over the QUIC ACK frequency extension) to
+/// acknowledge less often, and a subscriber then sends fewer acknowledgements for the same
+/// media; with `--ack-every 2` nothing is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_are_asked_to_acknowledge_less_often() {
+    init_tracing();
+    const OBJECTS: u64 = 100;
+    let mut acks = Vec::new();
+    for flags in [&[][..], &["--ack-every", "2"][..]] {
+        let relay = TestRelay::start(flags).await;
+        let url: url::Url = relay.url("moqt").parse().unwrap();
+        let (publishing, mut tracks) = publish_tracks(&relay, &url, "acks", &["v"]).await;
+        let client = Client::new(&insecure()).unwrap();
+        let conn = client.connect(&url).await.unwrap();
+        let quic = conn.quic.clone();
+        let session = tokio::spawn(conn.session.run());
+        let (mut sub, driver) = moq::TrackSubscription::new(&conn.subscriber, "acks", "v");
+        let driver = tokio::spawn(driver);
+        let state = relay.state.clone();
+        eventually("the subscription upstream", || {
+            state.metrics.tracks.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        tracks[0].start_group().unwrap();
+        let before = quic.stats().frame_tx.acks;
+        // Three packets per object, one object every 10 ms.
+        let writing = async {
+            for i in 0..OBJECTS {
+                tracks[0]
+                    .write(Default::default(), Bytes::from(vec![i as u8; 4000]))
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let reading = async {
+            for i in 0..OBJECTS {
+                let object = tokio::time::timeout(Duration::from_secs(5), sub.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("object {i} did not arrive ({flags:?})"))
+                    .expect("the track reads")
+                    .expect("the track goes on");
+                assert_eq!(object.payload[0], i as u8);
+            }
+        };
+        tokio::join!(writing, reading);
+        let stats = quic.stats();
+        let asked = stats.frame_rx.ack_frequency;
+        if flags.is_empty() {
+            assert!(asked >= 1, "the relay sent no ACK_FREQUENCY frame");
+        } else {
+            assert_eq!(asked, 0, "--ack-every 2 asks nothing");
+        }
+        acks.push(stats.frame_tx.acks - before);
+        driver.abort();
+        session.abort();
+        publishing.abort();
+        relay.stop().await;
+    }
+    let (asked, default) = (acks[0], acks[1]);
+    assert!(
+        asked * 2 < default,
+        "acknowledgements for {OBJECTS} objects: {asked} when asked for one per 10 packets, \
+         {default} with QUIC's default"
+    );
+}
