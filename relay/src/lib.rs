@@ -236,7 +236,10 @@ impl Relay {
                         let (state, server, stop) = (state.clone(), server.clone(), stop.clone());
                         let placement = placement.clone();
                         async move {
-                            let _measure = OwnedTask(tokio::spawn(placement.measure(i)));
+                            placement.register(i);
+                            // Shard 0 measures every shard (one timer wake-up for all).
+                            let _measure =
+                                (i == 0).then(|| OwnedTask(tokio::spawn(placement.measure())));
                             let endpoint = quinn::Endpoint::new(
                                 shard::endpoint_config(i, shards),
                                 Some(server),

@@ -28,9 +28,10 @@
 //! or lightly loaded relay thus runs its sessions on one thread, where a track's objects reach
 //! its subscribers without waking other threads, and more threads join as the load grows. On
 //! the 2-core bench machine, sessions spread over two threads cost up to 50% more CPU per
-//! Gbit/s than the same sessions on one (docs/BENCHMARKS.md, "Packing sessions onto shards"). Each
-//! shard measures its own thread's CPU time every [`MEASURE_EVERY`]; shard 0 re-attaches the
-//! program when the target changes. A client whose first flight straddles a change of target
+//! Gbit/s than the same sessions on one (docs/BENCHMARKS.md, "Packing sessions onto shards").
+//! Every [`MEASURE_EVERY`] shard 0 reads each shard thread's CPU time (one wake-up for all of
+//! them: an idle relay's timer wake-ups were a tenth of its CPU at one subscriber) and
+//! re-attaches the program when the target changes. A client whose first flight straddles a change of target
 //! (a ClientHello in two datagrams) has its handshake split over two shards; its
 //! retransmission reaches the new target, and the stray half times out with the handshake.
 
@@ -38,7 +39,7 @@ use std::{
     io,
     net::UdpSocket,
     sync::{
-        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -164,8 +165,8 @@ pub fn attach_steering(socket: &UdpSocket, shards: usize, target: usize) -> io::
 /// while a lower-numbered or less busy shard does.
 pub const SPILL_PERMILLE: u32 = 600;
 
-/// How often each shard measures its thread's CPU time.
-pub const MEASURE_EVERY: Duration = Duration::from_millis(100);
+/// How often shard 0 measures the shard threads' CPU time.
+pub const MEASURE_EVERY: Duration = Duration::from_millis(200);
 
 /// The shard that takes new connections, given each shard's recent busy share (thousandths of
 /// its thread's time): the first one below `spill`, else the least busy.
@@ -183,6 +184,8 @@ pub fn placement_target(busy: &[u32], spill: u32) -> usize {
 pub struct Placement {
     busy: Vec<AtomicU32>,
     sessions: Vec<AtomicU64>,
+    /// Each shard thread's CPU-time clock (`pthread_getcpuclockid`), -1 until it registered.
+    clocks: Vec<AtomicI32>,
     target: AtomicUsize,
     /// A handle on the group (a duplicate of shard 0's socket) to re-attach the program.
     group: UdpSocket,
@@ -196,6 +199,7 @@ impl Placement {
         Ok(Arc::new(Self {
             busy: (0..shards).map(|_| AtomicU32::new(0)).collect(),
             sessions: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            clocks: (0..shards).map(|_| AtomicI32::new(-1)).collect(),
             target: AtomicUsize::new(0),
             group: group.try_clone()?,
         }))
@@ -254,23 +258,49 @@ impl Placement {
         }
     }
 
-    /// Runs on shard `shard`'s thread until dropped: measures the thread's busy share every
-    /// [`MEASURE_EVERY`] (an average weighted to the last 0.3 s or so) and updates the placement.
-    pub async fn measure(self: Arc<Self>, shard: usize) {
+    /// Called on shard `shard`'s thread: lets [`Placement::measure`] read the thread's CPU
+    /// time from shard 0.
+    pub fn register(&self, shard: usize) {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: `pthread_self` is the calling (live) thread; `clock` is a live clockid_t.
+        let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+        if rc == 0 {
+            self.clocks[shard].store(clock, Ordering::Relaxed);
+        } else {
+            tracing::warn!(
+                shard,
+                rc,
+                "no CPU clock for the shard's thread: counted as idle"
+            );
+        }
+    }
+
+    /// Runs on shard 0 until dropped: every [`MEASURE_EVERY`] reads each registered shard
+    /// thread's CPU time, keeps an average of its busy share weighted to the last 0.4 s or so,
+    /// and updates the placement.
+    pub async fn measure(self: Arc<Self>) {
         let mut tick = tokio::time::interval(MEASURE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last = (std::time::Instant::now(), thread_cpu_time());
-        let mut smooth = 0f64;
+        let shards = self.shards();
+        let mut last = std::time::Instant::now();
+        let mut cpu: Vec<Option<Duration>> = vec![None; shards];
+        let mut smooth = vec![0f64; shards];
         loop {
             tick.tick().await;
-            let now = (std::time::Instant::now(), thread_cpu_time());
-            let wall = now.0.duration_since(last.0).as_secs_f64();
-            if wall > 0.0 {
-                let share = (now.1.saturating_sub(last.1).as_secs_f64() / wall).min(1.0);
-                smooth = 0.7 * smooth + 0.3 * share;
-                self.update(shard, (smooth * 1000.0) as u32);
-            }
+            let now = std::time::Instant::now();
+            let wall = now.duration_since(last).as_secs_f64();
             last = now;
+            // Shard 0 last: its update moves the target.
+            for i in (0..shards).rev() {
+                let clock = self.clocks[i].load(Ordering::Relaxed);
+                let used = (clock != -1).then(|| cpu_time(clock)).flatten();
+                if let (Some(before), Some(after), true) = (cpu[i], used, wall > 0.0) {
+                    let share = (after.saturating_sub(before).as_secs_f64() / wall).min(1.0);
+                    smooth[i] = 0.5 * smooth[i] + 0.5 * share;
+                }
+                cpu[i] = used;
+                self.update(i, (smooth[i] * 1000.0) as u32);
+            }
         }
     }
 }
@@ -287,18 +317,18 @@ impl Drop for SessionGuard {
     }
 }
 
-/// CPU time the calling thread has used.
-fn thread_cpu_time() -> Duration {
+/// CPU time a thread has used, from its CPU-time clock (`None` once the thread is gone).
+fn cpu_time(clock: libc::clockid_t) -> Option<Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: a valid clock id and a pointer to a live timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    // SAFETY: any clock id is safe to ask for (an invalid one fails); `ts` is a live timespec.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {
-        return Duration::ZERO;
+        return None;
     }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 thread_local! {
@@ -346,6 +376,50 @@ mod tests {
     use std::net::{Ipv4Addr, SocketAddr};
 
     use super::*;
+
+    /// Shard 0's sampler reads other threads' CPU clocks: a spinning thread registered as
+    /// shard 0 is seen busy, the sleeping thread registered as shard 1 idle.
+    #[test]
+    fn the_sampler_reads_each_shard_threads_cpu_time() {
+        let (sockets, _) =
+            crate::udp::bind_group(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 0, 2).unwrap();
+        let placement = Placement::new(&sockets[0], 2).unwrap();
+        placement.register(1);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinner = {
+            let (placement, stop) = (placement.clone(), stop.clone());
+            std::thread::spawn(move || {
+                placement.register(0);
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // Half a core is enough to tell them apart, even on a machine busy with other tests.
+        let seen = rt.block_on(async {
+            let _sampler = crate::OwnedTask(tokio::spawn(placement.clone().measure()));
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                tokio::time::sleep(MEASURE_EVERY).await;
+                if placement.busy(0) >= 500 {
+                    return true;
+                }
+            }
+            false
+        });
+        stop.store(true, Ordering::Relaxed);
+        spinner.join().unwrap();
+        assert!(
+            seen,
+            "the spinning shard was seen {} busy",
+            placement.busy(0)
+        );
+        assert!(placement.busy(1) < 200, "{}", placement.busy(1));
+    }
 
     #[test]
     fn connection_ids_name_their_shard_and_stay_random() {
