@@ -335,6 +335,45 @@ async fn publish_tracks(
     (publishing, tracks)
 }
 
+/// A subscriber of one track through the relay; its tasks end when it drops.
+struct Subscribed {
+    client: Client,
+    quic: moq::quinn::Connection,
+    sub: moq::TrackSubscription,
+    tasks: [tokio::task::AbortHandle; 2],
+}
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
+    }
+}
+
+/// Subscribes to `broadcast`/`track` and waits until the relay subscribed upstream.
+async fn subscribe_upstream(
+    relay: &TestRelay,
+    url: &url::Url,
+    broadcast: &str,
+    track: &str,
+) -> Subscribed {
+    let client = Client::new(&insecure()).unwrap();
+    let conn = client.connect(url).await.unwrap();
+    let session = tokio::spawn(conn.session.run()).abort_handle();
+    let (sub, driver) = moq::TrackSubscription::new(&conn.subscriber, broadcast, track);
+    let driver = tokio::spawn(driver).abort_handle();
+    let state = relay.state.clone();
+    eventually("the subscription upstream", || {
+        state.metrics.tracks.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    Subscribed {
+        client,
+        quic: conn.quic,
+        sub,
+        tasks: [session, driver],
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_limit_refuses_connections_over_it() {
     init_tracing();
@@ -519,17 +558,7 @@ async fn sessions_survive_client_address_changes_across_shards() {
     let url: url::Url = relay.url("moqt").parse().unwrap();
     let (publishing, mut tracks) = publish_tracks(&relay, &url, "moving", &["v"]).await;
 
-    let client = Client::new(&insecure()).unwrap();
-    let conn = client.connect(&url).await.unwrap();
-    let quic = conn.quic.clone();
-    let session = tokio::spawn(conn.session.run());
-    let (mut sub, driver) = moq::TrackSubscription::new(&conn.subscriber, "moving", "v");
-    let driver = tokio::spawn(driver);
-    let state = relay.state.clone();
-    eventually("the subscription upstream", || {
-        state.metrics.tracks.load(Ordering::Relaxed) == 1
-    })
-    .await;
+    let mut subscriber = subscribe_upstream(&relay, &url, "moving", "v").await;
     let mut ports = std::collections::HashSet::new();
     for round in 0..8u8 {
         if round > 0 {
@@ -537,13 +566,13 @@ async fn sessions_survive_client_address_changes_across_shards() {
                 .or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))
                 .unwrap();
             ports.insert(socket.local_addr().unwrap().port());
-            client.rebind(socket).unwrap();
+            subscriber.client.rebind(socket).unwrap();
         }
         tracks[0].start_group().unwrap();
         tracks[0]
             .write(Default::default(), Bytes::from(vec![round; 1000]))
             .unwrap();
-        let object = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        let object = tokio::time::timeout(Duration::from_secs(5), subscriber.sub.next())
             .await
             .unwrap_or_else(|_| panic!("no object after address change {round}"))
             .expect("the track reads")
@@ -555,13 +584,14 @@ async fn sessions_survive_client_address_changes_across_shards() {
         );
     }
     assert_eq!(ports.len(), 7, "every move used a new port");
-    assert!(quic.close_reason().is_none(), "the session is still up");
+    assert!(
+        subscriber.quic.close_reason().is_none(),
+        "the session is still up"
+    );
     assert_eq!(
         relay.state.metrics.session_errors.load(Ordering::Relaxed),
         0
     );
-    driver.abort();
-    session.abort();
     publishing.abort();
     relay.stop().await;
 }
@@ -663,19 +693,9 @@ async fn subscribers_are_asked_to_acknowledge_less_often() {
         let relay = TestRelay::start(flags).await;
         let url: url::Url = relay.url("moqt").parse().unwrap();
         let (publishing, mut tracks) = publish_tracks(&relay, &url, "acks", &["v"]).await;
-        let client = Client::new(&insecure()).unwrap();
-        let conn = client.connect(&url).await.unwrap();
-        let quic = conn.quic.clone();
-        let session = tokio::spawn(conn.session.run());
-        let (mut sub, driver) = moq::TrackSubscription::new(&conn.subscriber, "acks", "v");
-        let driver = tokio::spawn(driver);
-        let state = relay.state.clone();
-        eventually("the subscription upstream", || {
-            state.metrics.tracks.load(Ordering::Relaxed) == 1
-        })
-        .await;
+        let mut subscriber = subscribe_upstream(&relay, &url, "acks", "v").await;
         tracks[0].start_group().unwrap();
-        let before = quic.stats().frame_tx.acks;
+        let before = subscriber.quic.stats().frame_tx.acks;
         // Three packets per object, one object every 10 ms.
         let writing = async {
             for i in 0..OBJECTS {
@@ -687,7 +707,7 @@ async fn subscribers_are_asked_to_acknowledge_less_often() {
         };
         let reading = async {
             for i in 0..OBJECTS {
-                let object = tokio::time::timeout(Duration::from_secs(5), sub.next())
+                let object = tokio::time::timeout(Duration::from_secs(5), subscriber.sub.next())
                     .await
                     .unwrap_or_else(|_| panic!("object {i} did not arrive ({flags:?})"))
                     .expect("the track reads")
@@ -696,7 +716,7 @@ async fn subscribers_are_asked_to_acknowledge_less_often() {
             }
         };
         tokio::join!(writing, reading);
-        let stats = quic.stats();
+        let stats = subscriber.quic.stats();
         let asked = stats.frame_rx.ack_frequency;
         if flags.is_empty() {
             assert!(asked >= 1, "the relay sent no ACK_FREQUENCY frame");
@@ -704,8 +724,7 @@ async fn subscribers_are_asked_to_acknowledge_less_often() {
             assert_eq!(asked, 0, "--ack-every 2 asks nothing");
         }
         acks.push(stats.frame_tx.acks - before);
-        driver.abort();
-        session.abort();
+        drop(subscriber);
         publishing.abort();
         relay.stop().await;
     }
