@@ -31,9 +31,9 @@
 //! Gbit/s than the same sessions on one (docs/BENCHMARKS.md, "Packing sessions onto shards").
 //! Every [`MEASURE_EVERY`] shard 0 reads each shard thread's CPU time (one wake-up for all of
 //! them: an idle relay's timer wake-ups were a tenth of its CPU at one subscriber) and
-//! re-attaches the program when the target changes. A client whose first flight straddles a change of target
-//! (a ClientHello in two datagrams) has its handshake split over two shards; its
-//! retransmission reaches the new target, and the stray half times out with the handshake.
+//! re-attaches the program when the target changes. A client whose first flight straddles a
+//! change of target (a ClientHello in two datagrams) has its handshake split over two shards;
+//! its retransmission reaches the new target, and the stray half times out with the handshake.
 
 use std::{
     io,
@@ -184,7 +184,8 @@ pub fn placement_target(busy: &[u32], spill: u32) -> usize {
 pub struct Placement {
     busy: Vec<AtomicU32>,
     sessions: Vec<AtomicU64>,
-    /// Each shard thread's CPU-time clock (`pthread_getcpuclockid`), -1 until it registered.
+    /// Each shard thread's CPU-time clock (`pthread_getcpuclockid`), -1 until it registered
+    /// (Linux's thread CPU clocks end in binary 110, so -1 is never one).
     clocks: Vec<AtomicI32>,
     target: AtomicUsize,
     /// A handle on the group (a duplicate of shard 0's socket) to re-attach the program.
