@@ -89,6 +89,17 @@ pub struct Args {
     /// Default 10; 2 or less asks nothing (QUIC's default, every 2nd packet).
     #[arg(long, env = "MOQCAST_ACK_EVERY")]
     pub ack_every: Option<u32>,
+    /// Longest a subscriber's objects wait to be handed to QUIC together, in milliseconds,
+    /// while its shard is saturated (awake nearly all the time). Under that load, one send of
+    /// two frames costs far less than two sends of one. Default 20; 0: never (at most 1000).
+    /// An unsaturated shard hands each object over at once.
+    #[arg(long, env = "MOQCAST_COALESCE_MS")]
+    pub coalesce_ms: Option<u64>,
+    /// The share of the time (0 to 1) a shard's thread must be awake, not waiting for events,
+    /// to count as saturated and coalesce (`--coalesce-ms`); it stops below two thirds of it.
+    /// Default 0.9; 0: always coalesce.
+    #[arg(long, env = "MOQCAST_COALESCE_ABOVE")]
+    pub coalesce_above: Option<f64>,
     /// Who writes subscribers' subgroup streams: "direct" (the relay itself, one hand-over to
     /// QUIC per object; default) or "transport" (moq-transport's forwarder, about a fifth more
     /// CPU per Gbit/s). Subscriptions with FORWARD=0 or an end group always use the forwarder.
@@ -103,6 +114,10 @@ pub struct Args {
     #[arg(long, env = "MOQCAST_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
 }
+
+/// The longest `--coalesce-ms`: more would hold video back by whole seconds' fractions that
+/// viewers notice, for no further saving (two or three frames per send already take most of it).
+const MAX_COALESCE_MS: u64 = 1000;
 
 /// The same settings as read from a TOML file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -126,6 +141,8 @@ pub struct FileConfig {
     pub runtime: Option<RuntimeMode>,
     pub congestion: Option<Congestion>,
     pub ack_every: Option<u32>,
+    pub coalesce_ms: Option<u64>,
+    pub coalesce_above: Option<f64>,
     pub forwarder: Option<Forwarder>,
     pub log_format: Option<String>,
     pub web_dir: Option<PathBuf>,
@@ -187,6 +204,11 @@ pub struct Config {
     /// Ack-eliciting packets a peer is asked to receive before it acknowledges; 2 or less: no
     /// request.
     pub ack_every: u32,
+    /// Longest a subscriber's objects are held back to go out together while its shard is
+    /// saturated ([`crate::shard::Placement::coalescing`]); zero: never.
+    pub coalesce: std::time::Duration,
+    /// The awake share, in thousandths, past which a shard is saturated.
+    pub coalesce_above: u32,
     pub forwarder: Forwarder,
     pub log_format: String,
     /// Directory of the built viewer; it may not exist (then `/watch/...` answers 503).
@@ -237,6 +259,8 @@ impl Default for Config {
             runtime: RuntimeMode::Sharded,
             congestion: Congestion::Cubic,
             ack_every: 10,
+            coalesce: std::time::Duration::from_millis(20),
+            coalesce_above: crate::shard::COALESCE_ABOVE_PERMILLE,
             forwarder: Forwarder::Direct,
             log_format: "text".into(),
             web_dir: default_web_dir(),
@@ -320,6 +344,24 @@ impl Config {
                 "worker threads: 0 given, need at least 1".into(),
             ));
         }
+        let coalesce = match args.coalesce_ms.or(file.coalesce_ms) {
+            None => d.coalesce,
+            Some(ms) if ms <= MAX_COALESCE_MS => std::time::Duration::from_millis(ms),
+            Some(ms) => {
+                return Err(ConfigError::Invalid(format!(
+                    "coalesce: {ms} ms given, at most {MAX_COALESCE_MS}"
+                )))
+            }
+        };
+        let coalesce_above = match args.coalesce_above.or(file.coalesce_above) {
+            None => d.coalesce_above,
+            Some(share) if (0.0..=1.0).contains(&share) => (share * 1000.0).round() as u32,
+            Some(share) => {
+                return Err(ConfigError::Invalid(format!(
+                    "coalesce above: {share} given, a share of the time from 0 to 1"
+                )))
+            }
+        };
         let runtime = args.runtime.or(file.runtime).unwrap_or(d.runtime);
         if runtime == RuntimeMode::Sharded
             && worker_threads.is_some_and(|n| n > crate::shard::MAX_SHARDS)
@@ -362,6 +404,8 @@ impl Config {
             runtime,
             congestion: args.congestion.or(file.congestion).unwrap_or(d.congestion),
             ack_every: args.ack_every.or(file.ack_every).unwrap_or(d.ack_every),
+            coalesce,
+            coalesce_above,
             forwarder: args.forwarder.or(file.forwarder).unwrap_or(d.forwarder),
             log_format,
             web_dir: args.web_dir.or(file.web_dir).unwrap_or(d.web_dir),
@@ -462,7 +506,7 @@ mod tests {
         let path = dir.join("relay.toml");
         std::fs::write(
             &path,
-            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\nforwarder = \"transport\"\nruntime = \"shared\"\ncongestion = \"bbr\"\nack_every = 2\n",
+            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\nforwarder = \"transport\"\nruntime = \"shared\"\ncongestion = \"bbr\"\nack_every = 2\ncoalesce_ms = 0\ncoalesce_above = 0.5\n",
         )
         .unwrap();
         let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap()]);
@@ -474,6 +518,8 @@ mod tests {
         assert_eq!(c.runtime, RuntimeMode::Shared);
         assert_eq!(c.congestion, Congestion::Bbr);
         assert_eq!(c.ack_every, 2);
+        assert_eq!(c.coalesce, std::time::Duration::ZERO);
+        assert_eq!(c.coalesce_above, 500);
         let args = Args::parse_from([
             "moqcast-relay",
             "--config",
@@ -486,12 +532,15 @@ mod tests {
             "direct",
             "--ack-every",
             "20",
+            "--coalesce-ms",
+            "35",
         ]);
         let c = Config::resolve(args).unwrap();
         assert_eq!(c.max_subscriptions_per_session, 3);
         assert_eq!(c.forwarder, Forwarder::Direct);
         assert_eq!(c.cache_total_bytes, 9_000_000);
         assert_eq!(c.ack_every, 20);
+        assert_eq!(c.coalesce, std::time::Duration::from_millis(35));
         // Defaults.
         let c =
             Config::resolve(Args::parse_from(["moqcast-relay", "--tls-generate", "x"])).unwrap();
@@ -504,6 +553,8 @@ mod tests {
         assert_eq!(c.runtime, RuntimeMode::Sharded);
         assert_eq!(c.congestion, Congestion::Cubic);
         assert_eq!(c.ack_every, 10);
+        assert_eq!(c.coalesce, std::time::Duration::from_millis(20));
+        assert_eq!(c.coalesce_above, 900);
         // The environment variables are declared on the flags.
         let cmd = <Args as clap::CommandFactory>::command();
         for (flag, env) in [
@@ -519,6 +570,8 @@ mod tests {
             ("runtime", "MOQCAST_RUNTIME"),
             ("congestion", "MOQCAST_CONGESTION"),
             ("ack_every", "MOQCAST_ACK_EVERY"),
+            ("coalesce_ms", "MOQCAST_COALESCE_MS"),
+            ("coalesce_above", "MOQCAST_COALESCE_ABOVE"),
         ] {
             let arg = cmd.get_arguments().find(|a| a.get_id() == flag).unwrap();
             assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env));
@@ -545,6 +598,8 @@ mod tests {
         assert_eq!(c.runtime, d.runtime);
         assert_eq!(c.congestion, d.congestion);
         assert_eq!(c.ack_every, d.ack_every);
+        assert_eq!(c.coalesce, d.coalesce);
+        assert_eq!(c.coalesce_above, d.coalesce_above);
     }
 
     #[test]
@@ -554,6 +609,9 @@ mod tests {
             &["--max-subscriptions-per-session", "0"][..],
             &["--max-subscriptions-per-session", "129"][..],
             &["--worker-threads", "0"][..],
+            &["--coalesce-ms", "1001"][..],
+            &["--coalesce-above", "1.5"][..],
+            &["--coalesce-above", "NaN"][..],
         ] {
             let mut full = vec!["moqcast-relay", "--tls-generate", "x"];
             full.extend_from_slice(argv);

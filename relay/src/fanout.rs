@@ -939,11 +939,16 @@ fn end_result(err: Option<serve::ServeError>) -> Result<(), serve::ServeError> {
 
 /// Copies a cached track into one subscriber's private track until the track ends or the
 /// subscriber leaves. Cancel-safe: dropping the future drops only this subscriber's groups.
+///
+/// With `coalesce`, while the pump's shard is saturated, objects that arrive are held for the
+/// shard's coalescing window and handed to QUIC together: one send of two frames (one
+/// sendmsg, one wake of the connection's task, one pass here) instead of two.
 pub async fn pump(
     cache: Arc<TrackCache>,
     out: &mut Output,
     start: Start,
     backlog: Arc<Backlog>,
+    coalesce: Option<crate::shard::Coalesce>,
 ) -> Result<(), serve::ServeError> {
     let metrics = cache.metrics.clone();
     let mut rx = cache.subscribe();
@@ -1180,8 +1185,14 @@ pub async fn pump(
                     s.flush();
                 }
             }
-        } else if rx.changed().await.is_err() {
-            return Ok(());
+        } else {
+            if rx.changed().await.is_err() {
+                return Ok(());
+            }
+            if let Some(window) = coalesce.as_ref().and_then(crate::shard::Coalesce::window) {
+                // What else arrives meanwhile goes out in the same pass.
+                tokio::time::sleep(window).await;
+            }
         }
     }
 }

@@ -230,6 +230,7 @@ impl Relay {
                 let shards = sockets.len();
                 let stop = CancellationToken::default();
                 let (done_tx, mut done) = tokio::sync::mpsc::channel(shards);
+                let hooks = placement.clone();
                 let serve_shard = {
                     let stop = stop.clone();
                     move |i: usize, socket: std::net::UdpSocket| {
@@ -257,7 +258,7 @@ impl Relay {
                         }
                     }
                 };
-                shard::spawn(sockets, serve_shard, done_tx)
+                shard::spawn(sockets, &hooks, serve_shard, done_tx)
                     .context("could not start the shard threads")?;
                 let mut res = Ok(());
                 tokio::select! {
@@ -293,7 +294,7 @@ fn bind_shards(
         .min(shard::MAX_SHARDS);
     let (sockets, buffers) = udp::bind_group(config.bind, config.udp_buffer_bytes, shards)
         .with_context(|| format!("could not bind UDP {}", config.bind))?;
-    let placement = shard::Placement::new(&sockets[0], shards)
+    let placement = shard::Placement::new(&sockets[0], shards, config.coalesce_above)
         .context("could not attach the shard steering program (SO_ATTACH_REUSEPORT_CBPF)")?;
     Ok((sockets, placement, buffers))
 }

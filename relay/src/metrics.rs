@@ -201,6 +201,16 @@ pub fn render_shards(p: &crate::shard::Placement) -> String {
         &|i| format!("{:.3}", f64::from(p.busy(i)) / 1000.0),
     );
     family(
+        "moqcast_shard_awake_ratio",
+        "Share of the time the shard's thread was awake (not waiting for events), recently",
+        &|i| format!("{:.3}", f64::from(p.awake(i)) / 1000.0),
+    );
+    family(
+        "moqcast_shard_coalescing",
+        "1 while the shard is saturated and coalesces what its subscribers are sent",
+        &|i| u8::from(p.coalescing(i)).to_string(),
+    );
+    family(
         "moqcast_shard_connections",
         "Connections on the shard (handshakes included)",
         &|i| p.sessions(i).to_string(),

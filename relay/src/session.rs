@@ -267,9 +267,13 @@ async fn serve_subscription(
         sub.serve_with_largest_location(reader, None)
             .instrument(tracing::Span::current()),
     ));
+    let coalesce = state
+        .placement
+        .as_ref()
+        .and_then(|p| crate::shard::Coalesce::here(p, state.config.coalesce));
     let mut pumping = OwnedTask(tokio::spawn(
         async move {
-            let res = pump(cache, &mut out, start, backlog).await;
+            let res = pump(cache, &mut out, start, backlog, coalesce).await;
             out.close(res.err());
         }
         .instrument(tracing::Span::current()),

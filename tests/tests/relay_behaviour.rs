@@ -307,8 +307,6 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// `--max-sessions`: connections past the limit are refused (and counted) while the admitted
-/// sessions carry on; when one leaves, a new connection is admitted again.
 /// Publishes `broadcast` with `names` as tracks through the relay (announced, no objects yet);
 /// the task runs the publisher's session until aborted.
 async fn publish_tracks(
@@ -374,6 +372,8 @@ async fn subscribe_upstream(
     }
 }
 
+/// `--max-sessions`: connections past the limit are refused (and counted) while the admitted
+/// sessions carry on; when one leaves, a new connection is admitted again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_limit_refuses_connections_over_it() {
     init_tracing();
@@ -734,4 +734,91 @@ async fn subscribers_are_asked_to_acknowledge_less_often() {
         "acknowledgements for {OBJECTS} objects: {asked} when asked for one per 10 packets, \
          {default} with QUIC's default"
     );
+}
+
+/// A saturated shard hands a subscriber's objects to QUIC in coalesced batches, at most
+/// `--coalesce-ms` late; an unsaturated one sends each object at once. `--coalesce-above 0`
+/// stands in for saturation (every shard counts as saturated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturated_shards_coalesce_what_subscribers_are_sent() {
+    init_tracing();
+    const OBJECTS: usize = 60;
+    const WINDOW: Duration = Duration::from_millis(150);
+    for saturated in [true, false] {
+        let flags: &[&str] = if saturated {
+            &["--coalesce-above", "0", "--coalesce-ms", "150"]
+        } else {
+            &["--coalesce-ms", "150"]
+        };
+        let relay = TestRelay::start(flags).await;
+        let placement = relay.state.placement.clone().expect("sharded by default");
+        if saturated {
+            eventually("the first shard saturated", || placement.coalescing(0)).await;
+        }
+        let url: url::Url = relay.url("moqt").parse().unwrap();
+        let (publishing, mut tracks) = publish_tracks(&relay, &url, "batches", &["v"]).await;
+        let mut subscriber = subscribe_upstream(&relay, &url, "batches", "v").await;
+        tracks[0].start_group().unwrap();
+        // One object every 10 ms; each arrival is timed against its write.
+        let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
+        let writing = async {
+            for i in 0..OBJECTS {
+                sent_tx.send(Instant::now()).unwrap();
+                tracks[0]
+                    .write(Default::default(), Bytes::from(vec![i as u8; 1000]))
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let reading = async {
+            let mut arrivals = Vec::with_capacity(OBJECTS);
+            for i in 0..OBJECTS {
+                let object = tokio::time::timeout(Duration::from_secs(5), subscriber.sub.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("object {i} did not arrive"))
+                    .expect("the track reads")
+                    .expect("the track goes on");
+                let now = Instant::now();
+                assert_eq!(object.payload[0], i as u8, "in order");
+                let sent = sent_rx.recv().await.unwrap();
+                assert!(
+                    now - sent < WINDOW + Duration::from_secs(1),
+                    "object {i} held {:?}",
+                    now - sent
+                );
+                arrivals.push(now);
+            }
+            arrivals
+        };
+        let ((), arrivals) = tokio::join!(writing, reading);
+        // Objects read within 2 ms of the one before came in the same batch.
+        let batches = 1 + arrivals
+            .windows(2)
+            .filter(|w| w[1] - w[0] >= Duration::from_millis(2))
+            .count();
+        let gauge = relay.http_get("/metrics");
+        if saturated {
+            assert!(
+                batches <= 20,
+                "{batches} batches for {OBJECTS} objects written 10 ms apart"
+            );
+            assert!(
+                gauge.contains("moqcast_shard_coalescing{shard=\"0\"} 1\n"),
+                "{gauge}"
+            );
+        } else {
+            assert!(
+                batches > 20,
+                "{batches} batches for {OBJECTS} objects written 10 ms apart on an idle relay"
+            );
+            assert!(!placement.coalescing(0));
+            assert!(
+                gauge.contains("moqcast_shard_coalescing{shard=\"0\"} 0\n"),
+                "{gauge}"
+            );
+        }
+        drop(subscriber);
+        publishing.abort();
+        relay.stop().await;
+    }
 }
