@@ -89,15 +89,15 @@ pub struct Args {
     /// Default 10; 2 or less asks nothing (QUIC's default, every 2nd packet).
     #[arg(long, env = "MOQCAST_ACK_EVERY")]
     pub ack_every: Option<u32>,
-    /// Longest a subscriber's objects wait to be handed to QUIC together, in milliseconds,
-    /// while its shard is saturated (awake nearly all the time). Under that load, one send of
-    /// two frames costs far less than two sends of one. Default 20; 0: never (at most 1000).
-    /// An unsaturated shard hands each object over at once.
+    /// Longest subscribers' objects wait to be handed to QUIC together, in milliseconds, while
+    /// a shard is saturated (awake nearly all the time). Under that load, one send of two
+    /// frames costs far less than two sends of one. Default 20; 0: never (at most 1000). An
+    /// unsaturated relay hands each object over at once.
     #[arg(long, env = "MOQCAST_COALESCE_MS")]
     pub coalesce_ms: Option<u64>,
     /// The share of the time (0 to 1) a shard's thread must be awake, not waiting for events,
-    /// to count as saturated and coalesce (`--coalesce-ms`); it stops below two thirds of it.
-    /// Default 0.9; 0: always coalesce.
+    /// to count as saturated (`--coalesce-ms`); the relay stops coalescing when its busiest
+    /// shard falls below two thirds of it. Default 0.9; 0: always coalesce.
     #[arg(long, env = "MOQCAST_COALESCE_ABOVE")]
     pub coalesce_above: Option<f64>,
     /// Who writes subscribers' subgroup streams: "direct" (the relay itself, one hand-over to
@@ -204,7 +204,7 @@ pub struct Config {
     /// Ack-eliciting packets a peer is asked to receive before it acknowledges; 2 or less: no
     /// request.
     pub ack_every: u32,
-    /// Longest a subscriber's objects are held back to go out together while its shard is
+    /// Longest subscribers' objects are held back to go out together while a shard is
     /// saturated ([`crate::shard::Placement::coalescing`]); zero: never.
     pub coalesce: std::time::Duration,
     /// The awake share, in thousandths, past which a shard is saturated.

@@ -940,9 +940,9 @@ fn end_result(err: Option<serve::ServeError>) -> Result<(), serve::ServeError> {
 /// Copies a cached track into one subscriber's private track until the track ends or the
 /// subscriber leaves. Cancel-safe: dropping the future drops only this subscriber's groups.
 ///
-/// With `coalesce`, while the pump's shard is saturated, objects that arrive are held for the
-/// shard's coalescing window and handed to QUIC together: one send of two frames (one
-/// sendmsg, one wake of the connection's task, one pass here) instead of two.
+/// With `coalesce`, while a shard of the relay is saturated, objects that arrive are held for
+/// the coalescing window and handed to QUIC together: one send of two frames (one sendmsg,
+/// one wake of the connection's task, one pass here) instead of two.
 pub async fn pump(
     cache: Arc<TrackCache>,
     out: &mut Output,

@@ -206,11 +206,6 @@ pub fn render_shards(p: &crate::shard::Placement) -> String {
         &|i| format!("{:.3}", f64::from(p.awake(i)) / 1000.0),
     );
     family(
-        "moqcast_shard_coalescing",
-        "1 while the shard is saturated and coalesces what its subscribers are sent",
-        &|i| u8::from(p.coalescing(i)).to_string(),
-    );
-    family(
         "moqcast_shard_connections",
         "Connections on the shard (handshakes included)",
         &|i| p.sessions(i).to_string(),
@@ -219,6 +214,11 @@ pub fn render_shards(p: &crate::shard::Placement) -> String {
         out,
         "# HELP moqcast_shard_placement_target The shard new connections go to\n# TYPE moqcast_shard_placement_target gauge\nmoqcast_shard_placement_target {}",
         p.target()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP moqcast_coalescing 1 while a shard is saturated and every shard coalesces what subscribers are sent\n# TYPE moqcast_coalescing gauge\nmoqcast_coalescing {}",
+        u8::from(p.coalescing())
     );
     out
 }

@@ -270,7 +270,7 @@ async fn serve_subscription(
     let coalesce = state
         .placement
         .as_ref()
-        .and_then(|p| crate::shard::Coalesce::here(p, state.config.coalesce));
+        .and_then(|p| crate::shard::Coalesce::new(p, state.config.coalesce));
     let mut pumping = OwnedTask(tokio::spawn(
         async move {
             let res = pump(cache, &mut out, start, backlog, coalesce).await;

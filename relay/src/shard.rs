@@ -169,15 +169,15 @@ pub const SPILL_PERMILLE: u32 = 600;
 pub const MEASURE_EVERY: Duration = Duration::from_millis(200);
 
 /// The default saturation mark (`--coalesce-above`): a shard awake (not parked waiting for
-/// events) at least this share of the time, in thousandths, is saturated, and its
-/// subscribers' objects start to go out in coalesced sends ([`Placement::coalescing`]).
+/// events) at least this share of the time, in thousandths, is saturated, and subscribers'
+/// objects start to go out in coalesced sends ([`Placement::coalescing`]).
 pub const COALESCE_ABOVE_PERMILLE: u32 = 900;
 
-/// Whether a shard coalesces next, given whether it does now, its awake share and the
-/// saturation mark `above` (thousandths). A coalescing shard goes back to sending each object
-/// at once below two thirds of the mark: coalescing itself lowers the share (at 1000
-/// subscribers on the bench machine, from about 1.0 to about 0.8-0.9), so the way back is far
-/// below the way in, or the shard would flap.
+/// Whether the relay coalesces next, given whether it does now, its busiest shard's awake
+/// share and the saturation mark `above` (thousandths). A coalescing relay goes back to
+/// sending each object at once below two thirds of the mark: coalescing itself lowers the
+/// share (at 1000 subscribers on the bench machine, from about 1.0 to about 0.8-0.9), so the
+/// way back is far below the way in, or it would flap.
 pub fn coalesce_next(now: bool, awake: u32, above: u32) -> bool {
     if now {
         awake >= above * 2 / 3
@@ -210,8 +210,8 @@ pub struct Placement {
     awake: Vec<AwakeClock>,
     /// Each shard's recent awake share, in thousandths.
     awake_share: Vec<AtomicU32>,
-    /// Whether each shard is saturated ([`coalesce_next`]).
-    coalescing: Vec<AtomicBool>,
+    /// Whether a shard is saturated, so that every shard coalesces ([`coalesce_next`]).
+    coalescing: AtomicBool,
     /// Zero of the awake clocks.
     epoch: Instant,
     /// The saturation mark ([`coalesce_next`]), in thousandths.
@@ -232,7 +232,7 @@ impl Placement {
             clocks: (0..shards).map(|_| AtomicI32::new(-1)).collect(),
             awake: (0..shards).map(|_| AwakeClock::default()).collect(),
             awake_share: (0..shards).map(|_| AtomicU32::new(0)).collect(),
-            coalescing: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            coalescing: AtomicBool::new(false),
             epoch: Instant::now(),
             coalesce_above,
             target: AtomicUsize::new(0),
@@ -259,9 +259,9 @@ impl Placement {
         self.awake_share[shard].load(Ordering::Relaxed)
     }
 
-    /// Whether shard `shard` is saturated, so its pumps coalesce what they send.
-    pub fn coalescing(&self, shard: usize) -> bool {
-        self.coalescing[shard].load(Ordering::Relaxed)
+    /// Whether a shard is saturated, so that the pumps of every shard coalesce what they send.
+    pub fn coalescing(&self) -> bool {
+        self.coalescing.load(Ordering::Relaxed)
     }
 
     fn clock_ns(&self) -> u64 {
@@ -345,14 +345,17 @@ impl Placement {
         }
     }
 
-    /// Records `shard`'s awake share and whether it coalesces from now on.
-    fn update_awake(&self, shard: usize, awake: u32) {
-        self.awake_share[shard].store(awake, Ordering::Relaxed);
-        let was = self.coalescing(shard);
-        let next = coalesce_next(was, awake, self.coalesce_above);
+    /// Records the shards' awake shares and whether the relay coalesces from now on.
+    fn update_awake(&self, awake: &[u32]) {
+        for (share, &a) in self.awake_share.iter().zip(awake) {
+            share.store(a, Ordering::Relaxed);
+        }
+        let busiest = awake.iter().copied().max().unwrap_or(0);
+        let was = self.coalescing();
+        let next = coalesce_next(was, busiest, self.coalesce_above);
         if next != was {
-            self.coalescing[shard].store(next, Ordering::Relaxed);
-            tracing::debug!(shard, awake, coalescing = next, "shard saturation changed");
+            self.coalescing.store(next, Ordering::Relaxed);
+            tracing::debug!(?awake, coalescing = next, "relay saturation changed");
         }
     }
 
@@ -407,9 +410,10 @@ impl Placement {
                     awake_smooth[i] = 0.5 * awake_smooth[i] + 0.5 * share;
                 }
                 awake[i] = now_awake;
-                self.update_awake(i, (awake_smooth[i] * 1000.0) as u32);
                 self.update(i, (smooth[i] * 1000.0) as u32);
             }
+            let shares: Vec<u32> = awake_smooth.iter().map(|a| (a * 1000.0) as u32).collect();
+            self.update_awake(&shares);
         }
     }
 }
@@ -423,29 +427,26 @@ struct AwakeClock {
     since: AtomicU64,
 }
 
-/// How a pump on a shard holds back what it sends while the shard is saturated.
+/// How a pump holds back what it sends while a shard is saturated.
 #[derive(Debug, Clone)]
 pub struct Coalesce {
     placement: Arc<Placement>,
-    shard: usize,
     window: Duration,
 }
 
 impl Coalesce {
-    /// For a pump on the calling thread: `None` off a shard or with a zero window.
-    pub fn here(placement: &Arc<Placement>, window: Duration) -> Option<Self> {
-        let shard = current().filter(|&s| s < placement.shards())?;
+    /// For the relay's pumps: `None` with a zero window.
+    pub fn new(placement: &Arc<Placement>, window: Duration) -> Option<Self> {
         (!window.is_zero()).then(|| Self {
             placement: placement.clone(),
-            shard,
             window,
         })
     }
 
-    /// How long new objects wait to go out together now: the window while the shard is
+    /// How long new objects wait to go out together now: the window while a shard is
     /// saturated, else not at all.
     pub fn window(&self) -> Option<Duration> {
-        self.placement.coalescing(self.shard).then_some(self.window)
+        self.placement.coalescing().then_some(self.window)
     }
 }
 
