@@ -115,8 +115,8 @@ pub struct Args {
     pub web_dir: Option<PathBuf>,
 }
 
-/// The longest `--coalesce-ms`: more would hold video back by whole seconds' fractions that
-/// viewers notice, for no further saving (two or three frames per send already take most of it).
+/// The longest `--coalesce-ms`: a longer hold is a stall viewers see, and two or three frames
+/// per send already take most of the saving.
 const MAX_COALESCE_MS: u64 = 1000;
 
 /// The same settings as read from a TOML file.

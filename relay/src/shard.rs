@@ -223,7 +223,8 @@ pub struct Placement {
 
 impl Placement {
     /// Attaches the steering program to `group`'s reuseport group, with shard 0 taking new
-    /// connections. A shard awake at least `coalesce_above` thousandths of the time coalesces.
+    /// connections. A shard awake at least `coalesce_above` thousandths of the time makes every
+    /// shard coalesce ([`coalesce_next`]).
     pub fn new(group: &UdpSocket, shards: usize, coalesce_above: u32) -> io::Result<Arc<Self>> {
         attach_steering(group, shards, 0)?;
         Ok(Arc::new(Self {
