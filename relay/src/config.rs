@@ -20,7 +20,7 @@ pub struct Args {
     /// TOML file with any of the settings below.
     #[arg(long, env = "MOQCAST_CONFIG")]
     pub config: Option<PathBuf>,
-    /// UDP address for QUIC (raw `moqt://` and WebTransport `https://`). Default [::]:4443.
+    /// UDP address for QUIC (raw `moqt://` and WebTransport `https://`). Default `[::]:4443`.
     #[arg(long, env = "MOQCAST_BIND")]
     pub bind: Option<SocketAddr>,
     /// TCP address of the HTTP side (/certificate.sha256, /healthz, /metrics). Default 127.0.0.1:8080.

@@ -3,7 +3,7 @@
 //! Everything a session starts (subscriptions it serves, namespaces it announces) is owned by
 //! this session's task set and cancelled when it ends. A malformed message from the peer ends
 //! this session only (moq-transport closes it with a protocol error); nothing is shared with
-//! other sessions except through [`Origin`] and the track caches.
+//! other sessions except through [`Origin`](crate::origin::Origin) and the track caches.
 
 use std::{sync::Arc, time::Duration};
 
