@@ -341,6 +341,17 @@ struct Subscribed {
     tasks: [tokio::task::AbortHandle; 2],
 }
 
+impl Subscribed {
+    /// The track's next object, within 5 s; `what` names it in the failure.
+    async fn next_object(&mut self, what: &str) -> moq::ReceivedObject {
+        tokio::time::timeout(Duration::from_secs(5), self.sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("object {what} did not arrive"))
+            .expect("the track reads")
+            .expect("the track goes on")
+    }
+}
+
 impl Drop for Subscribed {
     fn drop(&mut self) {
         self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
@@ -572,11 +583,9 @@ async fn sessions_survive_client_address_changes_across_shards() {
         tracks[0]
             .write(Default::default(), Bytes::from(vec![round; 1000]))
             .unwrap();
-        let object = tokio::time::timeout(Duration::from_secs(5), subscriber.sub.next())
-            .await
-            .unwrap_or_else(|_| panic!("no object after address change {round}"))
-            .expect("the track reads")
-            .expect("the track goes on");
+        let object = subscriber
+            .next_object(&format!("after address change {round}"))
+            .await;
         assert_eq!(
             object.payload,
             Bytes::from(vec![round; 1000]),
@@ -707,11 +716,7 @@ async fn subscribers_are_asked_to_acknowledge_less_often() {
         };
         let reading = async {
             for i in 0..OBJECTS {
-                let object = tokio::time::timeout(Duration::from_secs(5), subscriber.sub.next())
-                    .await
-                    .unwrap_or_else(|_| panic!("object {i} did not arrive ({flags:?})"))
-                    .expect("the track reads")
-                    .expect("the track goes on");
+                let object = subscriber.next_object(&format!("{i} ({flags:?})")).await;
                 assert_eq!(object.payload[0], i as u8);
             }
         };
@@ -773,11 +778,7 @@ async fn saturated_shards_coalesce_what_subscribers_are_sent() {
         let reading = async {
             let mut arrivals = Vec::with_capacity(OBJECTS);
             for i in 0..OBJECTS {
-                let object = tokio::time::timeout(Duration::from_secs(5), subscriber.sub.next())
-                    .await
-                    .unwrap_or_else(|_| panic!("object {i} did not arrive"))
-                    .expect("the track reads")
-                    .expect("the track goes on");
+                let object = subscriber.next_object(&i.to_string()).await;
                 let now = Instant::now();
                 assert_eq!(object.payload[0], i as u8, "in order");
                 let sent = sent_rx.recv().await.unwrap();
