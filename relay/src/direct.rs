@@ -19,8 +19,13 @@ use std::{
 
 use bytes::{Buf, Bytes, BytesMut};
 use moqcast_media::moq::transport::{coding::Decode, reexports::web_transport_trait as wt};
-use tokio::sync::watch;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
 use web_transport_quinn as wtq;
+
+use crate::ingest::{IngestRoutes, Routing};
 
 /// Track Aliases of this session's subscriptions whose streams the relay writes itself, each
 /// with whether moq-transport has accepted it yet.
@@ -107,20 +112,46 @@ fn route(head: &[u8], direct: &DirectAliases) -> Route {
 
 /// Whether `kind` is one of draft-18's SUBGROUP_HEADER types: 0x10-0x15 and 0x18-0x1D, with
 /// the flags 0x20 (default priority) and 0x40 (first object) in any combination.
-fn is_subgroup_type(kind: u64) -> bool {
+pub(crate) fn is_subgroup_type(kind: u64) -> bool {
     matches!(kind & !0x60, 0x10..=0x15 | 0x18..=0x1d)
 }
 
-/// The session moq-transport sees: the real one, with [`Stream`] for unidirectional streams.
+/// The session moq-transport sees: the real one, with [`Stream`] for unidirectional send
+/// streams, and incoming subgroup streams of routed tracks read by the relay itself
+/// ([`crate::ingest`]).
 #[derive(Clone)]
 pub struct Session {
     inner: wtq::Session,
     direct: DirectAliases,
+    ingest: IngestRoutes,
+    incoming: Arc<Incoming>,
 }
 
+/// Incoming unidirectional streams on their way to moq-transport, and the tasks reading their
+/// headers (then, for routed tracks, the whole stream). Dropped with the last handle on the
+/// session, which aborts the tasks.
+struct Incoming {
+    tx: mpsc::Sender<Recv>,
+    rx: tokio::sync::Mutex<mpsc::Receiver<Recv>>,
+    readers: Mutex<JoinSet<()>>,
+}
+
+/// Incoming streams whose header was read, waiting for moq-transport to accept them.
+const INCOMING_QUEUE: usize = 16;
+
 impl Session {
-    pub fn new(inner: wtq::Session, direct: DirectAliases) -> Self {
-        Self { inner, direct }
+    pub fn new(inner: wtq::Session, direct: DirectAliases, ingest: IngestRoutes) -> Self {
+        let (tx, rx) = mpsc::channel(INCOMING_QUEUE);
+        Self {
+            inner,
+            direct,
+            ingest,
+            incoming: Arc::new(Incoming {
+                tx,
+                rx: tokio::sync::Mutex::new(rx),
+                readers: Mutex::new(JoinSet::new()),
+            }),
+        }
     }
 
     /// For `moq_transport::session::Session::accept`.
@@ -224,23 +255,136 @@ impl wt::SendStream for Stream {
     }
 }
 
+/// A receive stream handed to moq-transport.
+pub enum Recv {
+    Wire(wtq::RecvStream),
+    /// A stream whose first bytes were read here to route it: those, then the rest.
+    Replay {
+        head: Bytes,
+        inner: wtq::RecvStream,
+    },
+    /// A subgroup stream the relay reads itself: moq-transport gets its header only (and a
+    /// FIN), so it counts the stream for PUBLISH_DONE's Stream Count.
+    Placeholder(Bytes),
+}
+
+impl Recv {
+    fn inner(&mut self) -> Option<&mut wtq::RecvStream> {
+        match self {
+            Recv::Wire(inner) | Recv::Replay { inner, .. } => Some(inner),
+            Recv::Placeholder(_) => None,
+        }
+    }
+}
+
+/// Takes up to `max` bytes off the front of `head`, `None` once it is empty.
+fn take_head(head: &mut Bytes, max: usize) -> Option<Bytes> {
+    (!head.is_empty()).then(|| head.split_to(max.min(head.len())))
+}
+
+impl wt::RecvStream for Recv {
+    type Error = wtq::ReadError;
+
+    async fn read(&mut self, dst: &mut [u8]) -> Result<Option<usize>, Self::Error> {
+        let head = match self {
+            Recv::Wire(inner) => return inner.read(dst).await,
+            Recv::Replay { head, inner } if head.is_empty() => return inner.read(dst).await,
+            Recv::Replay { head, .. } | Recv::Placeholder(head) => head,
+        };
+        Ok(take_head(head, dst.len()).map(|b| {
+            dst[..b.len()].copy_from_slice(&b);
+            b.len()
+        }))
+    }
+
+    async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, Self::Error> {
+        let head = match self {
+            Recv::Wire(inner) => return wt::RecvStream::read_chunk(inner, max).await,
+            Recv::Replay { head, inner } if head.is_empty() => {
+                return wt::RecvStream::read_chunk(inner, max).await
+            }
+            Recv::Replay { head, .. } | Recv::Placeholder(head) => head,
+        };
+        Ok(take_head(head, max))
+    }
+
+    fn stop(&mut self, code: u32) {
+        if let Some(inner) = self.inner() {
+            wt::RecvStream::stop(inner, code);
+        }
+    }
+
+    async fn closed(&mut self) -> Result<(), Self::Error> {
+        match self.inner() {
+            Some(inner) => wt::RecvStream::closed(inner).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads an incoming stream's header and sends the stream on: to the relay's own reader
+/// (moq-transport then gets a placeholder) or, with the bytes read so far, to moq-transport.
+async fn route_incoming(mut recv: wtq::RecvStream, routes: IngestRoutes, tx: mpsc::Sender<Recv>) {
+    let mut head = BytesMut::new();
+    loop {
+        match crate::ingest::route(&head, &routes) {
+            Routing::NeedMore => {}
+            Routing::Transport => {
+                let head = head.freeze();
+                let _ = tx.send(Recv::Replay { head, inner: recv }).await;
+                return;
+            }
+            Routing::Ingest(stream, cache) => {
+                let rest = head.split_off(stream.len);
+                if tx.send(Recv::Placeholder(head.freeze())).await.is_ok() {
+                    crate::ingest::read_subgroup(cache, stream, rest, recv).await;
+                }
+                return;
+            }
+        }
+        match recv.read_chunk(4096, true).await {
+            Ok(Some(chunk)) => head.extend_from_slice(&chunk.bytes),
+            // Ended or broken before a whole header: moq-transport reads and reports it.
+            _ => {
+                let head = head.freeze();
+                let _ = tx.send(Recv::Replay { head, inner: recv }).await;
+                return;
+            }
+        }
+    }
+}
+
 impl wt::Session for Session {
     type SendStream = Stream;
-    type RecvStream = wtq::RecvStream;
+    type RecvStream = Recv;
     type Error = wtq::SessionError;
 
     async fn accept_uni(&self) -> Result<Self::RecvStream, Self::Error> {
-        self.inner.accept_uni().await
+        let mut routed = self.incoming.rx.lock().await;
+        loop {
+            tokio::select! {
+                Some(recv) = routed.recv() => return Ok(recv),
+                res = self.inner.accept_uni() => {
+                    let recv = res?;
+                    if self.ingest.is_empty() {
+                        return Ok(Recv::Wire(recv));
+                    }
+                    let mut readers = self.incoming.readers.lock().expect("poisoned");
+                    while readers.try_join_next().is_some() {}
+                    readers.spawn(route_incoming(recv, self.ingest.clone(), self.incoming.tx.clone()));
+                }
+            }
+        }
     }
 
     async fn accept_bi(&self) -> Result<(Self::SendStream, Self::RecvStream), Self::Error> {
         let (send, recv) = self.inner.accept_bi().await?;
-        Ok((Stream::Wire(send), recv))
+        Ok((Stream::Wire(send), Recv::Wire(recv)))
     }
 
     async fn open_bi(&self) -> Result<(Self::SendStream, Self::RecvStream), Self::Error> {
         let (send, recv) = self.inner.open_bi().await?;
-        Ok((Stream::Wire(send), recv))
+        Ok((Stream::Wire(send), Recv::Wire(recv)))
     }
 
     async fn open_uni(&self) -> Result<Self::SendStream, Self::Error> {

@@ -93,6 +93,8 @@ pub struct TrackCache {
     upstream_task: Mutex<Option<tokio::task::AbortHandle>>,
     /// Set when the upstream ingest finished.
     ingest_done: Arc<watch::Sender<bool>>,
+    /// Subgroup streams the relay is reading itself ([`crate::ingest`]) into this cache.
+    direct_streams: Arc<watch::Sender<usize>>,
     /// The relay-wide budget this cache counts against, and its id there.
     budget: Arc<CacheBudget>,
     budget_id: u64,
@@ -145,6 +147,7 @@ impl TrackCache {
             metrics,
             upstream_task: Mutex::new(None),
             ingest_done: Arc::new(watch::channel(false).0),
+            direct_streams: Arc::new(watch::channel(0).0),
             budget_id: budget.next_id.fetch_add(1, Ordering::Relaxed),
             budget,
         });
@@ -289,6 +292,61 @@ impl TrackCache {
         });
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The largest object the cache takes.
+    pub fn max_object_bytes(&self) -> usize {
+        self.with_store(|s| s.limits().max_bytes)
+    }
+
+    /// Opens a subgroup the upstream started; false (counted and logged) if the cache refuses.
+    pub fn open_subgroup(&self, group: u64, subgroup: u64, priority: u8) -> bool {
+        let opened = self.update(|inner| {
+            inner.upstream = UpstreamState::Live;
+            inner.delivery = Some(Delivery::Subgroups);
+            inner.store.open(group, subgroup, priority, Instant::now())
+        });
+        match opened {
+            Ok(()) => true,
+            Err(e) => {
+                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "dropping upstream subgroup");
+                false
+            }
+        }
+    }
+
+    /// Adds an upstream object to its open subgroup; false (counted and logged) if the cache
+    /// refuses it, which ends the subgroup.
+    pub fn push_object(&self, key: Key, object: CachedObject) -> bool {
+        self.metrics.objects_in.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .bytes_in
+            .fetch_add(object.payload.len() as u64, Ordering::Relaxed);
+        match self.update(|inner| inner.store.push(key, object, Instant::now())) {
+            Ok(()) => true,
+            Err(e) => {
+                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(group = key.0, subgroup = key.1, error = %e, "dropping upstream object");
+                false
+            }
+        }
+    }
+
+    /// Ends an upstream subgroup: complete, or cut short.
+    pub fn end_subgroup(&self, key: Key, clean: bool) {
+        self.update(|inner| inner.store.end(key, clean));
+    }
+
+    /// Counts a subgroup stream the relay reads itself until the guard drops: a track whose
+    /// upstream ended still takes in what those streams deliver, within the drain grace.
+    pub fn open_direct_stream(&self) -> DirectStreamGuard {
+        self.direct_streams.send_modify(|n| *n += 1);
+        DirectStreamGuard(self.direct_streams.clone())
+    }
+
     /// Ends the track (publisher left or upstream failed).
     pub fn end(&self, err: Option<serve::ServeError>) {
         self.update(|inner| {
@@ -318,6 +376,7 @@ impl TrackCache {
         let weak = Arc::downgrade(self);
         let span = tracing::info_span!("upstream", broadcast = %self.broadcast, track = %self.name);
         let done = self.ingest_done.clone();
+        let mut direct = self.direct_streams.subscribe();
         let task = tracing::Instrument::instrument(
             async move {
                 let ingest = ingest(weak.clone(), reader);
@@ -336,6 +395,8 @@ impl TrackCache {
                     }
                     res = &mut ingest => res.err(),
                 };
+                // Streams the relay reads itself may still be delivering the tail.
+                let _ = tokio::time::timeout(DRAIN_GRACE, direct.wait_for(|n| *n == 0)).await;
                 done.send_replace(true);
                 if let Some(cache) = weak.upgrade() {
                     tracing::debug!(error = ?res, "upstream ended");
@@ -504,17 +565,8 @@ async fn ingest_subgroups(
             next = subgroups.next() => match next? {
                 Some(group) => {
                     let Some(c) = cache.upgrade() else { return Ok(()) };
-                    let opened = c.update(|inner| {
-                        inner.upstream = UpstreamState::Live;
-                        inner.delivery = Some(Delivery::Subgroups);
-                        inner.store.open(group.group_id, group.subgroup_id, group.priority, Instant::now())
-                    });
-                    match opened {
-                        Ok(()) => groups.push(ingest_group(cache.clone(), group)),
-                        Err(e) => {
-                            c.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(error = %e, "dropping upstream subgroup");
-                        }
+                    if c.open_subgroup(group.group_id, group.subgroup_id, group.priority) {
+                        groups.push(ingest_group(cache.clone(), group));
                     }
                 }
                 None => break,
@@ -539,10 +591,6 @@ async fn ingest_group(cache: std::sync::Weak<TrackCache>, mut group: serve::Subg
             Err(_) => break false,
         };
         let Some(c) = cache.upgrade() else { return };
-        c.metrics.objects_in.fetch_add(1, Ordering::Relaxed);
-        c.metrics
-            .bytes_in
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         let cached = CachedObject {
             id: object.object_id,
             status: object.status,
@@ -551,14 +599,22 @@ async fn ingest_group(cache: std::sync::Weak<TrackCache>, mut group: serve::Subg
             end_of_group: false,
             header: Bytes::new(),
         };
-        if let Err(e) = c.update(|inner| inner.store.push(key, cached, Instant::now())) {
-            c.metrics.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(group = key.0, subgroup = key.1, error = %e, "dropping upstream object");
+        if !c.push_object(key, cached) {
             break false;
         }
     };
     if let Some(c) = cache.upgrade() {
-        c.update(|inner| inner.store.end(key, clean));
+        c.end_subgroup(key, clean);
+    }
+}
+
+/// Holds one count of [`TrackCache::open_direct_stream`].
+#[derive(Debug)]
+pub struct DirectStreamGuard(Arc<watch::Sender<usize>>);
+
+impl Drop for DirectStreamGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod direct;
 pub mod fanout;
 pub mod http;
+pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod origin;

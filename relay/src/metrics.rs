@@ -27,6 +27,7 @@ pub struct Metrics {
     pub slow_skips: AtomicU64,
     pub direct_streams: AtomicU64,
     pub direct_resets: AtomicU64,
+    pub direct_ingest_streams: AtomicU64,
     pub errors: AtomicU64,
     pub session_errors: AtomicU64,
 }
@@ -34,7 +35,7 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 23] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 24] = [
             (
                 "moqcast_sessions",
                 "gauge",
@@ -154,6 +155,12 @@ impl Metrics {
                 "counter",
                 "Subgroup streams the relay opened and wrote itself (--forwarder direct)",
                 &self.direct_streams,
+            ),
+            (
+                "moqcast_direct_ingest_streams_total",
+                "counter",
+                "Publishers' subgroup streams the relay read itself (--forwarder direct)",
+                &self.direct_ingest_streams,
             ),
             (
                 "moqcast_direct_stream_resets_total",

@@ -19,8 +19,17 @@ use moqcast_media::moq::{self, serve, Subscriber, TrackNamespace};
 use crate::{
     cache::CacheLimits,
     fanout::{CacheBudget, TrackCache},
+    ingest::IngestRoutes,
     metrics::Metrics,
 };
+
+/// How the relay reaches a broadcast's publisher: its session's subscriber role, and (when the
+/// relay reads subgroup streams itself) the session's ingest routes.
+#[derive(Clone)]
+pub struct Upstream {
+    pub subscriber: Subscriber,
+    pub ingest: Option<IngestRoutes>,
+}
 
 /// A namespace came or went (for SUBSCRIBE_NAMESPACE).
 #[derive(Debug, Clone)]
@@ -35,7 +44,7 @@ pub struct Broadcast {
     pub namespace: TrackNamespace,
     prefix: moq::transport::coding::TrackNamespacePrefix,
     pub session: u64,
-    upstream: Option<Subscriber>,
+    upstream: Option<Upstream>,
     /// The runtime and shard of the publisher's session: tracks read from it are ingested
     /// there, next to the publisher's connection.
     home: Option<crate::fanout::IngestHome>,
@@ -130,7 +139,7 @@ impl Origin {
         &self,
         namespace: TrackNamespace,
         session: u64,
-        upstream: Option<Subscriber>,
+        upstream: Option<Upstream>,
     ) -> Arc<Broadcast> {
         let path = moq::broadcast_path(&namespace);
         let b = Arc::new(Broadcast {
@@ -264,10 +273,26 @@ impl Origin {
             .ok_or_else(|| LookupError::NoTrack(path.clone(), name.into()))?;
         let cache = TrackCache::new(&path, name, self.limits, self.budget.clone());
         let (writer, reader) = serve::Track::new(namespace.clone(), name).produce();
-        let mut upstream = upstream;
+        let Upstream {
+            mut subscriber,
+            ingest,
+        } = upstream;
         let weak = Arc::downgrade(&cache);
         cache.spawn_upstream(b.home.as_ref(), reader, async move {
-            let subscription = upstream.subscribe_open(writer).await?;
+            let subscription = subscriber.subscribe_open(writer).await?;
+            // From here on the relay reads the track's subgroup streams itself.
+            let _route = match (ingest, subscription.subscribe_ok(), weak.upgrade()) {
+                (Some(routes), Some(ok), Some(c)) => {
+                    let priority = ok
+                        .track_extensions
+                        .default_publisher_priority()
+                        .ok()
+                        .flatten()
+                        .unwrap_or(moq::transport::data::DEFAULT_PUBLISHER_PRIORITY);
+                    Some(routes.insert(ok.track_alias, &c, Some(priority)))
+                }
+                _ => None,
+            };
             if let Some(c) = weak.upgrade() {
                 c.accept();
             }
@@ -285,6 +310,7 @@ impl Origin {
         name: &str,
         reader: serve::TrackReader,
         session: u64,
+        ingest: Option<(&IngestRoutes, u64)>,
     ) -> Arc<TrackCache> {
         let path = moq::broadcast_path(namespace);
         let b = match self.get(&path) {
@@ -292,7 +318,13 @@ impl Origin {
             _ => self.announce(namespace.clone(), session, None),
         };
         let cache = TrackCache::new(&path, name, self.limits, self.budget.clone());
-        cache.spawn_upstream(b.home.as_ref(), reader, std::future::pending());
+        // The relay reads the track's subgroup streams itself (PUBLISH carries no default
+        // priority moq-transport shows, so streams without one go through moq-transport).
+        let route = ingest.map(|(routes, alias)| routes.insert(alias, &cache, None));
+        cache.spawn_upstream(b.home.as_ref(), reader, async move {
+            let _route = route;
+            std::future::pending().await
+        });
         cache.accept();
         if let Some(old) = b
             .pushed

@@ -27,8 +27,9 @@ use crate::{
     config::Forwarder,
     direct::{AliasGuard, DirectAliases},
     fanout::{pump, Backlog, DirectTarget, Output, Start, TrackCache},
+    ingest::IngestRoutes,
     limits::{Slot, Slots},
-    origin::{Announcement, LookupError},
+    origin::{Announcement, LookupError, Upstream},
     OwnedTask, RelayState,
 };
 
@@ -48,7 +49,11 @@ pub async fn run(
     let aliases = DirectAliases::default();
     let direct =
         (state.config.forwarder == Forwarder::Direct).then(|| (wt.clone(), aliases.clone()));
-    let moq = crate::direct::Session::new(wt, aliases).into_transport();
+    // Likewise the subgroup streams of the tracks the relay subscribes to here are read by the
+    // relay itself (`crate::ingest`), when it writes its own streams.
+    let routes = IngestRoutes::default();
+    let ingest = (state.config.forwarder == Forwarder::Direct).then(|| routes.clone());
+    let moq = crate::direct::Session::new(wt, aliases, routes).into_transport();
     let (session, publisher, subscriber) = Session::accept(moq, None, transport).await?;
     let backlog = Backlog::new(conn, state.config.subscriber_backlog_bytes);
     let mut tasks = JoinSet::new();
@@ -56,7 +61,7 @@ pub async fn run(
     let res = tokio::select! {
         res = session.run() => res.map_err(anyhow::Error::from),
         () = downstream(state.clone(), publisher, backlog, direct) => Ok(()),
-        () = upstream(state.clone(), subscriber, id, &mut tasks) => Ok(()),
+        () = upstream(state.clone(), subscriber, id, ingest, &mut tasks) => Ok(()),
     };
     tasks.abort_all();
     state.origin.session_closed(id);
@@ -455,6 +460,7 @@ async fn upstream(
     state: Arc<RelayState>,
     subscriber: Option<Subscriber>,
     session: u64,
+    ingest: Option<IngestRoutes>,
     tasks: &mut JoinSet<()>,
 ) {
     let Some(subscriber) = subscriber else {
@@ -473,7 +479,8 @@ async fn upstream(
                 if pn.ok().is_err() {
                     continue;
                 }
-                state.origin.announce(namespace, session, Some(subscriber.clone()));
+                let upstream = Upstream { subscriber: subscriber.clone(), ingest: ingest.clone() };
+                state.origin.announce(namespace, session, Some(upstream));
                 let origin = state.clone();
                 tasks.spawn(async move {
                     let _ = pn.closed().await;
@@ -481,7 +488,7 @@ async fn upstream(
                 });
             }
             Some(pr) = s2.publish_received() => {
-                accept_publish(&state, pr, session, tasks);
+                accept_publish(&state, pr, session, ingest.as_ref(), tasks);
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             else => return std::future::pending().await,
@@ -493,6 +500,7 @@ fn accept_publish(
     state: &Arc<RelayState>,
     mut pr: PublishReceived,
     session: u64,
+    ingest: Option<&IngestRoutes>,
     tasks: &mut JoinSet<()>,
 ) {
     let namespace = pr.namespace().clone();
@@ -504,9 +512,13 @@ fn accept_publish(
             return;
         }
     };
-    let cache = state
-        .origin
-        .publish_track(&namespace, &name, reader, session);
+    let cache = state.origin.publish_track(
+        &namespace,
+        &name,
+        reader,
+        session,
+        ingest.map(|r| (r, pr.track_alias())),
+    );
     let origin = state.clone();
     let path = moqcast_media::moq::broadcast_path(&namespace);
     tasks.spawn(async move {
