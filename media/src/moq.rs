@@ -705,12 +705,12 @@ async fn read_one(
 /// subgroup streams: the header once per stream, then one object header before each payload.
 /// The encoders are the transport crate's, so the bytes are those its own forwarder sends.
 pub mod wire {
-    use bytes::{Bytes, BytesMut};
+    use bytes::{Buf, Bytes, BytesMut};
     use moq_transport::{
-        coding::Encode,
+        coding::{Decode, DecodeError, Encode},
         data::{
             ExtensionHeaders, ObjectStatus, StreamHeaderType, SubgroupHeader, SubgroupIdMode,
-            SubgroupObjectExt,
+            SubgroupObject, SubgroupObjectExt,
         },
     };
 
@@ -793,6 +793,122 @@ pub mod wire {
             .map_err(|e| WireError::Encode(e.to_string()))?;
         Ok(buf.freeze())
     }
+
+    /// An object read off a subgroup stream.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ParsedObject {
+        pub id: u64,
+        pub status: ObjectStatus,
+        pub properties: ExtensionHeaders,
+        pub payload: Bytes,
+    }
+
+    /// Why a subgroup stream was not read to its end.
+    #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum ParseError {
+        #[error("malformed object header: {0}")]
+        Malformed(String),
+        #[error("object id overflows")]
+        IdOverflow,
+        #[error("object with status {0:?} carries properties")]
+        StatusWithProperties(ObjectStatus),
+        #[error("object of {0} bytes is larger than the track cache ({1} bytes)")]
+        TooLarge(usize, usize),
+        #[error("stream ended inside an object")]
+        Truncated,
+    }
+
+    /// Decodes the objects of one subgroup stream, after its header, from bytes as they arrive.
+    #[derive(Debug)]
+    pub struct SubgroupParser {
+        properties: bool,
+        max_payload: usize,
+        previous: Option<u64>,
+        /// The object whose header was read and whose payload is still arriving.
+        pending: Option<(u64, usize, ObjectStatus, ExtensionHeaders)>,
+    }
+
+    impl SubgroupParser {
+        pub fn new(properties: bool, max_payload: usize) -> Self {
+            Self {
+                properties,
+                max_payload,
+                previous: None,
+                pending: None,
+            }
+        }
+
+        /// The next whole object at the front of `buf` (taken out of it), or `None` until more
+        /// bytes arrive.
+        pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<ParsedObject>, ParseError> {
+            if self.pending.is_none() {
+                let mut cursor = &buf[..];
+                let decoded = if self.properties {
+                    SubgroupObjectExt::decode(&mut cursor).map(|o| {
+                        (
+                            o.object_id_delta,
+                            o.payload_length,
+                            o.status,
+                            o.extension_headers,
+                        )
+                    })
+                } else {
+                    SubgroupObject::decode(&mut cursor).map(|o| {
+                        (
+                            o.object_id_delta,
+                            o.payload_length,
+                            o.status,
+                            ExtensionHeaders::default(),
+                        )
+                    })
+                };
+                let (delta, len, status, properties) = match decoded {
+                    Ok(d) => d,
+                    Err(DecodeError::More(_)) => return Ok(None),
+                    Err(e) => return Err(ParseError::Malformed(e.to_string())),
+                };
+                if len > self.max_payload {
+                    return Err(ParseError::TooLarge(len, self.max_payload));
+                }
+                let status = status.unwrap_or(ObjectStatus::NormalObject);
+                if status != ObjectStatus::NormalObject && !properties.is_empty() {
+                    return Err(ParseError::StatusWithProperties(status));
+                }
+                let id = match self.previous {
+                    Some(p) => p
+                        .checked_add(delta)
+                        .and_then(|v| v.checked_add(1))
+                        .ok_or(ParseError::IdOverflow)?,
+                    None => delta,
+                };
+                self.previous = Some(id);
+                let used = buf.len() - cursor.len();
+                buf.advance(used);
+                self.pending = Some((id, len, status, properties));
+            }
+            let len = self.pending.as_ref().map_or(0, |p| p.1);
+            if buf.len() < len {
+                buf.reserve(len - buf.len());
+                return Ok(None);
+            }
+            let (id, _, status, properties) = self.pending.take().expect("checked above");
+            Ok(Some(ParsedObject {
+                id,
+                status,
+                properties,
+                payload: buf.split_to(len).freeze(),
+            }))
+        }
+
+        /// Checks the stream's end (FIN) against what is left: nothing, or a torn object.
+        pub fn finish(&self, rest: &[u8]) -> Result<(), ParseError> {
+            if self.pending.is_some() || !rest.is_empty() {
+                return Err(ParseError::Truncated);
+            }
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -804,6 +920,85 @@ mod wire_tests {
     };
 
     use super::{wire, ExtensionHeaders};
+    use bytes::{Bytes, BytesMut};
+    use wire::{ParseError, SubgroupParser};
+
+    fn stream(objects: &[(u64, &[u8])]) -> BytesMut {
+        let mut out = BytesMut::new();
+        let mut previous = None;
+        for (id, payload) in objects {
+            let status = if payload.is_empty() {
+                ObjectStatus::EndOfGroup
+            } else {
+                ObjectStatus::NormalObject
+            };
+            let header = wire::object_header(
+                previous,
+                *id,
+                &ExtensionHeaders::default(),
+                payload.len(),
+                status,
+            )
+            .unwrap();
+            out.extend_from_slice(&header);
+            out.extend_from_slice(payload);
+            previous = Some(*id);
+        }
+        out
+    }
+
+    #[test]
+    fn parses_objects_fed_a_byte_at_a_time() {
+        let bytes = stream(&[(0, b"key"), (1, b"delta"), (5, b"")]);
+        let mut parser = SubgroupParser::new(true, 1024);
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for b in bytes.iter() {
+            buf.extend_from_slice(&[*b]);
+            while let Some(o) = parser.next(&mut buf).unwrap() {
+                got.push((o.id, o.status, o.payload));
+            }
+        }
+        parser.finish(&buf).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (0, ObjectStatus::NormalObject, Bytes::from_static(b"key")),
+                (1, ObjectStatus::NormalObject, Bytes::from_static(b"delta")),
+                (5, ObjectStatus::EndOfGroup, Bytes::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_a_whole_stream_at_once() {
+        let mut buf = stream(&[(0, b"a"), (1, b"bb")]);
+        let mut parser = SubgroupParser::new(true, 1024);
+        assert_eq!(parser.next(&mut buf).unwrap().unwrap().payload, "a");
+        assert_eq!(parser.next(&mut buf).unwrap().unwrap().payload, "bb");
+        assert_eq!(parser.next(&mut buf).unwrap(), None);
+        assert!(buf.is_empty());
+        parser.finish(&buf).unwrap();
+    }
+
+    #[test]
+    fn a_torn_object_or_a_huge_one_is_an_error() {
+        let full = stream(&[(0, b"payload")]);
+        let mut parser = SubgroupParser::new(true, 1024);
+        let mut buf = BytesMut::from(&full[..full.len() - 2]);
+        assert_eq!(parser.next(&mut buf).unwrap(), None);
+        assert_eq!(parser.finish(&buf), Err(ParseError::Truncated));
+
+        let mut parser = SubgroupParser::new(true, 4);
+        let mut buf = full.clone();
+        assert_eq!(parser.next(&mut buf), Err(ParseError::TooLarge(7, 4)));
+
+        // A 2-byte varint prefix followed by garbage that is not a valid properties block:
+        // properties length 5 with only a 1-byte body is "need more", never a panic.
+        let mut parser = SubgroupParser::new(true, 1024);
+        let mut buf = BytesMut::from(&[0x00, 0x05, 0x01][..]);
+        assert_eq!(parser.next(&mut buf).unwrap(), None);
+    }
 
     #[test]
     fn subgroup_stream_round_trips_through_the_transport_decoder() {

@@ -100,9 +100,9 @@ pub struct Args {
     /// shard falls below two thirds of it. Default 0.9; 0: always coalesce.
     #[arg(long, env = "MOQCAST_COALESCE_ABOVE")]
     pub coalesce_above: Option<f64>,
-    /// Who writes subscribers' subgroup streams: "direct" (the relay itself, one hand-over to
-    /// QUIC per object; default) or "transport" (moq-transport's forwarder, about a fifth more
-    /// CPU per Gbit/s). Subscriptions with FORWARD=0 or an end group always use the forwarder.
+    /// Who writes subscribers' subgroup streams and reads publishers' ones: "direct" (the relay
+    /// itself, one hand-over to QUIC per object; default) or "transport" (moq-transport, more CPU
+    /// per Gbit/s). Subscriptions with FORWARD=0 or an end group always use the forwarder.
     #[arg(long, env = "MOQCAST_FORWARDER", value_enum)]
     pub forwarder: Option<Forwarder>,
     /// Log format: "text" or "json".
@@ -171,7 +171,7 @@ pub enum Congestion {
     Bbr,
 }
 
-/// Who writes subscribers' subgroup streams (see `--forwarder`).
+/// Who writes subscribers' subgroup streams and reads publishers' ones (see `--forwarder`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Forwarder {

@@ -817,3 +817,70 @@ async fn saturated_shards_coalesce_what_subscribers_are_sent() {
         relay.stop().await;
     }
 }
+
+/// With `--forwarder direct` (the default) the relay reads a publisher's subgroup streams
+/// itself once it knows their Track Alias; with `--forwarder transport` moq-transport reads
+/// them. Either way the subscriber gets every object of every group, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_streams_are_read_by_the_relay_or_by_moq_transport() {
+    init_tracing();
+    const GROUPS: u64 = 4;
+    const OBJECTS: u64 = 5;
+    for direct in [true, false] {
+        let flags: &[&str] = if direct {
+            &[]
+        } else {
+            &["--forwarder", "transport"]
+        };
+        let relay = TestRelay::start(flags).await;
+        let url: url::Url = relay.url("moqt").parse().unwrap();
+        let (publishing, mut tracks) = publish_tracks(&relay, &url, "ingest", &["v"]).await;
+        let mut subscriber = subscribe_upstream(&relay, &url, "ingest", "v").await;
+        for g in 0..GROUPS {
+            assert_eq!(tracks[0].start_group().unwrap(), g);
+            for o in 0..OBJECTS {
+                let payload = Bytes::from(vec![(g * OBJECTS + o) as u8; 3000]);
+                tracks[0].write(Default::default(), payload).unwrap();
+            }
+            tracks[0].finish_group();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut got = Vec::new();
+        for i in 0..GROUPS * OBJECTS {
+            let object = subscriber.next_object(&i.to_string()).await;
+            assert_eq!(object.payload.len(), 3000);
+            assert_eq!(
+                u64::from(object.payload[0]),
+                object.group_id * OBJECTS + object.object_id,
+                "payload of {}/{}",
+                object.group_id,
+                object.object_id
+            );
+            got.push((object.group_id, object.object_id));
+        }
+        got.sort_unstable();
+        let want: Vec<_> = (0..GROUPS)
+            .flat_map(|g| (0..OBJECTS).map(move |o| (g, o)))
+            .collect();
+        assert_eq!(got, want);
+        let read_directly = relay
+            .state
+            .metrics
+            .direct_ingest_streams
+            .load(Ordering::Relaxed);
+        if direct {
+            // The first group may overtake SUBSCRIBE_OK's processing and go through
+            // moq-transport; the others are read by the relay.
+            assert!(
+                read_directly >= GROUPS - 1,
+                "{read_directly} streams read directly"
+            );
+        } else {
+            assert_eq!(read_directly, 0);
+        }
+        assert_eq!(relay.state.metrics.errors.load(Ordering::Relaxed), 0);
+        drop(subscriber);
+        publishing.abort();
+        relay.stop().await;
+    }
+}
