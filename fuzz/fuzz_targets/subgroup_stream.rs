@@ -8,7 +8,11 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use moqcast_media::moq::wire::{ParseError, ParsedObject, SubgroupParser};
 
-fn parse(data: &[u8], step: usize, properties: bool) -> (Vec<ParsedObject>, Result<(), ParseError>) {
+fn parse(
+    data: &[u8],
+    step: usize,
+    properties: bool,
+) -> (Vec<ParsedObject>, Result<(), ParseError>) {
     let mut parser = SubgroupParser::new(properties, 4096);
     let mut buf = BytesMut::new();
     let mut objects = Vec::new();

@@ -371,7 +371,8 @@ impl wt::Session for Session {
                     }
                     let mut readers = self.incoming.readers.lock().expect("poisoned");
                     while readers.try_join_next().is_some() {}
-                    readers.spawn(route_incoming(recv, self.ingest.clone(), self.incoming.tx.clone()));
+                    let (routes, tx) = (self.ingest.clone(), self.incoming.tx.clone());
+                    readers.spawn(route_incoming(recv, routes, tx));
                 }
             }
         }

@@ -329,7 +329,12 @@ impl TrackCache {
             Ok(()) => true,
             Err(e) => {
                 self.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(group = key.0, subgroup = key.1, error = %e, "dropping upstream object");
+                tracing::warn!(
+                    group = key.0,
+                    subgroup = key.1,
+                    error = %e,
+                    "dropping upstream object"
+                );
                 false
             }
         }

@@ -6,9 +6,9 @@
 //! request futures, the relay's own per-session futures). For the subgroup streams of a track
 //! the relay has subscribed to, [`crate::direct::Session`] instead hands the stream here once
 //! its header names a Track Alias in [`IngestRoutes`]: one task per stream decodes the objects
-//! ([`moqcast_media::moq::wire::SubgroupParser`], no I/O) and pushes them straight into the track's cache. moq-transport
-//! gets a placeholder with the stream's header and no objects, so that it still counts the
-//! stream against PUBLISH_DONE's Stream Count (draft-18 §10.11).
+//! ([`moqcast_media::moq::wire::SubgroupParser`], no I/O) and pushes them straight into the
+//! track's cache. moq-transport gets a placeholder with the stream's header and no objects, so
+//! that it still counts the stream against PUBLISH_DONE's Stream Count (draft-18 §10.11).
 //!
 //! Streams that arrive before the relay knows the alias (the first group can overtake
 //! SUBSCRIBE_OK's processing), other streams and datagrams still go through moq-transport;
@@ -233,7 +233,11 @@ pub async fn read_subgroup(
                     metrics
                         .errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(group = head.group, error = %e, "upstream subgroup stream ended early");
+                    tracing::warn!(
+                        group = head.group,
+                        error = %e,
+                        "upstream subgroup stream ended early"
+                    );
                     break false;
                 }
             },
