@@ -93,14 +93,11 @@ enum Route {
 
 fn route(head: &[u8], direct: &DirectAliases) -> Route {
     use moqcast_media::moq::transport::coding::DecodeError;
-    // The type is read as a plain varint: moq-transport's `StreamHeaderType` decoder logs an
-    // ERROR for every type it does not know, and only subgroup types matter here.
     let mut buf = head;
-    match u64::decode(&mut buf) {
-        Ok(kind) if is_subgroup_type(kind) => {}
-        Ok(_) => return Route::Wire,
-        Err(DecodeError::More(_)) => return Route::NeedMore,
-        Err(_) => return Route::Wire,
+    match subgroup_type(&mut buf) {
+        Some(true) => {}
+        Some(false) => return Route::Wire,
+        None => return Route::NeedMore,
     }
     match u64::decode(&mut buf) {
         Ok(alias) if direct.placeholder(alias) => Route::Placeholder,
@@ -110,9 +107,22 @@ fn route(head: &[u8], direct: &DirectAliases) -> Route {
     }
 }
 
+/// Whether a stream starting with `head` (advanced past the type) is a subgroup stream; `None`
+/// until the type is complete. The type is read as a plain varint: moq-transport's
+/// `StreamHeaderType` decoder logs an ERROR for every type it does not know, and only subgroup
+/// types matter to the relay.
+pub(crate) fn subgroup_type(head: &mut &[u8]) -> Option<bool> {
+    use moqcast_media::moq::transport::coding::DecodeError;
+    match u64::decode(head) {
+        Ok(kind) => Some(is_subgroup_type(kind)),
+        Err(DecodeError::More(_)) => None,
+        Err(_) => Some(false),
+    }
+}
+
 /// Whether `kind` is one of draft-18's SUBGROUP_HEADER types: 0x10-0x15 and 0x18-0x1D, with
 /// the flags 0x20 (default priority) and 0x40 (first object) in any combination.
-pub(crate) fn is_subgroup_type(kind: u64) -> bool {
+fn is_subgroup_type(kind: u64) -> bool {
     matches!(kind & !0x60, 0x10..=0x15 | 0x18..=0x1d)
 }
 

@@ -117,14 +117,10 @@ pub enum Routing {
 
 /// Routes a stream by its first bytes.
 pub fn route(head: &[u8], routes: &IngestRoutes) -> Routing {
-    // The type is read as a plain varint first: moq-transport's decoder logs an ERROR for
-    // every type it does not know, and only subgroup types matter here.
-    let mut buf = head;
-    match u64::decode(&mut buf) {
-        Ok(kind) if crate::direct::is_subgroup_type(kind) => {}
-        Ok(_) => return Routing::Transport,
-        Err(DecodeError::More(_)) => return Routing::NeedMore,
-        Err(_) => return Routing::Transport,
+    match crate::direct::subgroup_type(&mut &head[..]) {
+        Some(true) => {}
+        Some(false) => return Routing::Transport,
+        None => return Routing::NeedMore,
     }
     let mut buf = head;
     let header =
