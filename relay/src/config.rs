@@ -90,8 +90,8 @@ pub struct Args {
     #[arg(long, env = "MOQCAST_ACK_EVERY")]
     pub ack_every: Option<u32>,
     /// Longest subscribers' objects wait to be handed to QUIC together, in milliseconds, while
-    /// a shard is saturated (awake nearly all the time). Under that load, one send of two
-    /// frames costs far less than two sends of one. Default 20; 0: never (at most 1000). An
+    /// a shard is saturated (awake nearly all the time). Under that load, one send of three
+    /// frames costs far less than three sends of one. Default 50; 0: never (at most 1000). An
     /// unsaturated relay hands each object over at once.
     #[arg(long, env = "MOQCAST_COALESCE_MS")]
     pub coalesce_ms: Option<u64>,
@@ -259,7 +259,7 @@ impl Default for Config {
             runtime: RuntimeMode::Sharded,
             congestion: Congestion::Cubic,
             ack_every: 10,
-            coalesce: std::time::Duration::from_millis(20),
+            coalesce: std::time::Duration::from_millis(50),
             coalesce_above: crate::shard::COALESCE_ABOVE_PERMILLE,
             forwarder: Forwarder::Direct,
             log_format: "text".into(),
@@ -553,7 +553,7 @@ mod tests {
         assert_eq!(c.runtime, RuntimeMode::Sharded);
         assert_eq!(c.congestion, Congestion::Cubic);
         assert_eq!(c.ack_every, 10);
-        assert_eq!(c.coalesce, std::time::Duration::from_millis(20));
+        assert_eq!(c.coalesce, std::time::Duration::from_millis(50));
         assert_eq!(c.coalesce_above, 900);
         // The environment variables are declared on the flags.
         let cmd = <Args as clap::CommandFactory>::command();

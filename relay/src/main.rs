@@ -7,7 +7,22 @@ use moqcast_relay::{Args, Config, Relay};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its index in `mi_option_e`, mimalloc.h; the same in
+/// mimalloc v2 and v3). `libmimalloc-sys` names only some options.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long memory the relay freed stays with it before mimalloc gives it back to the system,
+/// in milliseconds, unless `MIMALLOC_PURGE_DELAY` says otherwise. mimalloc's own default
+/// (1 s) returned pages the relay needed again moments later: at 1000 subscribers the kernel
+/// zeroing them again (mimalloc asks for transparent huge pages, 2 MiB a fault) took 3.7% of
+/// the relay's CPU, and 10 s cut its page faults by three quarters (docs/BENCHMARKS.md).
+const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+
 fn main() -> anyhow::Result<()> {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option; mimalloc reads it when it next purges.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
     let config = Config::resolve(Args::parse())?;
     init_tracing(&config.log_format);
     // Sharded: the shards run sessions on their own threads (moqcast_relay::shard), this
