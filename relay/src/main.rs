@@ -83,3 +83,34 @@ async fn shutdown_signal() {
     }
     tracing::info!("signal received");
 }
+
+#[cfg(test)]
+mod tests {
+    /// Set in the child process of the test below.
+    const CHILD: &str = "MOQCAST_TEST_MIMALLOC_CHILD";
+
+    /// `MI_OPTION_PURGE_DELAY` is the option mimalloc fills from `MIMALLOC_PURGE_DELAY`: the
+    /// test runs itself again with that variable set and reads the option back.
+    #[test]
+    fn the_purge_delay_option_is_the_one_mimalloc_reads_from_its_variable() {
+        if std::env::var_os(CHILD).is_some() {
+            // SAFETY: reads a plain integer option.
+            let value = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+            assert_eq!(value, 4321);
+            return;
+        }
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "tests::the_purge_delay_option_is_the_one_mimalloc_reads_from_its_variable",
+            ])
+            .env(CHILD, "1")
+            .env("MIMALLOC_PURGE_DELAY", "4321")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}");
+        // The child ran the test, not an empty filter.
+        assert!(stdout.contains("1 passed"), "{stdout}");
+    }
+}
