@@ -7,6 +7,10 @@
 #
 # Environment (all optional):
 #   RELAYS     relays to run, in order: "moqcast ietf"
+#   ROUNDS     times to run the whole matrix (1). Each row runs every relay back to back,
+#              first-to-last in odd rounds and last-to-first in even ones, so a noisy minute
+#              on a shared host lands on both; with ROUNDS > 1 a second table gives each row's
+#              medians and how many rounds ours beat the other relay in
 #   CASES      matrix rows, each SUBSCRIBERS or SUBSCRIBERSxBROADCASTS (subscribers spread
 #              round-robin over the broadcasts): "1 10 100 300 1000 200x50"
 #   DURATION   measured seconds per run (10); WARMUP seconds left out first (4)
@@ -29,6 +33,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 RELAYS=${RELAYS:-"moqcast ietf"}
+ROUNDS=${ROUNDS:-1}
 CASES=${CASES:-"1 10 100 300 1000 200x50"}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-4}
@@ -116,43 +121,91 @@ stop_relay() {
     relay_pid=
 }
 
-for relay in $RELAYS; do
+run_one() {
+    local relay=$1 case=$2 round=$3
+    local subs=${case%%x*} broadcasts=1
+    [ "$case" != "$subs" ] && broadcasts=${case#*x}
+    local tag=$relay-$case-r$round-$stamp
+    local log=$OUT/relay-$tag.log report=$OUT/bench-$tag.out
+    start_relay "$relay" "$log"
+    echo "==> round $round/$ROUNDS, $relay: 1 publisher -> $subs subscribers, $broadcasts broadcast(s) (load $(cut -d' ' -f1 /proc/loadavg))"
+    local limit
+    limit=$(awk -v d="$DURATION" -v w="$WARMUP" -v r="$DRAIN" 'BEGIN { print int(d + w + r + 40) }')
+    timeout "$limit" "$bench" --url "$SCHEME://127.0.0.1:$PORT" --tls-disable-verify \
+        --subscribers "$subs" --broadcasts "$broadcasts" --bitrate "$BITRATE" --fps "$FPS" \
+        --group-frames "$GROUP_FRAMES" --duration "$DURATION" --warmup "$WARMUP" \
+        --join-spread "$JOIN_SPREAD" --drain "$DRAIN" --relay-pid "$relay_pid" --json \
+        >"$report" 2>"$OUT/bench-$tag.err" || true
+    stop_relay
+    grep -v '^{' "$report" >&2 || true
+    local line label=$relay
+    line=$(tail -n 1 "$report")
+    [ "$relay" = moqcast ] && label=$OURS_LABEL
+    if jq -e . >/dev/null 2>&1 <<<"$line"; then
+        jq -c --arg relay "$label" --arg case "$case" --argjson round "$round" \
+            '{relay: $relay, case: $case, round: $round} + .' <<<"$line" >>"$results"
+    else
+        echo "bench-compare: $relay $case produced no report (see $OUT/bench-$tag.err)" >&2
+        jq -nc --arg relay "$label" --arg case "$case" --argjson round "$round" \
+            '{relay: $relay, case: $case, round: $round, failed: true}' >>"$results"
+    fi
+}
+
+# shellcheck disable=SC2086 # RELAYS and CASES are word lists
+forward=($RELAYS)
+for round in $(seq "$ROUNDS"); do
+    order=("${forward[@]}")
+    if [ $((round % 2)) -eq 0 ]; then
+        order=()
+        for ((i = ${#forward[@]} - 1; i >= 0; i--)); do order+=("${forward[$i]}"); done
+    fi
     for case in $CASES; do
-        subs=${case%%x*}
-        broadcasts=1
-        [ "$case" != "$subs" ] && broadcasts=${case#*x}
-        log=$OUT/relay-$relay-$case-$stamp.log
-        start_relay "$relay" "$log"
-        echo "==> $relay: 1 publisher -> $subs subscribers, $broadcasts broadcast(s) (load $(cut -d' ' -f1 /proc/loadavg))"
-        limit=$(awk -v d="$DURATION" -v w="$WARMUP" -v r="$DRAIN" 'BEGIN { print int(d + w + r + 40) }')
-        report=$OUT/bench-$relay-$case-$stamp.out
-        timeout "$limit" "$bench" --url "$SCHEME://127.0.0.1:$PORT" --tls-disable-verify \
-            --subscribers "$subs" --broadcasts "$broadcasts" --bitrate "$BITRATE" --fps "$FPS" \
-            --group-frames "$GROUP_FRAMES" --duration "$DURATION" --warmup "$WARMUP" \
-            --join-spread "$JOIN_SPREAD" --drain "$DRAIN" --relay-pid "$relay_pid" --json \
-            >"$report" 2>"$OUT/bench-$relay-$case-$stamp.err" || true
-        stop_relay
-        grep -v '^{' "$report" >&2 || true
-        line=$(tail -n 1 "$report")
-        if jq -e . >/dev/null 2>&1 <<<"$line"; then
-            label=$relay
-            [ "$relay" = moqcast ] && label=$OURS_LABEL
-            jq -c --arg relay "$label" --arg case "$case" '{relay: $relay, case: $case} + .' <<<"$line" >>"$results"
-        else
-            echo "bench-compare: $relay $case produced no report (see $OUT/bench-$relay-$case-$stamp.err)" >&2
-            jq -nc --arg relay "$relay" --arg case "$case" '{relay: $relay, case: $case, failed: true}' >>"$results"
-        fi
+        for relay in "${order[@]}"; do
+            run_one "$relay" "$case" "$round"
+        done
     done
 done
 
 {
-    echo "| relay | subs x bcasts | Mbit/s recv | delivered | group loss | lat p50 / p99 / max ms | join p50 / p99 ms | relay CPU % | relay CPU-s/Gbit | relay peak RSS MiB | bench CPU % | load |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| round | relay | subs x bcasts | Mbit/s recv | delivered | group loss | lat p50 / p99 / max ms | join p50 / p99 ms | relay CPU % | relay CPU-s/Gbit | relay peak RSS MiB | bench CPU % | load | host steal % (worst s) |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     jq -r '
         def f: if . == null then "-" else tostring end;
-        if .failed then "| \(.relay) | \(.case) | failed | | | | | | | | | |"
-        else "| \(.relay) | \(.subscribers) x \(.broadcasts) | \(.throughput_mbps|f) | \(((.delivery_ratio // 0) * 1000 | round) / 10)% | \(((.group_loss // 0) * 1000 | round) / 10)% | \(.latency_p50_ms|f) / \(.latency_p99_ms|f) / \(.latency_max_ms|f) | \(.join_p50_ms|f) / \(.join_p99_ms|f) | \(.relay_cpu_percent|f) | \(.relay_cpu_per_gbit|f) | \(.relay_peak_rss_mb|f) | \(.bench_cpu_percent|f) | \(.loadavg_start|f) |"
+        if .failed then "| \(.round) | \(.relay) | \(.case) | failed | | | | | | | | | | |"
+        else "| \(.round) | \(.relay) | \(.subscribers) x \(.broadcasts) | \(.throughput_mbps|f) | \(((.delivery_ratio // 0) * 1000 | round) / 10)% | \(((.group_loss // 0) * 1000 | round) / 10)% | \(.latency_p50_ms|f) / \(.latency_p99_ms|f) / \(.latency_max_ms|f) | \(.join_p50_ms|f) / \(.join_p99_ms|f) | \(.relay_cpu_percent|f) | \(.relay_cpu_per_gbit|f) | \(.relay_peak_rss_mb|f) | \(.bench_cpu_percent|f) | \(.loadavg_start|f) | \(.host_steal_percent|f) (\(.host_steal_worst_second_percent|f)) |"
         end' "$results"
+    if [ "$ROUNDS" -gt 1 ]; then
+        # Medians per row and relay; the first relay against each other one, round by round.
+        echo
+        echo "Medians over $ROUNDS rounds; \"wins\": rounds where ${forward[0]} had less CPU per Gbit/s / a lower p99 / no more group loss than that relay in the same round."
+        echo
+        echo "| relay | subs x bcasts | runs | CPU-s/Gbit | ${forward[0]} as % of it | lat p50 / p99 ms | group loss | host steal % | ${forward[0]} wins CPU / p99 / loss |"
+        echo "|---|---|---|---|---|---|---|---|---|"
+        jq -rs --arg first "${forward[0]}" '
+            def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+            def r(d): if . == null then "-" else (. * pow(10; d) | round) / pow(10; d) | tostring end;
+            map(select(.failed | not)) as $ok
+            | ($ok | map(.case) | unique) as $cases
+            | [$ok[] | .case] as $order
+            | ($cases | sort_by(. as $c | $order | index($c))) as $cases
+            | $cases[] as $c
+            | ($ok | map(select(.case == $c))) as $rows
+            | ($rows | map(select(.relay == $first))) as $mine
+            | ($rows | map(.relay) | unique | sort_by(. != $first))[] as $rel
+            | ($rows | map(select(.relay == $rel))) as $these
+            | ($mine | map(.relay_cpu_per_gbit) | median) as $mycpu
+            | ($these | map(.relay_cpu_per_gbit) | median) as $cpu
+            | [ $these[] as $t | ($mine[] | select(.round == $t.round)) as $m
+                | [ ($m.relay_cpu_per_gbit < $t.relay_cpu_per_gbit),
+                    ($m.latency_p99_ms < $t.latency_p99_ms),
+                    (($m.group_loss // 0) <= ($t.group_loss // 0)) ] ] as $pairs
+            | "| \($rel) | \($c) | \($these | length) | \($cpu | r(3)) | "
+              + (if $rel == $first then "" else "\(if $cpu > 0 then ($mycpu / $cpu * 100 | round | tostring) + "%" else "-" end)" end)
+              + " | \($these | map(.latency_p50_ms) | median | r(3)) / \($these | map(.latency_p99_ms) | median | r(3)) | \($these | map((.group_loss // 0) * 100) | median | r(2))% | \($these | map(.host_steal_percent // 0) | median | r(1)) | "
+              + (if $rel == $first then "" else "\($pairs | map(select(.[0])) | length) / \($pairs | map(select(.[1])) | length) / \($pairs | map(select(.[2])) | length) of \($pairs | length)" end)
+              + " |"
+        ' "$results"
+    fi
 } >"$table"
 
 echo

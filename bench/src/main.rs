@@ -102,6 +102,10 @@ struct Args {
     /// Also print the report as one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// Write every received object (send and arrival times, latency) to this CSV file, to see
+    /// when latency rose rather than only its percentiles.
+    #[arg(long)]
+    latency_trace: Option<std::path::PathBuf>,
 }
 
 fn seconds(v: f64, flag: &str) -> anyhow::Result<Duration> {
@@ -155,6 +159,7 @@ fn main() -> anyhow::Result<()> {
         slow_subscribers: args.slow_subscribers,
         slow_rate,
         slow_queue_bytes,
+        trace: args.latency_trace.is_some(),
         prefix: args
             .prefix
             .unwrap_or_else(|| format!("bench-{}", std::process::id())),
@@ -164,6 +169,12 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("tokio runtime")?;
     let outcome = runtime.block_on(run::run(opts.clone()))?;
+    if let Some(path) = &args.latency_trace {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("--latency-trace {}", path.display()))?;
+        report::write_trace(&outcome, std::io::BufWriter::new(file))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let report = report::build(&opts, &outcome);
     print!("{}", report::table(&report));
     if args.json {

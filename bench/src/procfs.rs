@@ -124,6 +124,47 @@ pub fn parse_snmp_udp(snmp: &str) -> Option<(u64, u64)> {
     Some((get("RcvbufErrors")?, get("SndbufErrors")?))
 }
 
+/// The whole machine's CPU time, from the `cpu` line of `/proc/stat` (clock ticks, all CPUs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCpu {
+    /// Time the hypervisor ran something else while this machine had work (`steal`).
+    pub steal: u64,
+    /// user + nice + system + idle + iowait + irq + softirq + steal.
+    pub total: u64,
+}
+
+impl HostCpu {
+    /// Percent of the machine's CPU time stolen between `earlier` and `self`.
+    pub fn steal_percent_since(self, earlier: HostCpu) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let steal = self.steal.checked_sub(earlier.steal)?;
+        (total > 0).then(|| steal as f64 * 100.0 / total as f64)
+    }
+}
+
+/// The `cpu` line of `/proc/stat`.
+pub fn parse_host_cpu(stat: &str) -> Option<HostCpu> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // Kernels before 2.6.11 have no steal column; guest time is already inside user.
+    let steal = *ticks.get(7)?;
+    Some(HostCpu {
+        steal,
+        total: ticks.iter().sum(),
+    })
+}
+
+/// The machine's CPU time now.
+pub fn host_cpu() -> Option<HostCpu> {
+    parse_host_cpu(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
 /// The 1-minute load average.
 pub fn loadavg() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
@@ -152,6 +193,30 @@ mod tests {
         assert_eq!(parse_status_mb(status, "VmRSS"), Some(100.0));
         assert_eq!(parse_status_mb(status, "VmHWM"), Some(200.0));
         assert_eq!(parse_status_mb(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn parses_host_cpu_and_steal() {
+        let before = "cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n";
+        let after = "cpu  150 0 70 860 10 0 5 105 0 0\ncpu0 75 0 35 430 5 0 2 53 0 0\n";
+        let (b, a) = (
+            parse_host_cpu(before).unwrap(),
+            parse_host_cpu(after).unwrap(),
+        );
+        assert_eq!(
+            b,
+            HostCpu {
+                steal: 35,
+                total: 1000
+            }
+        );
+        // 70 of 200 ticks stolen.
+        assert_eq!(a.steal_percent_since(b), Some(35.0));
+        assert_eq!(b.steal_percent_since(a), None);
+        assert_eq!(b.steal_percent_since(b), None);
+        assert_eq!(parse_host_cpu("cpu  1 2 3 4\n"), None);
+        assert_eq!(parse_host_cpu("intr 5\n"), None);
+        assert!(host_cpu().is_some_and(|h| h.total > 0));
     }
 
     #[test]

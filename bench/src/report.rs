@@ -250,10 +250,51 @@ pub fn build(opts: &Options, out: &Outcome) -> Value {
     put("loadavg_start", json!(out.loadavg_start));
     put("loadavg_end", json!(out.loadavg_end));
     put(
+        "host_steal_percent",
+        json!(out.host_steal.percent.map(|v| round(v, 1))),
+    );
+    put(
+        "host_steal_worst_second_percent",
+        json!(out.host_steal.worst_second_percent.map(|v| round(v, 1))),
+    );
+    put(
         "nproc",
         json!(std::thread::available_parallelism().map(|n| n.get()).ok()),
     );
     Value::Object(m)
+}
+
+/// Every received object as CSV, one row each: which subscriber (its place in the run's
+/// results) and track, the group, SEND_TIME and arrival (wall-clock µs), the latency, and
+/// whether it counts in the latency figures (sent inside the window, of a group the
+/// subscription expected).
+pub fn write_trace(out: &Outcome, mut w: impl std::io::Write) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "subscriber,slow,track,group,send_unix_us,recv_unix_us,latency_us,counted"
+    )?;
+    for (i, sub) in out.subscribers.iter().enumerate() {
+        for t in &sub.tracks {
+            for r in &t.trace {
+                let (send, lat) = match r.send_us {
+                    Some(s) => (s.to_string(), r.recv_us.saturating_sub(s).to_string()),
+                    None => (String::new(), String::new()),
+                };
+                let counted =
+                    r.send_us.is_some_and(|s| out.window.contains(s)) && t.expects(r.group);
+                writeln!(
+                    w,
+                    "{i},{},{},{},{send},{},{lat},{}",
+                    u8::from(sub.slow),
+                    t.track,
+                    r.group,
+                    r.recv_us,
+                    u8::from(counted)
+                )?;
+            }
+        }
+    }
+    w.flush()
 }
 
 fn show(v: &Value) -> String {
@@ -386,6 +427,14 @@ pub fn table(r: &Value) -> String {
         (
             "load average".into(),
             format!("{} -> {}", g("loadavg_start"), g("loadavg_end")),
+        ),
+        (
+            "host steal %".into(),
+            format!(
+                "{} over the window, {} in its worst second (CPU the hypervisor gave to other guests)",
+                g("host_steal_percent"),
+                g("host_steal_worst_second_percent")
+            ),
         ),
         (
             "errors".into(),

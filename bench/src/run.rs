@@ -39,7 +39,7 @@ use crate::{
     procfs::{self, Pid},
     scrape::{self, Samples},
     shaper::Shaper,
-    stats::{TrackLedger, TrackStats, Window},
+    stats::{TraceRow, TrackLedger, TrackStats, Window},
 };
 
 /// Time between the publisher's announcement and the first subscriber.
@@ -85,6 +85,8 @@ pub struct Options {
     pub slow_rate: u64,
     /// Queue of each slow link, bytes.
     pub slow_queue_bytes: usize,
+    /// Keep every received object's send and receive times ([`TrackStats::trace`]).
+    pub trace: bool,
 }
 
 impl Options {
@@ -111,6 +113,7 @@ struct Shared {
     ledgers: Vec<Arc<TrackLedger>>,
     /// Wall-clock µs of the latest object any subscriber received.
     last_object_us: AtomicU64,
+    trace: bool,
 }
 
 /// Where the run is; the publisher counts the objects it writes during [`Phase::Window`].
@@ -204,6 +207,17 @@ pub struct Outcome {
     pub udp_drops: Option<UdpDrops>,
     pub loadavg_start: Option<f64>,
     pub loadavg_end: Option<f64>,
+    pub host_steal: HostSteal,
+}
+
+/// CPU time the hypervisor gave to other guests while this machine had work (a virtual
+/// machine's neighbours): latency on a shared host rises with it, whichever relay runs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HostSteal {
+    /// Percent of the machine's CPU time over the window.
+    pub percent: Option<f64>,
+    /// The same over the window's worst whole second.
+    pub worst_second_percent: Option<f64>,
 }
 
 fn instant_to_unix_us(at: Instant) -> u64 {
@@ -282,6 +296,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         slow_latency: Histogram::default(),
         ledgers: ledgers.clone(),
         last_object_us: AtomicU64::new(0),
+        trace: opts.trace,
     });
 
     // Resource samplers over the window.
@@ -289,6 +304,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         .relay_pid
         .map(|pid| tokio::spawn(sample(Pid::Other(pid), window_start, window_end)));
     let bench_sampler = tokio::spawn(sample(Pid::Myself, window_start, window_end));
+    let host_sampler = tokio::spawn(sample_host(window_start, window_end));
     let metrics_sampler = opts
         .relay_metrics
         .clone()
@@ -416,6 +432,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         None => None,
     };
     let bench = bench_sampler.await.unwrap_or_default();
+    let host_steal = host_sampler.await.unwrap_or_default();
     let relay_metrics = match metrics_sampler {
         Some(h) => h.await.ok(),
         None => None,
@@ -438,6 +455,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         udp_drops,
         loadavg_start,
         loadavg_end: procfs::loadavg(),
+        host_steal,
     })
 }
 
@@ -706,6 +724,9 @@ async fn read_track(
                         .ok()
                         .and_then(|p| p.send_time_us);
                     st.on_object(obj.group_id, obj.payload.len(), send, now, &shared.window, latency);
+                    if shared.trace {
+                        st.trace.push(TraceRow { group: obj.group_id, send_us: send, recv_us: now });
+                    }
                     // The drain waits for the others; a slow link may trickle on for long.
                     if !slow {
                         shared.last_object_us.store(now, Ordering::Relaxed);
@@ -744,6 +765,31 @@ async fn sample_metrics(url: Url, start: Instant, end: Instant) -> RelayMetrics 
     }
     out.end = scrape::scrape(&url).await.unwrap_or(last);
     out
+}
+
+/// The host's steal time over `[start, end]` and its worst whole second.
+async fn sample_host(start: Instant, end: Instant) -> HostSteal {
+    const SECOND: Duration = Duration::from_secs(1);
+    tokio::time::sleep_until(start).await;
+    let first = procfs::host_cpu();
+    let (mut prev, mut worst) = (first, None::<f64>);
+    let mut next = start + SECOND;
+    while next <= end {
+        tokio::time::sleep_until(next).await;
+        let now = procfs::host_cpu();
+        if let Some(p) = now.zip(prev).and_then(|(n, p)| n.steal_percent_since(p)) {
+            worst = Some(worst.map_or(p, |w| w.max(p)));
+        }
+        prev = now;
+        next += SECOND;
+    }
+    tokio::time::sleep_until(end).await;
+    HostSteal {
+        percent: procfs::host_cpu()
+            .zip(first)
+            .and_then(|(n, f)| n.steal_percent_since(f)),
+        worst_second_percent: worst,
+    }
 }
 
 /// CPU seconds over `[start, end]`, and memory sampled in between.

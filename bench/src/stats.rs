@@ -92,6 +92,16 @@ pub struct Tally {
     pub bytes: u64,
 }
 
+/// One received object, for `--latency-trace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceRow {
+    pub group: u64,
+    /// Its SEND_TIME property (wall-clock µs), when it had one.
+    pub send_us: Option<u64>,
+    /// Wall-clock µs when the subscriber had it.
+    pub recv_us: u64,
+}
+
 /// What one track subscription received.
 #[derive(Debug, Clone)]
 pub struct TrackStats {
@@ -110,6 +120,8 @@ pub struct TrackStats {
     pub total_objects: u64,
     pub total_bytes: u64,
     pub error: Option<String>,
+    /// Every object received, in order (only with `--latency-trace`).
+    pub trace: Vec<TraceRow>,
 }
 
 impl TrackStats {
@@ -125,10 +137,11 @@ impl TrackStats {
             total_objects: 0,
             total_bytes: 0,
             error: None,
+            trace: Vec::new(),
         }
     }
 
-    fn expects(&self, group: u64) -> bool {
+    pub fn expects(&self, group: u64) -> bool {
         self.after_group.is_none_or(|after| group > after)
     }
 
