@@ -23,6 +23,9 @@
 #              OURS_LABEL names it in the table (moqcast)
 #   IETF_RELAY path of moq-relay-ietf (~/.cargo/bin/moq-relay-ietf; cargo install --locked moq-relay-ietf)
 #   OUT        output folder (target/bench); SKIP_BUILD=1 to use the existing release binaries
+#   CPU_CAP    run each relay in a cgroup limited to this many cores (e.g. 0.5; needs root and the
+#              cgroup cpu controller, v1 or v2), so the bench has the rest of the machine and the
+#              row where a relay's latency climbs shows how many subscribers a core carries
 #
 # Each run starts a fresh relay (so peak memory is that run's), measures it with --relay-pid,
 # and stops it. Every run is bounded: warmup + duration + drain + timeouts. Relays log at
@@ -69,7 +72,8 @@ mkdir -p "$OUT"
 work=$(mktemp -d)
 relay_pid=
 cleanup() {
-    if [ -n "$relay_pid" ]; then kill "$relay_pid" 2>/dev/null || true; fi
+    if [ -n "$relay_pid" ]; then kill "$relay_pid" 2>/dev/null || true; wait "$relay_pid" 2>/dev/null || true; fi
+    if [ -n "${cgroup_procs:-}" ]; then rmdir "$(dirname "$cgroup_procs")" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -78,6 +82,36 @@ trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$work/key.pem" -out "$work/cert.pem" -days 10 -subj /CN=localhost \
     -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+
+# The relays' CPU cap: a cgroup whose CFS quota is CPU_CAP cores, in 10 ms periods (throttling
+# in 100 ms periods, the default, would add up to 50 ms of latency by itself at half a core).
+cgroup_procs=
+if [ -n "${CPU_CAP:-}" ]; then
+    quota=$(awk -v c="$CPU_CAP" 'BEGIN { q = int(c * 10000); if (q >= 1000) print q }')
+    [ -n "$quota" ] || { echo "bench-compare: CPU_CAP=$CPU_CAP: expected at least 0.1 (cores)" >&2; exit 1; }
+    if [ -w /sys/fs/cgroup/cpu/cgroup.procs ]; then
+        cg=/sys/fs/cgroup/cpu/moqcast-bench-cap
+        mkdir -p "$cg" && echo 10000 >"$cg/cpu.cfs_period_us" && echo "$quota" >"$cg/cpu.cfs_quota_us"
+    elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null && [ -w /sys/fs/cgroup/cgroup.subtree_control ]; then
+        cg=/sys/fs/cgroup/moqcast-bench-cap
+        echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+        mkdir -p "$cg" && echo "$quota 10000" >"$cg/cpu.max"
+    else
+        echo "bench-compare: CPU_CAP needs root and the cgroup cpu controller (v1 at /sys/fs/cgroup/cpu or v2)" >&2
+        exit 1
+    fi
+    cgroup_procs=$cg/cgroup.procs
+fi
+
+# Runs a relay command line in the background, inside the CPU cap when there is one.
+launch() {
+    if [ -n "$cgroup_procs" ]; then
+        # shellcheck disable=SC2016 # $$ is the inner shell's pid, which exec hands to the relay
+        sh -c 'echo $$ >"$0" && exec "$@"' "$cgroup_procs" "$@" &
+    else
+        "$@" &
+    fi
+}
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 results=$OUT/compare-$stamp.jsonl
@@ -88,13 +122,13 @@ start_relay() {
     local which=$1 log=$2
     case $which in
     moqcast)
-        RUST_LOG=error "$ours" --bind "[::]:$PORT" --http-bind "127.0.0.1:$HTTP_PORT" \
-            --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" >"$log" 2>&1 &
+        RUST_LOG=error launch "$ours" --bind "[::]:$PORT" --http-bind "127.0.0.1:$HTTP_PORT" \
+            --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" >"$log" 2>&1
         ;;
     ietf)
         rm -f "$work/coordinator.json"
-        RUST_LOG=error "$IETF_RELAY" --bind "[::]:$PORT" --tls-cert "$work/cert.pem" \
-            --tls-key "$work/key.pem" --coordinator-file "$work/coordinator.json" >"$log" 2>&1 &
+        RUST_LOG=error launch "$IETF_RELAY" --bind "[::]:$PORT" --tls-cert "$work/cert.pem" \
+            --tls-key "$work/key.pem" --coordinator-file "$work/coordinator.json" >"$log" 2>&1
         ;;
     *)
         echo "bench-compare: unknown relay $which (moqcast or ietf)" >&2
@@ -142,8 +176,8 @@ run_one() {
     line=$(tail -n 1 "$report")
     [ "$relay" = moqcast ] && label=$OURS_LABEL
     if jq -e . >/dev/null 2>&1 <<<"$line"; then
-        jq -c --arg relay "$label" --arg case "$case" --argjson round "$round" \
-            '{relay: $relay, case: $case, round: $round} + .' <<<"$line" >>"$results"
+        jq -c --arg relay "$label" --arg case "$case" --argjson round "$round" --arg cap "${CPU_CAP:-}" \
+            '{relay: $relay, case: $case, round: $round, cpu_cap: (if $cap == "" then null else ($cap | tonumber) end)} + .' <<<"$line" >>"$results"
     else
         echo "bench-compare: $relay $case produced no report (see $OUT/bench-$tag.err)" >&2
         jq -nc --arg relay "$label" --arg case "$case" --argjson round "$round" \
@@ -209,7 +243,7 @@ done
 } >"$table"
 
 echo
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; bench: ${BITRATE} bit/s per track, ${FPS} fps, ${GROUP_FRAMES}-frame groups, ${DURATION} s after ${WARMUP} s warmup, joins over ${JOIN_SPREAD} s, $SCHEME"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB${CPU_CAP:+; each relay capped at $CPU_CAP cores}; bench: ${BITRATE} bit/s per track, ${FPS} fps, ${GROUP_FRAMES}-frame groups, ${DURATION} s after ${WARMUP} s warmup, joins over ${JOIN_SPREAD} s, $SCHEME"
 cat "$table"
 echo
 echo "results: $results"
