@@ -103,7 +103,8 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Write every received object (send and arrival times, latency) to this CSV file, to see
-    /// when latency rose rather than only its percentiles.
+    /// when latency rose rather than only its percentiles. Rows are kept in memory until the
+    /// end: 32 bytes per object (1000 subscribers at 60 fps for 20 s: 38 MB).
     #[arg(long)]
     latency_trace: Option<std::path::PathBuf>,
 }
