@@ -17,8 +17,8 @@ fn round(v: f64, digits: i32) -> f64 {
     (v * p).round() / p
 }
 
-fn tracks_of<'a>(subs: impl Iterator<Item = &'a SubscriberResult>) -> Vec<TrackStats> {
-    subs.flat_map(|s| s.tracks.iter().cloned()).collect()
+fn tracks_of<'a>(subs: impl Iterator<Item = &'a SubscriberResult>) -> Vec<&'a TrackStats> {
+    subs.flat_map(|s| &s.tracks).collect()
 }
 
 /// The report as one JSON object (keys in a stable order). The main figures are those of the
@@ -26,7 +26,7 @@ fn tracks_of<'a>(subs: impl Iterator<Item = &'a SubscriberResult>) -> Vec<TrackS
 pub fn build(opts: &Options, out: &Outcome) -> Value {
     let normal: Vec<&SubscriberResult> = out.subscribers.iter().filter(|s| !s.slow).collect();
     let tracks = tracks_of(normal.iter().copied());
-    let delivery = compare(&out.ledgers, &tracks, &out.window);
+    let delivery = compare(&out.ledgers, tracks.iter().copied(), &out.window);
     let seconds = out.window.seconds();
 
     let mut joins: Vec<u64> = tracks.iter().filter_map(|t| t.join_us()).collect();
@@ -167,7 +167,7 @@ pub fn build(opts: &Options, out: &Outcome) -> Value {
     if opts.slow_subscribers > 0 {
         let slow: Vec<&SubscriberResult> = out.subscribers.iter().filter(|s| s.slow).collect();
         let slow_tracks = tracks_of(slow.iter().copied());
-        let d = compare(&out.ledgers, &slow_tracks, &out.window);
+        let d = compare(&out.ledgers, slow_tracks.iter().copied(), &out.window);
         let bytes: u64 = slow_tracks.iter().map(|t| t.window_bytes).sum();
         let slow_errors = slow
             .iter()

@@ -224,7 +224,11 @@ impl Delivery {
 
 /// Compares each subscription with the ledger of its track. `ledgers[i]` are the groups of
 /// track `i`. Delivered counts never exceed what was published.
-pub fn compare(ledgers: &[Vec<GroupRecord>], subs: &[TrackStats], window: &Window) -> Delivery {
+pub fn compare<'a>(
+    ledgers: &[Vec<GroupRecord>],
+    subs: impl IntoIterator<Item = &'a TrackStats>,
+    window: &Window,
+) -> Delivery {
     let mut d = Delivery::default();
     for s in subs {
         let Some(ledger) = ledgers.get(s.track) else {
