@@ -280,8 +280,7 @@ pub fn write_trace(out: &Outcome, mut w: impl std::io::Write) -> std::io::Result
                     Some(s) => (s.to_string(), r.recv_us.saturating_sub(s).to_string()),
                     None => (String::new(), String::new()),
                 };
-                let counted =
-                    r.send_us.is_some_and(|s| out.window.contains(s)) && t.expects(r.group);
+                let counted = t.is_latency_sample(r.group, r.send_us, &out.window);
                 writeln!(
                     w,
                     "{i},{},{},{},{send},{},{lat},{}",

@@ -141,8 +141,14 @@ impl TrackStats {
         }
     }
 
-    pub fn expects(&self, group: u64) -> bool {
+    fn expects(&self, group: u64) -> bool {
         self.after_group.is_none_or(|after| group > after)
+    }
+
+    /// Whether an object of `group` stamped `send_us` is a latency sample: of an expected
+    /// group, sent inside the window.
+    pub fn is_latency_sample(&self, group: u64, send_us: Option<u64>, window: &Window) -> bool {
+        self.expects(group) && send_us.is_some_and(|s| window.contains(s))
     }
 
     /// Accounts one received object. `send_us` is its SEND_TIME property; latency is recorded
@@ -164,13 +170,11 @@ impl TrackStats {
             self.window_objects += 1;
             self.window_bytes += bytes;
         }
+        if let Some(send) = send_us.filter(|_| self.is_latency_sample(group, send_us, window)) {
+            latency.record(now_us.saturating_sub(send));
+        }
         if !self.expects(group) {
             return;
-        }
-        if let Some(send) = send_us {
-            if window.contains(send) {
-                latency.record(now_us.saturating_sub(send));
-            }
         }
         // Objects of one group arrive in order and groups mostly in order: look from the end.
         if let Some(t) = self
