@@ -12,6 +12,9 @@
 //! measures the live pipeline's accuracy on long recordings with it, and it is the library call
 //! for transcribing (or translating) a recording of any length.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+
 use crate::model::{DecodeOptions, Language, ModelError, Transcript, WhisperModel};
 use crate::recognize::{is_hallucination, Text, Transcriber};
 use crate::segment::{Segmenter, SegmenterConfig, SAMPLE_RATE};
@@ -54,21 +57,23 @@ impl Whisper {
         self.model.transcribe_with(samples, opts)
     }
 
-    /// As [`Self::recognize`], with the text that came before as a prompt (Whisper's
-    /// `<|startofprev|>`; only its last 223 tokens count).
-    pub fn recognize_after(
+    /// As [`Self::recognize`], for an utterance with the audio and text of the ones before it
+    /// in front ([`AudioContext::prepare`]): the text is only the new speech's.
+    pub fn recognize_in_context(
         &mut self,
-        samples: &[f32],
+        utterance: &WithContext,
         is_final: bool,
-        previous: &str,
     ) -> Result<Transcript, ModelError> {
-        let mut opts = if is_final {
-            self.finals.clone()
+        let base = if is_final {
+            &self.finals
         } else {
-            self.partials.clone()
+            &self.partials
         };
-        opts.prompt = (!previous.trim().is_empty()).then(|| previous.to_string());
-        self.model.transcribe_with(samples, &opts)
+        let opts = DecodeOptions {
+            prefix: utterance.prefix.clone(),
+            ..base.clone()
+        };
+        self.model.transcribe_with(&utterance.samples, &opts)
     }
 
     /// The decode settings of final cues.
@@ -107,6 +112,94 @@ impl Transcriber for Whisper {
     }
 }
 
+/// The audio and text of the last final utterances of one stream, put in front of the next
+/// utterance so that Whisper hears and reads what came before it (see [`Self::prepare`]).
+///
+/// Whisper decodes an utterance better with the speech before it in its window: faster-whisper
+/// transcribes a recording in 30 s windows, the live sidecar an utterance at a time. Here the
+/// previous utterances' samples go first, and their text becomes the decode's
+/// [`DecodeOptions::prefix`]: the model writes only what is new. The stream's owner (one per
+/// broadcast) calls [`Self::prepare`] before recognising a final utterance and [`Self::push`]
+/// after it; partial cues can go without.
+#[derive(Debug, Clone)]
+pub struct AudioContext {
+    max_samples: usize,
+    /// (samples, text) of recent finals with text, oldest first.
+    recent: VecDeque<(Arc<[f32]>, String)>,
+}
+
+/// What [`AudioContext::prepare`] returns: the audio to recognise and the prefix to give.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WithContext {
+    /// The context's samples, then the utterance's.
+    pub samples: Vec<f32>,
+    /// The context's text, or `None` when there is no context.
+    pub prefix: Option<String>,
+    /// Samples of context in front of the utterance.
+    pub context_samples: usize,
+}
+
+impl AudioContext {
+    /// Up to `max_ms` of whole previous utterances (0: no context).
+    pub fn new(max_ms: u64) -> Self {
+        Self {
+            max_samples: (max_ms * SAMPLE_RATE / 1000) as usize,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// The audio and prefix for recognising `utterance`: as many of the latest utterances as
+    /// fit in the context's length, and with the utterance in Whisper's window
+    /// ([`crate::recognize::MAX_JOB_MS`]).
+    pub fn prepare(&self, utterance: &[f32]) -> WithContext {
+        let room = (crate::recognize::MAX_JOB_MS * SAMPLE_RATE / 1000) as usize;
+        let mut len = 0;
+        let mut first = self.recent.len();
+        for (s, _) in self.recent.iter().rev() {
+            if len + s.len() > self.max_samples || len + s.len() + utterance.len() > room {
+                break;
+            }
+            len += s.len();
+            first -= 1;
+        }
+        let used = self.recent.range(first..);
+        let mut samples = Vec::with_capacity(len + utterance.len());
+        for (s, _) in used.clone() {
+            samples.extend_from_slice(s);
+        }
+        samples.extend_from_slice(utterance);
+        let prefix = (len > 0).then(|| used.map(|(_, t)| t.as_str()).collect::<Vec<_>>().join(" "));
+        WithContext {
+            samples,
+            prefix,
+            context_samples: len,
+        }
+    }
+
+    /// Records a recognised final utterance. Empty text (no speech, a dropped hallucination)
+    /// clears the context: what follows a silence starts afresh.
+    pub fn push(&mut self, samples: Arc<[f32]>, text: &str) {
+        if self.max_samples == 0 {
+            return;
+        }
+        if text.trim().is_empty() {
+            self.recent.clear();
+            return;
+        }
+        self.recent.push_back((samples, text.trim().to_string()));
+        let mut total: usize = self.recent.iter().map(|(s, _)| s.len()).sum();
+        while total > self.max_samples {
+            let (s, _) = self.recent.pop_front().expect("not empty while over");
+            total -= s.len();
+        }
+    }
+
+    /// Forgets everything (a jump in the stream, a new speaker known to the caller).
+    pub fn clear(&mut self) {
+        self.recent.clear();
+    }
+}
+
 /// How [`transcribe_recording`] cuts and decodes.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RecordingOptions {
@@ -115,6 +208,9 @@ pub struct RecordingOptions {
     /// Give each utterance the text of the ones before it as a prompt (at most
     /// `context_chars` characters of it, cut at a word).
     pub context_chars: usize,
+    /// Put up to this much audio of the previous utterances in front of each utterance
+    /// ([`AudioContext`]). 0: off.
+    pub audio_context_ms: u64,
 }
 
 /// One utterance of a recording and what was heard in it.
@@ -150,14 +246,17 @@ pub fn transcribe_recording(
     }
     utterances.extend(segmenter.flush());
     let mut out: Vec<Segment> = vec![];
-    let mut context = String::new();
+    let mut prompt = String::new();
+    let mut context = AudioContext::new(opts.audio_context_ms);
     for u in utterances {
         let started = std::time::Instant::now();
-        let t = if opts.context_chars > 0 {
-            whisper.recognize_after(&u.samples, true, &context)?
-        } else {
-            whisper.recognize(&u.samples, true)?
+        let with = context.prepare(&u.samples);
+        let decode = DecodeOptions {
+            prompt: (opts.context_chars > 0 && !prompt.is_empty()).then(|| prompt.clone()),
+            prefix: with.prefix,
+            ..whisper.finals.clone()
         };
+        let t = whisper.model.transcribe_with(&with.samples, &decode)?;
         let keep = !is_hallucination(&Text {
             text: t.text.clone(),
             avg_logprob: t.avg_logprob,
@@ -165,10 +264,11 @@ pub fn transcribe_recording(
         });
         let text = if keep { t.text } else { String::new() };
         if opts.context_chars > 0 && !text.is_empty() {
-            context.push(' ');
-            context.push_str(&text);
-            context = tail_words(&context, opts.context_chars);
+            prompt.push(' ');
+            prompt.push_str(&text);
+            prompt = tail_words(&prompt, opts.context_chars);
         }
+        context.push(u.samples.into(), &text);
         out.push(Segment {
             start_ms: u.start_us / 1000,
             end_ms: u.end_us / 1000,
@@ -205,6 +305,46 @@ fn tail_words(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audio_context_takes_whole_recent_utterances_that_fit() {
+        let ms = |n: usize| n * SAMPLE_RATE as usize / 1000;
+        let utt = |n: usize, v: f32| -> Arc<[f32]> { vec![v; ms(n)].into() };
+        let mut c = AudioContext::new(5000);
+        let now = vec![9.0; ms(1000)];
+        assert_eq!(
+            c.prepare(&now),
+            WithContext {
+                samples: now.clone(),
+                prefix: None,
+                context_samples: 0
+            }
+        );
+        c.push(utt(2000, 1.0), "one");
+        c.push(utt(2000, 2.0), " two ");
+        let w = c.prepare(&now);
+        assert_eq!(w.prefix.as_deref(), Some("one two"));
+        assert_eq!(w.context_samples, ms(4000));
+        assert_eq!(&w.samples[..3], &[1.0, 1.0, 1.0]);
+        assert_eq!(w.samples[ms(2000)], 2.0);
+        assert_eq!(w.samples[ms(4000)], 9.0);
+        assert_eq!(w.samples.len(), ms(5000));
+        // Past the length, the oldest go; an utterance longer than the context is not kept.
+        c.push(utt(2000, 3.0), "three");
+        assert_eq!(c.prepare(&now).prefix.as_deref(), Some("two three"));
+        c.push(utt(6000, 4.0), "four");
+        assert_eq!(c.prepare(&now).prefix, None);
+        // Whisper's window bounds the context too.
+        c.push(utt(3000, 5.0), "five");
+        assert_eq!(c.prepare(&now).prefix.as_deref(), Some("five"));
+        assert_eq!(c.prepare(&vec![0.0; ms(27_000)]).prefix, None);
+        // No speech clears it; a context of 0 ms keeps nothing.
+        c.push(utt(1000, 6.0), "");
+        assert_eq!(c.prepare(&now).prefix, None);
+        let mut off = AudioContext::new(0);
+        off.push(utt(1000, 1.0), "one");
+        assert_eq!(off.prepare(&now).prefix, None);
+    }
 
     #[test]
     fn context_keeps_whole_words_from_the_end() {
