@@ -605,7 +605,9 @@ mod tests {
         for argv in [
             &["--cache-total-bytes", "1000", "--cache-bytes", "2000"][..],
             &["--max-subscriptions-per-session", "0"][..],
-            &["--max-subscriptions-per-session", "129"][..],
+            &["--max-subscriptions-per-session", "20000"][..],
+            &["--max-requests-per-session", "0"][..],
+            &["--max-requests-per-session", "10", "--max-subscriptions-per-session", "11"][..],
             &["--worker-threads", "0"][..],
             &["--coalesce-ms", "1001"][..],
             &["--coalesce-above", "1.5"][..],

@@ -23,13 +23,12 @@ use crate::{
     budget,
     cache::{CacheLimits, CachedObject, GroupStore, Key},
     metrics::Metrics,
+    policy::{self, Policy},
 };
 
-/// PUBLISH_DONE / stream reset code for "too far behind" (draft-18 §10.12, §11.4.1).
 /// How often a throttled subscriber's connection progress is re-checked.
 const THROTTLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
-const TOO_FAR_BEHIND: u64 = transport::message::PublishDoneCode::TooFarBehind as u64;
 
 /// Why a track ended, or could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -861,38 +860,10 @@ enum Sink {
     Datagrams,
 }
 
-struct OpenGroup {
-    key: Key,
-    priority: u8,
-    sink: Sink,
-    next: usize,
-}
-
-impl OpenGroup {
+impl Sink {
     /// A direct stream with bytes QUIC has not taken (flow control).
     fn blocked(&self) -> bool {
-        matches!(&self.sink, Sink::Direct(s) if !s.pending.is_empty() && !s.closed)
-    }
-
-    /// Ends this subgroup downstream: FIN if `complete`, otherwise a reset with `code`.
-    /// Direct streams that still hold unsent bytes move to `draining`.
-    fn end(self, complete: bool, code: u64, draining: &mut Vec<DirectStream>) {
-        match self.sink {
-            Sink::Direct(mut s) => {
-                if complete {
-                    s.finishing = true;
-                    if !s.flush() {
-                        draining.push(s);
-                    }
-                } else {
-                    s.reset(match code {
-                        TOO_FAR_BEHIND => Abandon::TooFarBehind,
-                        _ => Abandon::TrackEnded,
-                    });
-                }
-            }
-            Sink::Datagrams => {}
-        }
+        matches!(self, Sink::Direct(s) if !s.pending.is_empty() && !s.closed)
     }
 }
 
@@ -919,15 +890,10 @@ fn send_datagram(
     Ok(())
 }
 
-/// Waits until one of the streams in `open` or `draining` can take more bytes.
-async fn any_writable(open: &mut [OpenGroup], draining: &mut [DirectStream]) {
-    let mut waits: Vec<_> = open
-        .iter_mut()
-        .filter_map(|o| match &mut o.sink {
-            Sink::Direct(s) if !s.pending.is_empty() && !s.closed => Some(s),
-            _ => None,
-        })
-        .chain(draining.iter_mut())
+/// Waits until one of `streams` can take more bytes (never, if none waits).
+async fn any_writable<'a>(streams: impl Iterator<Item = &'a mut DirectStream>) {
+    let mut waits: Vec<_> = streams
+        .filter(|s| !s.pending.is_empty() && !s.closed)
         .map(|s| Box::pin(s.writable()))
         .collect();
     if waits.is_empty() {
@@ -937,8 +903,9 @@ async fn any_writable(open: &mut [OpenGroup], draining: &mut [DirectStream]) {
 }
 
 /// Copies a cached track to one subscriber until the track ends, its window ends, or the
-/// subscriber leaves. Cancel-safe: dropping the future drops only this subscriber's groups
-/// (their streams are reset).
+/// subscriber leaves: [`Policy`] decides what to send, this carries it out on QUIC streams
+/// (or datagrams) and waits for the cache or QUIC. Cancel-safe: dropping the future drops
+/// only this subscriber's groups (their streams are reset).
 ///
 /// With `coalesce`, while a shard of the relay is saturated, objects that arrive are held for
 /// the coalescing window and handed to QUIC together: one send of two frames (one sendmsg,
@@ -952,223 +919,113 @@ pub async fn pump(
 ) -> Result<(), TrackError> {
     let metrics = cache.metrics.clone();
     let mut rx = cache.subscribe();
-    let mut open: Vec<OpenGroup> = Vec::new();
-    // Finished direct streams whose last bytes QUIC has not taken yet.
+    let mut policy = Policy::new(window);
+    let mut sinks: HashMap<Key, (u8, Sink)> = HashMap::new();
+    // Finished streams whose last bytes QUIC has not taken yet.
     let mut draining: Vec<DirectStream> = Vec::new();
-    // Groups below this id are never opened for this subscriber.
-    let mut floor: Option<u64> = None;
-    // Subgroups of the floor group and above already delivered (or being delivered).
-    let mut seen: std::collections::BTreeSet<Key> = Default::default();
-    // The store's `opened()` count at the last scan for new subgroups.
-    let mut scanned: Option<u64> = None;
-    let mut batch: Vec<(usize, Vec<CachedObject>, bool)> = Vec::new();
-    let mut to_open: Vec<(Key, u8, usize)> = Vec::new();
-    let mut gone: Vec<usize> = Vec::new();
-    // The object a subscription with a start inside a group begins at, in that group.
-    let (start_group, start_object) = match window.start {
-        Start::Group(g, o) => (Some(g), o),
-        _ => (None, 0),
-    };
 
     loop {
         rx.borrow_and_update();
-        let datagrams = cache.delivery() == Some(Delivery::Datagrams);
-        let (ended, window_done) = {
+        // Copy what the subscriber's connection can take. Past its backlog budget the rest
+        // waits in the cache, so the relay never queues more than the budget for one subscriber.
+        let room = backlog.limit.saturating_sub(backlog.bytes());
+        let (plan, datagrams) = {
             let inner = cache.inner.lock().expect("poisoned");
-            let store = &inner.store;
-            if floor.is_none() && window.forward {
-                if let (Some(newest), Some(oldest)) = (store.newest_group(), store.oldest_group()) {
-                    floor = Some(match window.start {
-                        Start::Newest => newest,
-                        Start::Oldest => oldest,
-                        Start::NextGroup => newest + 1,
-                        Start::Group(g, _) => g.max(oldest),
-                    });
-                }
-            }
-            // New subgroups appear only when the store opened one: rescan only then.
-            if let (Some(f), true) = (floor, scanned != Some(store.opened())) {
-                scanned = Some(store.opened());
-                for key in store.keys() {
-                    let wanted = window.end_group.is_none_or(|end| key.0 <= end);
-                    if key.0 >= f && wanted && !seen.contains(&key) {
-                        let g = store.get(key).expect("listed");
-                        let first = if Some(key.0) == start_group {
-                            g.objects.iter().take_while(|o| o.id < start_object).count()
-                        } else {
-                            0
-                        };
-                        to_open.push((key, g.priority, first));
-                    }
-                }
-                // Forget keys of groups that fell out of the cache (keeps `seen` bounded).
-                if let Some(oldest) = store.oldest_group() {
-                    seen.retain(|k| k.0 >= oldest || open.iter().any(|o| o.key == *k));
-                }
-            }
-            for (i, o) in open.iter().enumerate() {
-                match store.get(o.key) {
-                    Some(g) => batch.push((i, g.objects[o.next.min(g.objects.len())..].to_vec(), g.ended())),
-                    None => gone.push(i),
-                }
-            }
             let ended = match &inner.upstream {
                 UpstreamState::Ended(e) => Some(e.clone()),
                 _ => None,
             };
-            // AbsoluteRange: done once a group past the end exists and nothing is open.
-            let window_done = window.end_group.is_some_and(|end| {
-                store.newest_group().is_some_and(|n| n > end) && open.is_empty() && to_open.is_empty()
-            });
-            (ended, window_done)
+            let datagrams = inner.delivery == Some(Delivery::Datagrams);
+            (policy.plan(&inner.store, ended, room), datagrams)
         };
-
-        let opened_any = !to_open.is_empty();
-        for (key, priority, first) in std::mem::take(&mut to_open) {
-            seen.insert(key);
+        for (key, priority) in &plan.open {
             let sink = if datagrams {
                 Sink::Datagrams
             } else {
-                let stream = DirectStream::open(target, key, priority, &metrics, &backlog).await?;
+                let stream = DirectStream::open(target, *key, *priority, &metrics, &backlog).await?;
                 metrics.direct_streams.fetch_add(1, Ordering::Relaxed);
                 Sink::Direct(stream)
             };
-            open.push(OpenGroup {
-                key,
-                priority,
-                sink,
-                next: first,
-            });
+            sinks.insert(*key, (*priority, sink));
         }
-        // Copy what the subscriber's connection can take. Past its backlog budget the rest
-        // waits in the cache, so the relay never queues more than the budget for one subscriber.
-        // One look at the connection's progress per pass; objects copied in this pass count
-        // against what was left of the budget.
-        let mut room = backlog.limit.saturating_sub(backlog.bytes());
-        let mut throttled = false;
-        let mut finished: Vec<usize> = Vec::new();
-        for (i, objects, group_ended) in batch.drain(..) {
-            let o = &mut open[i];
-            let total = objects.len();
-            let mut copied = 0;
+        for (key, objects) in plan.send {
+            let Some((priority, sink)) = sinks.get_mut(&key) else {
+                continue;
+            };
             for obj in objects {
                 let size = obj.payload.len();
-                if throttled || room == 0 {
-                    throttled = true;
-                    break;
-                }
-                room = room.saturating_sub(size as u64);
-                match &mut o.sink {
+                match sink {
                     Sink::Direct(s) => s.push(obj),
-                    Sink::Datagrams => send_datagram(target, o.key, o.priority, &obj)?,
+                    Sink::Datagrams => send_datagram(target, key, *priority, &obj)?,
                 }
-                o.next += 1;
-                copied += 1;
                 backlog.hand(size);
                 metrics.objects_out.fetch_add(1, Ordering::Relaxed);
                 metrics.bytes_out.fetch_add(size as u64, Ordering::Relaxed);
             }
-            if let Sink::Direct(s) = &mut o.sink {
+            if let Sink::Direct(s) = sink {
                 // One hand-over to QUIC per subgroup and pass.
                 s.flush();
             }
-            if group_ended && copied == total {
-                finished.push(i);
-                if cache.with_store(|s| s.get(o.key).is_some_and(|g| g.aborted)) {
-                    // The publisher reset it (or it outgrew the cache): reset it downstream too.
-                    gone.push(i);
+        }
+        for key in plan.finish {
+            if let Some((_, Sink::Direct(mut s))) = sinks.remove(&key) {
+                s.finishing = true;
+                if !s.flush() {
+                    draining.push(s);
                 }
             }
         }
-        // Evicted while this subscriber still had it open: it was too far behind for it.
-        for &i in &gone {
-            metrics.groups_dropped.fetch_add(1, Ordering::Relaxed);
-            finished.push(i);
+        for (key, code) in plan.reset {
+            if let Some((_, Sink::Direct(mut s))) = sinks.remove(&key) {
+                s.reset(if code == policy::reset::TOO_FAR_BEHIND {
+                    Abandon::TooFarBehind
+                } else {
+                    Abandon::TrackEnded
+                });
+            }
         }
-        finished.sort_unstable();
-        finished.dedup();
-        for &i in finished.iter().rev() {
-            let o = open.swap_remove(i);
-            o.end(!gone.contains(&i), TOO_FAR_BEHIND, &mut draining);
+        if plan.dropped > 0 {
+            metrics
+                .groups_dropped
+                .fetch_add(plan.dropped as u64, Ordering::Relaxed);
         }
-        gone.clear();
+        if plan.skipped {
+            metrics.slow_skips.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                dropped = plan.dropped,
+                "subscriber too far behind: skipped to the newest group"
+            );
+        }
         draining.retain_mut(|s| !s.flush());
-
-        // Behind and a newer group exists: give up the older groups' undelivered remainder
-        // and go on at the newest one, which starts with a keyframe.
-        if throttled {
-            if let Some(newest) = cache.with_store(|s| s.newest_group()) {
-                let before = open.len();
-                let (keep, stale): (Vec<_>, Vec<_>) =
-                    open.drain(..).partition(|o| o.key.0 >= newest);
-                open = keep;
-                for o in stale {
-                    o.end(false, TOO_FAR_BEHIND, &mut draining);
-                }
-                if open.len() < before {
-                    metrics
-                        .groups_dropped
-                        .fetch_add((before - open.len()) as u64, Ordering::Relaxed);
-                    metrics.slow_skips.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(
-                        dropped = before - open.len(),
-                        "subscriber too far behind: skipped to the newest group"
-                    );
-                }
-            }
-        }
-
-        if opened_any {
-            // Copy the new groups' objects before waiting for more.
-            continue;
-        }
-
-        if ended.is_some() || window_done {
-            // Nothing more will arrive: finish complete groups, reset partial ones.
-            let done: Vec<bool> = cache.with_store(|s| {
-                open.iter()
-                    .map(|o| {
-                        s.get(o.key)
-                            .is_some_and(|g| g.complete && g.objects.len() == o.next)
-                    })
-                    .collect()
-            });
-            for (o, complete) in open.drain(..).zip(done) {
-                match o.sink {
-                    Sink::Direct(mut s) if complete => {
-                        s.finishing = true;
-                        draining.push(s);
-                    }
-                    _ => o.end(
-                        complete,
-                        transport::message::PublishDoneCode::TrackEnded as u64,
-                        &mut draining,
-                    ),
-                }
-            }
+        if let Some(result) = plan.done {
             settle(draining).await;
-            return match ended {
-                Some(Some(e)) => Err(e),
-                _ => Ok(()),
-            };
+            return result;
         }
 
-        let blocked = !draining.is_empty() || open.iter().any(OpenGroup::blocked);
-        if throttled {
+        let blocked = !draining.is_empty() || sinks.values().any(|(_, s)| s.blocked());
+        let streams = sinks
+            .values_mut()
+            .filter_map(|(_, s)| match s {
+                Sink::Direct(d) => Some(d),
+                Sink::Datagrams => None,
+            })
+            .chain(draining.iter_mut());
+        if plan.throttled {
             // Re-check the connection's progress even if no new object arrives: QUIC has no
             // signal for "the connection sent more", only for one stream taking more bytes.
             tokio::select! {
                 res = rx.changed() => if res.is_err() { return Ok(()) },
                 () = tokio::time::sleep(THROTTLE_POLL) => {}
-                () = any_writable(&mut open, &mut draining), if blocked => {}
+                () = any_writable(streams), if blocked => {}
             }
         } else if blocked {
             // A stream waits for flow control: wake when QUIC takes more, or on new objects.
             tokio::select! {
                 res = rx.changed() => if res.is_err() { return Ok(()) },
-                () = any_writable(&mut open, &mut draining) => {}
+                () = any_writable(streams) => {}
             }
         } else {
+            drop(streams);
             if rx.changed().await.is_err() {
                 return Ok(());
             }
@@ -1177,7 +1034,6 @@ pub async fn pump(
                 tokio::time::sleep(window).await;
             }
         }
-        draining.retain_mut(|s| !s.flush());
     }
 }
 
@@ -1195,7 +1051,7 @@ async fn settle(mut streams: Vec<DirectStream>) {
             if streams.is_empty() {
                 return;
             }
-            any_writable(&mut [], &mut streams).await;
+            any_writable(streams.iter_mut()).await;
         }
     })
     .await;

@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
+pub mod policy;
 pub mod session;
 pub mod shard;
 pub mod tls;
@@ -421,14 +422,22 @@ async fn handshake_and_run(
     let res = session::run(state.clone(), wt, conn.clone(), id).await;
     state.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
     // A peer that closed its connection with code 0 (or timed out idle after leaving) ended the
-    // session normally: that is not an error, whatever the session loop reports.
-    let normal = matches!(
-        conn.close_reason(),
-        Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == quinn::VarInt::from_u32(0)
-    ) || matches!(
-        conn.close_reason(),
-        Some(quinn::ConnectionError::LocallyClosed)
-    );
+    // session normally: that is not an error, whatever the session loop reports. A session the
+    // relay closed for a protocol violation is one.
+    let violation = res.as_ref().is_err_and(|e| {
+        matches!(
+            e.downcast_ref::<moqcast_session::io::Error>(),
+            Some(moqcast_session::io::Error::Violation { .. })
+        )
+    });
+    let normal = !violation
+        && (matches!(
+            conn.close_reason(),
+            Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == quinn::VarInt::from_u32(0)
+        ) || matches!(
+            conn.close_reason(),
+            Some(quinn::ConnectionError::LocallyClosed)
+        ));
     if normal {
         tracing::debug!(result = ?res.as_ref().err().map(|e| format!("{e:#}")), "session closed by the peer");
         return Ok(());

@@ -68,11 +68,19 @@ pub async fn run(
         routes: routes.clone(),
         id,
     };
-    let res = tokio::select! {
+    // The session ends when its driver does (the connection closed, or the session layer closed
+    // it); the rest only serves it until then.
+    let work = async {
+        tokio::join!(
+            serve(&ctx, &mut requests, &mut tasks),
+            crate::ingest::run(&mut data, routes.clone()),
+            crate::ingest::datagrams(wt, routes),
+        );
+        std::future::pending::<()>().await
+    };
+    let res: Result<(), moqt::Error> = tokio::select! {
         err = driver.run() => Err(err),
-        () = serve(&ctx, &mut requests, &mut tasks) => Ok(()),
-        () = crate::ingest::run(&mut data, routes.clone()) => Ok(()),
-        () = crate::ingest::datagrams(wt, routes) => Ok(()),
+        () = work => Ok(()),
     };
     tasks.abort_all();
     state.origin.session_closed(id);

@@ -41,8 +41,6 @@ use crate::{
 const LINGER: Duration = Duration::from_secs(10);
 /// Bytes read per call on a request or control stream.
 const READ_CHUNK: usize = 16 * 1024;
-/// Inbound requests waiting for the application; more are refused with EXCESSIVE_LOAD.
-const INCOMING_QUEUE: usize = 1024;
 /// Inbound data streams waiting for the application.
 const DATA_QUEUE: usize = 256;
 
@@ -52,6 +50,9 @@ const DATA_QUEUE: usize = 256;
 pub enum Error {
     #[error("session closed: {0}")]
     Closed(String),
+    /// We closed the session because the peer broke the protocol (§3.6 code).
+    #[error("session closed with error {code:#x}: {reason}")]
+    Violation { code: u64, reason: String },
     #[error("the peer refused the request: code {code:#x}, {reason:?}")]
     Refused { code: u64, reason: String },
     #[error("the peer ended the request (reset code {0:?})")]
@@ -112,6 +113,8 @@ struct State {
     ready: bool,
     goaway: Option<GoAway>,
     closed: Option<String>,
+    /// The error code we closed the session with, if we did.
+    close_code: Option<u64>,
 }
 
 struct Shared {
@@ -262,6 +265,7 @@ impl Shared {
                     Action::Close { code, reason } => {
                         tracing::debug!(code, %reason, "closing the MoQ session");
                         self.wt.close(code as u32, reason.as_bytes());
+                        s.close_code.get_or_insert(code);
                         self.mark_closed(s, reason);
                     }
                 }
@@ -430,7 +434,8 @@ pub fn establish(
     role: Role,
     config: Config,
 ) -> (Session, Incoming, Driver) {
-    let (requests_tx, requests) = mpsc::channel(INCOMING_QUEUE);
+    // Every request waiting here counts against the request limit, which bounds the queue.
+    let (requests_tx, requests) = mpsc::channel(config.max_requests.clamp(1, 1 << 20));
     let (data_tx, data) = mpsc::channel(DATA_QUEUE);
     let (status, _) = watch::channel(Status::Starting);
     let core = Core::new(role, config, Instant::now());
@@ -444,6 +449,7 @@ pub fn establish(
             ready: false,
             goaway: None,
             closed: None,
+            close_code: None,
         }),
         control: Notify::new(),
         timer: Notify::new(),
@@ -513,12 +519,15 @@ impl Driver {
     }
 
     fn finish(&self, reason: String) -> Error {
-        let reason = self.shared.with(|s| {
+        let (reason, code) = self.shared.with(|s| {
             self.shared.mark_closed(s, reason);
-            s.closed.clone().unwrap_or_default()
+            (s.closed.clone().unwrap_or_default(), s.close_code)
         });
         self.shared.tasks.lock().expect("poisoned").abort_all();
-        Error::Closed(reason)
+        match code {
+            Some(code) if code != proto::code::NO_ERROR => Error::Violation { code, reason },
+            _ => Error::Closed(reason),
+        }
     }
 }
 
