@@ -328,7 +328,10 @@ impl Config {
         let max_subscriptions_per_session = args
             .max_subscriptions_per_session
             .or(file.max_subscriptions_per_session)
-            .unwrap_or(d.max_subscriptions_per_session.min(max_requests_per_session));
+            .unwrap_or(
+                d.max_subscriptions_per_session
+                    .min(max_requests_per_session),
+            );
         if !(1..=max_requests_per_session).contains(&max_subscriptions_per_session) {
             return Err(ConfigError::Invalid(format!(
                 "max subscriptions per session must be 1 to the request limit ({max_requests_per_session})"
@@ -607,7 +610,12 @@ mod tests {
             &["--max-subscriptions-per-session", "0"][..],
             &["--max-subscriptions-per-session", "20000"][..],
             &["--max-requests-per-session", "0"][..],
-            &["--max-requests-per-session", "10", "--max-subscriptions-per-session", "11"][..],
+            &[
+                "--max-requests-per-session",
+                "10",
+                "--max-subscriptions-per-session",
+                "11",
+            ][..],
             &["--worker-threads", "0"][..],
             &["--coalesce-ms", "1001"][..],
             &["--coalesce-above", "1.5"][..],

@@ -29,7 +29,6 @@ use crate::{
 /// How often a throttled subscriber's connection progress is re-checked.
 const THROTTLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
-
 /// Why a track ended, or could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -942,7 +941,8 @@ pub async fn pump(
             let sink = if datagrams {
                 Sink::Datagrams
             } else {
-                let stream = DirectStream::open(target, *key, *priority, &metrics, &backlog).await?;
+                let stream =
+                    DirectStream::open(target, *key, *priority, &metrics, &backlog).await?;
                 metrics.direct_streams.fetch_add(1, Ordering::Relaxed);
                 Sink::Direct(stream)
             };

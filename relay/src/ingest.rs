@@ -394,7 +394,10 @@ mod tests {
             Routing::NeedMore
         ));
         // A subgroup type whose header cannot be valid (an alias past the varint range).
-        assert!(!matches!(route(&[0x05, 0x01], &routes), Routing::Ingest(..)));
+        assert!(!matches!(
+            route(&[0x05, 0x01], &routes),
+            Routing::Ingest(..)
+        ));
         drop(guard);
         assert!(routes.is_empty());
         assert!(matches!(route(&header, &routes), Routing::Unknown(7)));

@@ -297,11 +297,7 @@ impl Origin {
                 .subscribe(namespace, &track, KeyValuePairs::default())
                 .await
                 .map_err(upstream_error)?;
-            let priority = sub
-                .properties
-                .default_publisher_priority()
-                .ok()
-                .flatten();
+            let priority = sub.properties.default_publisher_priority().ok().flatten();
             let Some(c) = weak.upgrade() else {
                 return Ok(());
             };

@@ -337,7 +337,11 @@ mod tests {
         assert_eq!(first(Start::Oldest), Some((0, 0)));
         assert_eq!(first(Start::Newest), Some((3, 0)));
         assert_eq!(first(Start::NextGroup), None, "nothing until group 4");
-        assert_eq!(first(Start::Group(2, 3)), Some((2, 3)), "Absolute Start inside a group");
+        assert_eq!(
+            first(Start::Group(2, 3)),
+            Some((2, 3)),
+            "Absolute Start inside a group"
+        );
         assert_eq!(first(Start::Group(9, 0)), None);
     }
 

@@ -236,16 +236,15 @@ async fn serve_subscription(ctx: Ctx, sub: moqt::SubscribeRequest, _slot: Slot) 
     let name = sub.msg.track_name.to_string_lossy().into_owned();
     let namespace = sub.msg.track_namespace.clone();
     let mut window = window_of(&sub.msg.params);
-    let (cache, waited) = match resolve(state, &namespace, &name, rendezvous_of(&sub.msg.params))
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(error = %e, "subscription refused");
-            sub.reject(e.request_error_code(), &e.to_string());
-            return;
-        }
-    };
+    let (cache, waited) =
+        match resolve(state, &namespace, &name, rendezvous_of(&sub.msg.params)).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "subscription refused");
+                sub.reject(e.request_error_code(), &e.to_string());
+                return;
+            }
+        };
     if waited && window.start == Start::Newest {
         // The subscription was waiting before the track existed: everything cached is new.
         window.start = Start::Oldest;
@@ -339,7 +338,9 @@ async fn serve_namespaces(state: Arc<RelayState>, req: moqt::NamespaceSubscripti
         return;
     };
     for b in state.origin.list() {
-        if prefix.is_prefix_of(&b.namespace) && feed.namespace(suffix(&b.namespace, &prefix)).is_err() {
+        if prefix.is_prefix_of(&b.namespace)
+            && feed.namespace(suffix(&b.namespace, &prefix)).is_err()
+        {
             return;
         }
     }
@@ -451,7 +452,16 @@ async fn serve_fetch(state: Arc<RelayState>, req: moqt::FetchRequest) {
             subgroup
         };
         if writer
-            .object(group, subgroup, o.id, priority, o.status, &o.properties, &o.payload, &mut buf)
+            .object(
+                group,
+                subgroup,
+                o.id,
+                priority,
+                o.status,
+                &o.properties,
+                &o.payload,
+                &mut buf,
+            )
             .is_err()
         {
             let _ = stream.reset(moqcast_media::moq::wire::RESET_CANCELLED);

@@ -239,7 +239,11 @@ impl GoAway {
             }
             let uri = String::from_utf8(p[..len].to_vec())?;
             p.advance(len);
-            let timeout_ms = if p.has_remaining() { u64::decode(p)? } else { 0 };
+            let timeout_ms = if p.has_remaining() {
+                u64::decode(p)?
+            } else {
+                0
+            };
             let request_id = if control && p.has_remaining() {
                 Some(u64::decode(p)?)
             } else {
@@ -739,11 +743,13 @@ pub fn encode_datagram(
         object_id: Some(object),
         publisher_priority: Some(priority),
         extension_headers: with_props.then(|| properties.clone()),
-        status: (!normal).then_some(if payload.is_empty() && status == ObjectStatus::NormalObject {
-            ObjectStatus::NormalObject
-        } else {
-            status
-        }),
+        status: (!normal).then_some(
+            if payload.is_empty() && status == ObjectStatus::NormalObject {
+                ObjectStatus::NormalObject
+            } else {
+                status
+            },
+        ),
         payload: normal.then(|| payload.clone()),
     };
     let mut out = BytesMut::new();
@@ -848,7 +854,9 @@ mod tests {
         let (req, used) = decode_request(&bytes).unwrap().unwrap();
         assert_eq!(used, bytes.len());
         assert_eq!(req.id(), 6);
-        assert!(matches!(req, Request::Subscribe(ref m) if m.track_name.to_string_lossy() == "video"));
+        assert!(
+            matches!(req, Request::Subscribe(ref m) if m.track_name.to_string_lossy() == "video")
+        );
     }
 
     #[test]
@@ -1000,7 +1008,10 @@ mod tests {
             request_id: Some(8),
         };
         let bytes = goaway.encode().unwrap();
-        assert_eq!(decode_control(&bytes, true).unwrap_err(), WireError::NoSetup(0x10));
+        assert_eq!(
+            decode_control(&bytes, true).unwrap_err(),
+            WireError::NoSetup(0x10)
+        );
         let (frame, _) = decode_control(&bytes, false).unwrap().unwrap();
         assert_eq!(frame, ControlFrame::Message(Control::GoAway(goaway)));
     }
@@ -1026,15 +1037,35 @@ mod tests {
     #[test]
     fn datagrams_round_trip_with_payload_status_and_properties() {
         let mut props = ExtensionHeaders::default();
-        props.0.push(moq_transport::coding::KeyValuePair::new_int(0x06, 1234));
+        props
+            .0
+            .push(moq_transport::coding::KeyValuePair::new_int(0x06, 1234));
         for (status, payload, props, eog) in [
-            (ObjectStatus::NormalObject, Bytes::from_static(b"frame"), ExtensionHeaders::default(), false),
-            (ObjectStatus::NormalObject, Bytes::from_static(b"frame"), props.clone(), true),
-            (ObjectStatus::EndOfGroup, Bytes::new(), ExtensionHeaders::default(), false),
+            (
+                ObjectStatus::NormalObject,
+                Bytes::from_static(b"frame"),
+                ExtensionHeaders::default(),
+                false,
+            ),
+            (
+                ObjectStatus::NormalObject,
+                Bytes::from_static(b"frame"),
+                props.clone(),
+                true,
+            ),
+            (
+                ObjectStatus::EndOfGroup,
+                Bytes::new(),
+                ExtensionHeaders::default(),
+                false,
+            ),
         ] {
             let bytes = encode_datagram(3, 7, 2, 9, status, &props, &payload, eog).unwrap();
             let d = decode_datagram(bytes).unwrap();
-            assert_eq!((d.track_alias, d.group, d.object, d.priority), (3, 7, 2, Some(9)));
+            assert_eq!(
+                (d.track_alias, d.group, d.object, d.priority),
+                (3, 7, 2, Some(9))
+            );
             assert_eq!(d.status, status);
             assert_eq!(d.payload, payload);
             assert_eq!(d.properties, props);
@@ -1048,16 +1079,65 @@ mod tests {
         let mut w = FetchWriter::default();
         let mut out = Vec::new();
         let none = ExtensionHeaders::default();
-        w.object(5, 0, 0, 1, ObjectStatus::NormalObject, &none, b"a", &mut out).unwrap();
+        w.object(
+            5,
+            0,
+            0,
+            1,
+            ObjectStatus::NormalObject,
+            &none,
+            b"a",
+            &mut out,
+        )
+        .unwrap();
         // Flags 0x1f, group 5, subgroup 0, object 0, priority 1, length 1, "a".
         assert_eq!(out, vec![0x1f, 5, 0, 0, 1, 1, b'a']);
         out.clear();
-        w.object(5, 0, 1, 1, ObjectStatus::NormalObject, &none, b"b", &mut out).unwrap();
-        assert_eq!(out, vec![0x17, 0, 1, 1, 1, b'b'], "same group: object delta 1");
+        w.object(
+            5,
+            0,
+            1,
+            1,
+            ObjectStatus::NormalObject,
+            &none,
+            b"b",
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![0x17, 0, 1, 1, 1, b'b'],
+            "same group: object delta 1"
+        );
         out.clear();
-        w.object(8, 0, 0, 1, ObjectStatus::NormalObject, &none, b"c", &mut out).unwrap();
-        assert_eq!(out, vec![0x1f, 2, 0, 0, 1, 1, b'c'], "group delta is 8 - 5 - 1");
-        assert!(w.object(7, 0, 0, 1, ObjectStatus::NormalObject, &none, b"d", &mut out).is_err());
+        w.object(
+            8,
+            0,
+            0,
+            1,
+            ObjectStatus::NormalObject,
+            &none,
+            b"c",
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![0x1f, 2, 0, 0, 1, 1, b'c'],
+            "group delta is 8 - 5 - 1"
+        );
+        assert!(w
+            .object(
+                7,
+                0,
+                0,
+                1,
+                ObjectStatus::NormalObject,
+                &none,
+                b"d",
+                &mut out
+            )
+            .is_err());
         assert_eq!(&FetchWriter::header(4).unwrap()[..], &[0x05, 0x04]);
     }
 

@@ -547,7 +547,10 @@ async fn control_writer(shared: Arc<Shared>) {
     let mut send = match shared.wt.open_uni().await {
         Ok(s) => s,
         Err(e) => {
-            shared.with(|s| s.core.close(proto::code::INTERNAL_ERROR, &format!("control stream: {e}")));
+            shared.with(|s| {
+                s.core
+                    .close(proto::code::INTERNAL_ERROR, &format!("control stream: {e}"))
+            });
             return;
         }
     };
@@ -1154,7 +1157,9 @@ impl Serving {
     /// data streams opened. Returns that count.
     pub fn done(mut self, status: u64, reason: &str) -> Result<u64, Error> {
         self.done = true;
-        Ok(self.handle.core(|c, id| c.publish_done(id, status, reason))?)
+        Ok(self
+            .handle
+            .core(|c, id| c.publish_done(id, status, reason))?)
     }
 }
 
@@ -1312,7 +1317,9 @@ impl Publication {
     /// Ends the publication with PUBLISH_DONE.
     pub fn done(mut self, status: u64, reason: &str) -> Result<u64, Error> {
         self.done = true;
-        Ok(self.handle.core(|c, id| c.publish_done(id, status, reason))?)
+        Ok(self
+            .handle
+            .core(|c, id| c.publish_done(id, status, reason))?)
     }
 
     /// Waits until the peer cancels the publication or the session closes.
@@ -1329,9 +1336,9 @@ impl Publication {
 impl Drop for Publication {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.handle.core(|c, id| {
-                c.publish_done(id, message::PublishDoneCode::TrackEnded as u64, "")
-            });
+            let _ = self
+                .handle
+                .core(|c, id| c.publish_done(id, message::PublishDoneCode::TrackEnded as u64, ""));
         }
     }
 }

@@ -32,10 +32,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use moq_transport::{
-    coding::KeyValuePairs,
-    message::RequestErrorCode,
-};
+use moq_transport::{coding::KeyValuePairs, message::RequestErrorCode};
 
 use crate::draft18::{self, ControlFrame, GoAway, Request, Response, UniStream, WireError};
 
@@ -743,14 +740,21 @@ impl Core {
             return self.close(code::INVALID_REQUEST_ID, &format!("{why}: {id}"));
         }
         let kind = Kind::of(&request);
-        let r = self.streams.get_mut(&stream).expect("checked by the caller");
+        let r = self
+            .streams
+            .get_mut(&stream)
+            .expect("checked by the caller");
         r.kind = Some(kind);
         r.request_id = id;
         r.phase = Phase::Pending;
         // §9.4: after our GOAWAY, requests at or past its Request ID are refused.
         if self.goaway_sent.is_some_and(|(cutoff, _)| id >= cutoff) {
             self.stats.refused_going_away += 1;
-            return self.refuse(stream, RequestErrorCode::GoingAway, "the server is going away");
+            return self.refuse(
+                stream,
+                RequestErrorCode::GoingAway,
+                "the server is going away",
+            );
         }
         if kind == Kind::SubscribeTracks {
             return self.refuse(
@@ -790,13 +794,19 @@ impl Core {
     fn send(&mut self, stream: StreamId, msg: &Response, fin: bool) {
         match msg.encode() {
             Ok(bytes) => self.actions.push_back(Action::Send { stream, bytes, fin }),
-            Err(e) => self.close(code::INTERNAL_ERROR, &format!("encoding {}: {e}", msg.name())),
+            Err(e) => self.close(
+                code::INTERNAL_ERROR,
+                &format!("encoding {}: {e}", msg.name()),
+            ),
         }
     }
 
     fn inbound_message(&mut self, stream: StreamId, message: Response) {
         let max_queued = self.config.max_queued;
-        let r = self.streams.get_mut(&stream).expect("checked by the caller");
+        let r = self
+            .streams
+            .get_mut(&stream)
+            .expect("checked by the caller");
         let kind = r.kind.expect("a request past Opening has a kind");
         let allowed = if r.inbound {
             kind.later_from_requester(&message)
@@ -819,7 +829,10 @@ impl Core {
                 Phase::Open
             };
         }
-        if matches!(message, Response::PublishDone { .. } | Response::Unsubscribe) {
+        if matches!(
+            message,
+            Response::PublishDone { .. } | Response::Unsubscribe
+        ) {
             r.phase = Phase::Done;
         }
         if r.queued >= max_queued {
@@ -946,7 +959,10 @@ impl Core {
     ) -> Result<u64, UsageError> {
         let r = self.req(stream)?;
         let kind = r.kind.unwrap_or(Kind::Subscribe);
-        let ours = matches!((kind, r.inbound), (Kind::Subscribe, true) | (Kind::Publish, false));
+        let ours = matches!(
+            (kind, r.inbound),
+            (Kind::Subscribe, true) | (Kind::Publish, false)
+        );
         if !ours || r.phase != Phase::Open {
             return Err(UsageError::State {
                 kind,
@@ -1182,10 +1198,23 @@ mod tests {
         assert_eq!(msgs.len(), 2);
         assert!(matches!(msgs[0], (st, Response::SubscribeOk { track_alias: 1, .. }) if st == c));
         assert!(
-            matches!(msgs[1], (_, Response::PublishDone { status: 2, stream_count: 3, .. })),
+            matches!(
+                msgs[1],
+                (
+                    _,
+                    Response::PublishDone {
+                        status: 2,
+                        stream_count: 3,
+                        ..
+                    }
+                )
+            ),
             "{msgs:?}"
         );
-        assert!(p.fins.contains(&(Role::Server, s)), "PUBLISH_DONE finishes the stream");
+        assert!(
+            p.fins.contains(&(Role::Server, s)),
+            "PUBLISH_DONE finishes the stream"
+        );
         // Nothing can follow PUBLISH_DONE.
         assert!(p.server.data_stream_opened(s).is_err());
         assert!(p.server.publish_done(s, 2, "again").is_err());
@@ -1208,7 +1237,11 @@ mod tests {
             .filter(|(_, m)| matches!(m, Response::RequestError { code: 0x9, .. }))
             .map(|(s, _)| *s)
             .collect();
-        assert_eq!(refused, streams[3..].to_vec(), "the last two get EXCESSIVE_LOAD");
+        assert_eq!(
+            refused,
+            streams[3..].to_vec(),
+            "the last two get EXCESSIVE_LOAD"
+        );
         // The client ends one subscription: the next request is served.
         let (s0, _) = reqs[0];
         p.client.cancel(streams[0], reset::CANCELLED);
@@ -1286,7 +1319,10 @@ mod tests {
         p.server.handle_stream(s2, &bytes, false);
         assert!(matches!(
             p.server.poll_action(),
-            Some(Action::Close { code: code::INVALID_REQUEST_ID, .. })
+            Some(Action::Close {
+                code: code::INVALID_REQUEST_ID,
+                ..
+            })
         ));
         // A server-parity ID from the client.
         let mut q = Pair::new(Config::default());
@@ -1297,7 +1333,10 @@ mod tests {
         q.server.handle_stream(s, &bytes, false);
         assert!(matches!(
             q.server.poll_action(),
-            Some(Action::Close { code: code::INVALID_REQUEST_ID, .. })
+            Some(Action::Close {
+                code: code::INVALID_REQUEST_ID,
+                ..
+            })
         ));
     }
 
@@ -1354,7 +1393,10 @@ mod tests {
         p.server.handle_timeout(deadline);
         assert!(matches!(
             p.server.poll_action(),
-            Some(Action::Close { code: code::GOAWAY_TIMEOUT, .. })
+            Some(Action::Close {
+                code: code::GOAWAY_TIMEOUT,
+                ..
+            })
         ));
         let _ = first;
     }
@@ -1385,7 +1427,10 @@ mod tests {
         server.handle_timeout(now + Duration::from_secs(3));
         assert!(matches!(
             server.poll_action(),
-            Some(Action::Close { code: code::CONTROL_MESSAGE_TIMEOUT, .. })
+            Some(Action::Close {
+                code: code::CONTROL_MESSAGE_TIMEOUT,
+                ..
+            })
         ));
     }
 
@@ -1394,11 +1439,13 @@ mod tests {
         // A response type as the first message of a request stream.
         let mut p = Pair::new(Config::default());
         let s = p.server.accept_stream();
-        p.server
-            .handle_stream(s, &ok(1).encode().unwrap(), false);
+        p.server.handle_stream(s, &ok(1).encode().unwrap(), false);
         assert!(matches!(
             p.server.poll_action(),
-            Some(Action::Close { code: code::PROTOCOL_VIOLATION, .. })
+            Some(Action::Close {
+                code: code::PROTOCOL_VIOLATION,
+                ..
+            })
         ));
         // SUBSCRIBE_OK twice.
         let mut p = Pair::new(Config::default());
@@ -1406,12 +1453,18 @@ mod tests {
         p.run();
         let (s, _) = p.server_requests()[0];
         p.server.respond(s, ok(1)).unwrap();
-        assert!(p.server.respond(s, ok(1)).is_err(), "the core refuses a second answer");
+        assert!(
+            p.server.respond(s, ok(1)).is_err(),
+            "the core refuses a second answer"
+        );
         p.run();
         p.client.handle_stream(c, &ok(1).encode().unwrap(), false);
         assert!(matches!(
             p.client.poll_action(),
-            Some(Action::Close { code: code::PROTOCOL_VIOLATION, .. })
+            Some(Action::Close {
+                code: code::PROTOCOL_VIOLATION,
+                ..
+            })
         ));
         // A stream that ends in the middle of a message.
         let mut p = Pair::new(Config::default());
@@ -1420,7 +1473,10 @@ mod tests {
         p.server.handle_stream(s, &bytes[..bytes.len() - 1], true);
         assert!(matches!(
             p.server.poll_action(),
-            Some(Action::Close { code: code::PROTOCOL_VIOLATION, .. })
+            Some(Action::Close {
+                code: code::PROTOCOL_VIOLATION,
+                ..
+            })
         ));
         // A second SETUP.
         let mut p = Pair::new(Config::default());
@@ -1428,14 +1484,19 @@ mod tests {
             .handle_control(&draft18::encode_setup(&KeyValuePairs::default()).unwrap());
         assert!(matches!(
             p.server.poll_action(),
-            Some(Action::Close { code: code::PROTOCOL_VIOLATION, .. })
+            Some(Action::Close {
+                code: code::PROTOCOL_VIOLATION,
+                ..
+            })
         ));
     }
 
     #[test]
     fn namespace_subscriptions_carry_namespace_messages_and_a_flood_resets_only_that_request() {
-        let mut cfg = Config::default();
-        cfg.max_queued = 4;
+        let cfg = Config {
+            max_queued: 4,
+            ..Config::default()
+        };
         let now = Instant::now();
         let mut p = Pair::new(Config::default());
         p.client = Core::new(Role::Client, cfg, now);
@@ -1563,11 +1624,17 @@ mod tests {
     fn data_streams_of_unknown_type_close_the_session() {
         let mut p = Pair::new(Config::default());
         assert_eq!(p.server.classify_uni(&[]), None);
-        assert_eq!(p.server.classify_uni(&[0x14]), Some((UniStream::Subgroup, 1)));
+        assert_eq!(
+            p.server.classify_uni(&[0x14]),
+            Some((UniStream::Subgroup, 1))
+        );
         assert_eq!(p.server.classify_uni(&[0x06]), None);
         assert!(matches!(
             p.server.poll_action(),
-            Some(Action::Close { code: code::PROTOCOL_VIOLATION, .. })
+            Some(Action::Close {
+                code: code::PROTOCOL_VIOLATION,
+                ..
+            })
         ));
     }
 }

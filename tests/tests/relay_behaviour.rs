@@ -863,7 +863,10 @@ async fn publishers_streams_are_read_by_the_relay() {
             .metrics
             .direct_ingest_streams
             .load(Ordering::Relaxed);
-        assert_eq!(read_directly, GROUPS, "{read_directly} streams read by the relay");
+        assert_eq!(
+            read_directly, GROUPS,
+            "{read_directly} streams read by the relay"
+        );
         assert_eq!(relay.state.metrics.errors.load(Ordering::Relaxed), 0);
         drop(subscriber);
         publishing.abort();

@@ -151,7 +151,11 @@ async fn one_session_holds_five_thousand_subscriptions_through_the_relay() {
         let session = subscriber.session.clone();
         subscribes.spawn(async move {
             let sub = session
-                .subscribe(moq::namespace("many"), &format!("t{i}"), KeyValuePairs::default())
+                .subscribe(
+                    moq::namespace("many"),
+                    &format!("t{i}"),
+                    KeyValuePairs::default(),
+                )
                 .await;
             (i, sub)
         });
@@ -166,7 +170,11 @@ async fn one_session_holds_five_thousand_subscriptions_through_the_relay() {
     }
     let answered = started.elapsed();
     assert_eq!(subs.len(), N);
-    assert_eq!(aliases.len(), N, "every subscription has an alias of its own");
+    assert_eq!(
+        aliases.len(),
+        N,
+        "every subscription has an alias of its own"
+    );
 
     let Ok(mut peer) = Arc::try_unwrap(subscriber) else {
         panic!("the subscriber is still shared");
@@ -192,7 +200,14 @@ async fn one_session_holds_five_thousand_subscriptions_through_the_relay() {
         }
     }
     tracing::info!(?answered, total = ?started.elapsed(), "5000 subscriptions served");
-    assert_eq!(relay.state.metrics.errors.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        relay
+            .state
+            .metrics
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     drop(subs);
     serving.abort();
     relay.stop().await;
@@ -215,7 +230,11 @@ async fn a_request_past_the_session_limit_gets_excessive_load_at_once() {
     for i in 0..LIMIT {
         subs.push(
             peer.session
-                .subscribe(moq::namespace("limited"), &format!("t{i}"), KeyValuePairs::default())
+                .subscribe(
+                    moq::namespace("limited"),
+                    &format!("t{i}"),
+                    KeyValuePairs::default(),
+                )
                 .await
                 .unwrap_or_else(|e| panic!("SUBSCRIBE t{i}: {e}")),
         );
@@ -223,8 +242,11 @@ async fn a_request_past_the_session_limit_gets_excessive_load_at_once() {
     let asked = std::time::Instant::now();
     let err = tokio::time::timeout(
         Duration::from_secs(2),
-        peer.session
-            .subscribe(moq::namespace("limited"), "one-too-many", KeyValuePairs::default()),
+        peer.session.subscribe(
+            moq::namespace("limited"),
+            "one-too-many",
+            KeyValuePairs::default(),
+        ),
     )
     .await
     .expect("answered, not left waiting")
@@ -234,7 +256,11 @@ async fn a_request_past_the_session_limit_gets_excessive_load_at_once() {
         matches!(err, moqt::Error::Refused { code: 0x9, .. }),
         "{err:?}"
     );
-    assert!(asked.elapsed() < Duration::from_secs(1), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
     // One ends: the next is served on the same session.
     subs.pop();
     tokio::time::sleep(Duration::from_millis(200)).await;
