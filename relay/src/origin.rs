@@ -19,7 +19,8 @@ use moqcast_session::io::{self as session, Session};
 
 use crate::{
     cache::CacheLimits,
-    fanout::{CacheBudget, TrackCache, TrackError},
+    fanout::{CacheBudget, TrackCache},
+    policy::TrackError,
     ingest::IngestRoutes,
     metrics::Metrics,
 };

@@ -26,7 +26,8 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::{
-    fanout::{pump, Backlog, DirectTarget, Start, TrackCache, TrackError, Window},
+    fanout::{pump, Backlog, DirectTarget, TrackCache},
+    policy::{Start, TrackError, Window},
     ingest::IngestRoutes,
     limits::Slot,
     origin::{Announcement, LookupError, Upstream},
