@@ -100,7 +100,6 @@ impl Window {
     }
 }
 
-
 /// Stream reset codes (draft-18 §3.5) the policy asks for.
 pub mod reset {
     /// The subscriber fell too far behind for this subgroup.
