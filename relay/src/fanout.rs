@@ -1,1252 +1,145 @@
-//! Fan-out: one upstream subscription per track feeding a [`TrackCache`], and one pump per
-//! downstream subscription copying from the cache into that subscription's own track.
+//! Fan-out: one pump per downstream subscription copies a track's cache to that subscriber.
 //!
-//! The per-subscriber pump is what keeps subscribers independent: each starts at the first
-//! object of the newest cached group (a keyframe), follows the live edge, and when its own
-//! connection falls behind (its unsent backlog passes the configured budget) it drops its own
+//! The per-subscriber pump is what keeps subscribers independent: its [`Policy`] starts it at
+//! the first object of the newest cached group (a keyframe), follows the live edge, and when its
+//! own connection falls behind (its unsent backlog passes the configured budget) drops its own
 //! stale groups and jumps to the newest one. Nobody else waits for it, and the relay holds at
-//! most the track's cache budget plus each subscriber's backlog budget.
+//! most the track's cache budget plus each subscriber's backlog budget. The pump carries out
+//! the policy's plan with the stream writers of [`crate::writer`] and waits for the cache or for
+//! QUIC to take more.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex, TryLockError, Weak,
+use std::{collections::HashMap, sync::atomic::Ordering, sync::Arc};
+
+use crate::{
+    cache::Key,
+    policy::{self, Policy, TrackError, Window},
+    track::TrackCache,
+    writer::{
+        any_writable, send_datagram, settle, Abandon, Backlog, DirectStream, DirectTarget, Sink,
     },
 };
 
-use bytes::Bytes;
-use futures::{stream::FuturesUnordered, StreamExt};
-use moqcast_media::moq::{serve, transport, transport::data::ObjectStatus, wire};
-use tokio::{sync::watch, time::Instant};
-use tracing::Instrument;
-
-use crate::{
-    budget,
-    cache::{CacheLimits, CachedObject, GroupStore, Key},
-    metrics::Metrics,
-};
-
-/// PUBLISH_DONE / stream reset code for "too far behind" (draft-18 §10.12, §11.4.1).
 /// How often a throttled subscriber's connection progress is re-checked.
 const THROTTLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
-const TOO_FAR_BEHIND: u64 = transport::message::PublishDoneCode::TooFarBehind as u64;
-
-/// Where a track's upstream stands.
-#[derive(Debug, Clone)]
-pub enum UpstreamState {
-    /// SUBSCRIBE sent, no answer yet.
-    Pending,
-    /// The upstream accepted (SUBSCRIBE_OK, or an accepted PUBLISH); no object yet.
-    Accepted,
-    /// Objects are flowing.
-    Live,
-    /// The upstream subscription ended (cleanly with `None`).
-    Ended(Option<serve::ServeError>),
-}
-
-/// How the upstream delivers objects (draft-18 §2.3): subgroup streams or datagrams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    Subgroups,
-    Datagrams,
-}
-
-struct Inner {
-    store: GroupStore,
-    upstream: UpstreamState,
-    delivery: Option<Delivery>,
-}
-
-/// Where a publisher's tracks are ingested: its session's runtime, and its shard if it is on
-/// one.
-#[derive(Debug, Clone)]
-pub struct IngestHome {
-    pub runtime: tokio::runtime::Handle,
-    pub shard: Option<usize>,
-}
-
-impl IngestHome {
-    /// The calling task's runtime and shard.
-    pub fn current() -> Option<Self> {
-        tokio::runtime::Handle::try_current()
-            .ok()
-            .map(|runtime| Self {
-                runtime,
-                shard: crate::shard::current(),
-            })
-    }
-}
-
-/// The relay's copy of one track: recent groups plus the upstream's state.
-pub struct TrackCache {
-    pub broadcast: String,
-    pub name: String,
-    inner: Mutex<Inner>,
-    changed: watch::Sender<u64>,
-    /// Per shard, the local copy of `changed` its pumps wait on ([`TrackCache::subscribe`]).
-    shard_changed: Mutex<Vec<Weak<watch::Sender<u64>>>>,
-    /// The shard the upstream ingest runs on (`usize::MAX`: none, or not known yet).
-    ingest_shard: std::sync::atomic::AtomicUsize,
-    metrics: Arc<Metrics>,
-    upstream_task: Mutex<Option<tokio::task::AbortHandle>>,
-    /// Set when the upstream ingest finished.
-    ingest_done: Arc<watch::Sender<bool>>,
-    /// Subgroup streams the relay is reading itself ([`crate::ingest`]) into this cache.
-    direct_streams: Arc<watch::Sender<usize>>,
-    /// The relay-wide budget this cache counts against, and its id there.
-    budget: Arc<CacheBudget>,
-    budget_id: u64,
-}
-
-impl std::fmt::Debug for TrackCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrackCache")
-            .field("broadcast", &self.broadcast)
-            .field("name", &self.name)
-            .finish()
-    }
-}
-
-impl Drop for TrackCache {
-    fn drop(&mut self) {
-        // The last subscriber left: cancel the upstream subscription (sends UNSUBSCRIBE).
-        if let Some(task) = self.upstream_task.lock().expect("poisoned").take() {
-            task.abort();
-        }
-        let bytes = self.inner.lock().map(|i| i.store.bytes()).unwrap_or(0);
-        self.metrics
-            .cache_bytes
-            .fetch_sub(bytes as u64, Ordering::Relaxed);
-        self.metrics.tracks.fetch_sub(1, Ordering::Relaxed);
-        self.budget.unregister(self.budget_id);
-    }
-}
-
-impl TrackCache {
-    pub fn new(
-        broadcast: &str,
-        name: &str,
-        limits: CacheLimits,
-        budget: Arc<CacheBudget>,
-    ) -> Arc<Self> {
-        let metrics = budget.metrics.clone();
-        metrics.tracks.fetch_add(1, Ordering::Relaxed);
-        let cache = Arc::new(Self {
-            broadcast: broadcast.into(),
-            name: name.into(),
-            inner: Mutex::new(Inner {
-                store: GroupStore::new(limits),
-                upstream: UpstreamState::Pending,
-                delivery: None,
-            }),
-            changed: watch::channel(0).0,
-            shard_changed: Mutex::new(Vec::new()),
-            ingest_shard: std::sync::atomic::AtomicUsize::new(usize::MAX),
-            metrics,
-            upstream_task: Mutex::new(None),
-            ingest_done: Arc::new(watch::channel(false).0),
-            direct_streams: Arc::new(watch::channel(0).0),
-            budget_id: budget.next_id.fetch_add(1, Ordering::Relaxed),
-            budget,
-        });
-        cache.budget.register(&cache);
-        cache
-    }
-
-    /// A receiver of the cache's change counter for a pump. On a shard other than the
-    /// ingest's it is the shard's local copy: one task per shard and track waits on the cache
-    /// and wakes the shard's pumps, so a push from another shard wakes that shard's thread
-    /// once, not once per pump (a wake from another thread costs the woken runtime an eventfd
-    /// write). On the ingest's own shard, pumps wait on the cache directly.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        let Some(shard) = crate::shard::current() else {
-            return self.changed.subscribe();
-        };
-        if self.ingest_shard.load(Ordering::Relaxed) == shard {
-            return self.changed.subscribe();
-        }
-        let mut locals = self.shard_changed.lock().expect("poisoned");
-        if locals.len() <= shard {
-            locals.resize_with(shard + 1, Weak::new);
-        }
-        if let Some(local) = locals[shard].upgrade() {
-            return local.subscribe();
-        }
-        let mut upstream = self.changed.subscribe();
-        let local = Arc::new(watch::channel(*upstream.borrow_and_update()).0);
-        locals[shard] = Arc::downgrade(&local);
-        let rx = local.subscribe();
-        // Ends when the shard's last pump of this track drops its receiver (`closed` re-checks,
-        // so a pump subscribing meanwhile keeps it), or when the cache goes.
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    res = upstream.changed() => {
-                        if res.is_err() {
-                            break;
-                        }
-                        local.send_replace(*upstream.borrow_and_update());
-                    }
-                    () = local.closed() => break,
-                }
-            }
-        });
-        rx
-    }
-
-    /// Changes the cache under its lock, keeps the byte gauge and eviction counter current,
-    /// wakes the pumps, and applies the relay-wide budget if the cache grew.
-    fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
-        let (r, grew) = {
-            let mut inner = self.inner.lock().expect("poisoned");
-            let before = inner.store.bytes();
-            let evicted_before = inner.store.evicted;
-            let r = f(&mut inner);
-            let after = inner.store.bytes();
-            if after >= before {
-                self.metrics
-                    .cache_bytes
-                    .fetch_add((after - before) as u64, Ordering::Relaxed);
-            } else {
-                self.metrics
-                    .cache_bytes
-                    .fetch_sub((before - after) as u64, Ordering::Relaxed);
-            }
-            let evicted = inner.store.evicted - evicted_before;
-            if evicted > 0 {
-                self.metrics
-                    .cache_evictions
-                    .fetch_add(evicted, Ordering::Relaxed);
-            }
-            (r, after > before)
-        };
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
-        if grew {
-            self.budget.enforce();
-        }
-        r
-    }
-
-    /// What the relay-wide budget may evict here: every subgroup but the newest group's while
-    /// the track is live (all of them once it ended), oldest first.
-    fn budget_candidates(&self) -> Vec<budget::Evictable> {
-        let inner = self.inner.lock().expect("poisoned");
-        let live = !matches!(inner.upstream, UpstreamState::Ended(_));
-        inner.store.evictable(live)
-    }
-
-    /// Evicts up to `n` of the oldest subgroups for the relay-wide budget; (subgroups, bytes).
-    fn evict_for_budget(&self, n: usize) -> (usize, usize) {
-        self.update(|inner| {
-            let live = !matches!(inner.upstream, UpstreamState::Ended(_));
-            inner.store.evict_oldest(n, live)
-        })
-    }
-
-    /// Subgroups or datagrams, once known.
-    pub fn delivery(&self) -> Option<Delivery> {
-        self.inner.lock().expect("poisoned").delivery
-    }
-
-    pub fn upstream(&self) -> UpstreamState {
-        self.inner.lock().expect("poisoned").upstream.clone()
-    }
-
-    /// The largest (group, object) cached.
-    pub fn largest(&self) -> Option<(u64, u64)> {
-        self.inner.lock().expect("poisoned").store.largest()
-    }
-
-    /// Calls `f` with the store (read-only).
-    pub fn with_store<R>(&self, f: impl FnOnce(&GroupStore) -> R) -> R {
-        f(&self.inner.lock().expect("poisoned").store)
-    }
-
-    /// Waits until the upstream delivered something or ended; false when it ended with no data.
-    pub async fn ready(&self) -> Result<(), Option<serve::ServeError>> {
-        let mut rx = self.changed.subscribe();
-        loop {
-            {
-                let inner = self.inner.lock().expect("poisoned");
-                match &inner.upstream {
-                    UpstreamState::Live | UpstreamState::Accepted => return Ok(()),
-                    UpstreamState::Ended(_) if !inner.store.is_empty() => return Ok(()),
-                    UpstreamState::Ended(e) => return Err(e.clone()),
-                    UpstreamState::Pending => {}
-                }
-            }
-            if rx.changed().await.is_err() {
-                return Err(None);
-            }
-        }
-    }
-
-    /// The upstream accepted the subscription.
-    pub fn accept(&self) {
-        self.update(|inner| {
-            if matches!(inner.upstream, UpstreamState::Pending) {
-                inner.upstream = UpstreamState::Accepted;
-            }
-        });
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    /// The largest object the cache takes.
-    pub fn max_object_bytes(&self) -> usize {
-        self.with_store(|s| s.limits().max_bytes)
-    }
-
-    /// Opens a subgroup the upstream started; false (counted and logged) if the cache refuses.
-    pub fn open_subgroup(&self, group: u64, subgroup: u64, priority: u8) -> bool {
-        let opened = self.update(|inner| {
-            inner.upstream = UpstreamState::Live;
-            inner.delivery = Some(Delivery::Subgroups);
-            inner.store.open(group, subgroup, priority, Instant::now())
-        });
-        match opened {
-            Ok(()) => true,
-            Err(e) => {
-                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "dropping upstream subgroup");
-                false
-            }
-        }
-    }
-
-    /// Adds an upstream object to its open subgroup; false (counted and logged) if the cache
-    /// refuses it, which ends the subgroup.
-    pub fn push_object(&self, key: Key, object: CachedObject) -> bool {
-        self.metrics.objects_in.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .bytes_in
-            .fetch_add(object.payload.len() as u64, Ordering::Relaxed);
-        match self.update(|inner| inner.store.push(key, object, Instant::now())) {
-            Ok(()) => true,
-            Err(e) => {
-                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    group = key.0,
-                    subgroup = key.1,
-                    error = %e,
-                    "dropping upstream object"
-                );
-                false
-            }
-        }
-    }
-
-    /// Ends an upstream subgroup: complete, or cut short.
-    pub fn end_subgroup(&self, key: Key, clean: bool) {
-        self.update(|inner| inner.store.end(key, clean));
-    }
-
-    /// Counts a subgroup stream the relay reads itself until the guard drops: a track whose
-    /// upstream ended still takes in what those streams deliver, within the drain grace.
-    pub fn open_direct_stream(&self) -> DirectStreamGuard {
-        self.direct_streams.send_modify(|n| *n += 1);
-        DirectStreamGuard(self.direct_streams.clone())
-    }
-
-    /// Ends the track (publisher left or upstream failed).
-    pub fn end(&self, err: Option<serve::ServeError>) {
-        self.update(|inner| {
-            if !matches!(inner.upstream, UpstreamState::Ended(_)) {
-                inner.upstream = UpstreamState::Ended(err);
-            }
-        });
-    }
-
-    /// Starts reading `reader` (an upstream track) into this cache, driving `driver` (the
-    /// upstream SUBSCRIBE request) alongside, at `home` (the publisher's shard) or else on the
-    /// current runtime. The task belongs to the cache: dropping the last handle cancels it.
-    pub fn spawn_upstream<F>(
-        self: &Arc<Self>,
-        home: Option<&IngestHome>,
-        reader: serve::TrackReader,
-        driver: F,
-    ) where
-        F: std::future::Future<Output = Result<(), serve::ServeError>> + Send + 'static,
-    {
-        let shard = match home {
-            Some(h) => h.shard,
-            None => crate::shard::current(),
-        };
-        self.ingest_shard
-            .store(shard.unwrap_or(usize::MAX), Ordering::Relaxed);
-        let weak = Arc::downgrade(self);
-        let span = tracing::info_span!("upstream", broadcast = %self.broadcast, track = %self.name);
-        let done = self.ingest_done.clone();
-        let mut direct = self.direct_streams.subscribe();
-        let task = tracing::Instrument::instrument(
-            async move {
-                let ingest = ingest(weak.clone(), reader);
-                tokio::pin!(ingest);
-                // The request runs as its own task (aborted with this one): in one `select!`
-                // with the ingest it would be polled at every object.
-                let mut driver =
-                    crate::OwnedTask(tokio::spawn(driver.instrument(tracing::Span::current())));
-                let res = tokio::select! {
-                    res = &mut driver.0 => {
-                        let res = res.unwrap_or(Err(serve::ServeError::Cancel));
-                        // The request ended (PUBLISH_DONE, session gone): still take in what
-                        // already arrived, briefly, so subscribers get the track's tail.
-                        let _ = tokio::time::timeout(DRAIN_GRACE, &mut ingest).await;
-                        res.err()
-                    }
-                    res = &mut ingest => res.err(),
-                };
-                // Streams the relay reads itself may still be delivering the tail.
-                let _ = tokio::time::timeout(DRAIN_GRACE, direct.wait_for(|n| *n == 0)).await;
-                done.send_replace(true);
-                if let Some(cache) = weak.upgrade() {
-                    tracing::debug!(error = ?res, "upstream ended");
-                    cache.end(res);
-                }
-            },
-            span,
-        );
-        let task = match home {
-            Some(h) => h.runtime.spawn(task),
-            None => tokio::spawn(task),
-        };
-        *self.upstream_task.lock().expect("poisoned") = Some(task.abort_handle());
-    }
-
-    /// Ends the track once its upstream has delivered what it already received (or after a
-    /// short grace period): used when the publisher's session or request ends.
-    pub fn end_after_drain(self: &Arc<Self>, err: Option<serve::ServeError>) {
-        let mut done = self.ingest_done.subscribe();
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(DRAIN_GRACE, done.wait_for(|d| *d)).await;
-            if let Some(cache) = weak.upgrade() {
-                cache.end(err);
-            }
-        });
-    }
-}
-
-/// The relay-wide cache budget (`--cache-total-bytes`). Every track cache registers here; when
-/// their payload together exceeds the budget, the oldest subgroups of the caches with the most
-/// evictable bytes are evicted ([`crate::budget`] decides which), never the newest group of a
-/// live track. Pumps still reading an evicted subgroup reset it, as for the track's own limits.
-pub struct CacheBudget {
-    limit: u64,
-    metrics: Arc<Metrics>,
-    caches: Mutex<HashMap<u64, Weak<TrackCache>>>,
-    next_id: AtomicU64,
-    /// Held by the one caller enforcing the budget; others need not wait.
-    enforcing: Mutex<()>,
-}
-
-impl std::fmt::Debug for CacheBudget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CacheBudget")
-            .field("limit", &self.limit)
-            .finish()
-    }
-}
-
-impl CacheBudget {
-    pub fn new(limit: u64, metrics: Arc<Metrics>) -> Arc<Self> {
-        metrics.cache_budget_bytes.store(limit, Ordering::Relaxed);
-        Arc::new(Self {
-            limit,
-            metrics,
-            caches: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
-            enforcing: Mutex::new(()),
-        })
-    }
-
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-
-    /// Payload bytes held by all track caches now.
-    pub fn used(&self) -> u64 {
-        self.metrics.cache_bytes.load(Ordering::Relaxed)
-    }
-
-    fn register(&self, cache: &Arc<TrackCache>) {
-        self.caches
-            .lock()
-            .expect("poisoned")
-            .insert(cache.budget_id, Arc::downgrade(cache));
-    }
-
-    fn unregister(&self, id: u64) {
-        self.caches.lock().expect("poisoned").remove(&id);
-    }
-
-    /// Evicts until the caches fit the budget, or nothing more may be evicted. Cheap when
-    /// within budget. If another thread is already enforcing, returns at once: that one
-    /// frees enough for both.
-    pub fn enforce(&self) {
-        if self.used() <= self.limit {
-            return;
-        }
-        let _one = match self.enforcing.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return,
-        };
-        // A few passes at most: objects arriving meanwhile trigger their own call.
-        for _ in 0..4 {
-            let used = self.used();
-            if used <= self.limit {
-                return;
-            }
-            let caches: Vec<Arc<TrackCache>> = self
-                .caches
-                .lock()
-                .expect("poisoned")
-                .values()
-                .filter_map(Weak::upgrade)
-                .collect();
-            let candidates: Vec<_> = caches.iter().map(|c| c.budget_candidates()).collect();
-            let plan = budget::plan(&candidates, used - self.limit);
-            let (mut count, mut bytes) = (0, 0);
-            for (cache, n) in caches.iter().zip(plan) {
-                if n > 0 {
-                    let (c, b) = cache.evict_for_budget(n);
-                    count += c;
-                    bytes += b;
-                }
-            }
-            if count == 0 {
-                tracing::debug!(
-                    used,
-                    limit = self.limit,
-                    "cache budget exceeded by newest groups only"
-                );
-                return;
-            }
-            self.metrics
-                .cache_budget_evictions
-                .fetch_add(count as u64, Ordering::Relaxed);
-            self.metrics
-                .cache_budget_evicted_bytes
-                .fetch_add(bytes as u64, Ordering::Relaxed);
-            tracing::debug!(
-                subgroups = count,
-                bytes,
-                limit = self.limit,
-                "relay cache budget: evicted"
-            );
-        }
-    }
-}
-
-/// How long a departing upstream's already-received objects are still taken in.
-const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Reads an upstream track into the cache until it ends.
-async fn ingest(
-    cache: std::sync::Weak<TrackCache>,
-    reader: serve::TrackReader,
-) -> Result<(), serve::ServeError> {
-    match reader.mode().await? {
-        serve::TrackReaderMode::Subgroups(s) => ingest_subgroups(cache, s).await,
-        serve::TrackReaderMode::Datagrams(d) => ingest_datagrams(cache, d).await,
-        _ => Err(serve::ServeError::NotImplemented(
-            "only subgroup-stream and datagram tracks are relayed".into(),
-        )),
-    }
-}
-
-async fn ingest_subgroups(
-    cache: std::sync::Weak<TrackCache>,
-    mut subgroups: serve::SubgroupsReader,
-) -> Result<(), serve::ServeError> {
-    let mut groups = FuturesUnordered::new();
-    loop {
-        tokio::select! {
-            next = subgroups.next() => match next? {
-                Some(group) => {
-                    let Some(c) = cache.upgrade() else { return Ok(()) };
-                    if c.open_subgroup(group.group_id, group.subgroup_id, group.priority) {
-                        groups.push(ingest_group(cache.clone(), group));
-                    }
-                }
-                None => break,
-            },
-            Some(()) = groups.next(), if !groups.is_empty() => {}
-        }
-    }
-    while groups.next().await.is_some() {}
-    Ok(())
-}
-
-async fn ingest_group(cache: std::sync::Weak<TrackCache>, mut group: serve::SubgroupReader) {
-    let key = (group.group_id, group.subgroup_id);
-    let clean = loop {
-        let mut object = match group.next().await {
-            Ok(Some(o)) => o,
-            Ok(None) => break true,
-            Err(_) => break false,
-        };
-        let payload = match object.read_all().await {
-            Ok(p) => p,
-            Err(_) => break false,
-        };
-        let Some(c) = cache.upgrade() else { return };
-        let cached = CachedObject {
-            id: object.object_id,
-            status: object.status,
-            properties: object.extension_headers.clone(),
-            payload,
-            end_of_group: false,
-            header: Bytes::new(),
-        };
-        if !c.push_object(key, cached) {
-            break false;
-        }
-    };
-    if let Some(c) = cache.upgrade() {
-        c.end_subgroup(key, clean);
-    }
-}
-
-/// Holds one count of [`TrackCache::open_direct_stream`].
-#[derive(Debug)]
-pub struct DirectStreamGuard(Arc<watch::Sender<usize>>);
-
-impl Drop for DirectStreamGuard {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
-    }
-}
-
-/// Datagrams are cached like subgroup objects, one cache entry per group (subgroup
-/// [`DATAGRAM_SUBGROUP`]).
-pub const DATAGRAM_SUBGROUP: u64 = u64::MAX;
-
-async fn ingest_datagrams(
-    cache: std::sync::Weak<TrackCache>,
-    mut datagrams: serve::DatagramsReader,
-) -> Result<(), serve::ServeError> {
-    while let Some(d) = datagrams.read().await? {
-        let Some(c) = cache.upgrade() else {
-            return Ok(());
-        };
-        c.metrics.objects_in.fetch_add(1, Ordering::Relaxed);
-        c.metrics
-            .bytes_in
-            .fetch_add(d.payload.len() as u64, Ordering::Relaxed);
-        let key = (d.group_id, DATAGRAM_SUBGROUP);
-        let res = c.update(|inner| {
-            inner.upstream = UpstreamState::Live;
-            inner.delivery = Some(Delivery::Datagrams);
-            let now = Instant::now();
-            if inner.store.get(key).is_none() {
-                inner
-                    .store
-                    .open(d.group_id, DATAGRAM_SUBGROUP, d.priority, now)?;
-            }
-            inner.store.push(
-                key,
-                CachedObject {
-                    id: d.object_id,
-                    status: d.status,
-                    properties: d.extension_headers.clone(),
-                    payload: d.payload.clone(),
-                    end_of_group: d.end_of_group,
-                    header: Bytes::new(),
-                },
-                now,
-            )?;
-            if d.end_of_group {
-                inner.store.end(key, true);
-            }
-            Ok::<(), crate::cache::CacheError>(())
-        });
-        if let Err(e) = res {
-            c.metrics.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(error = %e, "dropping upstream datagram");
-        }
-    }
-    Ok(())
-}
-
-/// How far behind one downstream connection is: payload bytes handed to its subscriptions
-/// minus bytes its QUIC connection has sent. Shared by the pumps of one session.
-pub struct Backlog {
-    conn: quinn::Connection,
-    baseline: AtomicU64,
-    handed: AtomicU64,
-    /// The connection's sent bytes at the last look (reading them locks the connection).
-    sent_seen: AtomicU64,
-    pub limit: u64,
-}
-
-impl Backlog {
-    pub fn new(conn: quinn::Connection, limit: u64) -> Arc<Self> {
-        let sent = conn.stats().udp_tx.bytes;
-        Arc::new(Self {
-            conn,
-            baseline: AtomicU64::new(sent),
-            handed: AtomicU64::new(0),
-            sent_seen: AtomicU64::new(0),
-            limit,
-        })
-    }
-
-    fn sent(&self) -> u64 {
-        self.conn
-            .stats()
-            .udp_tx
-            .bytes
-            .saturating_sub(self.baseline.load(Ordering::Relaxed))
-    }
-
-    /// Unsent payload bytes, never less than the truth. The connection is only asked (a lock
-    /// on its state) once the figure from its last answer reaches half the budget: below
-    /// that the pumps may go on without looking, and the relay's fan-out CPU stays in QUIC.
-    /// Packet overhead counts as sent, so a fresh figure is an underestimate by that much.
-    pub fn bytes(&self) -> u64 {
-        let handed = self.handed.load(Ordering::Relaxed);
-        let stale = handed.saturating_sub(self.sent_seen.load(Ordering::Relaxed));
-        if stale < self.limit / 2 {
-            return stale;
-        }
-        let sent = self.sent();
-        self.sent_seen.fetch_max(sent, Ordering::Relaxed);
-        handed.saturating_sub(sent)
-    }
-
-    /// Takes back bytes handed to a stream that was reset before they were all sent, at most
-    /// the current backlog (a reset stream's bytes may already have gone out).
-    fn forgive(&self, n: u64) {
-        let n = n.min(self.bytes());
-        self.handed.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    fn hand(&self, n: usize) {
-        self.handed.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
-/// Where a new subscription starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// The first object of the newest cached group (default: video starts on a keyframe).
-    Newest,
-    /// Everything still cached (a subscription that was waiting before the track existed).
-    Oldest,
-    /// The first group after the newest cached one.
-    NextGroup,
-    /// A given group, or the newest if that one is no longer cached.
-    Group(u64),
-}
-
-/// Where a subscriber's subgroup streams go when the relay writes them itself: the subscriber's
-/// session and the track alias of the subscription (moq-transport's SUBSCRIBE_OK uses the
-/// request id as the alias).
-#[derive(Clone)]
-pub struct DirectTarget {
-    pub session: web_transport_quinn::Session,
-    pub alias: u64,
-    /// True once moq-transport wrote SUBSCRIBE_OK (see [`crate::direct::AliasGuard::accepted`]).
-    pub accepted: watch::Receiver<bool>,
-}
-
-/// Where a subscriber's objects go: its private track, in the upstream's delivery mode.
-pub enum Output {
-    /// The upstream's delivery mode is not known yet (no object has arrived).
-    Pending(Option<serve::TrackWriter>, Option<DirectTarget>),
-    Subgroups(serve::SubgroupsWriter),
-    Datagrams(serve::DatagramsWriter),
-    /// Subgroup streams written by the relay on the subscriber's session. The private track
-    /// gets one placeholder subgroup per stream, so that moq-transport's PUBLISH_DONE counts
-    /// them; the session adapter keeps those off the wire (see [`crate::direct`]).
-    Direct(serve::SubgroupsWriter, DirectTarget),
-}
-
-impl Output {
-    /// Ends the subscriber's track: cleanly (`None`) or with an error.
-    pub fn close(self, err: Option<serve::ServeError>) {
-        match (self, err) {
-            (_, None) => {}
-            (Output::Pending(w, _), Some(e)) => {
-                if let Some(w) = w {
-                    let _ = w.close(e);
-                }
-            }
-            (Output::Subgroups(w), Some(e)) => {
-                let _ = w.close(e);
-            }
-            (Output::Datagrams(w), Some(e)) => {
-                let _ = w.close(e);
-            }
-            (Output::Direct(w, _), Some(e)) => {
-                let _ = w.close(e);
-            }
-        }
-    }
-}
-
-/// A subgroup stream the relay writes itself: the QUIC stream, the bytes it has not taken yet
-/// (flow control), and its placeholder in moq-transport. Dropped before it finished, it is
-/// reset.
-struct DirectStream {
-    send: web_transport_quinn::SendStream,
-    metrics: Arc<Metrics>,
-    /// The session's backlog: bytes that will never go out (reset, stopped) are given back.
-    backlog: Arc<Backlog>,
-    /// The placeholder subgroup that makes moq-transport count this stream: ended (or reset)
-    /// with it.
-    book: Option<serve::SubgroupWriter>,
-    pending: Vec<Bytes>,
-    /// Payload and header bytes handed to QUIC.
-    written: u64,
-    /// FIN goes out once `pending` is empty.
-    finishing: bool,
-    /// Finished, reset, or failed: nothing more goes out.
-    closed: bool,
-}
-
-impl DirectStream {
-    async fn open(
-        books: &mut serve::SubgroupsWriter,
-        target: &DirectTarget,
-        key: Key,
-        priority: u8,
-        metrics: &Arc<Metrics>,
-        backlog: &Arc<Backlog>,
-    ) -> Result<Self, serve::ServeError> {
-        let header = wire::subgroup_header(target.alias, key.0, key.1, priority)
-            .map_err(|e| serve::ServeError::Internal(e.to_string()))?;
-        // The placeholder first: moq-transport opens it only after SUBSCRIBE_OK was written,
-        // and the first real stream waits for that (bounded; subscribers also buffer streams
-        // whose alias they do not know yet, since QUIC may reorder them anyway).
-        let mut book = books.create(serve::Subgroup {
-            group_id: key.0,
-            subgroup_id: key.1,
-            priority,
-        })?;
-        book.create_with_id_and_status(0, 0, ObjectStatus::EndOfGroup, None)?;
-        let mut accepted = target.accepted.clone();
-        let _ = tokio::time::timeout(ACCEPT_WAIT, accepted.wait_for(|a| *a)).await;
-        let send = target
-            .session
-            .open_uni()
-            .await
-            .map_err(|e| serve::ServeError::Internal(format!("open subgroup stream: {e}")))?;
-        // Draft-18 §7: a lower publisher priority value is more urgent; in QUIC, higher is.
-        let _ = send.set_priority(-i32::from(priority));
-        Ok(Self {
-            send,
-            metrics: metrics.clone(),
-            backlog: backlog.clone(),
-            book: Some(book),
-            pending: vec![header],
-            written: 0,
-            finishing: false,
-            closed: false,
-        })
-    }
-
-    /// Queues one object: its header (encoded once in the cache), then its payload.
-    fn push(&mut self, obj: CachedObject) {
-        if self.closed {
-            return;
-        }
-        self.pending.push(obj.header);
-        if obj.status == ObjectStatus::NormalObject && !obj.payload.is_empty() {
-            self.pending.push(obj.payload);
-        }
-    }
-
-    /// Hands QUIC what it takes now, and the FIN once all is taken. True when nothing waits.
-    fn flush(&mut self) -> bool {
-        use futures::FutureExt;
-        while !self.closed && !self.pending.is_empty() {
-            match self.send.write_chunks(&mut self.pending).now_or_never() {
-                Some(Ok(w)) => {
-                    self.written += w.bytes as u64;
-                    let partial = w.chunks < self.pending.len();
-                    self.pending.drain(..w.chunks);
-                    if partial {
-                        return false;
-                    }
-                }
-                // Stopped by the peer (it may cancel one stream, draft-18 §11.4.1) or the
-                // connection is gone: this stream is over, the subscription goes on.
-                Some(Err(_)) => {
-                    self.abandon();
-                    self.book = None;
-                }
-                None => return false,
-            }
-        }
-        if self.finishing && !self.closed {
-            let _ = self.send.finish();
-            self.closed = true;
-            // Ends the placeholder cleanly (FIN), as the stream it stands for.
-            self.book = None;
-        }
-        true
-    }
-
-    /// Abandons the stream (RESET_STREAM); its placeholder ends with the matching error.
-    fn reset(&mut self, why: Abandon) {
-        let (code, err) = match why {
-            Abandon::TooFarBehind => (
-                wire::RESET_TOO_FAR_BEHIND,
-                serve::ServeError::Closed(TOO_FAR_BEHIND),
-            ),
-            Abandon::TrackEnded => (
-                wire::RESET_CANCELLED,
-                serve::ServeError::Closed(transport::message::PublishDoneCode::TrackEnded as u64),
-            ),
-            Abandon::Cancelled => (wire::RESET_CANCELLED, serve::ServeError::Cancel),
-        };
-        if !self.closed {
-            let _ = self.send.reset(code);
-            self.abandon();
-            self.metrics.direct_resets.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(book) = self.book.take() {
-            let _ = book.close(err);
-        }
-    }
-
-    /// Nothing more goes out on this stream: what it still held, and what QUIC had not sent
-    /// yet (at most what was handed to it), leaves the subscriber's backlog.
-    fn abandon(&mut self) {
-        let held: usize = self.pending.iter().map(Bytes::len).sum();
-        self.backlog.forgive(self.written + held as u64);
-        self.closed = true;
-        self.pending.clear();
-    }
-}
-
-/// Why a direct stream is abandoned.
-enum Abandon {
-    TooFarBehind,
-    TrackEnded,
-    Cancelled,
-}
-
-impl Drop for DirectStream {
-    fn drop(&mut self) {
-        // Unfinished (the subscription was cancelled or its task dropped): the subgroup is
-        // incomplete, and a FIN would claim otherwise (draft-18 §11.4.3).
-        self.reset(Abandon::Cancelled);
-    }
-}
-
-/// Where one open subgroup's objects go.
-enum Sink {
-    Serve(serve::SubgroupWriter),
-    Direct(DirectStream),
-    /// Datagram tracks: objects go to the track's datagram writer.
-    Datagrams,
-}
-
-struct OpenGroup {
-    key: Key,
-    priority: u8,
-    sink: Sink,
-    next: usize,
-}
-
-impl OpenGroup {
-    /// A direct stream with bytes QUIC has not taken (flow control).
-    fn blocked(&self) -> bool {
-        matches!(&self.sink, Sink::Direct(s) if !s.pending.is_empty() && !s.closed)
-    }
-
-    /// Ends this subgroup downstream: FIN if `complete`, otherwise a reset with `code`.
-    /// Direct streams that still hold unsent bytes move to `draining`.
-    fn end(self, complete: bool, code: u64, draining: &mut Vec<DirectStream>) {
-        match self.sink {
-            Sink::Serve(w) => {
-                if !complete {
-                    let _ = w.close(serve::ServeError::Closed(code));
-                }
-                // Otherwise dropping the writer finishes the stream (FIN).
-            }
-            Sink::Direct(mut s) => {
-                if complete {
-                    s.finishing = true;
-                    if !s.flush() {
-                        draining.push(s);
-                    }
-                } else {
-                    s.reset(match code {
-                        TOO_FAR_BEHIND => Abandon::TooFarBehind,
-                        _ => Abandon::TrackEnded,
-                    });
-                }
-            }
-            Sink::Datagrams => {}
-        }
-    }
-}
-
-fn end_result(err: Option<serve::ServeError>) -> Result<(), serve::ServeError> {
-    match err {
-        None => Ok(()),
-        Some(e) => Err(e),
-    }
-}
-
-/// Copies a cached track into one subscriber's private track until the track ends or the
-/// subscriber leaves. Cancel-safe: dropping the future drops only this subscriber's groups.
+/// Copies a cached track to one subscriber until the track ends, its window ends, or the
+/// subscriber leaves: [`Policy`] decides what to send, this carries it out on QUIC streams
+/// (or datagrams) and waits for the cache or QUIC. Cancel-safe: dropping the future drops
+/// only this subscriber's groups (their streams are reset).
 ///
 /// With `coalesce`, while a shard of the relay is saturated, objects that arrive are held for
 /// the coalescing window and handed to QUIC together: one send of two frames (one sendmsg,
 /// one wake of the connection's task, one pass here) instead of two.
 pub async fn pump(
     cache: Arc<TrackCache>,
-    out: &mut Output,
-    start: Start,
+    target: &DirectTarget,
+    window: Window,
     backlog: Arc<Backlog>,
     coalesce: Option<crate::shard::Coalesce>,
-) -> Result<(), serve::ServeError> {
-    let metrics = cache.metrics.clone();
+) -> Result<(), TrackError> {
+    let metrics = cache.metrics().clone();
     let mut rx = cache.subscribe();
-    let mut open: Vec<OpenGroup> = Vec::new();
-    // Finished direct streams whose last bytes QUIC has not taken yet.
+    let mut policy = Policy::new(window);
+    let mut sinks: HashMap<Key, (u8, Sink)> = HashMap::new();
+    // Finished streams whose last bytes QUIC has not taken yet.
     let mut draining: Vec<DirectStream> = Vec::new();
-    // Groups below this id are never opened for this subscriber.
-    let mut floor: Option<u64> = None;
-    // Subgroups of the floor group and above already delivered (or being delivered).
-    let mut seen: std::collections::BTreeSet<Key> = Default::default();
-    // The store's `opened()` count at the last scan for new subgroups.
-    let mut scanned: Option<u64> = None;
-    let mut batch: Vec<(usize, Vec<CachedObject>, bool)> = Vec::new();
-    let mut to_open: Vec<(Key, u8)> = Vec::new();
-    let mut gone: Vec<usize> = Vec::new();
 
     loop {
         rx.borrow_and_update();
-        if let Output::Pending(writer, direct) = out {
-            match (cache.delivery(), writer.take()) {
-                (Some(Delivery::Subgroups), Some(w)) => {
-                    *out = match direct.take() {
-                        Some(target) => Output::Direct(w.subgroups()?, target),
-                        None => Output::Subgroups(w.subgroups()?),
-                    }
-                }
-                (Some(Delivery::Datagrams), Some(w)) => *out = Output::Datagrams(w.datagrams()?),
-                (_, w) => *writer = w,
-            }
-        }
-        let ended = {
-            let inner = cache.inner.lock().expect("poisoned");
-            let store = &inner.store;
-            if floor.is_none() && !matches!(out, Output::Pending(..)) {
-                if let (Some(newest), Some(oldest)) = (store.newest_group(), store.oldest_group()) {
-                    floor = Some(match start {
-                        Start::Newest => newest,
-                        Start::Oldest => oldest,
-                        Start::NextGroup => newest + 1,
-                        Start::Group(g) => g.max(oldest),
-                    });
-                }
-            }
-            // New subgroups appear only when the store opened one: rescan only then.
-            if let (Some(f), true) = (floor, scanned != Some(store.opened())) {
-                scanned = Some(store.opened());
-                for key in store.keys() {
-                    if key.0 >= f && !seen.contains(&key) {
-                        let g = store.get(key).expect("listed");
-                        to_open.push((key, g.priority));
-                    }
-                }
-                // Forget keys of groups that fell out of the cache (keeps `seen` bounded).
-                if let Some(oldest) = store.oldest_group() {
-                    seen.retain(|k| k.0 >= oldest || open.iter().any(|o| o.key == *k));
-                }
-            }
-            for (i, o) in open.iter().enumerate() {
-                match store.get(o.key) {
-                    Some(g) => batch.push((i, g.objects[o.next..].to_vec(), g.ended())),
-                    None => gone.push(i),
-                }
-            }
-            match &inner.upstream {
-                UpstreamState::Ended(e) => Some(e.clone()),
-                _ => None,
-            }
-        };
-
-        let opened_any = !to_open.is_empty();
-        for (key, priority) in std::mem::take(&mut to_open) {
-            seen.insert(key);
-            let sink = match out {
-                Output::Subgroups(w) => match w.create(serve::Subgroup {
-                    group_id: key.0,
-                    subgroup_id: key.1,
-                    priority,
-                }) {
-                    Ok(writer) => Sink::Serve(writer),
-                    Err(serve::ServeError::Duplicate) => continue,
-                    Err(e) => return Err(e),
-                },
-                Output::Direct(w, target) => {
-                    let stream =
-                        DirectStream::open(w, target, key, priority, &metrics, &backlog).await?;
-                    metrics.direct_streams.fetch_add(1, Ordering::Relaxed);
-                    Sink::Direct(stream)
-                }
-                Output::Datagrams(_) | Output::Pending(..) => Sink::Datagrams,
-            };
-            open.push(OpenGroup {
-                key,
-                priority,
-                sink,
-                next: 0,
-            });
-        }
         // Copy what the subscriber's connection can take. Past its backlog budget the rest
         // waits in the cache, so the relay never queues more than the budget for one subscriber.
-        // One look at the connection's progress per pass; objects copied in this pass count
-        // against what was left of the budget.
-        let mut room = backlog.limit.saturating_sub(backlog.bytes());
-        let mut throttled = false;
-        let mut finished: Vec<usize> = Vec::new();
-        for (i, objects, group_ended) in batch.drain(..) {
-            let o = &mut open[i];
-            let total = objects.len();
-            let mut copied = 0;
+        let room = backlog.limit.saturating_sub(backlog.bytes());
+        let (plan, datagrams) =
+            cache.view(|store, ended, datagrams| (policy.plan(store, ended, room), datagrams));
+        for (key, priority) in &plan.open {
+            let sink = if datagrams {
+                Sink::Datagrams
+            } else {
+                let stream =
+                    DirectStream::open(target, *key, *priority, &metrics, &backlog).await?;
+                metrics.direct_streams.fetch_add(1, Ordering::Relaxed);
+                Sink::Direct(stream)
+            };
+            sinks.insert(*key, (*priority, sink));
+        }
+        for (key, objects) in plan.send {
+            let Some((priority, sink)) = sinks.get_mut(&key) else {
+                continue;
+            };
             for obj in objects {
                 let size = obj.payload.len();
-                if throttled || room == 0 {
-                    throttled = true;
-                    break;
+                match sink {
+                    Sink::Direct(s) => s.push(obj),
+                    Sink::Datagrams => send_datagram(target, key, *priority, &obj)?,
                 }
-                room = room.saturating_sub(size as u64);
-                match (&mut o.sink, &mut *out) {
-                    (Sink::Serve(w), _) => {
-                        if obj.status == ObjectStatus::NormalObject {
-                            let ext = (!obj.properties.is_empty()).then_some(obj.properties);
-                            let mut ow = w.create_with_id(obj.id, size, ext)?;
-                            ow.write(obj.payload)?;
-                        } else {
-                            w.create_with_id_and_status(obj.id, 0, obj.status, None)?;
-                        }
-                    }
-                    (Sink::Direct(s), _) => s.push(obj),
-                    (Sink::Datagrams, Output::Datagrams(d)) => d.write(serve::Datagram {
-                        group_id: o.key.0,
-                        object_id: obj.id,
-                        priority: o.priority,
-                        status: obj.status,
-                        end_of_group: obj.end_of_group,
-                        payload: obj.payload,
-                        extension_headers: obj.properties,
-                    })?,
-                    (Sink::Datagrams, _) => {}
-                }
-                o.next += 1;
-                copied += 1;
                 backlog.hand(size);
                 metrics.objects_out.fetch_add(1, Ordering::Relaxed);
                 metrics.bytes_out.fetch_add(size as u64, Ordering::Relaxed);
             }
-            if let Sink::Direct(s) = &mut o.sink {
+            if let Sink::Direct(s) = sink {
                 // One hand-over to QUIC per subgroup and pass.
                 s.flush();
             }
-            if group_ended && copied == total {
-                finished.push(i);
-                if cache.with_store(|s| s.get(o.key).is_some_and(|g| g.aborted)) {
-                    // The publisher reset it (or it outgrew the cache): reset it downstream too.
-                    gone.push(i);
+        }
+        for key in plan.finish {
+            if let Some((_, Sink::Direct(mut s))) = sinks.remove(&key) {
+                s.finishing = true;
+                if !s.flush() {
+                    draining.push(s);
                 }
             }
         }
-        // Evicted while this subscriber still had it open: it was too far behind for it.
-        for &i in &gone {
-            metrics.groups_dropped.fetch_add(1, Ordering::Relaxed);
-            finished.push(i);
+        for (key, code) in plan.reset {
+            if let Some((_, Sink::Direct(mut s))) = sinks.remove(&key) {
+                s.reset(if code == policy::reset::TOO_FAR_BEHIND {
+                    Abandon::TooFarBehind
+                } else {
+                    Abandon::TrackEnded
+                });
+            }
         }
-        finished.sort_unstable();
-        finished.dedup();
-        for &i in finished.iter().rev() {
-            let o = open.swap_remove(i);
-            o.end(!gone.contains(&i), TOO_FAR_BEHIND, &mut draining);
+        if plan.dropped > 0 {
+            metrics
+                .groups_dropped
+                .fetch_add(plan.dropped as u64, Ordering::Relaxed);
         }
-        gone.clear();
+        if plan.skipped {
+            metrics.slow_skips.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                dropped = plan.dropped,
+                "subscriber too far behind: skipped to the newest group"
+            );
+        }
         draining.retain_mut(|s| !s.flush());
-
-        // Behind and a newer group exists: give up the older groups' undelivered remainder
-        // and go on at the newest one, which starts with a keyframe.
-        if throttled {
-            if let Some(newest) = cache.with_store(|s| s.newest_group()) {
-                let before = open.len();
-                let (keep, stale): (Vec<_>, Vec<_>) =
-                    open.drain(..).partition(|o| o.key.0 >= newest);
-                open = keep;
-                for o in stale {
-                    o.end(false, TOO_FAR_BEHIND, &mut draining);
-                }
-                if open.len() < before {
-                    metrics
-                        .groups_dropped
-                        .fetch_add((before - open.len()) as u64, Ordering::Relaxed);
-                    metrics.slow_skips.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(
-                        dropped = before - open.len(),
-                        "subscriber too far behind: skipped to the newest group"
-                    );
-                }
-            }
-        }
-
-        if opened_any {
-            // Copy the new groups' objects before waiting for more.
-            continue;
-        }
-
-        if let Some(err) = ended {
-            // Nothing more will arrive: finish complete groups, reset partial ones.
-            let done: Vec<bool> = cache.with_store(|s| {
-                open.iter()
-                    .map(|o| {
-                        s.get(o.key)
-                            .is_some_and(|g| g.complete && g.objects.len() == o.next)
-                    })
-                    .collect()
-            });
-            for (o, complete) in open.drain(..).zip(done) {
-                match o.sink {
-                    Sink::Direct(mut s) if complete => {
-                        s.finishing = true;
-                        draining.push(s);
-                    }
-                    _ => o.end(
-                        complete,
-                        transport::message::PublishDoneCode::TrackEnded as u64,
-                        &mut draining,
-                    ),
-                }
-            }
+        if let Some(result) = plan.done {
             settle(draining).await;
-            return end_result(err);
+            return result;
         }
 
-        if throttled || !draining.is_empty() || open.iter().any(OpenGroup::blocked) {
-            // Re-check the connection's progress even if no new object arrives.
+        let blocked = !draining.is_empty() || sinks.values().any(|(_, s)| s.blocked());
+        let streams = sinks
+            .values_mut()
+            .filter_map(|(_, s)| match s {
+                Sink::Direct(d) => Some(d),
+                Sink::Datagrams => None,
+            })
+            .chain(draining.iter_mut());
+        if plan.throttled {
+            // Re-check the connection's progress even if no new object arrives: QUIC has no
+            // signal for "the connection sent more", only for one stream taking more bytes.
             tokio::select! {
                 res = rx.changed() => if res.is_err() { return Ok(()) },
                 () = tokio::time::sleep(THROTTLE_POLL) => {}
+                () = any_writable(streams), if blocked => {}
             }
-            for o in &mut open {
-                if let Sink::Direct(s) = &mut o.sink {
-                    s.flush();
-                }
+        } else if blocked {
+            // A stream waits for flow control: wake when QUIC takes more, or on new objects.
+            tokio::select! {
+                res = rx.changed() => if res.is_err() { return Ok(()) },
+                () = any_writable(streams) => {}
             }
         } else {
+            drop(streams);
             if rx.changed().await.is_err() {
                 return Ok(());
             }
@@ -1255,144 +148,5 @@ pub async fn pump(
                 tokio::time::sleep(window).await;
             }
         }
-    }
-}
-
-/// How long a subscription's first direct stream waits for SUBSCRIBE_OK to be written.
-const ACCEPT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// How long the end of a track waits for its last direct streams to be delivered.
-const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Before PUBLISH_DONE: hands over the last direct streams' bytes and waits (bounded) until
-/// the subscriber acknowledged them. moq-transport counts only the streams it opened itself in
-/// PUBLISH_DONE's Stream Count, so the subscriber must already hold every relay-written stream
-/// when that message arrives.
-async fn settle(mut streams: Vec<DirectStream>) {
-    let deadline = Instant::now() + SETTLE;
-    let _ = tokio::time::timeout_at(deadline, async {
-        while !streams.iter_mut().all(DirectStream::flush) {
-            tokio::time::sleep(THROTTLE_POLL).await;
-        }
-        futures::future::join_all(streams.iter().map(|s| s.send.stopped())).await;
-    })
-    .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use bytes::Bytes;
-
-    use super::*;
-
-    fn limits() -> CacheLimits {
-        CacheLimits {
-            max_bytes: 10_000,
-            max_groups: 100,
-            max_age: Duration::from_secs(600),
-        }
-    }
-
-    /// Opens group `g` at `at` with one object of `bytes`.
-    fn group(c: &TrackCache, g: u64, bytes: usize, at: Instant) {
-        c.update(|inner| {
-            inner.store.open(g, 0, 0, at).unwrap();
-            let obj = CachedObject::new(0, Default::default(), Bytes::from(vec![0u8; bytes]));
-            inner.store.push((g, 0), obj, at).unwrap();
-        });
-    }
-
-    fn groups(c: &TrackCache) -> Vec<u64> {
-        c.with_store(|s| s.keys().iter().map(|k| k.0).collect())
-    }
-
-    #[test]
-    fn relay_budget_evicts_oldest_groups_of_the_largest_cache() {
-        let metrics = Arc::new(Metrics::default());
-        let budget = CacheBudget::new(5_000, metrics.clone());
-        let video = TrackCache::new("b", "video", limits(), budget.clone());
-        let audio = TrackCache::new("b", "audio", limits(), budget.clone());
-        let t0 = Instant::now();
-        let at = |ms| t0 + Duration::from_millis(ms);
-        group(&audio, 0, 200, at(0));
-        group(&audio, 1, 200, at(1000));
-        group(&video, 0, 1500, at(0));
-        group(&video, 1, 1500, at(1000));
-        assert_eq!(metrics.cache_bytes.load(Ordering::Relaxed), 3400);
-        // 3400 + 1500 = 4900: still within the budget.
-        group(&video, 2, 1500, at(2000));
-        assert_eq!(metrics.cache_budget_evictions.load(Ordering::Relaxed), 0);
-        // 6400: over by 1400; video holds the most evictable bytes: its oldest group goes.
-        group(&video, 3, 1500, at(3000));
-        assert_eq!(groups(&video), vec![1, 2, 3]);
-        assert_eq!(
-            groups(&audio),
-            vec![0, 1],
-            "the small cache keeps its history"
-        );
-        assert_eq!(metrics.cache_bytes.load(Ordering::Relaxed), 4900);
-        assert_eq!(metrics.cache_budget_evictions.load(Ordering::Relaxed), 1);
-        assert_eq!(
-            metrics.cache_budget_evicted_bytes.load(Ordering::Relaxed),
-            1500
-        );
-        assert_eq!(metrics.cache_evictions.load(Ordering::Relaxed), 0);
-        assert!(budget.used() <= budget.limit());
-    }
-
-    #[test]
-    fn relay_budget_never_evicts_the_newest_group_of_a_live_track() {
-        let metrics = Arc::new(Metrics::default());
-        let budget = CacheBudget::new(1_000, metrics.clone());
-        let t0 = Instant::now();
-        let tracks: Vec<_> = (0..3)
-            .map(|i| TrackCache::new("b", &format!("t{i}"), limits(), budget.clone()))
-            .collect();
-        for (i, t) in tracks.iter().enumerate() {
-            group(t, 0, 600, t0 + Duration::from_millis(i as u64));
-        }
-        // 1800 bytes over a 1000-byte budget, but each is its track's newest group.
-        assert_eq!(metrics.cache_bytes.load(Ordering::Relaxed), 1800);
-        assert_eq!(metrics.cache_budget_evictions.load(Ordering::Relaxed), 0);
-        for t in &tracks {
-            assert_eq!(groups(t), vec![0]);
-        }
-        // A track that ended may lose its newest group at the next enforcement.
-        tracks[0].end(None);
-        group(&tracks[1], 1, 100, t0 + Duration::from_millis(10));
-        assert!(groups(&tracks[0]).is_empty());
-        assert!(
-            !groups(&tracks[1]).is_empty() && groups(&tracks[1]).contains(&1),
-            "live tracks keep their newest group"
-        );
-        assert!(metrics.cache_bytes.load(Ordering::Relaxed) <= 1000);
-        // Dropped caches leave the budget and the gauge.
-        drop(tracks);
-        assert_eq!(metrics.cache_bytes.load(Ordering::Relaxed), 0);
-        assert!(budget.caches.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn per_track_evictions_are_counted() {
-        let metrics = Arc::new(Metrics::default());
-        let budget = CacheBudget::new(1 << 30, metrics.clone());
-        let t = TrackCache::new(
-            "b",
-            "v",
-            CacheLimits {
-                max_groups: 2,
-                ..limits()
-            },
-            budget,
-        );
-        let t0 = Instant::now();
-        for g in 0..5 {
-            group(&t, g, 10, t0);
-        }
-        assert_eq!(groups(&t), vec![3, 4]);
-        assert_eq!(metrics.cache_evictions.load(Ordering::Relaxed), 3);
-        assert_eq!(metrics.cache_budget_evictions.load(Ordering::Relaxed), 0);
     }
 }

@@ -41,7 +41,8 @@ struct Cli {
     /// Print the delay from the end of each utterance in the audio to its final cue (p50, p95).
     #[arg(long)]
     caption_latency: bool,
-    /// Preferred caption language.
+    /// Caption language (BCP 47, for example `es` for the sidecar's `--translate es` track):
+    /// only a track in that language is read.
     #[arg(long)]
     caption_lang: Option<String>,
     #[command(flatten)]
