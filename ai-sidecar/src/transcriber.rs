@@ -12,7 +12,7 @@
 //! measures the live pipeline's accuracy on long recordings with it, and it is the library call
 //! for transcribing (or translating) a recording of any length.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::model::{DecodeOptions, Language, ModelError, Transcript, WhisperModel};
@@ -24,7 +24,19 @@ pub struct Whisper {
     model: WhisperModel,
     finals: DecodeOptions,
     partials: DecodeOptions,
+    /// Audio context of final cues per stream ([`Self::recognize_stream`]).
+    audio_context_ms: u64,
+    streams: HashMap<u64, (AudioContext, u64)>,
+    /// Counts calls, to forget the least recently used stream.
+    calls: u64,
 }
+
+/// Most streams [`Whisper::recognize_stream`] keeps a context for; past it the least recently
+/// used is forgotten.
+pub const MAX_STREAMS: usize = 256;
+
+/// Audio context the sidecar gives final cues by default ([`Whisper::set_audio_context_ms`]).
+pub const DEFAULT_AUDIO_CONTEXT_MS: u64 = 10_000;
 
 impl Whisper {
     /// `finals` is used for final cues; partial cues always decode greedily (they are replaced
@@ -43,7 +55,62 @@ impl Whisper {
             model,
             finals,
             partials,
+            audio_context_ms: 0,
+            streams: HashMap::new(),
+            calls: 0,
         }
+    }
+
+    /// How much audio of a stream's previous final utterances [`Self::recognize_stream`] puts
+    /// in front of a final one ([`AudioContext`]; 0: none, the default of [`Self::new`]).
+    pub fn set_audio_context_ms(&mut self, ms: u64) {
+        self.audio_context_ms = ms;
+        self.streams.clear();
+    }
+
+    /// As [`Self::recognize`] for utterances of one stream (a broadcast): a final one is
+    /// decoded after the audio and text of the stream's previous final utterances
+    /// ([`Self::set_audio_context_ms`]), and its text joins them unless it is empty or judged
+    /// not to be speech ([`is_hallucination`]). Partial ones decode alone. Contexts are kept for
+    /// the [`MAX_STREAMS`] most recently used streams; [`Self::forget_stream`] drops one.
+    pub fn recognize_stream(
+        &mut self,
+        stream: u64,
+        samples: &[f32],
+        is_final: bool,
+    ) -> Result<Transcript, ModelError> {
+        if !is_final || self.audio_context_ms == 0 {
+            return self.recognize(samples, is_final);
+        }
+        self.calls += 1;
+        if !self.streams.contains_key(&stream) && self.streams.len() >= MAX_STREAMS {
+            let oldest = self
+                .streams
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.streams.remove(&k);
+            }
+        }
+        let (context, used) = self
+            .streams
+            .entry(stream)
+            .or_insert_with(|| (AudioContext::new(self.audio_context_ms), 0));
+        *used = self.calls;
+        let with = context.prepare(samples);
+        let t = self.recognize_in_context(&with, true);
+        let (context, _) = self.streams.get_mut(&stream).expect("inserted above");
+        match &t {
+            Ok(t) if !is_hallucination(&text_of(t)) => context.push(samples.into(), &t.text),
+            _ => context.clear(),
+        }
+        t
+    }
+
+    /// Forgets a stream's context (it ended, or its timeline jumped).
+    pub fn forget_stream(&mut self, stream: u64) {
+        self.streams.remove(&stream);
     }
 
     /// Transcribes (or, with [`crate::model::Task::Translate`], translates) up to 30 s of 16 kHz mono audio
@@ -99,16 +166,20 @@ impl Whisper {
     }
 }
 
+fn text_of(t: &Transcript) -> Text {
+    Text {
+        text: t.text.clone(),
+        avg_logprob: t.avg_logprob,
+        no_speech_prob: t.no_speech_prob,
+    }
+}
+
 impl Transcriber for Whisper {
     fn transcribe(&mut self, samples: &[f32], is_final: bool) -> Result<Text, String> {
         let t = self
             .recognize(samples, is_final)
             .map_err(|e| e.to_string())?;
-        Ok(Text {
-            text: t.text,
-            avg_logprob: t.avg_logprob,
-            no_speech_prob: t.no_speech_prob,
-        })
+        Ok(text_of(&t))
     }
 }
 
@@ -205,9 +276,6 @@ impl AudioContext {
 pub struct RecordingOptions {
     /// The live sidecar's segmentation (its defaults are the sidecar's).
     pub segmenter: SegmenterConfig,
-    /// Give each utterance the text of the ones before it as a prompt (at most
-    /// `context_chars` characters of it, cut at a word).
-    pub context_chars: usize,
     /// Put up to this much audio of the previous utterances in front of each utterance
     /// ([`AudioContext`]). 0: off.
     pub audio_context_ms: u64,
@@ -246,28 +314,15 @@ pub fn transcribe_recording(
     }
     utterances.extend(segmenter.flush());
     let mut out: Vec<Segment> = vec![];
-    let mut prompt = String::new();
     let mut context = AudioContext::new(opts.audio_context_ms);
     for u in utterances {
         let started = std::time::Instant::now();
-        let with = context.prepare(&u.samples);
-        let decode = DecodeOptions {
-            prompt: (opts.context_chars > 0 && !prompt.is_empty()).then(|| prompt.clone()),
-            prefix: with.prefix,
-            ..whisper.finals.clone()
+        let t = whisper.recognize_in_context(&context.prepare(&u.samples), true)?;
+        let text = if is_hallucination(&text_of(&t)) {
+            String::new()
+        } else {
+            t.text
         };
-        let t = whisper.model.transcribe_with(&with.samples, &decode)?;
-        let keep = !is_hallucination(&Text {
-            text: t.text.clone(),
-            avg_logprob: t.avg_logprob,
-            no_speech_prob: t.no_speech_prob,
-        });
-        let text = if keep { t.text } else { String::new() };
-        if opts.context_chars > 0 && !text.is_empty() {
-            prompt.push(' ');
-            prompt.push_str(&text);
-            prompt = tail_words(&prompt, opts.context_chars);
-        }
         context.push(u.samples.into(), &text);
         out.push(Segment {
             start_ms: u.start_us / 1000,
@@ -280,26 +335,6 @@ pub fn transcribe_recording(
         });
     }
     Ok(out)
-}
-
-/// The last `max` characters of `s` or fewer, starting at a word.
-fn tail_words(s: &str, max: usize) -> String {
-    let s = s.trim();
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut cut = s.len() - max;
-    while !s.is_char_boundary(cut) {
-        cut += 1;
-    }
-    let tail = &s[cut..];
-    if s[..cut].ends_with(' ') {
-        return tail.to_string();
-    }
-    match tail.find(' ') {
-        Some(i) => tail[i + 1..].to_string(),
-        None => tail.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -344,14 +379,5 @@ mod tests {
         let mut off = AudioContext::new(0);
         off.push(utt(1000, 1.0), "one");
         assert_eq!(off.prepare(&now).prefix, None);
-    }
-
-    #[test]
-    fn context_keeps_whole_words_from_the_end() {
-        assert_eq!(tail_words("one two three", 100), "one two three");
-        assert_eq!(tail_words("one two three", 9), "two three");
-        assert_eq!(tail_words("one two three", 8), "three");
-        assert_eq!(tail_words("one two three", 10), "two three");
-        assert_eq!(tail_words("  é è ê ", 3), "ê");
     }
 }
