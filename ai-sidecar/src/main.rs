@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use moqcast_media::moq::{self, Client};
-use moqcast_publisher::cli::TlsArgs;
+use moqcast_client::{cli::TlsArgs, Client};
+use moqcast_media::moq;
 use moqcast_sidecar::{
     metrics::Metrics,
     model::{DecodeOptions, WhisperModel},
@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
         // candle's CPU kernels size their pools from RAYON_NUM_THREADS; set before any starts.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
-    moqcast_publisher::cli::init_tracing();
+    moqcast_client::cli::init_tracing();
     if args.broadcasts.is_empty() && args.prefix.is_none() {
         anyhow::bail!("nothing to caption: pass --broadcast NAME (repeatable) or --prefix PREFIX");
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use moqcast_media::moq::ClientTls;
+use moqcast_client::ClientTls;
 
 /// Load generator for MoQ (draft-18) relays.
 #[derive(Debug, Parser)]

@@ -22,11 +22,8 @@ use std::{
 use anyhow::Context;
 use bytes::Bytes;
 use futures::{future::join_all, stream::FuturesUnordered, StreamExt};
-use moqcast_media::{
-    loc::LocProperties,
-    moq::{BroadcastPublisher, Client, ClientTls, TrackSubscription},
-    time::unix_micros,
-};
+use moqcast_client::{BroadcastPublisher, Client, ClientTls, TrackSubscription};
+use moqcast_media::{loc::LocProperties, time::unix_micros};
 use tokio::{
     sync::{watch, Semaphore},
     task::JoinSet,

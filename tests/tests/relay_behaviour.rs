@@ -8,7 +8,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use moqcast_media::moq::{self, serve, BroadcastPublisher, Client, ClientTls};
+use moqcast_client::{
+    BroadcastPublisher, Client, ClientTls, ReceivedObject, TrackPublisher, TrackSubscription,
+};
+use moqcast_media::moq::{self, serve};
 use moqcast_tests::{command, init_tracing, netem::Shaper, TestRelay};
 
 fn publish(url: &str, broadcast: &str, seconds: u64) -> Child {
@@ -314,7 +317,7 @@ async fn publish_tracks(
     url: &url::Url,
     broadcast: &str,
     names: &[&str],
-) -> (tokio::task::JoinHandle<()>, Vec<moq::TrackPublisher>) {
+) -> (tokio::task::JoinHandle<()>, Vec<TrackPublisher>) {
     let publisher = Client::new(&insecure()).unwrap();
     let conn = publisher.connect(url).await.unwrap();
     let mut bp = BroadcastPublisher::new(broadcast);
@@ -337,13 +340,13 @@ async fn publish_tracks(
 struct Subscribed {
     client: Client,
     quic: moq::quinn::Connection,
-    sub: moq::TrackSubscription,
+    sub: TrackSubscription,
     tasks: [tokio::task::AbortHandle; 2],
 }
 
 impl Subscribed {
     /// The track's next object, within 5 s; `what` names it in the failure.
-    async fn next_object(&mut self, what: &str) -> moq::ReceivedObject {
+    async fn next_object(&mut self, what: &str) -> ReceivedObject {
         tokio::time::timeout(Duration::from_secs(5), self.sub.next())
             .await
             .unwrap_or_else(|_| panic!("object {what} did not arrive"))
@@ -368,7 +371,7 @@ async fn subscribe_upstream(
     let client = Client::new(&insecure()).unwrap();
     let conn = client.connect(url).await.unwrap();
     let session = tokio::spawn(conn.session.run()).abort_handle();
-    let (sub, driver) = moq::TrackSubscription::new(&conn.subscriber, broadcast, track);
+    let (sub, driver) = TrackSubscription::new(&conn.subscriber, broadcast, track);
     let driver = tokio::spawn(driver).abort_handle();
     let state = relay.state.clone();
     eventually("the subscription upstream", || {

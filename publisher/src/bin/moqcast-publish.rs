@@ -2,9 +2,9 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
+use moqcast_client::cli::{init_tracing, TlsArgs};
 use moqcast_publisher::{
     captions::{parse_webvtt, ExtraTrackOptions},
-    cli::{init_tracing, TlsArgs},
     ingest::{IngestOptions, Input},
     publish::{run, PublishOptions},
 };

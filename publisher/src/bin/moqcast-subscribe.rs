@@ -1,10 +1,8 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
-use moqcast_publisher::{
-    cli::{init_tracing, TlsArgs},
-    subscribe::{run, SubscribeOptions},
-};
+use moqcast_client::cli::{init_tracing, TlsArgs};
+use moqcast_publisher::subscribe::{run, SubscribeOptions};
 
 /// Subscribe to a broadcast on a MoQ relay: record it to MP4, print its catalog or statistics.
 #[derive(Debug, Parser)]
