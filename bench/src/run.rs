@@ -22,6 +22,7 @@ use std::{
 use anyhow::Context;
 use bytes::Bytes;
 use futures::{future::join_all, stream::FuturesUnordered, StreamExt};
+use moqcast_bench::shaper::Shaper;
 use moqcast_client::{BroadcastPublisher, Client, ClientTls, TrackSubscription};
 use moqcast_media::{loc::LocProperties, time::unix_micros};
 use tokio::{
@@ -35,7 +36,6 @@ use crate::{
     hist::Histogram,
     procfs::{self, Pid},
     scrape::{self, Samples},
-    shaper::Shaper,
     stats::{TraceRow, TrackLedger, TrackStats, Window},
 };
 

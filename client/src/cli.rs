@@ -6,7 +6,7 @@ use clap::Args;
 use crate::connect::{ClientTls, ConnectError};
 
 /// How to trust the relay's certificate.
-#[derive(Debug, Clone, Default, Args, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsArgs {
     /// Accept any certificate (development only).
@@ -29,6 +29,40 @@ impl TlsArgs {
             tls.pin_hex(fp)?;
         }
         Ok(tls)
+    }
+}
+
+/// A relay URL in a serde-(de)serialized configuration, as its text:
+/// `#[serde(with = "moqcast_client::cli::url_text")]`.
+pub mod url_text {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+    use url::Url;
+
+    pub fn serialize<S: Serializer>(url: &Url, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(url.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(de::Error::custom)
+    }
+
+    /// The same for an optional URL.
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(url: &Option<Url>, s: S) -> Result<S::Ok, S::Error> {
+            match url {
+                Some(url) => s.serialize_some(url.as_str()),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| text.parse().map_err(de::Error::custom))
+                .transpose()
+        }
     }
 }
 

@@ -8,11 +8,12 @@ use std::{
 };
 
 use bytes::Bytes;
+use moqcast_bench::shaper::Shaper;
 use moqcast_client::{
     BroadcastPublisher, Client, ClientTls, ReceivedObject, TrackPublisher, TrackSubscription,
 };
 use moqcast_media::moq::{self, serve};
-use moqcast_tests::{command, init_tracing, netem::Shaper, TestRelay};
+use moqcast_tests::{command, init_tracing, TestRelay};
 
 fn publish(url: &str, broadcast: &str, seconds: u64) -> Child {
     command("moqcast-publish")
@@ -87,7 +88,7 @@ async fn slow_subscriber_loses_only_its_own_groups() {
     let publisher = publish(&url, "demo", 12);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let shaper = Shaper::start(relay.quic, 200_000, 64 * 1024).await;
+    let shaper = Shaper::start(relay.quic, 200_000, 64 * 1024).await.unwrap();
     let slow_url = format!("moqt://127.0.0.1:{}", shaper.addr.port());
     let fast = subscribe_json(url.clone(), "demo", 9.0, &[]);
     let slow = subscribe_json(slow_url, "demo", 9.0, &[]);
