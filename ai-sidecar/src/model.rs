@@ -5,6 +5,38 @@
 //! - Hugging Face: `config.json` (candle's `whisper::Config` fields), `tokenizer.json`, `*.safetensors`.
 //! - CTranslate2 (faster-whisper): `model.bin`, `config.json` (suppressed tokens), `tokenizer.json`;
 //!   converted to f32 on load by [`crate::ct2`].
+//!
+//! # The library API
+//!
+//! ```no_run
+//! use moqcast_sidecar::model::{DecodeOptions, Language, Task, WhisperModel};
+//! # fn main() -> Result<(), moqcast_sidecar::model::ModelError> {
+//! # let pcm: Vec<f32> = vec![];
+//! // `scripts/fetch-model.sh base` installs the multilingual Whisper base;
+//! // `locate::locate(Some("base"), None)` finds it.
+//! let mut model = WhisperModel::load("/path/to/whisper-base", &candle_core::Device::Cpu)?;
+//! // Up to 30 s of 16 kHz mono speech in any language: its text, and the language heard.
+//! let t = model.transcribe_with(&pcm, &DecodeOptions {
+//!     language: Language::Auto,
+//!     beam_size: 5,
+//!     ..Default::default()
+//! })?;
+//! println!("{} ({}, p = {:?})", t.text, t.language, t.language_probability);
+//! // The same speech as English text (Whisper's translate task), the language given.
+//! let en = model.transcribe_with(&pcm, &DecodeOptions {
+//!     task: Task::Translate,
+//!     language: Language::fixed("es"),
+//!     ..Default::default()
+//! })?;
+//! // Only the language: probabilities of every language, most likely first.
+//! let ranked = model.detect_language(&pcm)?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`crate::transcriber::transcribe_recording`] takes a recording of any length: it cuts it into
+//! utterances at pauses, as the live sidecar does, and returns timed segments. English-only models
+//! (`*.en`, such as the default tiny.en) take only English and the transcribe task; asking them
+//! for another language or for translation is an error ([`ModelError::Unsupported`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,9 +54,12 @@ mod decoder;
 mod encoder;
 mod int8;
 mod kernels;
+pub mod language;
 mod layers;
 mod mel;
 mod search;
+
+pub use language::{Language, Task};
 
 use crate::audio::{LogMel, MelFrontEnd};
 use crate::ct2::{self, Ct2Model, Ct2WhisperConfig};
@@ -61,6 +96,10 @@ pub enum ModelError {
     Weights(#[source] candle_core::Error),
     #[error("{seconds:.1} s of audio is longer than the model's {max_seconds} s window")]
     TooLong { seconds: f64, max_seconds: f64 },
+    #[error("Whisper has no language {0:?} (expected a BCP-47 tag such as \"es\" or \"pt-BR\", or \"auto\")")]
+    UnknownLanguage(String),
+    #[error("{what} needs a multilingual Whisper model; this one is English-only (try `--model base`, fetched by `scripts/fetch-model.sh base`)")]
+    Unsupported { what: String },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -80,8 +119,10 @@ pub struct SpecialTokens {
     pub eot: u32,
     pub transcribe: u32,
     pub no_timestamps: u32,
-    /// `<|en|>`, used for multilingual models.
-    pub en: Option<u32>,
+    /// `<|translate|>`.
+    pub translate: Option<u32>,
+    /// Language tokens of a multilingual model, by Whisper code (empty for English-only models).
+    pub languages: Vec<(&'static str, u32)>,
     /// `<|nospeech|>` (`<|nocaptions|>` in older vocabularies).
     pub no_speech: Option<u32>,
     /// `<|startofprev|>`, which introduces a text prompt.
@@ -115,6 +156,11 @@ pub struct DecodeOptions {
     pub seed: u64,
     /// How much of the 30 s encoder window to compute.
     pub window: EncoderWindow,
+    /// Transcribe, or translate into English (multilingual models only).
+    pub task: Task,
+    /// The spoken language, or [`Language::Auto`] to detect it (multilingual models only; an
+    /// English-only model takes `en` and treats `Auto` as `en`).
+    pub language: Language,
 }
 
 /// How many mel frames the encoder runs over. The encoder's cost grows with the window (a little
@@ -149,8 +195,18 @@ impl Default for DecodeOptions {
                 pad_ms: 2000,
                 fallback: true,
             },
+            task: Task::Transcribe,
+            language: Language::default(),
         }
     }
+}
+
+/// One language's probability, from [`WhisperModel::detect_language`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LanguageProbability {
+    /// BCP-47 tag (Whisper's code, except Javanese `jv`).
+    pub language: String,
+    pub probability: f32,
 }
 
 /// A transcription and where the time went.
@@ -171,6 +227,12 @@ pub struct Transcript {
     pub repetitive: bool,
     /// Mel frames the encoder ran over for this text (3000 for the full 30 s window).
     pub frames: usize,
+    /// BCP-47 tag of the spoken language: the one asked for, or the one detected.
+    pub language: String,
+    /// With [`Language::Auto`] on a multilingual model: the detected language's probability.
+    pub language_probability: Option<f32>,
+    /// What was done: with [`Task::Translate`] `text` is English.
+    pub task: Task,
     pub mel: Duration,
     /// Encoder, and the cross-attention keys and values of the decoder.
     pub encode: Duration,
@@ -251,6 +313,11 @@ fn json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
+/// English-only models (`*.en`) have one token fewer than multilingual ones.
+fn is_multilingual(config: &whisper::Config) -> bool {
+    config.vocab_size >= 51865
+}
+
 /// Which format a directory holds, if any.
 pub fn detect_format(dir: &Path) -> Result<ModelFormat> {
     if !dir.is_dir() {
@@ -305,12 +372,18 @@ impl WhisperModel {
                 reason: e.to_string(),
             })?;
         let token = |s: &'static str| tokenizer.token_to_id(s).ok_or(ModelError::MissingToken(s));
-        let tokens = SpecialTokens {
+        let mut tokens = SpecialTokens {
             sot: token(whisper::SOT_TOKEN)?,
             eot: token(whisper::EOT_TOKEN)?,
             transcribe: token(whisper::TRANSCRIBE_TOKEN)?,
             no_timestamps: token(whisper::NO_TIMESTAMPS_TOKEN)?,
-            en: tokenizer.token_to_id("<|en|>"),
+            translate: tokenizer.token_to_id("<|translate|>"),
+            languages: language::LANGUAGES
+                .iter()
+                .filter_map(|(code, _)| {
+                    Some((*code, tokenizer.token_to_id(&format!("<|{code}|>"))?))
+                })
+                .collect(),
             no_speech: tokenizer
                 .token_to_id("<|nospeech|>")
                 .or_else(|| tokenizer.token_to_id("<|nocaptions|>")),
@@ -357,6 +430,9 @@ impl WhisperModel {
                 (config, vb, begin)
             }
         };
+        if !is_multilingual(&config) {
+            tokens.languages.clear();
+        }
         let encoder = Encoder::load(vb.pp("model.encoder"), &config, options.encoder)
             .map_err(ModelError::Weights)?;
         let decoder = Decoder::load(vb.pp("model.decoder"), &config, options.decoder)
@@ -378,7 +454,106 @@ impl WhisperModel {
 
     /// English-only models (`*.en`) have one token fewer than multilingual ones.
     pub fn is_multilingual(&self) -> bool {
-        self.config.vocab_size >= 51865
+        is_multilingual(&self.config)
+    }
+
+    /// BCP-47 tags of the languages this model can be given or detect (`["en"]` for an
+    /// English-only model).
+    pub fn languages(&self) -> Vec<&'static str> {
+        if self.tokens.languages.is_empty() {
+            return vec!["en"];
+        }
+        self.tokens
+            .languages
+            .iter()
+            .map(|(c, _)| language::bcp47(c))
+            .collect()
+    }
+
+    /// Whether this model can do what `opts` asks (language and task), without running it: for
+    /// checking a configuration at start. [`Self::transcribe_with`] checks the same.
+    pub fn check_options(&self, opts: &DecodeOptions) -> Result<()> {
+        self.checked_language(opts).map(|_| ())
+    }
+
+    /// Whisper's code and token for what `opts` asks, checked against the model, before any
+    /// work: `None` for [`Language::Auto`] on a multilingual model, and for English-only models.
+    fn checked_language(&self, opts: &DecodeOptions) -> Result<Option<(&'static str, u32)>> {
+        let multilingual = !self.tokens.languages.is_empty();
+        if opts.task == Task::Translate && (!multilingual || self.tokens.translate.is_none()) {
+            return Err(ModelError::Unsupported {
+                what: "the translate task".into(),
+            });
+        }
+        match &opts.language {
+            Language::Auto => Ok(None),
+            Language::Fixed(tag) => {
+                let code = language::whisper_code(tag)
+                    .ok_or_else(|| ModelError::UnknownLanguage(tag.clone()))?;
+                if !multilingual {
+                    return if code == "en" {
+                        Ok(None)
+                    } else {
+                        Err(ModelError::Unsupported {
+                            what: format!("language {tag:?}"),
+                        })
+                    };
+                }
+                self.tokens
+                    .languages
+                    .iter()
+                    .find(|(c, _)| *c == code)
+                    .copied()
+                    .map(Some)
+                    .ok_or_else(|| ModelError::UnknownLanguage(tag.clone()))
+            }
+        }
+    }
+
+    /// Probabilities of the spoken language in up to 30 s of 16 kHz mono audio, most likely
+    /// first (Whisper's language-token probabilities after `<|startoftranscript|>`, over the
+    /// encoder window [`DecodeOptions::default`] uses). An English-only model answers `en` with
+    /// probability 1.
+    pub fn detect_language(&mut self, samples: &[f32]) -> Result<Vec<LanguageProbability>> {
+        if self.tokens.languages.is_empty() {
+            return Ok(vec![LanguageProbability {
+                language: "en".into(),
+                probability: 1.0,
+            }]);
+        }
+        let mel = self.checked_mel(samples)?;
+        let frames = self.windows(&mel, &DecodeOptions::default())[0].0;
+        let audio = self.encode(&mel.padded(frames).to_tensor(&self.device)?)?;
+        self.language_probabilities(&audio)
+    }
+
+    /// Language probabilities over encoded audio, most likely first.
+    fn language_probabilities(&self, audio: &Audio) -> Result<Vec<LanguageProbability>> {
+        let mut cache = Cache::default();
+        let hidden = self
+            .decoder
+            .forward(&[self.tokens.sot], 1, audio, &mut cache)?;
+        let logits = self.decoder.row_logits(&hidden, 0)?;
+        let langs = &self.tokens.languages;
+        let max = langs
+            .iter()
+            .map(|(_, t)| logits[*t as usize])
+            .fold(f32::NEG_INFINITY, f32::max);
+        let exp: Vec<f32> = langs
+            .iter()
+            .map(|(_, t)| (logits[*t as usize] - max).exp())
+            .collect();
+        let sum: f32 = exp.iter().sum();
+        let mut out: Vec<LanguageProbability> = langs
+            .iter()
+            .zip(exp)
+            .map(|((code, _), e)| LanguageProbability {
+                language: language::bcp47(code).to_string(),
+                probability: e / sum,
+            })
+            .collect();
+        out.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+        Ok(out)
     }
 
     /// Whisper's log-mel spectrogram (as [`crate::audio::MelFrontEnd::log_mel`], through matrix
@@ -400,9 +575,52 @@ impl WhisperModel {
     /// `opts.window` asks for (the full 3000 frames, or fewer). An empty or silent input gives a
     /// high `no_speech_prob` and, usually, a word or two of text ("you").
     pub fn transcribe_with(&mut self, samples: &[f32], opts: &DecodeOptions) -> Result<Transcript> {
+        let fixed = self.checked_language(opts)?;
         let t0 = Instant::now();
         let mel = self.checked_mel(samples)?;
         let mel_time = t0.elapsed();
+        let (mut encode, mut decode) = (Duration::ZERO, Duration::ZERO);
+        for (frames, fallback) in self.windows(&mel, opts) {
+            let t1 = Instant::now();
+            let audio = self.encode(&mel.padded(frames).to_tensor(&self.device)?)?;
+            let t2 = Instant::now();
+            let decoded = self.decode(&audio, opts, fixed)?;
+            let t3 = Instant::now();
+            encode += t2 - t1;
+            decode += t3 - t2;
+            if fallback && decoded.doubtful(opts) {
+                continue;
+            }
+            let Decoded {
+                outcome,
+                temperature,
+                no_speech_prob,
+                language,
+                language_probability,
+            } = decoded;
+            let text = self.text(&outcome.tokens)?;
+            return Ok(Transcript {
+                text,
+                avg_logprob: outcome.avg_logprob() as f32,
+                no_speech_prob,
+                temperature,
+                repetitive: search::looks_repetitive(&outcome),
+                tokens: outcome.tokens,
+                frames,
+                language: language::bcp47(language).to_string(),
+                language_probability,
+                task: opts.task,
+                mel: mel_time,
+                encode,
+                decode: decode + t3.elapsed(),
+            });
+        }
+        unreachable!("the last window never falls back")
+    }
+
+    /// The encoder windows to try, in order, as (mel frames, whether a doubtful decode falls back
+    /// to the next); the last is the full window.
+    fn windows(&self, mel: &LogMel, opts: &DecodeOptions) -> Vec<(usize, bool)> {
         let full = self.encoder.max_frames();
         let mut windows = vec![];
         if let EncoderWindow::Fit { pad_ms, fallback } = opts.window {
@@ -414,40 +632,40 @@ impl WhisperModel {
             }
         }
         windows.push((full, false));
-        let (mut encode, mut decode) = (Duration::ZERO, Duration::ZERO);
-        for (frames, fallback) in windows {
-            let t1 = Instant::now();
-            let audio = self.encode(&mel.padded(frames).to_tensor(&self.device)?)?;
-            let t2 = Instant::now();
-            let decoded = self.decode(&audio, opts)?;
-            let t3 = Instant::now();
-            encode += t2 - t1;
-            decode += t3 - t2;
-            if fallback && decoded.doubtful(opts) {
-                continue;
-            }
-            let (temperature, outcome, no_speech_prob) =
-                (decoded.temperature, decoded.outcome, decoded.no_speech_prob);
-            let text = self.text(&outcome.tokens)?;
-            return Ok(Transcript {
-                text,
-                avg_logprob: outcome.avg_logprob() as f32,
-                no_speech_prob,
-                temperature,
-                repetitive: search::looks_repetitive(&outcome),
-                tokens: outcome.tokens,
-                frames,
-                mel: mel_time,
-                encode,
-                decode: decode + t3.elapsed(),
-            });
-        }
-        unreachable!("the last window never falls back")
+        windows
     }
 
     /// Decode encoded audio: beam search or greedy, then temperature fallback if asked for.
-    fn decode(&self, audio: &Audio, opts: &DecodeOptions) -> Result<Decoded> {
-        let (initial, sot_index) = self.initial_tokens(opts.prompt.as_deref())?;
+    /// `fixed` is the checked language token ([`Self::checked_language`]); without one a
+    /// multilingual model detects the language first.
+    fn decode(
+        &self,
+        audio: &Audio,
+        opts: &DecodeOptions,
+        fixed: Option<(&'static str, u32)>,
+    ) -> Result<Decoded> {
+        let (language, language_probability) = match fixed {
+            Some(lang) => (Some(lang), None),
+            None if self.tokens.languages.is_empty() => (None, None),
+            None => {
+                let best = self
+                    .language_probabilities(audio)?
+                    .into_iter()
+                    .next()
+                    .expect("a multilingual model has languages");
+                let code = language::whisper_code(&best.language).expect("a Whisper language");
+                let token = self
+                    .tokens
+                    .languages
+                    .iter()
+                    .find(|(c, _)| *c == code)
+                    .copied()
+                    .expect("a language of this model");
+                (Some(token), Some(best.probability))
+            }
+        };
+        let (initial, sot_index) =
+            self.initial_tokens(opts.prompt.as_deref(), language.map(|l| l.1), opts.task)?;
         let mut cache = Cache::default();
         let hidden = self.decoder.forward(&initial, 1, audio, &mut cache)?;
         let no_speech_prob = match self.tokens.no_speech {
@@ -472,6 +690,8 @@ impl WhisperModel {
                 outcome,
                 temperature,
                 no_speech_prob,
+                language: language.map_or("en", |l| l.0),
+                language_probability,
             })
         };
         let mut rng = search::Rng::new(opts.seed);
@@ -499,7 +719,8 @@ impl WhisperModel {
             &mel.padded(self.encoder.max_frames())
                 .to_tensor(&self.device)?,
         )?;
-        let (initial, _) = self.initial_tokens(None)?;
+        let (initial, _) =
+            self.initial_tokens(None, self.language_token("en"), Task::Transcribe)?;
         let mut step = UncachedStep {
             decoder: &self.decoder,
             audio: &audio,
@@ -535,9 +756,23 @@ impl WhisperModel {
         Ok(audio)
     }
 
-    /// `[<|startofprev|> prompt...] <|startoftranscript|> [<|en|> <|transcribe|>] <|notimestamps|>`
-    /// and the index of `<|startoftranscript|>` in it.
-    fn initial_tokens(&self, prompt: Option<&str>) -> Result<(Vec<u32>, usize)> {
+    fn language_token(&self, code: &str) -> Option<u32> {
+        self.tokens
+            .languages
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, t)| *t)
+    }
+
+    /// `[<|startofprev|> prompt...] <|startoftranscript|> [<|xx|> <|transcribe|translate|>]
+    /// <|notimestamps|>` and the index of `<|startoftranscript|>` in it. English-only models
+    /// take neither a language nor a task token.
+    fn initial_tokens(
+        &self,
+        prompt: Option<&str>,
+        language: Option<u32>,
+        task: Task,
+    ) -> Result<(Vec<u32>, usize)> {
         let mut tokens = vec![];
         if let (Some(prompt), Some(prev)) = (prompt, self.tokens.start_of_prev) {
             let prompt = prompt.trim();
@@ -563,10 +798,13 @@ impl WhisperModel {
         let sot_index = tokens.len();
         tokens.push(self.tokens.sot);
         if self.is_multilingual() {
-            if let Some(en) = self.tokens.en {
-                tokens.push(en);
+            if let Some(lang) = language {
+                tokens.push(lang);
             }
-            tokens.push(self.tokens.transcribe);
+            tokens.push(match (task, self.tokens.translate) {
+                (Task::Translate, Some(t)) => t,
+                _ => self.tokens.transcribe,
+            });
         }
         tokens.push(self.tokens.no_timestamps);
         Ok((tokens, sot_index))
@@ -606,6 +844,9 @@ struct Decoded {
     outcome: Outcome,
     temperature: f32,
     no_speech_prob: f32,
+    /// Whisper code of the language the text was decoded in.
+    language: &'static str,
+    language_probability: Option<f32>,
 }
 
 impl Decoded {

@@ -1,7 +1,9 @@
-//! Tests against the real Whisper tiny.en model fetched by `scripts/fetch-model.sh`.
+//! Tests against the real Whisper models fetched by `scripts/fetch-model.sh`: tiny.en (the
+//! default) and the multilingual base (`scripts/fetch-model.sh base`).
 //!
-//! The model directory is `$MOQCAST_WHISPER_MODEL`, or the one the script installs under
-//! `${MOQCAST_MODEL_DIR:-$HOME/.cache/moqcast/models}`. Speech comes from `espeak-ng` and `sox`.
+//! The tiny.en directory is `$MOQCAST_WHISPER_MODEL`, or the one the script installs under
+//! `${MOQCAST_MODEL_DIR:-$HOME/.cache/moqcast/models}`; base's is `$MOQCAST_WHISPER_BASE_MODEL`
+//! or `whisper-base` there. Speech comes from `espeak-ng` and `sox`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,8 +13,8 @@ use std::time::Instant;
 use candle_core::Device;
 use moqcast_sidecar::ct2::{Ct2Error, Ct2Model};
 use moqcast_sidecar::model::{
-    DecodeOptions, EncoderWindow, LoadOptions, ModelError, ModelFormat, Precision, Transcript,
-    WhisperModel,
+    DecodeOptions, EncoderWindow, Language, LoadOptions, ModelError, ModelFormat, Precision, Task,
+    Transcript, WhisperModel,
 };
 
 /// A sentence tiny.en transcribes exactly from espeak-ng speech with greedy decoding (faster-whisper's
@@ -41,8 +43,35 @@ fn model_dir() -> PathBuf {
     dir
 }
 
+fn base_model_dir() -> PathBuf {
+    let dir = match std::env::var_os("MOQCAST_WHISPER_BASE_MODEL") {
+        Some(d) => PathBuf::from(d),
+        None => moqcast_sidecar::locate::named_model_dir("base").expect("a named model"),
+    };
+    assert!(
+        dir.join("model.bin").is_file(),
+        "multilingual Whisper base not found at {}: run scripts/fetch-model.sh base (or set MOQCAST_WHISPER_BASE_MODEL)",
+        dir.display()
+    );
+    dir
+}
+
 /// `text` spoken by espeak-ng, as 16 kHz mono f32 samples.
 fn speak(text: &str) -> Vec<f32> {
+    speak_as(text, "en")
+}
+
+/// `text` spoken by espeak-ng's `voice` at 140 words a minute (slower than its default, which
+/// Whisper base hears better in Spanish), as 16 kHz mono f32 samples.
+fn speak_slowly(text: &str, voice: &str) -> Vec<f32> {
+    speak_with(text, &["-v", voice, "-s", "140"])
+}
+
+fn speak_as(text: &str, voice: &str) -> Vec<f32> {
+    speak_with(text, &["-v", voice])
+}
+
+fn speak_with(text: &str, espeak_args: &[&str]) -> Vec<f32> {
     // Tests run in parallel threads: one directory per call.
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -57,7 +86,11 @@ fn speak(text: &str) -> Vec<f32> {
         assert!(status.success(), "{what} failed: {status}");
     };
     run(
-        Command::new("espeak-ng").arg("-w").arg(&wav).arg(text),
+        Command::new("espeak-ng")
+            .args(espeak_args)
+            .arg("-w")
+            .arg(&wav)
+            .arg(text),
         "espeak-ng",
     );
     run(
@@ -302,4 +335,147 @@ fn empty_input_and_prompts_do_not_break_decoding() {
             tr.text
         );
     }
+}
+
+/// The multilingual base, loaded once for the tests of this binary that use it.
+fn base_model() -> MutexGuard<'static, WhisperModel> {
+    static MODEL: OnceLock<Mutex<WhisperModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let t = Instant::now();
+            let m = WhisperModel::load(base_model_dir(), &Device::Cpu).unwrap();
+            eprintln!("base load: {:.2} s", t.elapsed().as_secs_f64());
+            Mutex::new(m)
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Spanish that Whisper base hears exactly from espeak-ng (faster-whisper with the same model
+/// agrees), and that its translate task turns into recognisable English.
+const SPANISH: &str = "La música es muy importante para nosotros.";
+
+#[test]
+fn base_detects_spanish_transcribes_it_and_translates_it_into_english() {
+    let samples = speak_slowly(SPANISH, "es");
+    let secs = samples.len() as f64 / 16_000.0;
+    let mut model = base_model();
+    assert!(model.is_multilingual());
+    assert!(model.languages().contains(&"es") && model.languages().len() >= 99);
+
+    let ranked = model.detect_language(&samples).unwrap();
+    eprintln!("detected: {:?}", &ranked[..3]);
+    assert_eq!(ranked[0].language, "es", "{:?}", &ranked[..3]);
+    let sum: f32 = ranked.iter().map(|l| l.probability).sum();
+    assert!((sum - 1.0).abs() < 1e-3, "{sum}");
+
+    let auto = DecodeOptions {
+        language: Language::Auto,
+        beam_size: 5,
+        ..Default::default()
+    };
+    let tr = model.transcribe_with(&samples, &auto).unwrap();
+    report("base, auto", &tr, secs);
+    assert_eq!(tr.language, "es");
+    assert!(
+        tr.language_probability.is_some_and(|p| p > 0.5),
+        "{:?}",
+        tr.language_probability
+    );
+    assert_eq!(tr.task, Task::Transcribe);
+    assert!(word_errors(&tr.text, SPANISH) <= 1, "{:?}", tr.text);
+
+    // The language given: the same text, and no detection.
+    let fixed = DecodeOptions {
+        language: Language::fixed("es-ES"),
+        ..auto.clone()
+    };
+    let tr_fixed = model.transcribe_with(&samples, &fixed).unwrap();
+    assert_eq!(
+        (tr_fixed.language.as_str(), tr_fixed.language_probability),
+        ("es", None)
+    );
+    assert_eq!(normalise(&tr_fixed.text), normalise(&tr.text));
+
+    // Speech to English text.
+    for language in [Language::Auto, Language::fixed("es")] {
+        let translate = DecodeOptions {
+            task: Task::Translate,
+            language,
+            ..auto.clone()
+        };
+        let en = model.transcribe_with(&samples, &translate).unwrap();
+        report("base, translate", &en, secs);
+        assert_eq!((en.task, en.language.as_str()), (Task::Translate, "es"));
+        let text = normalise(&en.text);
+        assert!(
+            text.contains("music") && text.contains("important"),
+            "{:?}",
+            en.text
+        );
+    }
+}
+
+#[test]
+fn base_hears_english_as_english() {
+    let samples = speak(SENTENCE);
+    let mut model = base_model();
+    let tr = model
+        .transcribe_with(
+            &samples,
+            &DecodeOptions {
+                language: Language::Auto,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    report("base, English, auto", &tr, samples.len() as f64 / 16_000.0);
+    assert_eq!(tr.language, "en");
+    assert!(word_errors(&tr.text, SENTENCE) <= 1, "{:?}", tr.text);
+}
+
+#[test]
+fn english_only_model_takes_english_and_refuses_the_rest() {
+    let samples = speak(SENTENCE);
+    let mut model = model();
+    for (language, task) in [
+        (Language::fixed("es"), Task::Transcribe),
+        (Language::fixed("en"), Task::Translate),
+        (Language::Auto, Task::Translate),
+    ] {
+        let opts = DecodeOptions {
+            language,
+            task,
+            ..Default::default()
+        };
+        let err = model.transcribe_with(&samples, &opts).unwrap_err();
+        assert!(matches!(err, ModelError::Unsupported { .. }), "{err}");
+        assert!(err.to_string().contains("fetch-model.sh base"), "{err}");
+    }
+    let err = model
+        .transcribe_with(
+            &samples,
+            &DecodeOptions {
+                language: Language::fixed("xx"),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, ModelError::UnknownLanguage(_)), "{err}");
+    // `auto` on an English-only model is English.
+    let tr = model
+        .transcribe_with(
+            &samples,
+            &DecodeOptions {
+                language: Language::Auto,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        (tr.language.as_str(), tr.language_probability),
+        ("en", None)
+    );
+    assert!(word_errors(&tr.text, SENTENCE) <= 1, "{:?}", tr.text);
+    assert_eq!(model.detect_language(&samples).unwrap()[0].language, "en");
 }

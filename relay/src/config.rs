@@ -51,9 +51,13 @@ pub struct Args {
     /// Maximum concurrent sessions, counted from the QUIC handshake; more are refused.
     #[arg(long, env = "MOQCAST_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
-    /// Maximum concurrent subscriptions per session; a SUBSCRIBE past it gets REQUEST_ERROR
-    /// EXCESSIVE_LOAD and the session stays up. Default 100, at most 128 (moq-transport serves
-    /// at most 128 requests of a session at once).
+    /// Maximum concurrent requests per session (SUBSCRIBE, PUBLISH, FETCH, ... each is a
+    /// bidirectional stream in draft-18): the QUIC stream credit granted to the peer follows
+    /// it, and a request past it gets REQUEST_ERROR EXCESSIVE_LOAD at once. Default 10000.
+    #[arg(long, env = "MOQCAST_MAX_REQUESTS_PER_SESSION")]
+    pub max_requests_per_session: Option<usize>,
+    /// Maximum concurrent subscriptions per session (at most the request limit); a SUBSCRIBE
+    /// past it gets REQUEST_ERROR EXCESSIVE_LOAD and the session stays up. Default 10000.
     #[arg(long, env = "MOQCAST_MAX_SUBSCRIPTIONS_PER_SESSION")]
     pub max_subscriptions_per_session: Option<usize>,
     /// Maximum concurrent QUIC streams a peer may open per session (each direction).
@@ -100,11 +104,6 @@ pub struct Args {
     /// shard falls below two thirds of it. Default 0.9; 0: always coalesce.
     #[arg(long, env = "MOQCAST_COALESCE_ABOVE")]
     pub coalesce_above: Option<f64>,
-    /// Who writes subscribers' subgroup streams and reads publishers' ones: "direct" (the relay
-    /// itself, one hand-over to QUIC per object; default) or "transport" (moq-transport, more CPU
-    /// per Gbit/s). Subscriptions with FORWARD=0 or an end group always use the forwarder.
-    #[arg(long, env = "MOQCAST_FORWARDER", value_enum)]
-    pub forwarder: Option<Forwarder>,
     /// Log format: "text" or "json".
     #[arg(long, env = "MOQCAST_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -133,6 +132,7 @@ pub struct FileConfig {
     pub cache_age_ms: Option<u64>,
     pub cache_total_bytes: Option<u64>,
     pub max_sessions: Option<usize>,
+    pub max_requests_per_session: Option<usize>,
     pub max_subscriptions_per_session: Option<usize>,
     pub max_streams: Option<u32>,
     pub subscriber_backlog_bytes: Option<u64>,
@@ -143,7 +143,6 @@ pub struct FileConfig {
     pub ack_every: Option<u32>,
     pub coalesce_ms: Option<u64>,
     pub coalesce_above: Option<f64>,
-    pub forwarder: Option<Forwarder>,
     pub log_format: Option<String>,
     pub web_dir: Option<PathBuf>,
 }
@@ -171,17 +170,6 @@ pub enum Congestion {
     Bbr,
 }
 
-/// Who writes subscribers' subgroup streams and reads publishers' ones (see `--forwarder`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Forwarder {
-    /// The relay writes them itself (docs/relay.md, "Data path").
-    #[default]
-    Direct,
-    /// moq-transport's own forwarder.
-    Transport,
-}
-
 /// Resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -192,6 +180,7 @@ pub struct Config {
     /// Payload bytes of all track caches together.
     pub cache_total_bytes: u64,
     pub max_sessions: usize,
+    pub max_requests_per_session: usize,
     pub max_subscriptions_per_session: usize,
     pub max_streams: u32,
     pub subscriber_backlog_bytes: u64,
@@ -209,7 +198,6 @@ pub struct Config {
     pub coalesce: std::time::Duration,
     /// The awake share, in thousandths, past which a shard is saturated.
     pub coalesce_above: u32,
-    pub forwarder: Forwarder,
     pub log_format: String,
     /// Directory of the built viewer; it may not exist (then `/watch/...` answers 503).
     pub web_dir: PathBuf,
@@ -251,7 +239,8 @@ impl Default for Config {
             cache: CacheLimits::default(),
             cache_total_bytes: 512 * 1024 * 1024,
             max_sessions: 10_000,
-            max_subscriptions_per_session: 100,
+            max_requests_per_session: 10_000,
+            max_subscriptions_per_session: 10_000,
             max_streams: 1024,
             subscriber_backlog_bytes: 4 * 1024 * 1024,
             udp_buffer_bytes: 0,
@@ -261,7 +250,6 @@ impl Default for Config {
             ack_every: 10,
             coalesce: std::time::Duration::from_millis(50),
             coalesce_above: crate::shard::COALESCE_ABOVE_PERMILLE,
-            forwarder: Forwarder::Direct,
             log_format: "text".into(),
             web_dir: default_web_dir(),
         }
@@ -327,15 +315,26 @@ impl Config {
                 cache.max_bytes
             )));
         }
+        let max_requests_per_session = args
+            .max_requests_per_session
+            .or(file.max_requests_per_session)
+            .unwrap_or(d.max_requests_per_session);
+        if !(1..=crate::limits::MAX_REQUESTS_PER_SESSION).contains(&max_requests_per_session) {
+            return Err(ConfigError::Invalid(format!(
+                "max requests per session must be 1 to {}",
+                crate::limits::MAX_REQUESTS_PER_SESSION
+            )));
+        }
         let max_subscriptions_per_session = args
             .max_subscriptions_per_session
             .or(file.max_subscriptions_per_session)
-            .unwrap_or(d.max_subscriptions_per_session);
-        if !(1..=crate::limits::MOQT_CONCURRENT_REQUESTS).contains(&max_subscriptions_per_session) {
+            .unwrap_or(
+                d.max_subscriptions_per_session
+                    .min(max_requests_per_session),
+            );
+        if !(1..=max_requests_per_session).contains(&max_subscriptions_per_session) {
             return Err(ConfigError::Invalid(format!(
-                "max subscriptions per session must be 1 to {}: moq-transport serves at most {} requests of a session at once, and leaves the rest unanswered",
-                crate::limits::MOQT_CONCURRENT_REQUESTS,
-                crate::limits::MOQT_CONCURRENT_REQUESTS
+                "max subscriptions per session must be 1 to the request limit ({max_requests_per_session})"
             )));
         }
         let worker_threads = args.worker_threads.or(file.worker_threads);
@@ -383,6 +382,7 @@ impl Config {
             tls,
             cache,
             cache_total_bytes,
+            max_requests_per_session,
             max_subscriptions_per_session,
             max_sessions: args
                 .max_sessions
@@ -406,7 +406,6 @@ impl Config {
             ack_every: args.ack_every.or(file.ack_every).unwrap_or(d.ack_every),
             coalesce,
             coalesce_above,
-            forwarder: args.forwarder.or(file.forwarder).unwrap_or(d.forwarder),
             log_format,
             web_dir: args.web_dir.or(file.web_dir).unwrap_or(d.web_dir),
         })
@@ -506,7 +505,7 @@ mod tests {
         let path = dir.join("relay.toml");
         std::fs::write(
             &path,
-            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\nforwarder = \"transport\"\nruntime = \"shared\"\ncongestion = \"bbr\"\nack_every = 2\ncoalesce_ms = 0\ncoalesce_above = 0.5\n",
+            "tls_generate = [\"localhost\"]\ncache_total_bytes = 100000000\nmax_subscriptions_per_session = 8\nworker_threads = 1\nruntime = \"shared\"\ncongestion = \"bbr\"\nack_every = 2\ncoalesce_ms = 0\ncoalesce_above = 0.5\n",
         )
         .unwrap();
         let args = Args::parse_from(["moqcast-relay", "--config", path.to_str().unwrap()]);
@@ -514,7 +513,6 @@ mod tests {
         assert_eq!(c.cache_total_bytes, 100_000_000);
         assert_eq!(c.max_subscriptions_per_session, 8);
         assert_eq!(c.worker_threads, Some(1));
-        assert_eq!(c.forwarder, Forwarder::Transport);
         assert_eq!(c.runtime, RuntimeMode::Shared);
         assert_eq!(c.congestion, Congestion::Bbr);
         assert_eq!(c.ack_every, 2);
@@ -528,8 +526,8 @@ mod tests {
             "3",
             "--cache-total-bytes",
             "9000000",
-            "--forwarder",
-            "direct",
+            "--max-requests-per-session",
+            "500",
             "--ack-every",
             "20",
             "--coalesce-ms",
@@ -537,7 +535,7 @@ mod tests {
         ]);
         let c = Config::resolve(args).unwrap();
         assert_eq!(c.max_subscriptions_per_session, 3);
-        assert_eq!(c.forwarder, Forwarder::Direct);
+        assert_eq!(c.max_requests_per_session, 500);
         assert_eq!(c.cache_total_bytes, 9_000_000);
         assert_eq!(c.ack_every, 20);
         assert_eq!(c.coalesce, std::time::Duration::from_millis(35));
@@ -545,11 +543,11 @@ mod tests {
         let c =
             Config::resolve(Args::parse_from(["moqcast-relay", "--tls-generate", "x"])).unwrap();
         assert_eq!(c.cache_total_bytes, 512 * 1024 * 1024);
-        assert_eq!(c.max_subscriptions_per_session, 100);
+        assert_eq!(c.max_requests_per_session, 10_000);
+        assert_eq!(c.max_subscriptions_per_session, 10_000);
         assert_eq!(c.max_sessions, 10_000);
         assert_eq!(c.worker_threads, None, "one per core unless set");
         assert_eq!(c.udp_buffer_bytes, 0, "the system's buffer unless set");
-        assert_eq!(c.forwarder, Forwarder::Direct);
         assert_eq!(c.runtime, RuntimeMode::Sharded);
         assert_eq!(c.congestion, Congestion::Cubic);
         assert_eq!(c.ack_every, 10);
@@ -566,7 +564,10 @@ mod tests {
             ("max_sessions", "MOQCAST_MAX_SESSIONS"),
             ("worker_threads", "MOQCAST_WORKER_THREADS"),
             ("udp_buffer_bytes", "MOQCAST_UDP_BUFFER_BYTES"),
-            ("forwarder", "MOQCAST_FORWARDER"),
+            (
+                "max_requests_per_session",
+                "MOQCAST_MAX_REQUESTS_PER_SESSION",
+            ),
             ("runtime", "MOQCAST_RUNTIME"),
             ("congestion", "MOQCAST_CONGESTION"),
             ("ack_every", "MOQCAST_ACK_EVERY"),
@@ -594,7 +595,7 @@ mod tests {
         assert_eq!(c.max_streams, d.max_streams);
         assert_eq!(c.subscriber_backlog_bytes, d.subscriber_backlog_bytes);
         assert_eq!(c.udp_buffer_bytes, d.udp_buffer_bytes);
-        assert_eq!(c.forwarder, d.forwarder);
+        assert_eq!(c.max_requests_per_session, d.max_requests_per_session);
         assert_eq!(c.runtime, d.runtime);
         assert_eq!(c.congestion, d.congestion);
         assert_eq!(c.ack_every, d.ack_every);
@@ -607,7 +608,14 @@ mod tests {
         for argv in [
             &["--cache-total-bytes", "1000", "--cache-bytes", "2000"][..],
             &["--max-subscriptions-per-session", "0"][..],
-            &["--max-subscriptions-per-session", "129"][..],
+            &["--max-subscriptions-per-session", "20000"][..],
+            &["--max-requests-per-session", "0"][..],
+            &[
+                "--max-requests-per-session",
+                "10",
+                "--max-subscriptions-per-session",
+                "11",
+            ][..],
             &["--worker-threads", "0"][..],
             &["--coalesce-ms", "1001"][..],
             &["--coalesce-above", "1.5"][..],

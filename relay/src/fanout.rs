@@ -16,22 +16,59 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures::{stream::FuturesUnordered, StreamExt};
-use moqcast_media::moq::{serve, transport, transport::data::ObjectStatus, wire};
+use moqcast_media::moq::{transport, transport::data::ObjectStatus, wire};
 use tokio::{sync::watch, time::Instant};
-use tracing::Instrument;
 
 use crate::{
     budget,
     cache::{CacheLimits, CachedObject, GroupStore, Key},
     metrics::Metrics,
+    policy::{self, Policy},
 };
 
-/// PUBLISH_DONE / stream reset code for "too far behind" (draft-18 §10.12, §11.4.1).
 /// How often a throttled subscriber's connection progress is re-checked.
 const THROTTLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
-const TOO_FAR_BEHIND: u64 = transport::message::PublishDoneCode::TooFarBehind as u64;
+/// Why a track ended, or could not be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrackError {
+    #[error("no such track")]
+    NotFound,
+    #[error("timed out waiting for the track")]
+    Timeout,
+    #[error("cancelled")]
+    Cancel,
+    /// Ended upstream with this PUBLISH_DONE status (draft-18 §9.12).
+    #[error("ended upstream with status {0:#x}")]
+    Closed(u64),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl TrackError {
+    /// The REQUEST_ERROR code for a subscription refused with this (draft-18 §9.6).
+    pub fn request_error_code(&self) -> u64 {
+        use transport::message::RequestErrorCode as C;
+        (match self {
+            Self::NotFound => C::DoesNotExist,
+            Self::Timeout => C::Timeout,
+            Self::Closed(_) => C::DoesNotExist,
+            Self::Cancel | Self::Internal(_) => C::InternalError,
+        }) as u64
+    }
+
+    /// The PUBLISH_DONE status of a subscription whose track ended this way (`None`: cleanly).
+    pub fn publish_done_status(err: Option<&TrackError>) -> u64 {
+        use transport::message::PublishDoneCode as D;
+        match err {
+            None => D::TrackEnded as u64,
+            Some(Self::Closed(code)) => *code,
+            Some(Self::Cancel) => D::SubscriptionEnded as u64,
+            Some(Self::NotFound | Self::Timeout | Self::Internal(_)) => D::InternalError as u64,
+        }
+    }
+}
 
 /// Where a track's upstream stands.
 #[derive(Debug, Clone)]
@@ -43,7 +80,7 @@ pub enum UpstreamState {
     /// Objects are flowing.
     Live,
     /// The upstream subscription ended (cleanly with `None`).
-    Ended(Option<serve::ServeError>),
+    Ended(Option<TrackError>),
 }
 
 /// How the upstream delivers objects (draft-18 §2.3): subgroup streams or datagrams.
@@ -265,7 +302,7 @@ impl TrackCache {
     }
 
     /// Waits until the upstream delivered something or ended; false when it ended with no data.
-    pub async fn ready(&self) -> Result<(), Option<serve::ServeError>> {
+    pub async fn ready(&self) -> Result<(), Option<TrackError>> {
         let mut rx = self.changed.subscribe();
         loop {
             {
@@ -353,7 +390,7 @@ impl TrackCache {
     }
 
     /// Ends the track (publisher left or upstream failed).
-    pub fn end(&self, err: Option<serve::ServeError>) {
+    pub fn end(&self, err: Option<TrackError>) {
         self.update(|inner| {
             if !matches!(inner.upstream, UpstreamState::Ended(_)) {
                 inner.upstream = UpstreamState::Ended(err);
@@ -361,16 +398,13 @@ impl TrackCache {
         });
     }
 
-    /// Starts reading `reader` (an upstream track) into this cache, driving `driver` (the
-    /// upstream SUBSCRIBE request) alongside, at `home` (the publisher's shard) or else on the
-    /// current runtime. The task belongs to the cache: dropping the last handle cancels it.
-    pub fn spawn_upstream<F>(
-        self: &Arc<Self>,
-        home: Option<&IngestHome>,
-        reader: serve::TrackReader,
-        driver: F,
-    ) where
-        F: std::future::Future<Output = Result<(), serve::ServeError>> + Send + 'static,
+    /// Runs `driver` (the upstream request: SUBSCRIBE or an accepted PUBLISH, whose data
+    /// streams [`crate::ingest`] reads into this cache) at `home` (the publisher's shard) or
+    /// else on the current runtime. The task belongs to the cache: dropping the last handle
+    /// cancels it, which cancels the upstream request.
+    pub fn spawn_upstream<F>(self: &Arc<Self>, home: Option<&IngestHome>, driver: F)
+    where
+        F: std::future::Future<Output = Result<(), TrackError>> + Send + 'static,
     {
         let shard = match home {
             Some(h) => h.shard,
@@ -384,23 +418,9 @@ impl TrackCache {
         let mut direct = self.direct_streams.subscribe();
         let task = tracing::Instrument::instrument(
             async move {
-                let ingest = ingest(weak.clone(), reader);
-                tokio::pin!(ingest);
-                // The request runs as its own task (aborted with this one): in one `select!`
-                // with the ingest it would be polled at every object.
-                let mut driver =
-                    crate::OwnedTask(tokio::spawn(driver.instrument(tracing::Span::current())));
-                let res = tokio::select! {
-                    res = &mut driver.0 => {
-                        let res = res.unwrap_or(Err(serve::ServeError::Cancel));
-                        // The request ended (PUBLISH_DONE, session gone): still take in what
-                        // already arrived, briefly, so subscribers get the track's tail.
-                        let _ = tokio::time::timeout(DRAIN_GRACE, &mut ingest).await;
-                        res.err()
-                    }
-                    res = &mut ingest => res.err(),
-                };
-                // Streams the relay reads itself may still be delivering the tail.
+                let res = driver.await.err();
+                // The request ended (PUBLISH_DONE, session gone): the data streams the relay
+                // reads may still be delivering the track's tail.
                 let _ = tokio::time::timeout(DRAIN_GRACE, direct.wait_for(|n| *n == 0)).await;
                 done.send_replace(true);
                 if let Some(cache) = weak.upgrade() {
@@ -419,7 +439,7 @@ impl TrackCache {
 
     /// Ends the track once its upstream has delivered what it already received (or after a
     /// short grace period): used when the publisher's session or request ends.
-    pub fn end_after_drain(self: &Arc<Self>, err: Option<serve::ServeError>) {
+    pub fn end_after_drain(self: &Arc<Self>, err: Option<TrackError>) {
         let mut done = self.ingest_done.subscribe();
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -546,73 +566,6 @@ impl CacheBudget {
 /// How long a departing upstream's already-received objects are still taken in.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Reads an upstream track into the cache until it ends.
-async fn ingest(
-    cache: std::sync::Weak<TrackCache>,
-    reader: serve::TrackReader,
-) -> Result<(), serve::ServeError> {
-    match reader.mode().await? {
-        serve::TrackReaderMode::Subgroups(s) => ingest_subgroups(cache, s).await,
-        serve::TrackReaderMode::Datagrams(d) => ingest_datagrams(cache, d).await,
-        _ => Err(serve::ServeError::NotImplemented(
-            "only subgroup-stream and datagram tracks are relayed".into(),
-        )),
-    }
-}
-
-async fn ingest_subgroups(
-    cache: std::sync::Weak<TrackCache>,
-    mut subgroups: serve::SubgroupsReader,
-) -> Result<(), serve::ServeError> {
-    let mut groups = FuturesUnordered::new();
-    loop {
-        tokio::select! {
-            next = subgroups.next() => match next? {
-                Some(group) => {
-                    let Some(c) = cache.upgrade() else { return Ok(()) };
-                    if c.open_subgroup(group.group_id, group.subgroup_id, group.priority) {
-                        groups.push(ingest_group(cache.clone(), group));
-                    }
-                }
-                None => break,
-            },
-            Some(()) = groups.next(), if !groups.is_empty() => {}
-        }
-    }
-    while groups.next().await.is_some() {}
-    Ok(())
-}
-
-async fn ingest_group(cache: std::sync::Weak<TrackCache>, mut group: serve::SubgroupReader) {
-    let key = (group.group_id, group.subgroup_id);
-    let clean = loop {
-        let mut object = match group.next().await {
-            Ok(Some(o)) => o,
-            Ok(None) => break true,
-            Err(_) => break false,
-        };
-        let payload = match object.read_all().await {
-            Ok(p) => p,
-            Err(_) => break false,
-        };
-        let Some(c) = cache.upgrade() else { return };
-        let cached = CachedObject {
-            id: object.object_id,
-            status: object.status,
-            properties: object.extension_headers.clone(),
-            payload,
-            end_of_group: false,
-            header: Bytes::new(),
-        };
-        if !c.push_object(key, cached) {
-            break false;
-        }
-    };
-    if let Some(c) = cache.upgrade() {
-        c.end_subgroup(key, clean);
-    }
-}
-
 /// Holds one count of [`TrackCache::open_direct_stream`].
 #[derive(Debug)]
 pub struct DirectStreamGuard(Arc<watch::Sender<usize>>);
@@ -627,51 +580,38 @@ impl Drop for DirectStreamGuard {
 /// [`DATAGRAM_SUBGROUP`]).
 pub const DATAGRAM_SUBGROUP: u64 = u64::MAX;
 
-async fn ingest_datagrams(
-    cache: std::sync::Weak<TrackCache>,
-    mut datagrams: serve::DatagramsReader,
-) -> Result<(), serve::ServeError> {
-    while let Some(d) = datagrams.read().await? {
-        let Some(c) = cache.upgrade() else {
-            return Ok(());
-        };
-        c.metrics.objects_in.fetch_add(1, Ordering::Relaxed);
-        c.metrics
+impl TrackCache {
+    /// Caches one object that arrived as a datagram (draft-18 §10.3).
+    pub fn push_datagram(
+        &self,
+        group: u64,
+        object: CachedObject,
+        priority: u8,
+        end_of_group: bool,
+    ) {
+        self.metrics.objects_in.fetch_add(1, Ordering::Relaxed);
+        self.metrics
             .bytes_in
-            .fetch_add(d.payload.len() as u64, Ordering::Relaxed);
-        let key = (d.group_id, DATAGRAM_SUBGROUP);
-        let res = c.update(|inner| {
+            .fetch_add(object.payload.len() as u64, Ordering::Relaxed);
+        let key = (group, DATAGRAM_SUBGROUP);
+        let res = self.update(|inner| {
             inner.upstream = UpstreamState::Live;
             inner.delivery = Some(Delivery::Datagrams);
             let now = Instant::now();
             if inner.store.get(key).is_none() {
-                inner
-                    .store
-                    .open(d.group_id, DATAGRAM_SUBGROUP, d.priority, now)?;
+                inner.store.open(group, DATAGRAM_SUBGROUP, priority, now)?;
             }
-            inner.store.push(
-                key,
-                CachedObject {
-                    id: d.object_id,
-                    status: d.status,
-                    properties: d.extension_headers.clone(),
-                    payload: d.payload.clone(),
-                    end_of_group: d.end_of_group,
-                    header: Bytes::new(),
-                },
-                now,
-            )?;
-            if d.end_of_group {
+            inner.store.push(key, object, now)?;
+            if end_of_group {
                 inner.store.end(key, true);
             }
             Ok::<(), crate::cache::CacheError>(())
         });
         if let Err(e) = res {
-            c.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            self.metrics.errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "dropping upstream datagram");
         }
     }
-    Ok(())
 }
 
 /// How far behind one downstream connection is: payload bytes handed to its subscriptions
@@ -741,67 +681,46 @@ pub enum Start {
     Oldest,
     /// The first group after the newest cached one.
     NextGroup,
-    /// A given group, or the newest if that one is no longer cached.
-    Group(u64),
+    /// A given group (from a given object on), or the newest if that one is no longer cached.
+    Group(u64, u64),
 }
 
-/// Where a subscriber's subgroup streams go when the relay writes them itself: the subscriber's
-/// session and the track alias of the subscription (moq-transport's SUBSCRIBE_OK uses the
-/// request id as the alias).
-#[derive(Clone)]
-pub struct DirectTarget {
-    pub session: web_transport_quinn::Session,
-    pub alias: u64,
-    /// True once moq-transport wrote SUBSCRIBE_OK (see [`crate::direct::AliasGuard::accepted`]).
-    pub accepted: watch::Receiver<bool>,
+/// What a subscription asked for (draft-18 §5.1.2 filters, §9.2.8 FORWARD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: Start,
+    /// The last group delivered (AbsoluteRange); the subscription ends after it.
+    pub end_group: Option<u64>,
+    /// FORWARD=0: the subscription holds but no objects are sent.
+    pub forward: bool,
 }
 
-/// Where a subscriber's objects go: its private track, in the upstream's delivery mode.
-pub enum Output {
-    /// The upstream's delivery mode is not known yet (no object has arrived).
-    Pending(Option<serve::TrackWriter>, Option<DirectTarget>),
-    Subgroups(serve::SubgroupsWriter),
-    Datagrams(serve::DatagramsWriter),
-    /// Subgroup streams written by the relay on the subscriber's session. The private track
-    /// gets one placeholder subgroup per stream, so that moq-transport's PUBLISH_DONE counts
-    /// them; the session adapter keeps those off the wire (see [`crate::direct`]).
-    Direct(serve::SubgroupsWriter, DirectTarget),
-}
-
-impl Output {
-    /// Ends the subscriber's track: cleanly (`None`) or with an error.
-    pub fn close(self, err: Option<serve::ServeError>) {
-        match (self, err) {
-            (_, None) => {}
-            (Output::Pending(w, _), Some(e)) => {
-                if let Some(w) = w {
-                    let _ = w.close(e);
-                }
-            }
-            (Output::Subgroups(w), Some(e)) => {
-                let _ = w.close(e);
-            }
-            (Output::Datagrams(w), Some(e)) => {
-                let _ = w.close(e);
-            }
-            (Output::Direct(w, _), Some(e)) => {
-                let _ = w.close(e);
-            }
+impl Window {
+    pub fn live(start: Start) -> Self {
+        Self {
+            start,
+            end_group: None,
+            forward: true,
         }
     }
 }
 
-/// A subgroup stream the relay writes itself: the QUIC stream, the bytes it has not taken yet
-/// (flow control), and its placeholder in moq-transport. Dropped before it finished, it is
-/// reset.
+/// Where a subscriber's objects go: the subscriber's session, the subscription's track alias,
+/// and the session layer's count of its data streams (PUBLISH_DONE's Stream Count).
+#[derive(Clone)]
+pub struct DirectTarget {
+    pub session: web_transport_quinn::Session,
+    pub alias: u64,
+    pub streams: moqcast_session::io::StreamCounter,
+}
+
+/// A subgroup stream the relay writes: the QUIC stream and the bytes it has not taken yet
+/// (flow control). Dropped before it finished, it is reset.
 struct DirectStream {
     send: web_transport_quinn::SendStream,
     metrics: Arc<Metrics>,
     /// The session's backlog: bytes that will never go out (reset, stopped) are given back.
     backlog: Arc<Backlog>,
-    /// The placeholder subgroup that makes moq-transport count this stream: ended (or reset)
-    /// with it.
-    book: Option<serve::SubgroupWriter>,
     pending: Vec<Bytes>,
     /// Payload and header bytes handed to QUIC.
     written: u64,
@@ -813,38 +732,30 @@ struct DirectStream {
 
 impl DirectStream {
     async fn open(
-        books: &mut serve::SubgroupsWriter,
         target: &DirectTarget,
         key: Key,
         priority: u8,
         metrics: &Arc<Metrics>,
         backlog: &Arc<Backlog>,
-    ) -> Result<Self, serve::ServeError> {
+    ) -> Result<Self, TrackError> {
         let header = wire::subgroup_header(target.alias, key.0, key.1, priority)
-            .map_err(|e| serve::ServeError::Internal(e.to_string()))?;
-        // The placeholder first: moq-transport opens it only after SUBSCRIBE_OK was written,
-        // and the first real stream waits for that (bounded; subscribers also buffer streams
-        // whose alias they do not know yet, since QUIC may reorder them anyway).
-        let mut book = books.create(serve::Subgroup {
-            group_id: key.0,
-            subgroup_id: key.1,
-            priority,
-        })?;
-        book.create_with_id_and_status(0, 0, ObjectStatus::EndOfGroup, None)?;
-        let mut accepted = target.accepted.clone();
-        let _ = tokio::time::timeout(ACCEPT_WAIT, accepted.wait_for(|a| *a)).await;
+            .map_err(|e| TrackError::Internal(e.to_string()))?;
+        // Counted before it exists, so PUBLISH_DONE can never undercount it.
+        target
+            .streams
+            .opened()
+            .map_err(|e| TrackError::Internal(format!("subscription gone: {e}")))?;
         let send = target
             .session
             .open_uni()
             .await
-            .map_err(|e| serve::ServeError::Internal(format!("open subgroup stream: {e}")))?;
+            .map_err(|e| TrackError::Internal(format!("open subgroup stream: {e}")))?;
         // Draft-18 §7: a lower publisher priority value is more urgent; in QUIC, higher is.
         let _ = send.set_priority(-i32::from(priority));
         Ok(Self {
             send,
             metrics: metrics.clone(),
             backlog: backlog.clone(),
-            book: Some(book),
             pending: vec![header],
             written: 0,
             finishing: false,
@@ -868,52 +779,51 @@ impl DirectStream {
         use futures::FutureExt;
         while !self.closed && !self.pending.is_empty() {
             match self.send.write_chunks(&mut self.pending).now_or_never() {
-                Some(Ok(w)) => {
-                    self.written += w.bytes as u64;
-                    let partial = w.chunks < self.pending.len();
-                    self.pending.drain(..w.chunks);
-                    if partial {
-                        return false;
-                    }
-                }
+                Some(Ok(w)) => self.taken(w),
                 // Stopped by the peer (it may cancel one stream, draft-18 §11.4.1) or the
                 // connection is gone: this stream is over, the subscription goes on.
-                Some(Err(_)) => {
-                    self.abandon();
-                    self.book = None;
-                }
+                Some(Err(_)) => self.abandon(),
                 None => return false,
             }
         }
-        if self.finishing && !self.closed {
-            let _ = self.send.finish();
-            self.closed = true;
-            // Ends the placeholder cleanly (FIN), as the stream it stands for.
-            self.book = None;
-        }
+        self.finish_if_done();
         true
     }
 
-    /// Abandons the stream (RESET_STREAM); its placeholder ends with the matching error.
+    fn taken(&mut self, w: quinn::Written) {
+        self.written += w.bytes as u64;
+        self.pending.drain(..w.chunks);
+    }
+
+    fn finish_if_done(&mut self) {
+        if self.finishing && !self.closed && self.pending.is_empty() {
+            let _ = self.send.finish();
+            self.closed = true;
+        }
+    }
+
+    /// Waits until QUIC takes some of what is pending (the stream is writable again).
+    async fn writable(&mut self) {
+        if self.closed || self.pending.is_empty() {
+            return std::future::pending().await;
+        }
+        match self.send.write_chunks(&mut self.pending).await {
+            Ok(w) => self.taken(w),
+            Err(_) => self.abandon(),
+        }
+        self.finish_if_done();
+    }
+
+    /// Abandons the stream (RESET_STREAM).
     fn reset(&mut self, why: Abandon) {
-        let (code, err) = match why {
-            Abandon::TooFarBehind => (
-                wire::RESET_TOO_FAR_BEHIND,
-                serve::ServeError::Closed(TOO_FAR_BEHIND),
-            ),
-            Abandon::TrackEnded => (
-                wire::RESET_CANCELLED,
-                serve::ServeError::Closed(transport::message::PublishDoneCode::TrackEnded as u64),
-            ),
-            Abandon::Cancelled => (wire::RESET_CANCELLED, serve::ServeError::Cancel),
+        let code = match why {
+            Abandon::TooFarBehind => wire::RESET_TOO_FAR_BEHIND,
+            Abandon::TrackEnded | Abandon::Cancelled => wire::RESET_CANCELLED,
         };
         if !self.closed {
             let _ = self.send.reset(code);
             self.abandon();
             self.metrics.direct_resets.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(book) = self.book.take() {
-            let _ = book.close(err);
         }
     }
 
@@ -944,309 +854,178 @@ impl Drop for DirectStream {
 
 /// Where one open subgroup's objects go.
 enum Sink {
-    Serve(serve::SubgroupWriter),
     Direct(DirectStream),
-    /// Datagram tracks: objects go to the track's datagram writer.
+    /// Datagram tracks: each object is one datagram on the subscriber's session.
     Datagrams,
 }
 
-struct OpenGroup {
-    key: Key,
-    priority: u8,
-    sink: Sink,
-    next: usize,
-}
-
-impl OpenGroup {
+impl Sink {
     /// A direct stream with bytes QUIC has not taken (flow control).
     fn blocked(&self) -> bool {
-        matches!(&self.sink, Sink::Direct(s) if !s.pending.is_empty() && !s.closed)
-    }
-
-    /// Ends this subgroup downstream: FIN if `complete`, otherwise a reset with `code`.
-    /// Direct streams that still hold unsent bytes move to `draining`.
-    fn end(self, complete: bool, code: u64, draining: &mut Vec<DirectStream>) {
-        match self.sink {
-            Sink::Serve(w) => {
-                if !complete {
-                    let _ = w.close(serve::ServeError::Closed(code));
-                }
-                // Otherwise dropping the writer finishes the stream (FIN).
-            }
-            Sink::Direct(mut s) => {
-                if complete {
-                    s.finishing = true;
-                    if !s.flush() {
-                        draining.push(s);
-                    }
-                } else {
-                    s.reset(match code {
-                        TOO_FAR_BEHIND => Abandon::TooFarBehind,
-                        _ => Abandon::TrackEnded,
-                    });
-                }
-            }
-            Sink::Datagrams => {}
-        }
+        matches!(self, Sink::Direct(s) if !s.pending.is_empty() && !s.closed)
     }
 }
 
-fn end_result(err: Option<serve::ServeError>) -> Result<(), serve::ServeError> {
-    match err {
-        None => Ok(()),
-        Some(e) => Err(e),
-    }
+/// Sends one cached object as a datagram of `alias` (draft-18 §10.3).
+fn send_datagram(
+    target: &DirectTarget,
+    key: Key,
+    priority: u8,
+    obj: &CachedObject,
+) -> Result<(), TrackError> {
+    let bytes = moqcast_session::draft18::encode_datagram(
+        target.alias,
+        key.0,
+        obj.id,
+        priority,
+        obj.status,
+        &obj.properties,
+        &obj.payload,
+        obj.end_of_group,
+    )
+    .map_err(|e| TrackError::Internal(e.to_string()))?;
+    // A datagram that does not fit or finds no room is lost, as datagrams may be.
+    let _ = target.session.send_datagram(bytes);
+    Ok(())
 }
 
-/// Copies a cached track into one subscriber's private track until the track ends or the
-/// subscriber leaves. Cancel-safe: dropping the future drops only this subscriber's groups.
+/// Waits until one of `streams` can take more bytes (never, if none waits).
+async fn any_writable<'a>(streams: impl Iterator<Item = &'a mut DirectStream>) {
+    let mut waits: Vec<_> = streams
+        .filter(|s| !s.pending.is_empty() && !s.closed)
+        .map(|s| Box::pin(s.writable()))
+        .collect();
+    if waits.is_empty() {
+        return std::future::pending().await;
+    }
+    futures::future::select_all(waits.iter_mut()).await;
+}
+
+/// Copies a cached track to one subscriber until the track ends, its window ends, or the
+/// subscriber leaves: [`Policy`] decides what to send, this carries it out on QUIC streams
+/// (or datagrams) and waits for the cache or QUIC. Cancel-safe: dropping the future drops
+/// only this subscriber's groups (their streams are reset).
 ///
 /// With `coalesce`, while a shard of the relay is saturated, objects that arrive are held for
 /// the coalescing window and handed to QUIC together: one send of two frames (one sendmsg,
 /// one wake of the connection's task, one pass here) instead of two.
 pub async fn pump(
     cache: Arc<TrackCache>,
-    out: &mut Output,
-    start: Start,
+    target: &DirectTarget,
+    window: Window,
     backlog: Arc<Backlog>,
     coalesce: Option<crate::shard::Coalesce>,
-) -> Result<(), serve::ServeError> {
+) -> Result<(), TrackError> {
     let metrics = cache.metrics.clone();
     let mut rx = cache.subscribe();
-    let mut open: Vec<OpenGroup> = Vec::new();
-    // Finished direct streams whose last bytes QUIC has not taken yet.
+    let mut policy = Policy::new(window);
+    let mut sinks: HashMap<Key, (u8, Sink)> = HashMap::new();
+    // Finished streams whose last bytes QUIC has not taken yet.
     let mut draining: Vec<DirectStream> = Vec::new();
-    // Groups below this id are never opened for this subscriber.
-    let mut floor: Option<u64> = None;
-    // Subgroups of the floor group and above already delivered (or being delivered).
-    let mut seen: std::collections::BTreeSet<Key> = Default::default();
-    // The store's `opened()` count at the last scan for new subgroups.
-    let mut scanned: Option<u64> = None;
-    let mut batch: Vec<(usize, Vec<CachedObject>, bool)> = Vec::new();
-    let mut to_open: Vec<(Key, u8)> = Vec::new();
-    let mut gone: Vec<usize> = Vec::new();
 
     loop {
         rx.borrow_and_update();
-        if let Output::Pending(writer, direct) = out {
-            match (cache.delivery(), writer.take()) {
-                (Some(Delivery::Subgroups), Some(w)) => {
-                    *out = match direct.take() {
-                        Some(target) => Output::Direct(w.subgroups()?, target),
-                        None => Output::Subgroups(w.subgroups()?),
-                    }
-                }
-                (Some(Delivery::Datagrams), Some(w)) => *out = Output::Datagrams(w.datagrams()?),
-                (_, w) => *writer = w,
-            }
-        }
-        let ended = {
-            let inner = cache.inner.lock().expect("poisoned");
-            let store = &inner.store;
-            if floor.is_none() && !matches!(out, Output::Pending(..)) {
-                if let (Some(newest), Some(oldest)) = (store.newest_group(), store.oldest_group()) {
-                    floor = Some(match start {
-                        Start::Newest => newest,
-                        Start::Oldest => oldest,
-                        Start::NextGroup => newest + 1,
-                        Start::Group(g) => g.max(oldest),
-                    });
-                }
-            }
-            // New subgroups appear only when the store opened one: rescan only then.
-            if let (Some(f), true) = (floor, scanned != Some(store.opened())) {
-                scanned = Some(store.opened());
-                for key in store.keys() {
-                    if key.0 >= f && !seen.contains(&key) {
-                        let g = store.get(key).expect("listed");
-                        to_open.push((key, g.priority));
-                    }
-                }
-                // Forget keys of groups that fell out of the cache (keeps `seen` bounded).
-                if let Some(oldest) = store.oldest_group() {
-                    seen.retain(|k| k.0 >= oldest || open.iter().any(|o| o.key == *k));
-                }
-            }
-            for (i, o) in open.iter().enumerate() {
-                match store.get(o.key) {
-                    Some(g) => batch.push((i, g.objects[o.next..].to_vec(), g.ended())),
-                    None => gone.push(i),
-                }
-            }
-            match &inner.upstream {
-                UpstreamState::Ended(e) => Some(e.clone()),
-                _ => None,
-            }
-        };
-
-        let opened_any = !to_open.is_empty();
-        for (key, priority) in std::mem::take(&mut to_open) {
-            seen.insert(key);
-            let sink = match out {
-                Output::Subgroups(w) => match w.create(serve::Subgroup {
-                    group_id: key.0,
-                    subgroup_id: key.1,
-                    priority,
-                }) {
-                    Ok(writer) => Sink::Serve(writer),
-                    Err(serve::ServeError::Duplicate) => continue,
-                    Err(e) => return Err(e),
-                },
-                Output::Direct(w, target) => {
-                    let stream =
-                        DirectStream::open(w, target, key, priority, &metrics, &backlog).await?;
-                    metrics.direct_streams.fetch_add(1, Ordering::Relaxed);
-                    Sink::Direct(stream)
-                }
-                Output::Datagrams(_) | Output::Pending(..) => Sink::Datagrams,
-            };
-            open.push(OpenGroup {
-                key,
-                priority,
-                sink,
-                next: 0,
-            });
-        }
         // Copy what the subscriber's connection can take. Past its backlog budget the rest
         // waits in the cache, so the relay never queues more than the budget for one subscriber.
-        // One look at the connection's progress per pass; objects copied in this pass count
-        // against what was left of the budget.
-        let mut room = backlog.limit.saturating_sub(backlog.bytes());
-        let mut throttled = false;
-        let mut finished: Vec<usize> = Vec::new();
-        for (i, objects, group_ended) in batch.drain(..) {
-            let o = &mut open[i];
-            let total = objects.len();
-            let mut copied = 0;
+        let room = backlog.limit.saturating_sub(backlog.bytes());
+        let (plan, datagrams) = {
+            let inner = cache.inner.lock().expect("poisoned");
+            let ended = match &inner.upstream {
+                UpstreamState::Ended(e) => Some(e.clone()),
+                _ => None,
+            };
+            let datagrams = inner.delivery == Some(Delivery::Datagrams);
+            (policy.plan(&inner.store, ended, room), datagrams)
+        };
+        for (key, priority) in &plan.open {
+            let sink = if datagrams {
+                Sink::Datagrams
+            } else {
+                let stream =
+                    DirectStream::open(target, *key, *priority, &metrics, &backlog).await?;
+                metrics.direct_streams.fetch_add(1, Ordering::Relaxed);
+                Sink::Direct(stream)
+            };
+            sinks.insert(*key, (*priority, sink));
+        }
+        for (key, objects) in plan.send {
+            let Some((priority, sink)) = sinks.get_mut(&key) else {
+                continue;
+            };
             for obj in objects {
                 let size = obj.payload.len();
-                if throttled || room == 0 {
-                    throttled = true;
-                    break;
+                match sink {
+                    Sink::Direct(s) => s.push(obj),
+                    Sink::Datagrams => send_datagram(target, key, *priority, &obj)?,
                 }
-                room = room.saturating_sub(size as u64);
-                match (&mut o.sink, &mut *out) {
-                    (Sink::Serve(w), _) => {
-                        if obj.status == ObjectStatus::NormalObject {
-                            let ext = (!obj.properties.is_empty()).then_some(obj.properties);
-                            let mut ow = w.create_with_id(obj.id, size, ext)?;
-                            ow.write(obj.payload)?;
-                        } else {
-                            w.create_with_id_and_status(obj.id, 0, obj.status, None)?;
-                        }
-                    }
-                    (Sink::Direct(s), _) => s.push(obj),
-                    (Sink::Datagrams, Output::Datagrams(d)) => d.write(serve::Datagram {
-                        group_id: o.key.0,
-                        object_id: obj.id,
-                        priority: o.priority,
-                        status: obj.status,
-                        end_of_group: obj.end_of_group,
-                        payload: obj.payload,
-                        extension_headers: obj.properties,
-                    })?,
-                    (Sink::Datagrams, _) => {}
-                }
-                o.next += 1;
-                copied += 1;
                 backlog.hand(size);
                 metrics.objects_out.fetch_add(1, Ordering::Relaxed);
                 metrics.bytes_out.fetch_add(size as u64, Ordering::Relaxed);
             }
-            if let Sink::Direct(s) = &mut o.sink {
+            if let Sink::Direct(s) = sink {
                 // One hand-over to QUIC per subgroup and pass.
                 s.flush();
             }
-            if group_ended && copied == total {
-                finished.push(i);
-                if cache.with_store(|s| s.get(o.key).is_some_and(|g| g.aborted)) {
-                    // The publisher reset it (or it outgrew the cache): reset it downstream too.
-                    gone.push(i);
+        }
+        for key in plan.finish {
+            if let Some((_, Sink::Direct(mut s))) = sinks.remove(&key) {
+                s.finishing = true;
+                if !s.flush() {
+                    draining.push(s);
                 }
             }
         }
-        // Evicted while this subscriber still had it open: it was too far behind for it.
-        for &i in &gone {
-            metrics.groups_dropped.fetch_add(1, Ordering::Relaxed);
-            finished.push(i);
+        for (key, code) in plan.reset {
+            if let Some((_, Sink::Direct(mut s))) = sinks.remove(&key) {
+                s.reset(if code == policy::reset::TOO_FAR_BEHIND {
+                    Abandon::TooFarBehind
+                } else {
+                    Abandon::TrackEnded
+                });
+            }
         }
-        finished.sort_unstable();
-        finished.dedup();
-        for &i in finished.iter().rev() {
-            let o = open.swap_remove(i);
-            o.end(!gone.contains(&i), TOO_FAR_BEHIND, &mut draining);
+        if plan.dropped > 0 {
+            metrics
+                .groups_dropped
+                .fetch_add(plan.dropped as u64, Ordering::Relaxed);
         }
-        gone.clear();
+        if plan.skipped {
+            metrics.slow_skips.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                dropped = plan.dropped,
+                "subscriber too far behind: skipped to the newest group"
+            );
+        }
         draining.retain_mut(|s| !s.flush());
-
-        // Behind and a newer group exists: give up the older groups' undelivered remainder
-        // and go on at the newest one, which starts with a keyframe.
-        if throttled {
-            if let Some(newest) = cache.with_store(|s| s.newest_group()) {
-                let before = open.len();
-                let (keep, stale): (Vec<_>, Vec<_>) =
-                    open.drain(..).partition(|o| o.key.0 >= newest);
-                open = keep;
-                for o in stale {
-                    o.end(false, TOO_FAR_BEHIND, &mut draining);
-                }
-                if open.len() < before {
-                    metrics
-                        .groups_dropped
-                        .fetch_add((before - open.len()) as u64, Ordering::Relaxed);
-                    metrics.slow_skips.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(
-                        dropped = before - open.len(),
-                        "subscriber too far behind: skipped to the newest group"
-                    );
-                }
-            }
-        }
-
-        if opened_any {
-            // Copy the new groups' objects before waiting for more.
-            continue;
-        }
-
-        if let Some(err) = ended {
-            // Nothing more will arrive: finish complete groups, reset partial ones.
-            let done: Vec<bool> = cache.with_store(|s| {
-                open.iter()
-                    .map(|o| {
-                        s.get(o.key)
-                            .is_some_and(|g| g.complete && g.objects.len() == o.next)
-                    })
-                    .collect()
-            });
-            for (o, complete) in open.drain(..).zip(done) {
-                match o.sink {
-                    Sink::Direct(mut s) if complete => {
-                        s.finishing = true;
-                        draining.push(s);
-                    }
-                    _ => o.end(
-                        complete,
-                        transport::message::PublishDoneCode::TrackEnded as u64,
-                        &mut draining,
-                    ),
-                }
-            }
+        if let Some(result) = plan.done {
             settle(draining).await;
-            return end_result(err);
+            return result;
         }
 
-        if throttled || !draining.is_empty() || open.iter().any(OpenGroup::blocked) {
-            // Re-check the connection's progress even if no new object arrives.
+        let blocked = !draining.is_empty() || sinks.values().any(|(_, s)| s.blocked());
+        let streams = sinks
+            .values_mut()
+            .filter_map(|(_, s)| match s {
+                Sink::Direct(d) => Some(d),
+                Sink::Datagrams => None,
+            })
+            .chain(draining.iter_mut());
+        if plan.throttled {
+            // Re-check the connection's progress even if no new object arrives: QUIC has no
+            // signal for "the connection sent more", only for one stream taking more bytes.
             tokio::select! {
                 res = rx.changed() => if res.is_err() { return Ok(()) },
                 () = tokio::time::sleep(THROTTLE_POLL) => {}
+                () = any_writable(streams), if blocked => {}
             }
-            for o in &mut open {
-                if let Sink::Direct(s) = &mut o.sink {
-                    s.flush();
-                }
+        } else if blocked {
+            // A stream waits for flow control: wake when QUIC takes more, or on new objects.
+            tokio::select! {
+                res = rx.changed() => if res.is_err() { return Ok(()) },
+                () = any_writable(streams) => {}
             }
         } else {
+            drop(streams);
             if rx.changed().await.is_err() {
                 return Ok(());
             }
@@ -1258,25 +1037,25 @@ pub async fn pump(
     }
 }
 
-/// How long a subscription's first direct stream waits for SUBSCRIBE_OK to be written.
-const ACCEPT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// How long the end of a track waits for its last direct streams to be delivered.
+/// How long the end of a track waits for its last streams to take their bytes.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Before PUBLISH_DONE: hands over the last direct streams' bytes and waits (bounded) until
-/// the subscriber acknowledged them. moq-transport counts only the streams it opened itself in
-/// PUBLISH_DONE's Stream Count, so the subscriber must already hold every relay-written stream
-/// when that message arrives.
+/// Before PUBLISH_DONE (draft-18 §9.12: not before every stream of the subscription is
+/// closed): hands over the last streams' bytes as QUIC takes them and finishes them; streams
+/// still not done after [`SETTLE`] are reset.
 async fn settle(mut streams: Vec<DirectStream>) {
     let deadline = Instant::now() + SETTLE;
     let _ = tokio::time::timeout_at(deadline, async {
-        while !streams.iter_mut().all(DirectStream::flush) {
-            tokio::time::sleep(THROTTLE_POLL).await;
+        loop {
+            streams.retain_mut(|s| !s.flush());
+            if streams.is_empty() {
+                return;
+            }
+            any_writable(streams.iter_mut()).await;
         }
-        futures::future::join_all(streams.iter().map(|s| s.send.stopped())).await;
     })
     .await;
+    // Dropping what is left resets it.
 }
 
 #[cfg(test)]

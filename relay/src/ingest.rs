@@ -1,18 +1,13 @@
-//! The relay's own reader of publishers' subgroup streams.
+//! The relay's reader of publishers' data: subgroup streams and datagrams of the tracks it
+//! subscribed to (or that were pushed to it with PUBLISH), into their caches.
 //!
-//! moq-transport reads a publisher's data streams inside its session task: each object is
-//! decoded there, handed through its `serve` state to the relay's ingest task, and read out
-//! again, and every object wakes the publisher's whole session (its control streams, its
-//! request futures, the relay's own per-session futures). For the subgroup streams of a track
-//! the relay has subscribed to, [`crate::direct::Session`] instead hands the stream here once
-//! its header names a Track Alias in [`IngestRoutes`]: one task per stream decodes the objects
+//! The session layer ([`moqcast_session::io`]) hands every data stream a publisher opens to
+//! [`run`]. Its header names a Track Alias; [`IngestRoutes`] maps the aliases of this session's
+//! upstream subscriptions to their caches. One task per stream decodes the objects
 //! ([`moqcast_media::moq::wire::SubgroupParser`], no I/O) and pushes them straight into the
-//! track's cache. moq-transport gets a placeholder with the stream's header and no objects, so
-//! that it still counts the stream against PUBLISH_DONE's Stream Count (draft-18 §10.11).
-//!
-//! Streams that arrive before the relay knows the alias (the first group can overtake
-//! SUBSCRIBE_OK's processing), other streams and datagrams still go through moq-transport;
-//! both paths fill the same cache.
+//! cache. A stream can overtake the SUBSCRIBE_OK that tells the relay its alias (they travel on
+//! different QUIC streams): such a stream waits up to [`ALIAS_WAIT`] for the alias to be
+//! routed, then is stopped. Datagrams ([`datagrams`]) are routed the same way.
 
 use std::{
     collections::HashMap,
@@ -23,13 +18,18 @@ use bytes::{Bytes, BytesMut};
 use moqcast_media::moq::{
     transport::{
         coding::{Decode, DecodeError},
-        data::{StreamHeaderType, SubgroupHeader},
+        data::{StreamHeaderType, SubgroupHeader, DEFAULT_PUBLISHER_PRIORITY},
     },
     wire::SubgroupParser,
 };
+use moqcast_session::{draft18::UniStream, io::DataStream};
+use tokio::{sync::watch, task::JoinSet};
 use web_transport_quinn as wtq;
 
 use crate::{cache::CachedObject, fanout::TrackCache};
+
+/// How long a data stream whose Track Alias is not known yet waits for it.
+pub const ALIAS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Most bytes asked of QUIC per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -39,14 +39,21 @@ const STOP_CANCELLED: u32 = moqcast_media::moq::wire::RESET_CANCELLED;
 
 /// Track Aliases of a publisher session's tracks whose subgroup streams the relay reads
 /// itself, each with its cache.
-#[derive(Debug, Default, Clone)]
-pub struct IngestRoutes(Arc<Mutex<HashMap<u64, Route>>>);
+#[derive(Debug, Clone)]
+pub struct IngestRoutes(Arc<Mutex<HashMap<u64, Route>>>, Arc<watch::Sender<u64>>);
+
+impl Default for IngestRoutes {
+    fn default() -> Self {
+        Self(Arc::default(), Arc::new(watch::channel(0).0))
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Route {
     cache: Weak<TrackCache>,
-    /// The track's default publisher priority, for stream headers that leave it out; `None`
-    /// when unknown (such streams then go through moq-transport).
+    /// Data streams routed so far.
+    streams: Arc<std::sync::atomic::AtomicU64>,
+    /// The track's default publisher priority, for stream headers that leave it out.
     default_priority: Option<u8>,
 }
 
@@ -58,14 +65,18 @@ impl IngestRoutes {
         cache: &Arc<TrackCache>,
         default_priority: Option<u8>,
     ) -> RouteGuard {
+        let streams = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let route = Route {
             cache: Arc::downgrade(cache),
+            streams: streams.clone(),
             default_priority,
         };
         self.0.lock().expect("poisoned").insert(alias, route);
+        self.1.send_modify(|v| *v = v.wrapping_add(1));
         RouteGuard {
             routes: self.clone(),
             alias,
+            streams,
         }
     }
 
@@ -83,6 +94,14 @@ impl IngestRoutes {
 pub struct RouteGuard {
     routes: IngestRoutes,
     alias: u64,
+    streams: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RouteGuard {
+    /// Data streams of this alias routed so far.
+    pub fn streams(&self) -> u64 {
+        self.streams.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Drop for RouteGuard {
@@ -104,41 +123,35 @@ pub struct StreamHead {
     pub len: usize,
 }
 
-/// Where the first bytes of an incoming unidirectional stream send it.
+/// Where the first bytes of an incoming subgroup stream send it.
 #[derive(Debug)]
 pub enum Routing {
     /// Not a whole header yet.
     NeedMore,
-    /// To moq-transport: not a subgroup stream, not a routed alias, or not understood here.
-    Transport,
+    /// Not a valid subgroup header.
+    Malformed,
+    /// A Track Alias the relay has not routed (yet).
+    Unknown(u64),
     /// To the relay's reader, into this cache.
     Ingest(StreamHead, Weak<TrackCache>),
 }
 
-/// Routes a stream by its first bytes.
+/// Routes a subgroup stream by its first bytes (the stream type included).
 pub fn route(head: &[u8], routes: &IngestRoutes) -> Routing {
-    match crate::direct::subgroup_type(&mut &head[..]) {
-        Some(true) => {}
-        Some(false) => return Routing::Transport,
-        None => return Routing::NeedMore,
-    }
     let mut buf = head;
     let header =
         StreamHeaderType::decode(&mut buf).and_then(|kind| SubgroupHeader::decode(kind, &mut buf));
     let header = match header {
         Ok(h) => h,
         Err(DecodeError::More(_)) => return Routing::NeedMore,
-        Err(_) => return Routing::Transport,
+        Err(_) => return Routing::Malformed,
     };
     let Some(route) = routes.get(header.track_alias) else {
-        return Routing::Transport;
+        return Routing::Unknown(header.track_alias);
     };
     let kind = header.header_type;
     let priority = if kind.uses_default_priority() {
-        match route.default_priority {
-            Some(p) => p,
-            None => return Routing::Transport,
-        }
+        route.default_priority.unwrap_or(DEFAULT_PUBLISHER_PRIORITY)
     } else {
         header.publisher_priority
     };
@@ -147,6 +160,9 @@ pub fn route(head: &[u8], routes: &IngestRoutes) -> Routing {
         None if kind.uses_first_object_id_as_subgroup_id() => None,
         None => Some(0),
     };
+    route
+        .streams
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Routing::Ingest(
         StreamHead {
             group: header.group_id,
@@ -157,6 +173,103 @@ pub fn route(head: &[u8], routes: &IngestRoutes) -> Routing {
         },
         route.cache,
     )
+}
+
+/// Takes the data streams a publisher's session opens until it ends; each subgroup stream is
+/// read into its track's cache by a task of its own, owned here.
+pub async fn run(data: &mut tokio::sync::mpsc::Receiver<DataStream>, routes: IngestRoutes) {
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            next = data.recv() => match next {
+                Some(stream) => match stream.kind {
+                    UniStream::Subgroup => {
+                        tasks.spawn(accept_subgroup(stream, routes.clone()));
+                    }
+                    // FETCH responses: the relay makes no FETCH upstream.
+                    _ => {
+                        let mut recv = stream.recv;
+                        let _ = recv.stop(STOP_CANCELLED);
+                    }
+                },
+                None => return,
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+}
+
+/// Reads a subgroup stream's header, waits (bounded) for its alias, then reads it.
+async fn accept_subgroup(stream: DataStream, routes: IngestRoutes) {
+    let DataStream { head, mut recv, .. } = stream;
+    let mut buf = BytesMut::from(&head[..]);
+    let mut changes = routes.1.subscribe();
+    let deadline = tokio::time::Instant::now() + ALIAS_WAIT;
+    loop {
+        changes.borrow_and_update();
+        match route(&buf, &routes) {
+            Routing::Ingest(h, cache) => {
+                let _ = buf.split_to(h.len);
+                return read_subgroup(cache, h, buf, recv).await;
+            }
+            Routing::Malformed => {
+                tracing::debug!("dropping a data stream with a malformed subgroup header");
+                let _ = recv.stop(STOP_CANCELLED);
+                return;
+            }
+            Routing::Unknown(alias) => {
+                // The header is whole: wait for the alias to be routed.
+                match tokio::time::timeout_at(deadline, changes.changed()).await {
+                    Ok(Ok(())) => continue,
+                    _ => {
+                        tracing::debug!(alias, "dropping a data stream of an unknown Track Alias");
+                        let _ = recv.stop(STOP_CANCELLED);
+                        return;
+                    }
+                }
+            }
+            Routing::NeedMore => match recv.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                _ => return,
+            },
+        }
+    }
+}
+
+/// Routes the datagrams a publisher's session sends into their tracks' caches.
+pub async fn datagrams(session: wtq::Session, routes: IngestRoutes) {
+    while let Ok(bytes) = session.read_datagram().await {
+        let d = match moqcast_session::draft18::decode_datagram(bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "dropping a malformed datagram");
+                continue;
+            }
+        };
+        let Some(route) = routes.get(d.track_alias) else {
+            continue;
+        };
+        let Some(cache) = route.cache.upgrade() else {
+            continue;
+        };
+        let priority = d
+            .priority
+            .or(route.default_priority)
+            .unwrap_or(DEFAULT_PUBLISHER_PRIORITY);
+        cache.push_datagram(
+            d.group,
+            CachedObject {
+                id: d.object,
+                status: d.status,
+                properties: d.properties,
+                payload: d.payload,
+                end_of_group: d.end_of_group,
+                header: Bytes::new(),
+            },
+            priority,
+            d.end_of_group,
+        );
+    }
 }
 
 /// Reads one subgroup stream into its track's cache: the objects after the header (`buf`
@@ -256,7 +369,7 @@ mod tests {
     fn routes_only_known_aliases_with_a_whole_header() {
         let routes = IngestRoutes::default();
         let header = wire::subgroup_header(7, 42, 3, 9).unwrap();
-        assert!(matches!(route(&header, &routes), Routing::Transport));
+        assert!(matches!(route(&header, &routes), Routing::Unknown(7)));
         // No cache to point at in a unit test: a dropped one still routes by alias.
         let limits = crate::cache::CacheLimits::default();
         let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -280,9 +393,13 @@ mod tests {
             route(&header[..header.len() - 1], &routes),
             Routing::NeedMore
         ));
-        assert!(matches!(route(&[0x05, 0x01], &routes), Routing::Transport));
+        // A subgroup type whose header cannot be valid (an alias past the varint range).
+        assert!(!matches!(
+            route(&[0x05, 0x01], &routes),
+            Routing::Ingest(..)
+        ));
         drop(guard);
         assert!(routes.is_empty());
-        assert!(matches!(route(&header, &routes), Routing::Transport));
+        assert!(matches!(route(&header, &routes), Routing::Unknown(7)));
     }
 }

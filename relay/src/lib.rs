@@ -8,13 +8,13 @@
 pub mod budget;
 pub mod cache;
 pub mod config;
-pub mod direct;
 pub mod fanout;
 pub mod http;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
+pub mod policy;
 pub mod session;
 pub mod shard;
 pub mod tls;
@@ -30,7 +30,7 @@ use std::{
 };
 
 use anyhow::Context;
-use moqcast_media::moq::{self, Transport};
+use moqcast_media::moq;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Args, Config};
@@ -78,7 +78,17 @@ const ACK_DELAY: Duration = Duration::from_millis(25);
 fn server_transport(config: &Config) -> quinn::TransportConfig {
     let mut transport = moq::transport_config();
     transport.max_concurrent_uni_streams(config.max_streams.into());
-    transport.max_concurrent_bidi_streams(config.max_streams.min(limits::MAX_BIDI_STREAMS).into());
+    // Request flow control (draft-18 §3.3: a request is a bidirectional stream): the peer may
+    // open the request limit's worth, plus room for requests refused with EXCESSIVE_LOAD.
+    let requests = moqcast_session::Config {
+        max_requests: config.max_requests_per_session,
+        ..Default::default()
+    };
+    // It starts small (quinn keeps state for every stream it allows) and the session layer
+    // raises it as the peer's requests grow.
+    transport.max_concurrent_bidi_streams(
+        quinn::VarInt::from_u64(requests.initial_stream_credit).unwrap_or(quinn::VarInt::MAX),
+    );
     match config.congestion {
         config::Congestion::Cubic => transport
             .congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default())),
@@ -394,7 +404,7 @@ async fn handshake_and_run(
             .respond(response)
             .await
             .context("WebTransport response")?;
-        (session, Transport::WebTransport)
+        (session, "webtransport")
     } else if alpn == moq::MOQT_ALPN.as_bytes() {
         let url = url::Url::parse("moqt://relay/").expect("valid");
         let session = web_transport_quinn::Session::raw(
@@ -402,24 +412,32 @@ async fn handshake_and_run(
             url,
             web_transport_quinn::proto::ConnectResponse::default(),
         );
-        (session, Transport::RawQuic)
+        (session, "raw-quic")
     } else {
         anyhow::bail!("unsupported ALPN {:?}", String::from_utf8_lossy(&alpn));
     };
     state.metrics.sessions.fetch_add(1, Ordering::Relaxed);
     state.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(?transport, "session accepted");
-    let res = session::run(state.clone(), wt, transport, conn.clone(), id).await;
+    tracing::debug!(transport, "session accepted");
+    let res = session::run(state.clone(), wt, conn.clone(), id).await;
     state.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
     // A peer that closed its connection with code 0 (or timed out idle after leaving) ended the
-    // session normally: that is not an error, whatever the session loop reports.
-    let normal = matches!(
-        conn.close_reason(),
-        Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == quinn::VarInt::from_u32(0)
-    ) || matches!(
-        conn.close_reason(),
-        Some(quinn::ConnectionError::LocallyClosed)
-    );
+    // session normally: that is not an error, whatever the session loop reports. A session the
+    // relay closed for a protocol violation is one.
+    let violation = res.as_ref().is_err_and(|e| {
+        matches!(
+            e.downcast_ref::<moqcast_session::io::Error>(),
+            Some(moqcast_session::io::Error::Violation { .. })
+        )
+    });
+    let normal = !violation
+        && (matches!(
+            conn.close_reason(),
+            Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == quinn::VarInt::from_u32(0)
+        ) || matches!(
+            conn.close_reason(),
+            Some(quinn::ConnectionError::LocallyClosed)
+        ));
     if normal {
         tracing::debug!(result = ?res.as_ref().err().map(|e| format!("{e:#}")), "session closed by the peer");
         return Ok(());

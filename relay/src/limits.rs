@@ -9,17 +9,9 @@ use std::sync::{
     Arc,
 };
 
-/// Requests moq-transport 0.17 serves at once on one session (`MAX_CONCURRENT_BIDI_STREAMS` in
-/// its `session/mod.rs`). Draft-18 keeps each SUBSCRIBE, PUBLISH, PUBLISH_NAMESPACE,
-/// SUBSCRIBE_NAMESPACE and FETCH on its own bidirectional stream for the request's whole life;
-/// past this many, further requests are not read at all (they stall, unanswered), so a
-/// per-session subscription limit above it could never refuse anything.
-pub const MOQT_CONCURRENT_REQUESTS: usize = 128;
-
-/// Bidirectional QUIC streams a peer may have open per session: twice what moq-transport
-/// serves at once, as slack for streams still closing. More would only queue unread requests,
-/// and each allowed stream costs quinn a map entry up front (docs/BENCHMARKS.md, "Relay memory").
-pub const MAX_BIDI_STREAMS: u32 = 2 * MOQT_CONCURRENT_REQUESTS as u32;
+/// The highest `--max-requests-per-session` accepted. Each request is a QUIC stream the peer
+/// may hold open; the session layer grants that credit as it is used.
+pub const MAX_REQUESTS_PER_SESSION: usize = 1_000_000;
 
 /// A counter of things in use, with an upper bound.
 #[derive(Debug)]

@@ -14,21 +14,38 @@ use std::{
     sync::{atomic::Ordering, Arc, Mutex, Weak},
 };
 
-use moqcast_media::moq::{self, serve, Subscriber, TrackNamespace};
+use moqcast_media::moq::{self, transport::coding::KeyValuePairs, TrackNamespace};
+use moqcast_session::io::{self as session, Session};
 
 use crate::{
     cache::CacheLimits,
-    fanout::{CacheBudget, TrackCache},
+    fanout::{CacheBudget, TrackCache, TrackError},
     ingest::IngestRoutes,
     metrics::Metrics,
 };
 
-/// How the relay reaches a broadcast's publisher: its session's subscriber role, and (when the
-/// relay reads subgroup streams itself) the session's ingest routes.
+/// How the relay reaches a broadcast's publisher: its MoQ session, and the session's ingest
+/// routes (where the data streams of the tracks the relay subscribes to go).
 #[derive(Clone)]
 pub struct Upstream {
-    pub subscriber: Subscriber,
-    pub ingest: Option<IngestRoutes>,
+    pub session: Session,
+    pub ingest: IngestRoutes,
+}
+
+/// How long a finished upstream subscription waits for data streams PUBLISH_DONE counted but
+/// that have not arrived yet.
+const LATE_STREAMS: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Maps a refused or failed upstream request to the track's error.
+fn upstream_error(e: session::Error) -> TrackError {
+    use moq::transport::message::RequestErrorCode as C;
+    match e {
+        session::Error::Refused { code, .. } if code == C::DoesNotExist as u64 => {
+            TrackError::NotFound
+        }
+        session::Error::Refused { code, .. } if code == C::Timeout as u64 => TrackError::Timeout,
+        e => TrackError::Internal(e.to_string()),
+    }
 }
 
 /// A namespace came or went (for SUBSCRIBE_NAMESPACE).
@@ -56,7 +73,7 @@ pub struct Broadcast {
 }
 
 impl Broadcast {
-    fn end_all(&self, err: Option<serve::ServeError>) {
+    fn end_all(&self, err: Option<TrackError>) {
         let tracks: Vec<_> = self
             .tracks
             .lock()
@@ -160,7 +177,7 @@ impl Origin {
         match old {
             Some(old) => {
                 tracing::info!(broadcast = %path, old_session = old.session, session, "broadcast taken over by a new session");
-                old.end_all(Some(serve::ServeError::Closed(
+                old.end_all(Some(TrackError::Closed(
                     moq::transport::message::PublishDoneCode::GoingAway as u64,
                 )));
             }
@@ -272,31 +289,32 @@ impl Origin {
             .clone()
             .ok_or_else(|| LookupError::NoTrack(path.clone(), name.into()))?;
         let cache = TrackCache::new(&path, name, self.limits, self.budget.clone());
-        let (writer, reader) = serve::Track::new(namespace.clone(), name).produce();
-        let Upstream {
-            mut subscriber,
-            ingest,
-        } = upstream;
+        let Upstream { session, ingest } = upstream;
         let weak = Arc::downgrade(&cache);
-        cache.spawn_upstream(b.home.as_ref(), reader, async move {
-            let subscription = subscriber.subscribe_open(writer).await?;
-            // From here on the relay reads the track's subgroup streams itself.
-            let _route = match (ingest, subscription.subscribe_ok(), weak.upgrade()) {
-                (Some(routes), Some(ok), Some(c)) => {
-                    let priority = ok
-                        .track_extensions
-                        .default_publisher_priority()
-                        .ok()
-                        .flatten()
-                        .unwrap_or(moq::transport::data::DEFAULT_PUBLISHER_PRIORITY);
-                    Some(routes.insert(ok.track_alias, &c, Some(priority)))
-                }
-                _ => None,
+        let (namespace, track) = (namespace.clone(), name.to_string());
+        cache.spawn_upstream(b.home.as_ref(), async move {
+            let mut sub = session
+                .subscribe(namespace, &track, KeyValuePairs::default())
+                .await
+                .map_err(upstream_error)?;
+            let priority = sub.properties.default_publisher_priority().ok().flatten();
+            let Some(c) = weak.upgrade() else {
+                return Ok(());
             };
-            if let Some(c) = weak.upgrade() {
-                c.accept();
+            // From here on the track's data streams are read into the cache.
+            let route = ingest.insert(sub.track_alias, &c, priority);
+            c.accept();
+            drop(c);
+            let done = sub.done().await.map_err(upstream_error)?;
+            // Streams PUBLISH_DONE counted may still be on their way (draft-18 §9.12).
+            let deadline = tokio::time::Instant::now() + LATE_STREAMS;
+            while route.streams() < done.stream_count && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
-            subscription.closed().await
+            match done.status {
+                s if s == moq::transport::message::PublishDoneCode::TrackEnded as u64 => Ok(()),
+                s => Err(TrackError::Closed(s)),
+            }
         });
         tracks.retain(|_, t| t.strong_count() > 0);
         tracks.insert(key, Arc::downgrade(&cache));
@@ -308,9 +326,8 @@ impl Origin {
         &self,
         namespace: &TrackNamespace,
         name: &str,
-        reader: serve::TrackReader,
         session: u64,
-        ingest: Option<(&IngestRoutes, u64)>,
+        ingest: (&IngestRoutes, u64),
     ) -> Arc<TrackCache> {
         let path = moq::broadcast_path(namespace);
         let b = match self.get(&path) {
@@ -318,10 +335,9 @@ impl Origin {
             _ => self.announce(namespace.clone(), session, None),
         };
         let cache = TrackCache::new(&path, name, self.limits, self.budget.clone());
-        // The relay reads the track's subgroup streams itself (PUBLISH carries no default
-        // priority moq-transport shows, so streams without one go through moq-transport).
-        let route = ingest.map(|(routes, alias)| routes.insert(alias, &cache, None));
-        cache.spawn_upstream(b.home.as_ref(), reader, async move {
+        // The track's data streams are read into the cache while its PUBLISH lasts.
+        let route = ingest.0.insert(ingest.1, &cache, None);
+        cache.spawn_upstream(b.home.as_ref(), async move {
             let _route = route;
             std::future::pending().await
         });

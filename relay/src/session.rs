@@ -1,34 +1,34 @@
 //! One MoQ session: a publisher, a subscriber, or both (a relay peer).
 //!
-//! Everything a session starts (subscriptions it serves, namespaces it announces) is owned by
-//! this session's task set and cancelled when it ends. A malformed message from the peer ends
-//! this session only (moq-transport closes it with a protocol error); nothing is shared with
-//! other sessions except through [`Origin`](crate::origin::Origin) and the track caches.
+//! The session layer ([`moqcast_session`]) speaks draft-18: SETUP, request streams, request
+//! limits, Stream Counts, GOAWAY. This module is the relay's policy on top: what a SUBSCRIBE,
+//! PUBLISH, PUBLISH_NAMESPACE, SUBSCRIBE_NAMESPACE, TRACK_STATUS or FETCH of the peer gets.
+//!
+//! Everything a session starts (subscriptions it serves, namespaces it announces, the data it
+//! ingests) is owned by this session's task set and cancelled when it ends. A malformed message
+//! from the peer ends this session only; nothing is shared with other sessions except through
+//! [`Origin`](crate::origin::Origin) and the track caches.
 
 use std::{sync::Arc, time::Duration};
 
 use moqcast_media::moq::{
-    serve,
     transport::{
-        coding::Location,
-        data::{FetchRecord, FetchRecordObject},
-        message::{FilterType, RequestErrorCode},
-        session::{
-            FetchOkInfo, FetchRequested, PublishReceived, Subscribed, SubscribedNamespace,
-            TrackStatusRequested,
-        },
+        coding::{KeyValuePairs, Location, TrackNamespace},
+        message::{FilterType, RequestErrorCode, TrackExtensions},
     },
-    Publisher, Session, Subscriber, Transport,
+    TrackNamespace as Namespace,
+};
+use moqcast_session::{
+    io::{self as moqt, IncomingRequest},
+    Role,
 };
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::{
-    config::Forwarder,
-    direct::{AliasGuard, DirectAliases},
-    fanout::{pump, Backlog, DirectTarget, Output, Start, TrackCache},
+    fanout::{pump, Backlog, DirectTarget, Start, TrackCache, TrackError, Window},
     ingest::IngestRoutes,
-    limits::{Slot, Slots},
+    limits::Slot,
     origin::{Announcement, LookupError, Upstream},
     OwnedTask, RelayState,
 };
@@ -36,143 +36,150 @@ use crate::{
 /// How long a subscription waits for the upstream's first object.
 const UPSTREAM_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a peer has to send SETUP after the QUIC (and WebTransport) handshake.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs a session until it ends.
 pub async fn run(
     state: Arc<RelayState>,
     wt: web_transport_quinn::Session,
-    transport: Transport,
     conn: quinn::Connection,
     id: u64,
 ) -> anyhow::Result<()> {
-    // Subgroup streams the relay writes itself go straight to `wt`; moq-transport gets the
-    // adapter that keeps their placeholders off the wire (see `crate::direct`).
-    let aliases = DirectAliases::default();
-    let direct =
-        (state.config.forwarder == Forwarder::Direct).then(|| (wt.clone(), aliases.clone()));
-    // Likewise the subgroup streams of the tracks the relay subscribes to here are read by the
-    // relay itself (`crate::ingest`), when it writes its own streams.
-    let routes = IngestRoutes::default();
-    let ingest = (state.config.forwarder == Forwarder::Direct).then(|| routes.clone());
-    let moq = crate::direct::Session::new(wt, aliases, routes).into_transport();
-    let (session, publisher, subscriber) = Session::accept(moq, None, transport).await?;
+    let config = moqcast_session::Config {
+        max_requests: state.config.max_requests_per_session,
+        setup_timeout: SETUP_TIMEOUT,
+        ..Default::default()
+    };
+    let (session, incoming, driver) =
+        moqt::establish(wt.clone(), Some(conn.clone()), Role::Server, config);
+    let moqt::Incoming {
+        mut requests,
+        mut data,
+    } = incoming;
     let backlog = Backlog::new(conn, state.config.subscriber_backlog_bytes);
+    let routes = IngestRoutes::default();
     let mut tasks = JoinSet::new();
-
-    let res = tokio::select! {
-        res = session.run() => res.map_err(anyhow::Error::from),
-        () = downstream(state.clone(), publisher, backlog, direct) => Ok(()),
-        () = upstream(state.clone(), subscriber, id, ingest, &mut tasks) => Ok(()),
+    let ctx = Ctx {
+        state: state.clone(),
+        session: session.clone(),
+        wt: wt.clone(),
+        backlog,
+        routes: routes.clone(),
+        id,
+    };
+    // The session ends when its driver does (the connection closed, or the session layer closed
+    // it); the rest only serves it until then.
+    let work = async {
+        tokio::join!(
+            serve(&ctx, &mut requests, &mut tasks),
+            crate::ingest::run(&mut data, routes.clone()),
+            crate::ingest::datagrams(wt, routes),
+        );
+        std::future::pending::<()>().await
+    };
+    let res: Result<(), moqt::Error> = tokio::select! {
+        err = driver.run() => Err(err),
+        () = work => Ok(()),
     };
     tasks.abort_all();
     state.origin.session_closed(id);
-    res
+    res.map_err(anyhow::Error::from)
 }
 
-/// Whether the relay can write this subscription's streams itself. Subscriptions that ask for
-/// what only moq-transport's forwarder applies (FORWARD=0, an end group, a start inside a
-/// group) go through the forwarder.
-fn writes_directly(sub: &Subscribed) -> bool {
-    let info = &sub.info;
-    info.forward
-        && info.end_group_id.is_none()
-        && info
-            .filter
-            .as_ref()
-            .is_none_or(|f| f.end_group_id.is_none())
-        && info.start_location.is_none_or(|l| l.object_id == 0)
-}
-
-/// Serves the peer as a subscriber: SUBSCRIBE, SUBSCRIBE_NAMESPACE, TRACK_STATUS, FETCH.
-async fn downstream(
+/// What every request of one session needs.
+#[derive(Clone)]
+struct Ctx {
     state: Arc<RelayState>,
-    publisher: Option<Publisher>,
+    session: moqt::Session,
+    wt: web_transport_quinn::Session,
     backlog: Arc<Backlog>,
-    direct: Option<(web_transport_quinn::Session, DirectAliases)>,
+    routes: IngestRoutes,
+    id: u64,
+}
+
+/// Serves the peer's requests until the session ends.
+async fn serve(
+    ctx: &Ctx,
+    requests: &mut tokio::sync::mpsc::Receiver<IncomingRequest>,
+    tasks: &mut JoinSet<()>,
 ) {
-    let Some(publisher) = publisher else {
-        return std::future::pending().await;
-    };
-    publisher.accept_fetch();
-    let mut tasks = JoinSet::new();
     // Subscriptions of this session, waiting for their track or being served.
-    let subscriptions = Slots::new(state.config.max_subscriptions_per_session);
-    let (mut p1, mut p2, mut p3, mut p4) = (
-        publisher.clone(),
-        publisher.clone(),
-        publisher.clone(),
-        publisher,
-    );
+    let subscriptions = crate::limits::Slots::new(ctx.state.config.max_subscriptions_per_session);
     loop {
         tokio::select! {
-            Some(sub) = p1.subscribed() => {
-                let span = tracing::info_span!("subscription", broadcast = %sub.info.track_namespace, track = %sub.info.track_name.to_string_lossy());
-                let Some(slot) = subscriptions.try_acquire() else {
-                    refuse_excess(&state, sub, subscriptions.limit());
-                    continue;
-                };
-                let target = direct
-                    .as_ref()
-                    .filter(|_| writes_directly(&sub))
-                    .map(|(session, aliases)| {
-                        let alias = sub.info.id;
-                        let guard = aliases.insert(alias);
-                        let accepted = guard.accepted();
-                        (DirectTarget { session: session.clone(), alias, accepted }, guard)
-                    });
-                tasks.spawn(serve_subscription(state.clone(), sub, backlog.clone(), target, slot).instrument(span));
-            }
-            Some(ns) = p2.subscribed_namespace() => {
-                tasks.spawn(serve_namespaces(state.clone(), ns));
-            }
-            Some(req) = p3.track_status_requested() => {
-                tasks.spawn(serve_track_status(state.clone(), req));
-            }
-            Some(req) = p4.fetch_requested() => {
-                tasks.spawn(serve_fetch(state.clone(), req));
-            }
+            req = requests.recv() => match req {
+                Some(IncomingRequest::Subscribe(sub)) => {
+                    let span = tracing::info_span!("subscription", broadcast = %sub.msg.track_namespace, track = %sub.msg.track_name.to_string_lossy());
+                    let Some(slot) = subscriptions.try_acquire() else {
+                        refuse_excess(&ctx.state, sub, subscriptions.limit());
+                        continue;
+                    };
+                    tasks.spawn(serve_subscription(ctx.clone(), sub, slot).instrument(span));
+                }
+                Some(IncomingRequest::SubscribeNamespace(ns)) => {
+                    tasks.spawn(serve_namespaces(ctx.state.clone(), ns));
+                }
+                Some(IncomingRequest::TrackStatus(req)) => {
+                    tasks.spawn(serve_track_status(ctx.state.clone(), req));
+                }
+                Some(IncomingRequest::Fetch(req)) => {
+                    tasks.spawn(serve_fetch(ctx.state.clone(), req));
+                }
+                Some(IncomingRequest::PublishNamespace(pn)) => accept_namespace(ctx, pn, tasks),
+                Some(IncomingRequest::Publish(pr)) => accept_publish(ctx, pr, tasks).await,
+                None => return,
+            },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            else => return,
         }
     }
 }
 
 /// Refuses a SUBSCRIBE past the session's subscription limit with REQUEST_ERROR
-/// EXCESSIVE_LOAD (0x9, draft-18 §10.6). No retry interval is suggested: the limit lifts
+/// EXCESSIVE_LOAD (0x9, draft-18 §9.6). No retry interval is suggested: the limit lifts
 /// only when the subscriber ends one of its subscriptions. The session carries on.
-fn refuse_excess(state: &RelayState, sub: Subscribed, limit: usize) {
+fn refuse_excess(state: &RelayState, sub: moqt::SubscribeRequest, limit: usize) {
     state
         .metrics
         .subscriptions_rejected
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
-        broadcast = %sub.info.track_namespace,
-        track = %sub.info.track_name.to_string_lossy(),
+        broadcast = %sub.msg.track_namespace,
+        track = %sub.msg.track_name.to_string_lossy(),
         limit,
         "subscription limit of the session reached: refusing SUBSCRIBE"
     );
-    let _ = sub.close_with_retry(
-        serve::ServeError::Closed(RequestErrorCode::ExcessiveLoad as u64),
-        0,
+    sub.reject(
+        RequestErrorCode::ExcessiveLoad as u64,
+        &format!("at most {limit} subscriptions per session"),
     );
 }
 
-fn start_of(sub: &Subscribed) -> Start {
-    match sub.info.filter.as_ref().map(|f| f.filter_type) {
+/// Where the subscription starts and ends, from its SUBSCRIPTION_FILTER and FORWARD
+/// parameters (draft-18 §5.1.2, §9.2.8, §9.2.9).
+fn window_of(params: &KeyValuePairs) -> Window {
+    let filter = params.subscription_filter().ok().flatten();
+    let start = match filter.as_ref().map(|f| f.filter_type) {
         // Unfiltered and LargestObject both start at the newest group's first object, so video
         // begins on a keyframe at once (the relay's documented choice, see docs/relay.md).
         None | Some(FilterType::LargestObject) => Start::Newest,
         Some(FilterType::NextGroupStart) => Start::NextGroup,
-        Some(FilterType::AbsoluteStart | FilterType::AbsoluteRange) => sub
-            .info
-            .start_location
-            .map(|l| Start::Group(l.group_id))
+        Some(FilterType::AbsoluteStart | FilterType::AbsoluteRange) => filter
+            .as_ref()
+            .and_then(|f| f.start_location)
+            .map(|l| Start::Group(l.group_id, l.object_id))
             .unwrap_or(Start::Newest),
+    };
+    Window {
+        start,
+        end_group: filter.and_then(|f| f.end_group_id),
+        forward: params.forward().ok().flatten().unwrap_or(true),
     }
 }
 
 /// Finds (or subscribes upstream to) a track and waits for its first object.
 ///
-/// Without a RENDEZVOUS_TIMEOUT parameter (draft-18 §10.2.2) an unknown track is refused at
+/// Without a RENDEZVOUS_TIMEOUT parameter (draft-18 §9.2.4) an unknown track is refused at
 /// once with DOES_NOT_EXIST; with one, the relay waits that long for a publisher to announce
 /// the namespace or PUBLISH the track, then refuses with TIMEOUT.
 ///
@@ -180,10 +187,10 @@ fn start_of(sub: &Subscribed) -> Start {
 /// everything cached is new to it; otherwise it starts at the newest group).
 async fn resolve(
     state: &RelayState,
-    namespace: &moqcast_media::moq::TrackNamespace,
+    namespace: &TrackNamespace,
     name: &str,
     rendezvous: Option<Duration>,
-) -> Result<(Arc<TrackCache>, bool), serve::ServeError> {
+) -> Result<(Arc<TrackCache>, bool), TrackError> {
     let deadline = rendezvous.map(|d| tokio::time::Instant::now() + d);
     let mut watch = state.origin.watch();
     let mut waited = false;
@@ -193,12 +200,12 @@ async fn resolve(
             Ok(found) => break found,
             Err(LookupError::NoBroadcast(_) | LookupError::NoTrack(..)) => {
                 let Some(deadline) = deadline else {
-                    return Err(serve::ServeError::NotFound);
+                    return Err(TrackError::NotFound);
                 };
                 waited = true;
                 match tokio::time::timeout_at(deadline, watch.changed()).await {
                     Ok(Ok(())) => continue,
-                    Ok(Err(_)) | Err(_) => return Err(serve::ServeError::Timeout),
+                    Ok(Err(_)) | Err(_) => return Err(TrackError::Timeout),
                 }
             }
         }
@@ -209,14 +216,12 @@ async fn resolve(
     };
     match tokio::time::timeout_at(wait, cache.ready()).await {
         Ok(Ok(())) => Ok((cache, waited)),
-        Ok(Err(e)) => Err(e.unwrap_or(serve::ServeError::NotFound)),
-        Err(_) => Err(serve::ServeError::Timeout),
+        Ok(Err(e)) => Err(e.unwrap_or(TrackError::NotFound)),
+        Err(_) => Err(TrackError::Timeout),
     }
 }
 
-fn rendezvous_of(
-    params: &moqcast_media::moq::transport::coding::KeyValuePairs,
-) -> Option<Duration> {
+fn rendezvous_of(params: &KeyValuePairs) -> Option<Duration> {
     params
         .rendezvous_timeout()
         .ok()
@@ -226,70 +231,74 @@ fn rendezvous_of(
 
 /// Serves one subscription; `_slot` holds its place under the session's subscription limit
 /// until it ends.
-async fn serve_subscription(
-    state: Arc<RelayState>,
-    sub: Subscribed,
-    backlog: Arc<Backlog>,
-    direct: Option<(DirectTarget, AliasGuard)>,
-    _slot: Slot,
-) {
-    // The alias stays marked as direct until PUBLISH_DONE went out (end of this function).
-    let (direct, _alias) = direct.unzip();
-    let name = sub.info.track_name.to_string_lossy().into_owned();
-    let rendezvous = rendezvous_of(&sub.info.params);
-    let (cache, waited) = match resolve(&state, &sub.info.track_namespace, &name, rendezvous).await
+async fn serve_subscription(ctx: Ctx, sub: moqt::SubscribeRequest, _slot: Slot) {
+    let state = &ctx.state;
+    let name = sub.msg.track_name.to_string_lossy().into_owned();
+    let namespace = sub.msg.track_namespace.clone();
+    let mut window = window_of(&sub.msg.params);
+    let (cache, waited) =
+        match resolve(state, &namespace, &name, rendezvous_of(&sub.msg.params)).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "subscription refused");
+                sub.reject(e.request_error_code(), &e.to_string());
+                return;
+            }
+        };
+    if waited && window.start == Start::Newest {
+        // The subscription was waiting before the track existed: everything cached is new.
+        window.start = Start::Oldest;
+    }
+    // The Track Alias is the subscription's Request ID: unique in this session.
+    let alias = sub.request_id();
+    // SUBSCRIBE_OK carries no Largest Location: the relay starts the subscriber itself (see
+    // `window_of`), and `@moq/net` misreads that parameter (docs/relay.md, "Interop").
+    let mut serving = match sub
+        .accept(alias, KeyValuePairs::default(), TrackExtensions::default())
+        .await
     {
-        Ok(c) => c,
+        Ok(s) => s,
         Err(e) => {
-            tracing::debug!(error = %e, "subscription refused");
-            let _ = sub.close(e);
+            tracing::debug!(error = %e, "could not accept SUBSCRIBE");
             return;
         }
     };
-    let mut start = start_of(&sub);
-    if waited && start == Start::Newest {
-        // The subscription was waiting before the track existed: everything cached is new.
-        start = Start::Oldest;
-    }
-    let (writer, reader) =
-        serve::Track::new(sub.info.track_namespace.clone(), name.as_str()).produce();
-    // The private track's mode (subgroups or datagrams) follows the upstream's once known.
-    let mut out = Output::Pending(Some(writer), direct);
     state
         .metrics
         .subscriptions_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The gauge goes down however this task ends, aborted with its session included.
     let _active = ActiveSubscription::new(state.metrics.clone());
-    tracing::debug!(?start, "subscription started");
-
-    // SUBSCRIBE_OK carries no Largest Location: the relay starts the subscriber itself (see
-    // `start_of`), so the forwarder must not filter again against a stale position.
-    // moq-transport's side and the pump run as tasks of their own, owned here (aborted when
-    // this ends). In one `select!` each would be polled, or its join handle checked, at every
-    // object the pump is woken for; this task wakes only when one of them ends.
-    let mut serve = OwnedTask(tokio::spawn(
-        sub.serve_with_largest_location(reader, None)
-            .instrument(tracing::Span::current()),
-    ));
+    tracing::debug!(?window, "subscription started");
+    let target = DirectTarget {
+        session: ctx.wt.clone(),
+        alias,
+        streams: serving.counter(),
+    };
     let coalesce = state
         .placement
         .as_ref()
         .and_then(|p| crate::shard::Coalesce::new(p, state.config.coalesce));
+    // The pump runs as a task of its own (aborted when this ends): in one `select!` with the
+    // request stream it would be polled whenever the other is.
+    let backlog = ctx.backlog.clone();
     let mut pumping = OwnedTask(tokio::spawn(
-        async move {
-            let res = pump(cache, &mut out, start, backlog, coalesce).await;
-            out.close(res.err());
-        }
-        .instrument(tracing::Span::current()),
+        async move { pump(cache, &target, window, backlog, coalesce).await }
+            .instrument(tracing::Span::current()),
     ));
     tokio::select! {
-        res = &mut serve.0 => {
-            tracing::debug!(result = ?res.ok().and_then(Result::err), "subscription ended by the subscriber");
+        why = serving.cancelled() => {
+            tracing::debug!(%why, "subscription ended by the subscriber");
+            drop(pumping);
         }
-        _ = &mut pumping.0 => {
-            // Let the forwarder flush and send PUBLISH_DONE.
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut serve.0).await;
+        res = &mut pumping.0 => {
+            let err = res.unwrap_or(Err(TrackError::Cancel)).err();
+            let status = TrackError::publish_done_status(err.as_ref());
+            let reason = err.map(|e| e.to_string()).unwrap_or_default();
+            match serving.done(status, &reason) {
+                Ok(streams) => tracing::debug!(status, streams, "PUBLISH_DONE"),
+                Err(e) => tracing::debug!(error = %e, "could not send PUBLISH_DONE"),
+            }
         }
     }
 }
@@ -314,14 +323,24 @@ impl Drop for ActiveSubscription {
     }
 }
 
-async fn serve_namespaces(state: Arc<RelayState>, mut ns: SubscribedNamespace) {
-    let prefix = ns.info.namespace_prefix.clone();
+/// The namespace fields after `prefix`, as NAMESPACE carries them (draft-18 §9.18).
+fn suffix(
+    namespace: &Namespace,
+    prefix: &moqcast_media::moq::transport::coding::TrackNamespacePrefix,
+) -> moqcast_media::moq::transport::coding::TrackNamespacePrefix {
+    namespace.strip_prefix(prefix).unwrap_or_default()
+}
+
+async fn serve_namespaces(state: Arc<RelayState>, req: moqt::NamespaceSubscriptionRequest) {
+    let prefix = req.msg.track_namespace_prefix.clone();
     let mut events = state.origin.events();
-    if ns.ok().is_err() {
+    let Ok(mut feed) = req.accept() else {
         return;
-    }
+    };
     for b in state.origin.list() {
-        if prefix.is_prefix_of(&b.namespace) && ns.namespace(&b.namespace).is_err() {
+        if prefix.is_prefix_of(&b.namespace)
+            && feed.namespace(suffix(&b.namespace, &prefix)).is_err()
+        {
             return;
         }
     }
@@ -329,70 +348,58 @@ async fn serve_namespaces(state: Arc<RelayState>, mut ns: SubscribedNamespace) {
         tokio::select! {
             ev = events.recv() => match ev {
                 Ok(Announcement::Active(n)) if prefix.is_prefix_of(&n) => {
-                    if ns.namespace(&n).is_err() { return; }
+                    if feed.namespace(suffix(&n, &prefix)).is_err() { return; }
                 }
                 Ok(Announcement::Ended(n)) if prefix.is_prefix_of(&n) => {
-                    if ns.namespace_done(&n).is_err() { return; }
+                    if feed.namespace_done(suffix(&n, &prefix)).is_err() { return; }
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    // Resynchronise: announce what exists now (duplicates are ignored).
+                    // Resynchronise: announce what exists now (the viewer ignores duplicates).
                     for b in state.origin.list() {
-                        if prefix.is_prefix_of(&b.namespace) { let _ = ns.namespace(&b.namespace); }
+                        if prefix.is_prefix_of(&b.namespace) {
+                            let _ = feed.namespace(suffix(&b.namespace, &prefix));
+                        }
                     }
                 }
                 Err(_) => return,
             },
-            _ = ns.closed() => return,
+            _ = feed.cancelled() => return,
         }
     }
 }
 
-async fn serve_track_status(state: Arc<RelayState>, mut req: TrackStatusRequested) {
-    let namespace = req.request_msg.track_namespace.clone();
-    let name = req.request_msg.track_name.to_string_lossy().into_owned();
-    let cache = match resolve(
-        &state,
-        &namespace,
-        &name,
-        rendezvous_of(&req.request_msg.params),
-    )
-    .await
-    {
+async fn serve_track_status(state: Arc<RelayState>, req: moqt::TrackStatusRequest) {
+    let namespace = req.msg.track_namespace.clone();
+    let name = req.msg.track_name.to_string_lossy().into_owned();
+    let cache = match resolve(&state, &namespace, &name, rendezvous_of(&req.msg.params)).await {
         Ok((c, _)) => c,
         Err(e) => {
-            let _ = req.respond_error(RequestErrorCode::DoesNotExist as u64, &e.to_string());
+            req.reject(RequestErrorCode::DoesNotExist as u64, &e.to_string());
             return;
         }
     };
-    // A throw-away track whose only state is the cached largest location.
-    let (writer, reader) = serve::Track::new(namespace, name.as_str()).produce();
-    let mut keep = Vec::new();
-    if let (Ok(mut groups), Some((g, o))) = (writer.subgroups(), cache.largest()) {
-        if let Ok(mut w) = groups.create(serve::Subgroup {
-            group_id: g,
-            subgroup_id: 0,
-            priority: 0,
-        }) {
-            if let Ok(obj) = w.create_with_id(o, 0, None) {
-                keep.push(obj);
-            }
-            let _ = req.respond_ok(&reader);
-            return;
-        }
+    let mut params = KeyValuePairs::default();
+    if let Some((g, o)) = cache.largest() {
+        let _ = params.set_largest_object(Location::new(g, o));
     }
-    let _ = req.respond_ok(&reader);
+    req.respond(params, TrackExtensions::default());
 }
 
-async fn serve_fetch(state: Arc<RelayState>, req: FetchRequested) {
-    let Ok(Some(range)) = req.resolve().await else {
+async fn serve_fetch(state: Arc<RelayState>, req: moqt::FetchRequest) {
+    let Some(range) = req.msg.standalone_fetch.clone() else {
+        // Joining FETCH needs the joined subscription's state: not served.
+        req.reject(
+            RequestErrorCode::NotSupported as u64,
+            "only standalone FETCH is supported",
+        );
         return;
     };
     let name = range.track_name.to_string_lossy().into_owned();
     let cache = match resolve(&state, &range.track_namespace, &name, None).await {
         Ok((c, _)) => c,
         Err(e) => {
-            let _ = req.reject(RequestErrorCode::DoesNotExist, &e.to_string());
+            req.reject(RequestErrorCode::DoesNotExist as u64, &e.to_string());
             return;
         }
     };
@@ -408,7 +415,7 @@ async fn serve_fetch(state: Arc<RelayState>, req: FetchRequested) {
                 l < end
             }
     };
-    let objects = cache.with_store(|s| {
+    let mut objects = cache.with_store(|s| {
         let mut v = Vec::new();
         for key in s.keys() {
             let g = s.get(key).expect("listed");
@@ -420,109 +427,107 @@ async fn serve_fetch(state: Arc<RelayState>, req: FetchRequested) {
         }
         v
     });
+    objects.sort_by_key(|(g, _, _, o)| (*g, o.id));
     let Some(last) = objects.last() else {
-        let _ = req.reject(
-            RequestErrorCode::InvalidRange,
+        req.reject(
+            RequestErrorCode::InvalidRange as u64,
             "the requested range is not cached",
         );
         return;
     };
     let end_location = Location::new(last.0, last.3.id + 1);
-    let Ok(mut w) = req
-        .respond(FetchOkInfo {
-            end_of_track: false,
-            end_location,
-            params: Default::default(),
-            track_extensions: Default::default(),
-        })
-        .await
-    else {
+    let request_id = req.request_id();
+    let Ok((_serving, mut stream)) = req.accept(false, end_location).await else {
         return;
     };
+    let mut writer = moqcast_session::draft18::FetchWriter::default();
+    let Ok(header) = moqcast_session::draft18::FetchWriter::header(request_id) else {
+        return;
+    };
+    let mut buf = header.to_vec();
     for (group, subgroup, priority, o) in objects {
-        let rec = FetchRecord::Object(FetchRecordObject {
-            group_id: group,
-            subgroup_id: Some(subgroup),
-            object_id: o.id,
-            publisher_priority: priority,
-            extension_headers: o.properties.clone(),
-            payload_length: o.payload.len() as u64,
-        });
-        if w.write_record(&rec).await.is_err() || w.write_payload(&o.payload).await.is_err() {
+        let subgroup = if subgroup == crate::fanout::DATAGRAM_SUBGROUP {
+            0
+        } else {
+            subgroup
+        };
+        if writer
+            .object(
+                group,
+                subgroup,
+                o.id,
+                priority,
+                o.status,
+                &o.properties,
+                &o.payload,
+                &mut buf,
+            )
+            .is_err()
+        {
+            let _ = stream.reset(moqcast_media::moq::wire::RESET_CANCELLED);
             return;
         }
-    }
-    let _ = w.finish().await;
-}
-
-/// Serves the peer as a publisher: PUBLISH_NAMESPACE and PUBLISH.
-async fn upstream(
-    state: Arc<RelayState>,
-    subscriber: Option<Subscriber>,
-    session: u64,
-    ingest: Option<IngestRoutes>,
-    tasks: &mut JoinSet<()>,
-) {
-    let Some(subscriber) = subscriber else {
-        return std::future::pending().await;
-    };
-    let (mut s1, mut s2) = (subscriber.clone(), subscriber.clone());
-    loop {
-        tokio::select! {
-            Some(mut pn) = s1.published_namespace() => {
-                let namespace = pn.info.namespace.clone();
-                let path = moqcast_media::moq::broadcast_path(&namespace);
-                if path.is_empty() || path.len() > 1024 {
-                    let _ = pn.reject(RequestErrorCode::NamespaceTooLarge as u64, "namespace must be 1..=1024 bytes");
-                    continue;
-                }
-                if pn.ok().is_err() {
-                    continue;
-                }
-                let upstream = Upstream { subscriber: subscriber.clone(), ingest: ingest.clone() };
-                state.origin.announce(namespace, session, Some(upstream));
-                let origin = state.clone();
-                tasks.spawn(async move {
-                    let _ = pn.closed().await;
-                    origin.origin.unannounce(&path, session);
-                });
+        if buf.len() >= 64 * 1024 {
+            if stream.write_all(&buf).await.is_err() {
+                return;
             }
-            Some(pr) = s2.publish_received() => {
-                accept_publish(&state, pr, session, ingest.as_ref(), tasks);
-            }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            else => return std::future::pending().await,
+            buf.clear();
         }
     }
+    if stream.write_all(&buf).await.is_ok() {
+        let _ = stream.finish();
+    }
 }
 
-fn accept_publish(
-    state: &Arc<RelayState>,
-    mut pr: PublishReceived,
-    session: u64,
-    ingest: Option<&IngestRoutes>,
-    tasks: &mut JoinSet<()>,
-) {
-    let namespace = pr.namespace().clone();
-    let name = pr.name().to_string_lossy().into_owned();
-    let reader = match pr.ok(true) {
-        Ok(r) => r,
+/// PUBLISH_NAMESPACE: the namespace becomes a broadcast whose tracks the relay subscribes to
+/// on this session.
+fn accept_namespace(ctx: &Ctx, pn: moqt::NamespaceRequest, tasks: &mut JoinSet<()>) {
+    let namespace = pn.msg.track_namespace.clone();
+    let path = moqcast_media::moq::broadcast_path(&namespace);
+    if path.is_empty() || path.len() > 1024 {
+        pn.reject(
+            RequestErrorCode::NamespaceTooLarge as u64,
+            "namespace must be 1..=1024 bytes",
+        );
+        return;
+    }
+    let Ok(mut announced) = pn.accept() else {
+        return;
+    };
+    let upstream = Upstream {
+        session: ctx.session.clone(),
+        ingest: ctx.routes.clone(),
+    };
+    ctx.state.origin.announce(namespace, ctx.id, Some(upstream));
+    let state = ctx.state.clone();
+    let session = ctx.id;
+    tasks.spawn(async move {
+        announced.withdrawn().await;
+        state.origin.unannounce(&path, session);
+    });
+}
+
+/// PUBLISH: the peer pushes one track; its data streams are read into a cache while the
+/// PUBLISH lasts.
+async fn accept_publish(ctx: &Ctx, pr: moqt::PublishRequest, tasks: &mut JoinSet<()>) {
+    let namespace = pr.msg.track_namespace.clone();
+    let name = pr.msg.track_name.to_string_lossy().into_owned();
+    let alias = pr.msg.track_alias;
+    let mut published = match pr.accept(KeyValuePairs::default()).await {
+        Ok(p) => p,
         Err(e) => {
             tracing::debug!(error = %e, "could not accept PUBLISH");
             return;
         }
     };
-    let cache = state.origin.publish_track(
-        &namespace,
-        &name,
-        reader,
-        session,
-        ingest.map(|r| (r, pr.track_alias())),
-    );
-    let origin = state.clone();
+    let cache = ctx
+        .state
+        .origin
+        .publish_track(&namespace, &name, ctx.id, (&ctx.routes, alias));
+    let state = ctx.state.clone();
     let path = moqcast_media::moq::broadcast_path(&namespace);
     tasks.spawn(async move {
-        let _ = pr.closed().await;
-        origin.origin.unpublish_track(&path, &name, &cache);
+        let _ = published.done().await;
+        state.origin.unpublish_track(&path, &name, &cache);
     });
 }

@@ -242,12 +242,6 @@ fn moq_test_client_against_our_relay() {
     moq_test_client_against(&[]);
 }
 
-/// The same against `--forwarder transport` (moq-transport writes the streams).
-#[test]
-fn moq_test_client_against_our_relay_with_the_transport_forwarder() {
-    moq_test_client_against(&["--forwarder", "transport"]);
-}
-
 fn moq_test_client_against(relay_args: &[&str]) {
     let (rt, relay) = our_relay_with(relay_args);
     let dir = TempDir::new("interop-test-client");

@@ -137,8 +137,8 @@ async fn slow_subscriber_loses_only_its_own_groups() {
     );
     let cache = m.cache_bytes.load(Ordering::Relaxed);
     assert!(cache <= 2 * cache_budget, "cache holds {cache} bytes");
-    // The relay wrote the subgroup streams itself (--forwarder direct, the default), and the
-    // slow subscriber's stale groups were reset rather than sent.
+    // The relay wrote the subgroup streams itself, and the slow subscriber's stale groups were
+    // reset rather than sent.
     let direct = m.direct_streams.load(Ordering::Relaxed);
     assert!(direct >= 8, "only {direct} direct subgroup streams");
     assert!(m.direct_resets.load(Ordering::Relaxed) > 0);
@@ -822,21 +822,16 @@ async fn saturated_shards_coalesce_what_subscribers_are_sent() {
     }
 }
 
-/// With `--forwarder direct` (the default) the relay reads a publisher's subgroup streams
-/// itself once it knows their Track Alias; with `--forwarder transport` moq-transport reads
-/// them. Either way the subscriber gets every object of every group, in order.
+/// The relay reads a publisher's subgroup streams itself once it knows their Track Alias (a
+/// stream that overtakes SUBSCRIBE_OK waits for it): the subscriber gets every object of every
+/// group, in order, and every stream was read by the relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publishers_streams_are_read_by_the_relay_or_by_moq_transport() {
+async fn publishers_streams_are_read_by_the_relay() {
     init_tracing();
     const GROUPS: u64 = 4;
     const OBJECTS: u64 = 5;
-    for direct in [true, false] {
-        let flags: &[&str] = if direct {
-            &[]
-        } else {
-            &["--forwarder", "transport"]
-        };
-        let relay = TestRelay::start(flags).await;
+    {
+        let relay = TestRelay::start(&[]).await;
         let url: url::Url = relay.url("moqt").parse().unwrap();
         let (publishing, mut tracks) = publish_tracks(&relay, &url, "ingest", &["v"]).await;
         let mut subscriber = subscribe_upstream(&relay, &url, "ingest", "v").await;
@@ -872,16 +867,10 @@ async fn publishers_streams_are_read_by_the_relay_or_by_moq_transport() {
             .metrics
             .direct_ingest_streams
             .load(Ordering::Relaxed);
-        if direct {
-            // The first group may overtake SUBSCRIBE_OK's processing and go through
-            // moq-transport; the others are read by the relay.
-            assert!(
-                read_directly >= GROUPS - 1,
-                "{read_directly} streams read directly"
-            );
-        } else {
-            assert_eq!(read_directly, 0);
-        }
+        assert_eq!(
+            read_directly, GROUPS,
+            "{read_directly} streams read by the relay"
+        );
         assert_eq!(relay.state.metrics.errors.load(Ordering::Relaxed), 0);
         drop(subscriber);
         publishing.abort();

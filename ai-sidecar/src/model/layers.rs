@@ -19,7 +19,7 @@ pub enum Precision {
     /// 4-bit blocks of 32 weights (coarser; smaller and faster where memory bound).
     Q4_0,
     /// For products of a few rows (decoding steps): 8-bit blocks of 32 weights with f32 activations
-    /// ([`super::int8`]); products of many rows (the encoder, prompts) stay f32. Memory: the f32
+    /// (the `int8` module); products of many rows (the encoder, prompts) stay f32. Memory: the f32
     /// weights plus a quarter.
     Int8,
 }
