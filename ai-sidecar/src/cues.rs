@@ -11,6 +11,7 @@ use std::collections::{BTreeSet, VecDeque};
 use moqcast_media::caption::{CaptionTimeline, Cue, MAX_CUE_TEXT_BYTES};
 
 use crate::recognize::Recognized;
+use crate::translate::TranslatedCue;
 
 /// Final cues repeated at the start of a group.
 pub const REPEATED_CUES: usize = 8;
@@ -77,7 +78,11 @@ pub fn strip_non_speech(text: &str) -> String {
 
 /// Cue text: speech only, trimmed, cut to the cue size limit at a character boundary.
 fn clean(text: &str) -> String {
-    let mut t = strip_non_speech(text);
+    truncate(strip_non_speech(text))
+}
+
+/// Cuts to the cue size limit at a character boundary.
+fn truncate(mut t: String) -> String {
     if t.len() > MAX_CUE_TEXT_BYTES {
         let mut end = MAX_CUE_TEXT_BYTES;
         while !t.is_char_boundary(end) {
@@ -106,21 +111,41 @@ impl CueWriter {
                 cues: vec![cue],
             });
         }
+        self.final_cue(r.utterance, start_ms, end_ms, text, &r.merged)
+    }
+
+    /// The object for a translated final cue: the source cue's id and times, the translated
+    /// text. Translated tracks carry no partial cues.
+    pub fn on_translated(&mut self, t: &TranslatedCue) -> Option<CueObject> {
+        let start_ms = t.start_us / 1000;
+        let end_ms = (t.end_us / 1000).max(start_ms);
+        let text = truncate(t.text.split_whitespace().collect::<Vec<_>>().join(" "));
+        self.final_cue(t.utterance, start_ms, end_ms, text, &[])
+    }
+
+    fn final_cue(
+        &mut self,
+        utterance: u64,
+        start_ms: u64,
+        end_ms: u64,
+        text: String,
+        merged: &[u64],
+    ) -> Option<CueObject> {
         let mut cues = Vec::new();
         // Utterances merged into this one: withdraw partials shown for them.
-        for id in &r.merged {
+        for id in merged {
             if self.shown_partials.remove(id) {
                 let mut c = Cue::new(start_ms, start_ms, "");
                 c.id = Some(cue_id(*id));
                 cues.push(c);
             }
         }
-        let had_partial = self.shown_partials.remove(&r.utterance);
+        let had_partial = self.shown_partials.remove(&utterance);
         if text.is_empty() && !had_partial && cues.is_empty() {
             return None;
         }
         let mut cue = Cue::new(start_ms, end_ms, text);
-        cue.id = Some(cue_id(r.utterance));
+        cue.id = Some(cue_id(utterance));
         cues.push(cue.clone());
         let mut all: Vec<Cue> = self.recent.iter().cloned().collect();
         all.extend(cues.iter().cloned());
@@ -211,6 +236,32 @@ mod tests {
         // Empty finals are not repeated later.
         let f = w.on_result(&result(2, true, "Words.")).unwrap();
         assert_eq!(CaptionTimeline::parse(&f.payload).unwrap().cues.len(), 1);
+    }
+
+    #[test]
+    fn translated_cues_keep_the_source_id_and_times() {
+        let mut w = CueWriter::default();
+        let t = TranslatedCue {
+            utterance: 7,
+            start_us: 21_000_000,
+            end_us: 23_500_000,
+            lang: "es".into(),
+            text: " Hola  mundo. ".into(),
+            took: Duration::ZERO,
+        };
+        let f = w.on_translated(&t).unwrap();
+        assert!(f.new_group);
+        let c = &CaptionTimeline::parse(&f.payload).unwrap().cues[0];
+        assert_eq!(
+            (
+                c.id.as_deref(),
+                c.start_ms,
+                c.end_ms,
+                c.text.as_str(),
+                c.is_final
+            ),
+            (Some("u7"), 21_000, 23_500, "Hola mundo.", true)
+        );
     }
 
     #[test]

@@ -15,14 +15,19 @@
 
 pub mod audio;
 pub mod audio_in;
+pub mod config;
 pub mod ct2;
 pub mod cues;
+pub mod lang;
 pub mod locate;
 pub mod marian;
 pub mod metrics;
 pub mod model;
+pub mod providers;
 pub mod recognize;
 pub mod segment;
 pub mod service;
+pub mod stage;
 pub mod transcriber;
+pub mod translate;
 pub mod vad;

@@ -1,86 +1,30 @@
-//! `moqcast-sidecar`: live captions for broadcasts on a moqcast (or any draft-18 MoQ) relay.
+//! `moqcast-sidecar`: live captions, and their translations, for broadcasts on a moqcast (or
+//! any draft-18 MoQ) relay.
 //!
 //! ```text
-//! moqcast-sidecar --url https://localhost:4443/ --broadcast demo [--broadcast other | --prefix live]
+//! moqcast-sidecar --url https://localhost:4443/ --broadcast demo [--broadcast other | --prefix live] [--translate es]
 //! ```
 //!
-//! See `ai-sidecar/README.md`.
+//! See docs/sidecar.md.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
-use moqcast_client::{cli::TlsArgs, Client};
+use moqcast_client::Client;
 use moqcast_media::moq;
 use moqcast_sidecar::{
-    metrics::Metrics,
+    config::Config,
+    metrics::{Metrics, Unavailable},
     model::{DecodeOptions, WhisperModel},
+    providers::{ChainTranscriber, Kind, Providers},
     recognize::Recognizer,
     segment::SegmenterConfig,
-    service::{self, Shared},
+    service::{self, caption_track_name, Shared, TranslationTarget},
+    stage::{Provider, Recognition},
     transcriber::Whisper,
     vad::VadConfig,
 };
-use url::Url;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "moqcast-sidecar",
-    version,
-    about = "Live Whisper captions for MoQ broadcasts, published back as WebVTT caption tracks"
-)]
-struct Args {
-    /// Relay URL: `https://host:port/` (WebTransport) or `moqt://host:port` (raw QUIC).
-    #[arg(long, env = "MOQCAST_URL", default_value = "https://localhost:4443/")]
-    url: Url,
-    /// A broadcast to caption (repeat, or comma-separate, for several).
-    #[arg(long = "broadcast", env = "MOQCAST_BROADCAST", value_delimiter = ',')]
-    broadcasts: Vec<String>,
-    /// Caption every broadcast announced under this prefix (SUBSCRIBE_NAMESPACE); `""` for all.
-    #[arg(long, env = "MOQCAST_PREFIX")]
-    prefix: Option<String>,
-    /// Whisper model: a local directory (HF safetensors, or faster-whisper/CTranslate2), or a
-    /// Hugging Face hub id found in the local hub cache. Default: the model that
-    /// scripts/fetch-model.sh installs (Whisper tiny.en).
-    #[arg(long, env = "MOQCAST_WHISPER_MODEL")]
-    model: Option<String>,
-    /// Fetch a hub id that is not in the local cache (needs network access to the hub).
-    #[arg(long, env = "MOQCAST_ALLOW_DOWNLOAD")]
-    allow_download: bool,
-    /// Language of the speech and the captions (BCP 47; English-only models need `en`).
-    #[arg(long, env = "MOQCAST_LANGUAGE", default_value = "en")]
-    language: String,
-    /// Beam size for final cues (1 = greedy). Partial cues are always greedy. Beam 5 (the
-    /// default, as in faster-whisper and OpenAI's whisper) cut the word error rate from 18% to 13%
-    /// on the caption benchmark for about 50% more CPU per final (docs/BENCHMARKS.md).
-    #[arg(long, env = "MOQCAST_BEAM_SIZE", default_value_t = 5)]
-    beam_size: usize,
-    /// Inference threads (default: all cores).
-    #[arg(long, env = "MOQCAST_THREADS")]
-    threads: Option<usize>,
-    /// `cpu`, or `cuda` (build with `--features cuda`).
-    #[arg(long, env = "MOQCAST_DEVICE", default_value = "cpu")]
-    device: String,
-    /// Address of the HTTP endpoint serving /metrics, /status and /healthz.
-    #[arg(long, env = "MOQCAST_METRICS_ADDR", default_value = "127.0.0.1:9465")]
-    metrics_addr: SocketAddr,
-    /// How often a partial cue is produced while someone speaks, ms.
-    #[arg(long, env = "MOQCAST_PARTIAL_EVERY_MS", default_value_t = 1000)]
-    partial_every_ms: u64,
-    /// The pause that ends an utterance, ms.
-    #[arg(long, env = "MOQCAST_PAUSE_MS", default_value_t = 500)]
-    pause_ms: u64,
-    /// Longest utterance before it is cut, ms (at most 29000).
-    #[arg(long, env = "MOQCAST_MAX_UTTERANCE_MS", default_value_t = 15_000)]
-    max_utterance_ms: u64,
-    /// Speech waiting for recognition per broadcast before utterances are merged or skipped, ms.
-    #[arg(long, env = "MOQCAST_MAX_BACKLOG_MS", default_value_t = 20_000)]
-    max_backlog_ms: u64,
-    #[command(flatten)]
-    tls: TlsArgs,
-}
 
 fn device(name: &str) -> anyhow::Result<candle_core::Device> {
     match name {
@@ -97,38 +41,19 @@ fn download(id: &str) -> Result<std::path::PathBuf, String> {
     moqcast_sidecar::locate::download(id)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    if let Some(n) = args.threads {
-        // candle's CPU kernels size their pools from RAYON_NUM_THREADS; set before any starts.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
-    moqcast_client::cli::init_tracing();
-    if args.broadcasts.is_empty() && args.prefix.is_none() {
-        anyhow::bail!("nothing to caption: pass --broadcast NAME (repeatable) or --prefix PREFIX");
-    }
-    if args.max_utterance_ms > moqcast_sidecar::recognize::MAX_JOB_MS {
-        anyhow::bail!(
-            "--max-utterance-ms must be at most {}",
-            moqcast_sidecar::recognize::MAX_JOB_MS
-        );
-    }
-    if args.beam_size == 0 {
-        anyhow::bail!("--beam-size must be at least 1");
-    }
-
+/// Loads the local Whisper model (`whisper` in the recognition chain).
+async fn load_whisper(config: &Config) -> anyhow::Result<Arc<dyn Provider<Recognition>>> {
     #[cfg(feature = "download")]
     let fetch: Option<moqcast_sidecar::locate::Downloader<'_>> =
-        args.allow_download.then_some(&download as _);
+        config.allow_download.then_some(&download as _);
     #[cfg(not(feature = "download"))]
     let fetch: Option<moqcast_sidecar::locate::Downloader<'_>> = None;
     #[cfg(not(feature = "download"))]
-    if args.allow_download {
+    if config.allow_download {
         anyhow::bail!("--allow-download needs a build with the `download` feature");
     }
-    let dir = moqcast_sidecar::locate::locate(args.model.as_deref(), fetch)?;
-    let device = device(&args.device)?;
+    let dir = moqcast_sidecar::locate::locate(config.model.as_deref(), fetch)?;
+    let device = device(&config.device)?;
     let started = std::time::Instant::now();
     let model = tokio::task::spawn_blocking({
         let dir = dir.clone();
@@ -136,63 +61,173 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?
     .with_context(|| format!("loading the Whisper model from {}", dir.display()))?;
-    if !model.is_multilingual() && !args.language.starts_with("en") {
+    if !model.is_multilingual() && !config.language.starts_with("en") {
         anyhow::bail!(
             "the model at {} is English-only; --language {} needs a multilingual model",
             dir.display(),
-            args.language
+            config.language
         );
     }
     tracing::info!(model = %dir.display(), format = ?model.format, took = ?started.elapsed(), "model loaded");
-
-    let metrics = Arc::new(Metrics::default());
-    let transcriber = Whisper::new(
+    let whisper = Whisper::new(
         model,
         DecodeOptions {
-            beam_size: args.beam_size,
+            beam_size: config.beam_size,
             ..Default::default()
         },
-        &args.language,
+        &config.language,
     );
-    let recognizer = Recognizer::start(transcriber, args.max_backlog_ms, metrics.clone())
+    Ok(Arc::new(
+        moqcast_sidecar::providers::whisper::LocalWhisper::new("whisper", whisper),
+    ))
+}
+
+fn reasons(list: &[Unavailable]) -> String {
+    list.iter()
+        .map(|u| format!("{}: {}", u.provider, u.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::load()?;
+    if let Some(n) = config.threads {
+        // candle's CPU kernels size their pools from RAYON_NUM_THREADS; set before any starts.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    moqcast_client::cli::init_tracing();
+    let metrics = Arc::new(Metrics::new());
+    let mut providers = Providers::new(config.providers.clone(), metrics.clone());
+    providers
+        .check_names("recognize", &config.recognize_chain)
+        .map_err(|e| anyhow::anyhow!("recognize_chain: {e}"))?;
+    providers
+        .check_names("translate", &config.translate_chain)
+        .map_err(|e| anyhow::anyhow!("translate_chain: {e}"))?;
+
+    // The local model, when the recognition chain names it. Alone in the chain, a model that
+    // cannot load stops the sidecar here, before it connects.
+    let whisper_names: Vec<&String> = config
+        .recognize_chain
+        .iter()
+        .filter(|n| {
+            config
+                .providers
+                .get(*n)
+                .and_then(|c| c.kind.as_deref())
+                .unwrap_or(n)
+                == Kind::Whisper.name()
+        })
+        .collect();
+    if !whisper_names.is_empty() {
+        match load_whisper(&config).await {
+            Ok(w) => providers = providers.with_whisper(Ok(w)),
+            Err(e) if whisper_names.len() == config.recognize_chain.len() => return Err(e),
+            Err(e) => providers = providers.with_whisper(Err(format!("{e:#}"))),
+        }
+    }
+
+    let mut unavailable = Vec::new();
+    let (recognition, missing) =
+        providers.recognition(&config.recognize_chain, Some(&config.language));
+    let Some(recognition) = recognition else {
+        anyhow::bail!(
+            "no speech recognition provider of {:?} can serve: {}",
+            config.recognize_chain,
+            reasons(&missing)
+        );
+    };
+    unavailable.extend(missing);
+    {
+        let c = recognition.clone();
+        metrics.add_chain(move || c.status());
+    }
+    let mut translations = Vec::new();
+    for lang in &config.translate {
+        let (chain, missing) =
+            providers.translation(&config.translate_chain, &config.language, lang);
+        match chain {
+            Some(chain) => {
+                for u in &missing {
+                    tracing::warn!(track = %caption_track_name(lang), provider = %u.provider, reason = %u.reason, "provider left out of the translation chain");
+                }
+                tracing::info!(track = %caption_track_name(lang), chain = ?chain.providers(), "translated captions");
+                let c = chain.clone();
+                metrics.add_chain(move || c.status());
+                translations.push(TranslationTarget {
+                    lang: lang.clone(),
+                    chain,
+                });
+            }
+            None => tracing::warn!(
+                "cannot serve {}: no provider of the translation chain {:?} can translate {}->{lang} ({}); the other caption tracks are served",
+                caption_track_name(lang),
+                config.translate_chain,
+                config.language,
+                reasons(&missing)
+            ),
+        }
+        unavailable.extend(missing);
+    }
+    for u in unavailable.iter().filter(|u| u.stage == "recognize") {
+        tracing::warn!(provider = %u.provider, reason = %u.reason, "speech recognition provider left out of the chain");
+    }
+    metrics.set_unavailable(unavailable);
+    tracing::info!(
+        source = %caption_track_name(&config.language),
+        recognize = ?recognition.providers(),
+        translated = ?translations.iter().map(|t| caption_track_name(&t.lang)).collect::<Vec<_>>(),
+        "serving"
+    );
+
+    let transcriber = ChainTranscriber::new(
+        recognition,
+        tokio::runtime::Handle::current(),
+        Some(config.language.clone()),
+    );
+    let recognizer = Recognizer::start(transcriber, config.max_backlog_ms, metrics.clone())
         .context("starting the recognition thread")?;
 
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
-        .with_context(|| format!("binding the metrics endpoint {}", args.metrics_addr))?;
+        .with_context(|| format!("binding the metrics endpoint {}", config.metrics_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics, status at /status");
     let http = tokio::spawn(serve_http(listener, metrics.clone()));
 
-    let client = Client::new(&args.tls.client_tls()?)?;
+    let client = Client::new(&config.client_tls()?)?;
     let shared = Arc::new(Shared {
         client: client.clone(),
-        url: args.url.clone(),
+        url: config.url.clone(),
         recognizer,
         metrics,
         segmenter: SegmenterConfig {
             vad: VadConfig {
-                hangover_frames: (args.pause_ms / 20).max(1) as u32,
+                hangover_frames: (config.pause_ms / 20).max(1) as u32,
                 ..Default::default()
             },
-            partial_every_ms: args.partial_every_ms,
-            max_utterance_ms: args.max_utterance_ms,
+            partial_every_ms: config.partial_every_ms,
+            max_utterance_ms: config.max_utterance_ms,
             ..Default::default()
         },
-        language: args.language.clone(),
+        language: config.language.clone(),
+        translations,
+        translate_queue: config.translate_queue,
+        translate_max_wait: Duration::from_millis(config.translate_max_wait_ms),
         catalog_wait: Duration::from_secs(30),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut running = std::collections::BTreeSet::new();
-    for b in &args.broadcasts {
+    for b in &config.broadcast {
         let b = b.trim_matches('/').to_string();
         if running.insert(b.clone()) {
             tasks.spawn(service::run_broadcast(shared.clone(), b, stop_rx.clone()));
         }
     }
     let (found_tx, mut found_rx) = tokio::sync::mpsc::channel::<String>(64);
-    if let Some(prefix) = args.prefix.clone() {
+    if let Some(prefix) = config.prefix.clone() {
         tasks.spawn(discover(shared.clone(), prefix, found_tx, stop_rx.clone()));
     }
 
@@ -278,7 +313,7 @@ async fn serve_http(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
             "/metrics",
             get(move || {
                 let m = m1.clone();
-                async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
+                async move { ([("content-type", Metrics::CONTENT_TYPE)], m.render()) }
             }),
         )
         .route(

@@ -337,8 +337,15 @@ impl Lane {
     /// Queues an utterance; degradations are counted in the metrics.
     pub fn submit(&self, utterance: Utterance) {
         let mut guard = self.shared.backlog.lock().expect("recognizer lock");
+        let metrics = &self.shared.metrics;
         for d in guard.0.submit(self.id, utterance, Instant::now()) {
-            self.shared.metrics.degraded(&self.broadcast, d);
+            match d {
+                Degradation::PartialSuperseded => metrics.partial_superseded(&self.broadcast),
+                Degradation::Merged => metrics.utterances_merged(&self.broadcast),
+                Degradation::Skipped { audio_ms } => {
+                    metrics.audio_skipped(&self.broadcast, audio_ms)
+                }
+            }
         }
         self.shared.metrics.set_queued_ms(guard.0.queued_ms());
         drop(guard);

@@ -1,10 +1,14 @@
 //! Captions one broadcast: reads its catalog and audio from the relay and publishes
-//! `<broadcast>/ai`, an MSF catalog with a WebVTT caption track, which viewers of the broadcast
-//! discover below its namespace (SUBSCRIBE_NAMESPACE).
+//! `<broadcast>/ai`, an MSF catalog with WebVTT caption tracks, which viewers of the broadcast
+//! discover below its namespace (SUBSCRIBE_NAMESPACE): `captions-<lang>` of the speech's
+//! language, and one `captions-<lang>` per translation target, whose cues keep the source cues'
+//! ids and media times.
 //!
-//! The caption track is always announced, but audio is subscribed and recognised only while
-//! the caption track has subscribers: when the relay's last viewer leaves, the relay
-//! unsubscribes, and the audio subscription and queued recognition stop.
+//! The caption tracks are always announced, but audio is subscribed and recognised only while
+//! one of them has subscribers, and a language is translated only while its own track has
+//! some: when the relay's last viewer leaves, the relay unsubscribes, and the audio
+//! subscription, queued recognition and translation stop. Translation never holds the source
+//! captions back (see [`crate::translate`]).
 //!
 //! Failures are per broadcast: a broadcast without audio, with an audio codec that cannot be
 //! decoded, or whose relay session fails gets a status (see [`crate::metrics::Status`]) and is
@@ -26,9 +30,12 @@ use url::Url;
 
 use crate::audio_in::AudioDecoder;
 use crate::cues::CueWriter;
+use crate::lang;
 use crate::metrics::{Metrics, Status};
 use crate::recognize::{Recognized, Recognizer};
 use crate::segment::{Segmenter, SegmenterConfig};
+use crate::stage::{Chain, Translation};
+use crate::translate::{LaneEvent, LanguageLane, Queue, SourceCue};
 
 /// Settings shared by every captioned broadcast.
 pub struct Shared {
@@ -37,10 +44,21 @@ pub struct Shared {
     pub recognizer: Recognizer,
     pub metrics: Arc<Metrics>,
     pub segmenter: SegmenterConfig,
-    /// BCP 47 language of the captions.
+    /// BCP 47 language of the speech and the source captions.
     pub language: String,
+    /// Translated caption tracks, one per target language that a chain can serve.
+    pub translations: Vec<TranslationTarget>,
+    /// Bounds of each translation queue.
+    pub translate_queue: usize,
+    pub translate_max_wait: Duration,
     /// How long to wait for a broadcast's catalog before reconnecting.
     pub catalog_wait: Duration,
+}
+
+/// A target language and the chain that translates into it.
+pub struct TranslationTarget {
+    pub lang: String,
+    pub chain: Chain<Translation>,
 }
 
 /// The namespace the sidecar publishes for `broadcast`.
@@ -53,31 +71,24 @@ pub fn caption_track_name(language: &str) -> String {
     format!("captions-{language}")
 }
 
-/// The `<broadcast>/ai` catalog: one WebVTT caption track that depends on the broadcast's video.
-pub fn ai_catalog(source: &Catalog, language: &str) -> Catalog {
+/// The `<broadcast>/ai` catalog: the recognised captions in `language`, then one translated
+/// caption track per target, each depending on the broadcast's video tracks.
+pub fn ai_catalog(source: &Catalog, language: &str, targets: &[String]) -> Catalog {
     let mut cat = Catalog::new();
-    let label = format!("{} (automatic)", language_label(language));
-    let mut track = caption::caption_track(&caption_track_name(language), language, &label);
     let videos: Vec<String> = source.video_tracks().map(|t| t.name.clone()).collect();
-    if !videos.is_empty() {
-        track.depends = Some(videos);
+    let labelled = std::iter::once((language, lang::recognised_label(language))).chain(
+        targets
+            .iter()
+            .map(|t| (t.as_str(), lang::translated_label(t))),
+    );
+    for (l, label) in labelled {
+        let mut track = caption::caption_track(&caption_track_name(l), l, &label);
+        if !videos.is_empty() {
+            track.depends = Some(videos.clone());
+        }
+        cat.tracks.push(track);
     }
-    cat.tracks.push(track);
     cat
-}
-
-fn language_label(language: &str) -> &str {
-    match language.split('-').next().unwrap_or(language) {
-        "en" => "English",
-        "es" => "Spanish",
-        "fr" => "French",
-        "de" => "German",
-        "pt" => "Portuguese",
-        "it" => "Italian",
-        "ja" => "Japanese",
-        "zh" => "Chinese",
-        other => other,
-    }
 }
 
 /// Captions `broadcast` until `shutdown` fires, reconnecting after failures.
@@ -163,30 +174,34 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
     }
 
     let ai = ai_namespace(broadcast);
-    let track_name = caption_track_name(&shared.language);
+    let targets: Vec<String> = shared.translations.iter().map(|t| t.lang.clone()).collect();
     let mut bp = BroadcastPublisher::new(&ai);
     let mut cat_track = bp.create_track(catalog::CATALOG_TRACK_NAME)?;
     cat_track.start_group()?;
     cat_track.write(
         Default::default(),
-        Bytes::from(ai_catalog(&source, &shared.language).to_json()),
+        Bytes::from(ai_catalog(&source, &shared.language, &targets).to_json()),
     )?;
-    let mut captions = bp.create_track(&track_name)?;
-    let mut subscribers = bp.watch_subscribers(&track_name);
+    let mut tracks = Tracks {
+        source: CaptionTrack::create(&mut bp, &shared.language)?,
+        targets: targets
+            .iter()
+            .map(|l| CaptionTrack::create(&mut bp, l))
+            .collect::<anyhow::Result<_>>()?,
+    };
     let announce = bp.announce(&mut publisher);
     tokio::pin!(announce);
-    tracing::info!(broadcast, namespace = %ai, track = %track_name, audio = %audio_track.name, codec = %info.codec, "caption track published");
+    tracing::info!(broadcast, namespace = %ai, source = %caption_track_name(&shared.language), translated = ?targets, audio = %audio_track.name, codec = %info.codec, "caption tracks published");
 
-    let mut writer = CueWriter::default();
     loop {
         shared.metrics.set_status(broadcast, Status::Idle, None);
-        // Idle: nobody subscribes to the captions, nothing runs.
-        while *subscribers.borrow_and_update() == 0 {
-            shared.metrics.with(broadcast, |b| b.subscribers = 0);
+        // Idle: nobody subscribes to any caption track, nothing runs.
+        while tracks.subscribers() == 0 {
+            tracks.report(&shared.metrics, broadcast);
             tokio::select! {
                 res = &mut session => anyhow::bail!("relay session ended: {res:?}"),
                 res = &mut announce => anyhow::bail!("publishing {ai} ended: {res:?}"),
-                changed = subscribers.changed() => changed.context("caption track closed")?,
+                changed = tracks.changed() => changed?,
             }
         }
         shared
@@ -199,9 +214,7 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
             &subscriber,
             &audio_track.name,
             decoder,
-            &mut captions,
-            &mut writer,
-            &mut subscribers,
+            &mut tracks,
         );
         tokio::select! {
             res = &mut session => anyhow::bail!("relay session ended: {res:?}"),
@@ -214,6 +227,79 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
                 }
             },
         }
+    }
+}
+
+/// One published caption track.
+struct CaptionTrack {
+    lang: String,
+    track: TrackPublisher,
+    writer: CueWriter,
+    subscribers: tokio::sync::watch::Receiver<usize>,
+}
+
+impl CaptionTrack {
+    fn create(bp: &mut BroadcastPublisher, lang: &str) -> anyhow::Result<Self> {
+        let name = caption_track_name(lang);
+        Ok(Self {
+            lang: lang.to_string(),
+            track: bp.create_track(&name)?,
+            writer: CueWriter::default(),
+            subscribers: bp.watch_subscribers(&name),
+        })
+    }
+
+    fn subscribers(&self) -> usize {
+        *self.subscribers.borrow()
+    }
+
+    fn write(&mut self, obj: &crate::cues::CueObject) -> anyhow::Result<()> {
+        if obj.new_group {
+            self.track.start_group()?;
+        }
+        let props = LocProperties::wall_clock(moqcast_media::time::unix_micros());
+        self.track.write(
+            props.to_extension_headers(),
+            Bytes::from(obj.payload.clone()),
+        )?;
+        Ok(())
+    }
+}
+
+/// The source caption track and the translated ones.
+struct Tracks {
+    source: CaptionTrack,
+    targets: Vec<CaptionTrack>,
+}
+
+impl Tracks {
+    fn all(&self) -> impl Iterator<Item = &CaptionTrack> {
+        std::iter::once(&self.source).chain(&self.targets)
+    }
+
+    /// Subscriptions to any caption track.
+    fn subscribers(&self) -> usize {
+        self.all().map(CaptionTrack::subscribers).sum()
+    }
+
+    /// Waits until a track's subscriber count changes.
+    async fn changed(&mut self) -> anyhow::Result<()> {
+        let all = std::iter::once(&mut self.source).chain(&mut self.targets);
+        let waits = all.map(|t| Box::pin(t.subscribers.changed()));
+        let (res, _, _) = futures::future::select_all(waits).await;
+        res.context("caption track closed")
+    }
+
+    fn report(&self, metrics: &Metrics, broadcast: &str) {
+        metrics.with(broadcast, |b| {
+            b.subscribers = self.source.subscribers() as u64;
+            for t in &self.targets {
+                b.translations
+                    .entry(t.lang.clone())
+                    .or_default()
+                    .subscribers = t.subscribers() as u64;
+            }
+        });
     }
 }
 
@@ -244,17 +330,14 @@ impl Arrivals {
 }
 
 /// Subscribes to the audio and publishes cues until the last caption subscriber leaves or the
-/// audio ends.
-#[allow(clippy::too_many_arguments)]
+/// audio ends; translates into each language while its track has subscribers.
 async fn caption(
     shared: &Shared,
     broadcast: &str,
     subscriber: &moqcast_media::moq::Subscriber,
     audio_track: &str,
     mut decoder: AudioDecoder,
-    captions: &mut TrackPublisher,
-    writer: &mut CueWriter,
-    subscribers: &mut tokio::sync::watch::Receiver<usize>,
+    tracks: &mut Tracks,
 ) -> anyhow::Result<Captioned> {
     let (lane, mut results) = shared.recognizer.lane(broadcast);
     let mut segmenter = Segmenter::new(shared.segmenter.clone());
@@ -265,19 +348,22 @@ async fn caption(
     let mut audio_done = false;
     let mut finals_pending = 0usize;
     let mut drain_deadline = None;
+    let (events_tx, mut events) = tokio::sync::mpsc::channel(32);
+    let mut lanes = Lanes::default();
+    lanes.sync(shared, broadcast, tracks, &events_tx);
     loop {
-        shared
-            .metrics
-            .with(broadcast, |b| b.subscribers = *subscribers.borrow() as u64);
+        tracks.report(&shared.metrics, broadcast);
         tokio::select! {
-            changed = subscribers.changed() => {
-                changed.context("caption track closed")?;
-                if *subscribers.borrow() == 0 {
+            changed = tracks.changed() => {
+                changed?;
+                lanes.sync(shared, broadcast, tracks, &events_tx);
+                if tracks.subscribers() == 0 {
                     // Give a viewer that switches tracks a moment before stopping.
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    if *subscribers.borrow() == 0 {
+                    if tracks.subscribers() == 0 {
                         return Ok(Captioned::Unsubscribed);
                     }
+                    lanes.sync(shared, broadcast, tracks, &events_tx);
                 }
             }
             obj = audio.next(), if !audio_done => match obj {
@@ -322,35 +408,80 @@ async fn caption(
                 if r.is_final {
                     finals_pending = finals_pending.saturating_sub(1 + r.merged.len());
                 }
-                publish(shared, broadcast, captions, writer, &arrivals, &r)?;
+                if let Some(cue) = publish(shared, broadcast, &mut tracks.source, &arrivals, &r)? {
+                    lanes.submit(cue);
+                }
                 if audio_done && finals_pending == 0 {
                     return Ok(Captioned::AudioEnded);
                 }
+            }
+            Some(event) = events.recv() => {
+                publish_translation(shared, broadcast, tracks, &arrivals, event)?;
             }
         }
     }
 }
 
+/// The translation lanes of one broadcast, one per target language with subscribers.
+#[derive(Default)]
+struct Lanes(Vec<LanguageLane>);
+
+impl Lanes {
+    /// Starts the lanes of languages that gained subscribers, stops those that lost them.
+    fn sync(
+        &mut self,
+        shared: &Shared,
+        broadcast: &str,
+        tracks: &Tracks,
+        events: &tokio::sync::mpsc::Sender<LaneEvent>,
+    ) {
+        for (track, target) in tracks.targets.iter().zip(&shared.translations) {
+            let running = self.0.iter().position(|l| l.lang() == target.lang);
+            match (track.subscribers() > 0, running) {
+                (true, None) => {
+                    tracing::info!(broadcast, lang = %target.lang, provider = ?target.chain.serving(), "translating");
+                    self.0.push(LanguageLane::start(
+                        target.chain.clone(),
+                        &shared.language,
+                        &target.lang,
+                        Queue::new(shared.translate_queue, shared.translate_max_wait),
+                        events.clone(),
+                    ));
+                }
+                (false, Some(i)) => {
+                    tracing::info!(broadcast, lang = %target.lang, "no subscribers left; translation stopped");
+                    self.0.remove(i);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn submit(&self, cue: SourceCue) {
+        for lane in &self.0 {
+            lane.submit(cue.clone());
+        }
+    }
+}
+
+/// Publishes a recognition result on the source track; returns the final cue to translate.
 fn publish(
     shared: &Shared,
     broadcast: &str,
-    captions: &mut TrackPublisher,
-    writer: &mut CueWriter,
+    source: &mut CaptionTrack,
     arrivals: &Arrivals,
     r: &Recognized,
-) -> anyhow::Result<()> {
-    let Some(obj) = writer.on_result(r) else {
-        return Ok(());
+) -> anyhow::Result<Option<SourceCue>> {
+    let Some(obj) = source.writer.on_result(r) else {
+        return Ok(None);
     };
-    if obj.new_group {
-        captions.start_group()?;
-    }
-    let props = LocProperties::wall_clock(moqcast_media::time::unix_micros());
-    captions.write(props.to_extension_headers(), Bytes::from(obj.payload))?;
+    source.write(&obj)?;
     let delay = arrivals.at(r.end_us).map(|t| t.elapsed());
+    let mut translate = None;
     for cue in &obj.cues {
         tracing::info!(
             broadcast,
+            lang = %source.lang,
             id = cue.id.as_deref().unwrap_or(""),
             start_ms = cue.start_ms,
             end_ms = cue.end_ms,
@@ -360,6 +491,18 @@ fn publish(
             text = %cue.text,
             "cue"
         );
+        if r.is_final
+            && !cue.text.is_empty()
+            && cue.id == obj.cues.last().and_then(|c| c.id.clone())
+        {
+            translate = Some(SourceCue {
+                utterance: r.utterance,
+                start_us: r.start_us,
+                end_us: r.end_us,
+                text: cue.text.clone(),
+                audio: None,
+            });
+        }
     }
     shared.metrics.with(broadcast, |b| {
         if r.is_final {
@@ -372,6 +515,55 @@ fn publish(
             b.partial_cues += 1;
         }
     });
+    Ok(translate)
+}
+
+/// Publishes what a translation lane reports.
+fn publish_translation(
+    shared: &Shared,
+    broadcast: &str,
+    tracks: &mut Tracks,
+    arrivals: &Arrivals,
+    event: LaneEvent,
+) -> anyhow::Result<()> {
+    let m = &shared.metrics;
+    match event {
+        LaneEvent::Translated(t) => {
+            let Some(track) = tracks.targets.iter_mut().find(|x| x.lang == t.lang) else {
+                return Ok(());
+            };
+            let Some(obj) = track.writer.on_translated(&t) else {
+                return Ok(());
+            };
+            track.write(&obj)?;
+            let delay = arrivals.at(t.end_us).map(|a| a.elapsed());
+            tracing::info!(
+                broadcast,
+                lang = %t.lang,
+                id = %format!("u{}", t.utterance),
+                start_ms = t.start_us / 1000,
+                end_ms = t.end_us / 1000,
+                translate_ms = t.took.as_millis() as u64,
+                delay_ms = delay.map(|d| d.as_millis() as u64),
+                text = %t.text,
+                "translated cue"
+            );
+            m.with_translation(broadcast, &t.lang, |x| {
+                x.cues += 1;
+                if let Some(d) = delay {
+                    x.delay_ms_sum += d.as_millis() as u64;
+                    x.delay_count += 1;
+                }
+            });
+        }
+        LaneEvent::Skipped { lang, cues } => {
+            tracing::debug!(broadcast, %lang, cues, "translation fell behind; cues skipped");
+            m.with_translation(broadcast, &lang, |x| x.skipped += cues);
+        }
+        LaneEvent::Failed { lang, .. } => {
+            m.with_translation(broadcast, &lang, |x| x.failed += 1);
+        }
+    }
     Ok(())
 }
 
@@ -388,19 +580,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ai_catalog_declares_a_webvtt_caption_track() {
+    fn ai_catalog_declares_the_source_and_translated_caption_tracks() {
         let mut source = Catalog::new();
         let mut v = catalog::Track::new("video", catalog::packaging::LOC);
         v.role = Some(catalog::role::VIDEO.into());
         source.tracks.push(v);
-        let cat = ai_catalog(&source, "en");
+        let cat = ai_catalog(&source, "en", &["es".to_string(), "fr".to_string()]);
         let parsed = Catalog::parse(&cat.to_json()).unwrap();
-        let t = parsed.caption_tracks().next().expect("a caption track");
-        assert_eq!(t.name, "captions-en");
-        assert_eq!(t.lang.as_deref(), Some("en"));
-        assert_eq!(t.label.as_deref(), Some("English (automatic)"));
-        assert_eq!(t.event_type.as_deref(), Some(caption::WEBVTT_EVENT_TYPE));
-        assert_eq!(t.depends.as_deref(), Some(&["video".to_string()][..]));
+        let tracks: Vec<_> = parsed.caption_tracks().collect();
+        let shown: Vec<_> = tracks
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.lang.as_deref().unwrap(),
+                    t.label.as_deref().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("captions-en", "en", "English (automatic)"),
+                ("captions-es", "es", "Español (traducción automática)"),
+                ("captions-fr", "fr", "Français (traduction automatique)"),
+            ]
+        );
+        for t in tracks {
+            assert_eq!(t.event_type.as_deref(), Some(caption::WEBVTT_EVENT_TYPE));
+            assert_eq!(t.role.as_deref(), Some(catalog::role::CAPTION));
+            assert_eq!(t.depends.as_deref(), Some(&["video".to_string()][..]));
+        }
         assert_eq!(ai_namespace("live/demo/"), "live/demo/ai");
     }
 }

@@ -155,7 +155,8 @@ pub struct SubscribeConfig {
     #[arg(long)]
     #[serde(default)]
     pub caption_latency: bool,
-    /// Preferred caption language.
+    /// Caption language (BCP 47, for example `es` for the sidecar's `--translate es` track):
+    /// only a track in that language is read.
     #[arg(long)]
     #[serde(default)]
     pub caption_lang: Option<String>,

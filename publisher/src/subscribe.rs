@@ -40,7 +40,8 @@ pub struct SubscribeOptions {
     pub captions: Option<PathBuf>,
     /// Measure the delay from each utterance's end to its final cue (see [`crate::caption_rx`]).
     pub caption_latency: bool,
-    /// Preferred caption language (BCP 47 primary tag match); the first track otherwise.
+    /// Caption language (BCP 47 primary tag match): only a track in that language is read.
+    /// Without it, the first caption track.
     pub caption_lang: Option<String>,
 }
 
@@ -425,11 +426,13 @@ pub async fn find_caption_track(
                 .map(str::to_ascii_lowercase)
         };
         let wanted = lang.map(|l| l.split('-').next().unwrap_or(l).to_ascii_lowercase());
-        tracks
-            .iter()
-            .find(|t| wanted.is_some() && primary(t) == wanted)
-            .or(tracks.first())
-            .map(|t| t.name.clone())
+        match wanted {
+            // A language asked for is that language or nothing (a translated track may be
+            // missing because no translator serves it; the source captions are no stand-in).
+            Some(_) => tracks.iter().find(|t| primary(t) == wanted),
+            None => tracks.first(),
+        }
+        .map(|t| t.name.clone())
     };
     let ai = format!("{}/ai", broadcast.trim_end_matches('/'));
     let own_track = pick(own);
@@ -449,9 +452,14 @@ pub async fn find_caption_track(
     }
     match own_track {
         Some(t) => Ok((broadcast.to_string(), t)),
-        None => anyhow::bail!(
-            "{broadcast:?} has no caption track, and no captioner published one in {ai:?} within {wait:?} (is moqcast-sidecar running?)"
-        ),
+        None => match lang {
+            Some(l) => anyhow::bail!(
+                "neither {broadcast:?} nor a captioner in {ai:?} published a caption track in {l:?} within {wait:?} (is moqcast-sidecar running with --translate {l}?)"
+            ),
+            None => anyhow::bail!(
+                "{broadcast:?} has no caption track, and no captioner published one in {ai:?} within {wait:?} (is moqcast-sidecar running?)"
+            ),
+        },
     }
 }
 

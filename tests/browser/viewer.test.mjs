@@ -12,6 +12,9 @@
 //   MOQCAST_VTT          (captions) the WebVTT file the publisher was given
 //   MOQCAST_SIDECAR_TRACK (captions) "KEY<tab>MENU LABEL<tab>CUE TEXT" of a caption track in <broadcast>/ai
 //   MOQCAST_EXPECT_WORDS (live-captions) comma-separated words, one of which the live captions must show
+//   MOQCAST_EXPECT_TRANSLATED (live-captions, optional) "LANG<tab>MENU LABEL<tab>WORDS": a translated
+//                        caption track of the sidecar, listed under that label, showing one of the
+//                        comma-separated words
 //   MOQCAST_SCREENSHOT   where to save a PNG of the page (optional)
 //   MOQCAST_CONTROL      (reconnect) a file this script writes "restart" to, and waits for "restarted"
 //
@@ -276,6 +279,32 @@ async function liveCaptionsScenario() {
     45_000,
   );
   log(`live caption on screen at media time ${Math.round(o.mediaTimeMs)} ms: "${o.text}"`);
+
+  // A translated track of the sidecar: listed in the menu under its label, chosen, shown.
+  const translated = process.env.MOQCAST_EXPECT_TRANSLATED;
+  if (translated) {
+    const [lang, label, expected] = translated.split("\t");
+    const spoken = expected.toLowerCase().split(",");
+    const s2 = await waitFor(
+      `the sidecar's ${lang} caption track`,
+      stats,
+      (s) => s.captionTracks.some((t) => t.namespace.endsWith("/ai") && t.lang === lang),
+      10_000,
+    );
+    const tr = s2.captionTracks.find((t) => t.namespace.endsWith("/ai") && t.lang === lang);
+    log(`translated caption track: ${JSON.stringify(tr)}`);
+    const options = await page.locator("#caption-select option").allInnerTexts();
+    assert.ok(options.some((o) => o.startsWith(label)), `the menu lists "${label}": ${JSON.stringify(options)}`);
+    await page.selectOption("#caption-select", tr.key);
+    const t = await waitFor(
+      `${lang} captions showing one of ${spoken.join("/")}`,
+      overlay,
+      (o) => spoken.some((w) => o.text.toLowerCase().includes(w)),
+      45_000,
+    );
+    assert.equal((await stats()).selectedCaptions, tr.key);
+    log(`translated caption on screen at media time ${Math.round(t.mediaTimeMs)} ms: "${t.text}"`);
+  }
   await screenshot();
 }
 

@@ -344,7 +344,9 @@ async fn viewer_shows_captions_and_switches_audio() {
 }
 
 /// Live captions from the real AI sidecar: espeak-ng speech published in a loop, captioned by
-/// `moqcast-sidecar` with Whisper tiny.en, shown by the viewer from `<broadcast>/ai`.
+/// `moqcast-sidecar` with Whisper tiny.en, shown by the viewer from `<broadcast>/ai`; then the
+/// sidecar's Spanish translation (`--translate es`, Apertium), listed in the caption menu and
+/// shown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_shows_live_sidecar_captions() {
     require_browser_tools();
@@ -372,7 +374,7 @@ async fn viewer_shows_live_sidecar_captions() {
     );
     wait_announced(relay.http, "live/talk", &mut publish).await;
     let mut sidecar = {
-        let extra = ["--broadcast", "live/talk"];
+        let extra = ["--broadcast", "live/talk", "--translate", "es"];
         let mut cmd =
             moqcast_tests::speech::sidecar_command(&relay.url("https"), &relay.fingerprint, &extra);
         ChildGuard::spawn("sidecar", &mut cmd, &dir.0)
@@ -381,10 +383,18 @@ async fn viewer_shows_live_sidecar_captions() {
 
     let url = watch_url(relay.http, relay.port(), "live/talk");
     let path = dir.0.clone();
-    let env = [(
-        "MOQCAST_EXPECT_WORDS",
-        "broadcast,weather,sunny,warm".to_string(),
-    )];
+    // The Spanish track is Apertium's translation of the English captions.
+    let env = [
+        (
+            "MOQCAST_EXPECT_WORDS",
+            "broadcast,weather,sunny,warm".to_string(),
+        ),
+        (
+            "MOQCAST_EXPECT_TRANSLATED",
+            "es\tEspañol (traducción automática)\ttiempo,soleado,hoy,tibio,emisión,subtítulos"
+                .to_string(),
+        ),
+    ];
     tokio::task::spawn_blocking(move || run_scenario("live-captions", &url, &env, &path))
         .await
         .unwrap();

@@ -1,8 +1,10 @@
 //! The AI sidecar end to end: relay + `moqcast-publish` of espeak-ng speech + `moqcast-sidecar`
-//! with the real Whisper tiny.en model + `moqcast-subscribe --captions --caption-latency`.
+//! with the real Whisper tiny.en model and Apertium + `moqcast-subscribe --captions
+//! --caption-latency`, in English and in Spanish (`--caption-lang es`).
 //!
-//! Needs the model (scripts/fetch-model.sh), espeak-ng, sox and ffmpeg (scripts/setup.sh
-//! installs all of them); the tests fail, naming the fix, when one is missing.
+//! Needs the model (scripts/fetch-model.sh), espeak-ng, sox, ffmpeg and Apertium with its
+//! English-Spanish pair (scripts/setup.sh installs all of them); the tests fail, naming the fix,
+//! when one is missing.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -58,6 +60,18 @@ fn counter(metrics: SocketAddr, line_prefix: &str) -> f64 {
         .find_map(|l| l.strip_prefix(line_prefix))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// The cues of a WebVTT file by id: (the timing line, the text).
+fn vtt_cues(vtt: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    vtt.split("\n\n")
+        .filter_map(|block| {
+            let lines: Vec<&str> = block.lines().collect();
+            let at = lines.iter().position(|l| l.contains(" --> "))?;
+            let id = lines.get(at.checked_sub(1)?)?.to_string();
+            Some((id, (lines[at].to_string(), lines[at + 1..].join(" "))))
+        })
+        .collect()
 }
 
 /// Polls the sidecar's /status until `broadcast` has `want`.
@@ -128,10 +142,21 @@ async fn sidecar_captions_spoken_broadcast_while_subscribed() {
 
     let relay = TestRelay::start(&[]).await;
     let metrics = free_tcp_addr();
+    // Spanish through Apertium; no provider here translates into French: the sidecar says so
+    // and serves the rest.
+    let config = dir.path("sidecar.toml");
+    std::fs::write(&config, "translate = [\"es\", \"fr\"]\n").unwrap();
     let mut sidecar = {
         // Both broadcasts are found under the prefix (SUBSCRIBE_NAMESPACE).
         let metrics = metrics.to_string();
-        let extra = ["--prefix", "live", "--metrics-addr", &metrics];
+        let extra = [
+            "--prefix",
+            "live",
+            "--metrics-addr",
+            &metrics,
+            "--config",
+            config.to_str().unwrap(),
+        ];
         let mut cmd = sidecar_command(&relay.url("https"), &relay.fingerprint, &extra);
         cmd.env("RUST_LOG", "info,moq_transport=off,quinn=warn");
         ChildGuard::spawn("sidecar", &mut cmd, &dir.0)
@@ -161,6 +186,13 @@ async fn sidecar_captions_spoken_broadcast_while_subscribed() {
         .unwrap_or("")
         .to_string();
     assert!(mute_detail.contains("no audio track"), "{mute_detail}");
+    let said = sidecar.stderr_tail(200);
+    assert!(
+        said.contains("cannot serve captions-fr") && said.contains("no Apertium pair for en->fr"),
+        "the sidecar says what it cannot serve: {said}"
+    );
+    let unavailable = status(metrics)["unavailable"].to_string();
+    assert!(unavailable.contains("en->fr"), "{unavailable}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         counter(metrics, "moqcast_sidecar_inferences_total{kind=\"final\"} "),
@@ -174,9 +206,9 @@ async fn sidecar_captions_spoken_broadcast_while_subscribed() {
         0.0
     );
 
-    // A subscriber for one and a half passes of the looping speech.
-    let vtt = dir.path("out.vtt");
-    let mut sub = {
+    // Two subscribers for one and a half passes of the looping speech: the English captions
+    // and their Spanish translation.
+    let subscriber = |lang: &str, vtt: &std::path::Path| {
         let mut cmd = command("moqcast-subscribe");
         cmd.args([
             "--url",
@@ -193,27 +225,35 @@ async fn sidecar_captions_spoken_broadcast_while_subscribed() {
             "20",
             "--caption-latency",
             "--json",
+            "--caption-lang",
+            lang,
             "--captions",
         ])
-        .arg(&vtt);
-        ChildGuard::spawn("subscribe", &mut cmd, &dir.0)
+        .arg(vtt);
+        ChildGuard::spawn(&format!("subscribe-{lang}"), &mut cmd, &dir.0)
     };
-    let exit = tokio::task::spawn_blocking(move || {
-        let s = sub.wait_timeout(Duration::from_secs(60));
-        (s, sub.stdout(), sub.stderr())
-    })
-    .await
-    .unwrap();
-    let (code, stdout, stderr) = exit;
-    assert!(
-        matches!(code, Some(s) if s.success()),
-        "subscriber failed: {code:?}\n{stdout}\n{stderr}\nsidecar: {}",
-        sidecar.stderr_tail(40)
-    );
-    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    let captions = &json["captions"];
-    println!("captions: {captions}");
+    let (vtt, vtt_es) = (dir.path("out.vtt"), dir.path("out-es.vtt"));
+    let subs = [subscriber("en", &vtt), subscriber("es", &vtt_es)];
+    let mut outputs = Vec::new();
+    for mut sub in subs {
+        let exit = tokio::task::spawn_blocking(move || {
+            let s = sub.wait_timeout(Duration::from_secs(60));
+            (s, sub.stdout(), sub.stderr())
+        })
+        .await
+        .unwrap();
+        let (code, stdout, stderr) = exit;
+        assert!(
+            matches!(code, Some(s) if s.success()),
+            "subscriber failed: {code:?}\n{stdout}\n{stderr}\nsidecar: {}",
+            sidecar.stderr_tail(40)
+        );
+        let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        outputs.push(json["captions"].clone());
+    }
+    let (captions, captions_es) = (&outputs[0], &outputs[1]);
+    println!("captions: {captions}\nSpanish: {captions_es}");
     let text = std::fs::read_to_string(&vtt).expect("the WebVTT file was written");
     println!("{text}");
     assert!(text.starts_with("WEBVTT"));
@@ -244,6 +284,55 @@ async fn sidecar_captions_spoken_broadcast_while_subscribed() {
     // Cue times are on the broadcast's media timeline: within the looping file's span
     // (2 s lead-in, about 12 s of speech per pass), as WebVTT "HH:MM:SS.mmm --> ...".
     assert!(text.contains(" --> "));
+
+    // The Spanish track: Apertium's translations, each with the id and the media times of an
+    // English cue, measured live as well.
+    assert!(
+        captions_es["track"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("live/talk/ai/captions-es"),
+        "{captions_es}"
+    );
+    let es_text = std::fs::read_to_string(&vtt_es).expect("the Spanish WebVTT file was written");
+    println!("{es_text}");
+    let (en_cues, es_cues) = (vtt_cues(&text), vtt_cues(&es_text));
+    assert!(es_cues.len() >= 3, "Spanish cues: {es_text}");
+    for (id, (times, es)) in &es_cues {
+        let (en_times, en) = en_cues
+            .get(id)
+            .unwrap_or_else(|| panic!("Spanish cue {id} has no English cue: {text}\n{es_text}"));
+        assert_eq!(
+            times, en_times,
+            "cue {id} keeps the English cue's media times"
+        );
+        assert_ne!(es, en, "cue {id} is translated");
+    }
+    let spanish = word_recall("tiempo hoy soleado gracias noche emisión", &es_text);
+    assert!(
+        spanish >= 0.5,
+        "{:.0}% of the expected Spanish words: {es_text}",
+        spanish * 100.0
+    );
+    assert!(
+        captions_es["caption_latency_measured"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3,
+        "{captions_es}"
+    );
+    let p50_es = captions_es["caption_latency_p50_ms"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        p50_es > 0.0 && p50_es < 10_000.0,
+        "translated caption latency p50 {p50_es} ms"
+    );
+    let translated = status(metrics)["broadcasts"]["live/talk"]["translations"]["es"].clone();
+    assert!(
+        translated["cues"].as_u64().unwrap_or(0) >= 3,
+        "{translated}"
+    );
 
     // The last subscriber left: recognition stops.
     wait_status(
@@ -337,4 +426,85 @@ fn sidecar_refuses_missing_or_corrupt_models_clearly() {
         err.contains("model.bin") && err.to_lowercase().contains("truncated"),
         "{err}"
     );
+}
+
+/// Without Apertium, or without the model, the sidecar says at start what it cannot serve and
+/// serves the rest: the first publishes English captions only; the second, whose local model is
+/// missing, recognises with the next provider of its chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_without_apertium_or_model_says_what_it_cannot_serve() {
+    moqcast_tests::init_tracing();
+    let dir = TempDir::new("cannot-serve");
+    let wav = speech_wav(&dir.0, "talk", &SENTENCES[..1], "en-us", 1.0, 1.0);
+    let talk = speech_video(&wav, &dir.path("talk.mp4"), "aac");
+    let relay = TestRelay::start(&[]).await;
+    let _a = publish(&relay, "live/a", &talk, &dir);
+    let _b = publish(&relay, "live/b", &talk, &dir);
+
+    let no_apertium = dir.path("no-apertium.toml");
+    std::fs::write(
+        &no_apertium,
+        "translate = [\"es\"]\n[providers.apertium]\ndatadir = \"/nonexistent/apertium\"\n",
+    )
+    .unwrap();
+    let metrics_a = free_tcp_addr();
+    let mut a = {
+        let m = metrics_a.to_string();
+        let extra = [
+            "--broadcast",
+            "live/a",
+            "--metrics-addr",
+            &m,
+            "--config",
+            no_apertium.to_str().unwrap(),
+        ];
+        let mut cmd = sidecar_command(&relay.url("https"), &relay.fingerprint, &extra);
+        ChildGuard::spawn("sidecar-a", &mut cmd, &dir.0)
+    };
+    let no_model = dir.path("no-model.toml");
+    std::fs::write(
+        &no_model,
+        "recognize_chain = [\"whisper\", \"remote\"]\n[providers.remote]\nkind = \"openai-transcribe\"\nurl = \"http://127.0.0.1:9/v1\"\n",
+    )
+    .unwrap();
+    let metrics_b = free_tcp_addr();
+    let mut b = {
+        let mut cmd = command("moqcast-sidecar");
+        cmd.args([
+            "--url",
+            &relay.url("https"),
+            "--tls-fingerprint",
+            &relay.fingerprint,
+        ])
+        .args([
+            "--broadcast",
+            "live/b",
+            "--metrics-addr",
+            &metrics_b.to_string(),
+        ])
+        .arg("--model")
+        .arg(dir.path("no-such-model"))
+        .arg("--config")
+        .arg(&no_model);
+        ChildGuard::spawn("sidecar-b", &mut cmd, &dir.0)
+    };
+    wait_status(metrics_a, "live/a", "idle", &mut a, Duration::from_secs(60)).await;
+    wait_status(metrics_b, "live/b", "idle", &mut b, Duration::from_secs(60)).await;
+
+    let said = a.stderr_tail(200);
+    assert!(
+        said.contains("cannot serve captions-es") && said.contains("Apertium is not installed"),
+        "{said}"
+    );
+    let unavailable = status(metrics_a)["unavailable"].to_string();
+    assert!(unavailable.contains("apertium"), "{unavailable}");
+    let said = b.stderr_tail(200);
+    assert!(
+        said.contains("left out of the chain") && said.contains("no-such-model"),
+        "{said}"
+    );
+    let chains = status(metrics_b)["chains"].clone();
+    assert_eq!(chains[0]["stage"], "recognize", "{chains}");
+    assert_eq!(chains[0]["providers"][0]["name"], "remote", "{chains}");
+    relay.stop().await;
 }
