@@ -3,7 +3,7 @@
 //!
 //! Plain logic, no I/O, no clock: callers describe each track's evictable subgroups (oldest
 //! first, with when they were opened and their payload bytes) and get back how many of each
-//! track's oldest subgroups to evict. [`crate::fanout::CacheBudget`] applies the plan.
+//! track's oldest subgroups to evict. [`crate::track::CacheBudget`] applies the plan.
 //!
 //! Policy:
 //! * Only evictable subgroups are candidates. The newest group of a live track never is (a new

@@ -26,7 +26,7 @@ use moqcast_session::{draft18::UniStream, io::DataStream};
 use tokio::{sync::watch, task::JoinSet};
 use web_transport_quinn as wtq;
 
-use crate::{cache::CachedObject, fanout::TrackCache};
+use crate::{cache::CachedObject, track::TrackCache};
 
 /// How long a data stream whose Track Alias is not known yet waits for it.
 pub const ALIAS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -373,7 +373,7 @@ mod tests {
         // No cache to point at in a unit test: a dropped one still routes by alias.
         let limits = crate::cache::CacheLimits::default();
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let budget = crate::fanout::CacheBudget::new(u64::MAX, metrics);
+        let budget = crate::track::CacheBudget::new(u64::MAX, metrics);
         let cache = TrackCache::new("b", "t", limits, budget);
         let guard = routes.insert(7, &cache, None);
         match route(&header, &routes) {

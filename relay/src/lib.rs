@@ -18,7 +18,9 @@ pub mod policy;
 pub mod session;
 pub mod shard;
 pub mod tls;
+pub mod track;
 pub mod udp;
+pub mod writer;
 
 use std::{
     net::SocketAddr,
@@ -179,7 +181,7 @@ impl Relay {
             .await
             .with_context(|| format!("could not bind TCP {}", config.http_bind))?;
         let metrics = Arc::new(metrics::Metrics::default());
-        let budget = fanout::CacheBudget::new(config.cache_total_bytes, metrics.clone());
+        let budget = track::CacheBudget::new(config.cache_total_bytes, metrics.clone());
         let state = Arc::new(RelayState {
             origin: origin::Origin::new(config.cache, budget, metrics.clone()),
             metrics,

@@ -19,9 +19,10 @@ use moqcast_session::io::{self as session, Session};
 
 use crate::{
     cache::CacheLimits,
-    fanout::{CacheBudget, TrackCache, TrackError},
     ingest::IngestRoutes,
     metrics::Metrics,
+    policy::TrackError,
+    track::{CacheBudget, TrackCache},
 };
 
 /// How the relay reaches a broadcast's publisher: its MoQ session, and the session's ingest
@@ -64,7 +65,7 @@ pub struct Broadcast {
     upstream: Option<Upstream>,
     /// The runtime and shard of the publisher's session: tracks read from it are ingested
     /// there, next to the publisher's connection.
-    home: Option<crate::fanout::IngestHome>,
+    home: Option<crate::track::IngestHome>,
     /// Keyed by (full namespace path, track name): a subscriber may ask for a namespace below
     /// the announced one (prefix routing).
     tracks: Mutex<HashMap<(String, String), Weak<TrackCache>>>,
@@ -165,7 +166,7 @@ impl Origin {
             namespace: namespace.clone(),
             session,
             upstream,
-            home: crate::fanout::IngestHome::current(),
+            home: crate::track::IngestHome::current(),
             tracks: Mutex::new(HashMap::new()),
             pushed: Mutex::new(HashMap::new()),
         });

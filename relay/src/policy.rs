@@ -22,10 +22,83 @@
 
 use std::collections::BTreeSet;
 
-use crate::{
-    cache::{CachedObject, GroupStore, Key},
-    fanout::{Start, TrackError, Window},
-};
+use moqcast_media::moq::transport;
+
+use crate::cache::{CachedObject, GroupStore, Key};
+
+/// Why a track ended, or could not be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrackError {
+    #[error("no such track")]
+    NotFound,
+    #[error("timed out waiting for the track")]
+    Timeout,
+    #[error("cancelled")]
+    Cancel,
+    /// Ended upstream with this PUBLISH_DONE status (draft-18 §9.12).
+    #[error("ended upstream with status {0:#x}")]
+    Closed(u64),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl TrackError {
+    /// The REQUEST_ERROR code for a subscription refused with this (draft-18 §9.6).
+    pub fn request_error_code(&self) -> u64 {
+        use transport::message::RequestErrorCode as C;
+        (match self {
+            Self::NotFound => C::DoesNotExist,
+            Self::Timeout => C::Timeout,
+            Self::Closed(_) => C::DoesNotExist,
+            Self::Cancel | Self::Internal(_) => C::InternalError,
+        }) as u64
+    }
+
+    /// The PUBLISH_DONE status of a subscription whose track ended this way (`None`: cleanly).
+    pub fn publish_done_status(err: Option<&TrackError>) -> u64 {
+        use transport::message::PublishDoneCode as D;
+        match err {
+            None => D::TrackEnded as u64,
+            Some(Self::Closed(code)) => *code,
+            Some(Self::Cancel) => D::SubscriptionEnded as u64,
+            Some(Self::NotFound | Self::Timeout | Self::Internal(_)) => D::InternalError as u64,
+        }
+    }
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The first object of the newest cached group (default: video starts on a keyframe).
+    Newest,
+    /// Everything still cached (a subscription that was waiting before the track existed).
+    Oldest,
+    /// The first group after the newest cached one.
+    NextGroup,
+    /// A given group (from a given object on), or the newest if that one is no longer cached.
+    Group(u64, u64),
+}
+
+/// What a subscription asked for (draft-18 §5.1.2 filters, §9.2.8 FORWARD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: Start,
+    /// The last group delivered (AbsoluteRange); the subscription ends after it.
+    pub end_group: Option<u64>,
+    /// FORWARD=0: the subscription holds but no objects are sent.
+    pub forward: bool,
+}
+
+impl Window {
+    pub fn live(start: Start) -> Self {
+        Self {
+            start,
+            end_group: None,
+            forward: true,
+        }
+    }
+}
 
 /// Stream reset codes (draft-18 §3.5) the policy asks for.
 pub mod reset {

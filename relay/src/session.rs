@@ -26,10 +26,13 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::{
-    fanout::{pump, Backlog, DirectTarget, Start, TrackCache, TrackError, Window},
+    fanout::pump,
     ingest::IngestRoutes,
     limits::Slot,
     origin::{Announcement, LookupError, Upstream},
+    policy::{Start, TrackError, Window},
+    track::TrackCache,
+    writer::{Backlog, DirectTarget},
     OwnedTask, RelayState,
 };
 
@@ -446,7 +449,7 @@ async fn serve_fetch(state: Arc<RelayState>, req: moqt::FetchRequest) {
     };
     let mut buf = header.to_vec();
     for (group, subgroup, priority, o) in objects {
-        let subgroup = if subgroup == crate::fanout::DATAGRAM_SUBGROUP {
+        let subgroup = if subgroup == crate::track::DATAGRAM_SUBGROUP {
             0
         } else {
             subgroup
