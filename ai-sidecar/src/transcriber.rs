@@ -103,6 +103,7 @@ impl Transcriber for Whisper {
             text: t.text,
             avg_logprob: t.avg_logprob,
             no_speech_prob: t.no_speech_prob,
+            language: Some(t.language),
         })
     }
 }
@@ -162,6 +163,7 @@ pub fn transcribe_recording(
             text: t.text.clone(),
             avg_logprob: t.avg_logprob,
             no_speech_prob: t.no_speech_prob,
+            language: None,
         });
         let text = if keep { t.text } else { String::new() };
         if opts.context_chars > 0 && !text.is_empty() {
