@@ -412,7 +412,7 @@ async fn detect_language(
     broadcast: &str,
     subscriber: &moqcast_media::moq::Subscriber,
     audio_track: &str,
-    info: &moqcast_publisher::ingest::AudioInfo,
+    info: &moqcast_client::AudioInfo,
 ) -> anyhow::Result<String> {
     let mut decoder = AudioDecoder::new(info)?;
     let (lane, mut results) = shared.recognizer.lane(broadcast);
