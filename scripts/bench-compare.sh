@@ -21,6 +21,9 @@
 #   PORT       UDP port the relay under test binds (44443); HTTP_PORT for ours (48080)
 #   OURS       path of moqcast-relay (target/release/moqcast-relay), e.g. another branch's build;
 #              OURS_LABEL names it in the table (moqcast)
+#   BASE       path of a second moqcast-relay build (e.g. the commit before a change), run as the
+#              relay "base" when RELAYS names it: RELAYS="moqcast base ietf" interleaves an A/B
+#              with the peer relay in every round
 #   IETF_RELAY path of moq-relay-ietf (~/.cargo/bin/moq-relay-ietf; cargo install --locked moq-relay-ietf)
 #   OUT        output folder (target/bench); SKIP_BUILD=1 to use the existing release binaries
 #   CPU_CAP    run each relay in a cgroup limited to this many cores (e.g. 0.5; needs root and the
@@ -125,13 +128,18 @@ start_relay() {
         RUST_LOG=error launch "$ours" --bind "[::]:$PORT" --http-bind "127.0.0.1:$HTTP_PORT" \
             --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" >"$log" 2>&1
         ;;
+    base)
+        [ -x "${BASE:-}" ] || { echo "bench-compare: RELAYS names base but BASE=${BASE:-} is not a binary" >&2; exit 1; }
+        RUST_LOG=error launch "$BASE" --bind "[::]:$PORT" --http-bind "127.0.0.1:$HTTP_PORT" \
+            --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" >"$log" 2>&1
+        ;;
     ietf)
         rm -f "$work/coordinator.json"
         RUST_LOG=error launch "$IETF_RELAY" --bind "[::]:$PORT" --tls-cert "$work/cert.pem" \
             --tls-key "$work/key.pem" --coordinator-file "$work/coordinator.json" >"$log" 2>&1
         ;;
     *)
-        echo "bench-compare: unknown relay $which (moqcast or ietf)" >&2
+        echo "bench-compare: unknown relay $which (moqcast, base or ietf)" >&2
         exit 1
         ;;
     esac

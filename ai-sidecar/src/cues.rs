@@ -178,6 +178,8 @@ mod tests {
             inference: Duration::ZERO,
             audio_ms: 2500,
             merged: vec![],
+            language: None,
+            audio: None,
         }
     }
 

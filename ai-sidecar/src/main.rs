@@ -11,16 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use moqcast_media::moq::{self, Client};
+use moqcast_client::Client;
+use moqcast_media::moq;
 use moqcast_sidecar::{
     config::Config,
     metrics::{Metrics, Unavailable},
     model::{DecodeOptions, WhisperModel},
+    providers::whisper::SharedWhisper,
     providers::{ChainTranscriber, Kind, Providers},
     recognize::Recognizer,
     segment::SegmenterConfig,
-    service::{self, caption_track_name, Shared, TranslationTarget},
-    stage::{Provider, Recognition},
+    service::{self, caption_track_name, Shared, Translations},
     transcriber::Whisper,
     vad::VadConfig,
 };
@@ -40,8 +41,8 @@ fn download(id: &str) -> Result<std::path::PathBuf, String> {
     moqcast_sidecar::locate::download(id)
 }
 
-/// Loads the local Whisper model (`whisper` in the recognition chain).
-async fn load_whisper(config: &Config) -> anyhow::Result<Arc<dyn Provider<Recognition>>> {
+/// Loads the local Whisper model (`whisper` and `whisper-translate` in the chains).
+async fn load_whisper(config: &Config) -> anyhow::Result<SharedWhisper> {
     #[cfg(feature = "download")]
     let fetch: Option<moqcast_sidecar::locate::Downloader<'_>> =
         config.allow_download.then_some(&download as _);
@@ -62,7 +63,7 @@ async fn load_whisper(config: &Config) -> anyhow::Result<Arc<dyn Provider<Recogn
     .with_context(|| format!("loading the Whisper model from {}", dir.display()))?;
     if !model.is_multilingual() && !config.language.starts_with("en") {
         anyhow::bail!(
-            "the model at {} is English-only; --language {} needs a multilingual model",
+            "the model at {} is English-only; --language {} needs a multilingual model (--model base)",
             dir.display(),
             config.language
         );
@@ -76,9 +77,7 @@ async fn load_whisper(config: &Config) -> anyhow::Result<Arc<dyn Provider<Recogn
         },
         &config.language,
     );
-    Ok(Arc::new(
-        moqcast_sidecar::providers::whisper::LocalWhisper::new("whisper", whisper),
-    ))
+    Ok(Arc::new(std::sync::Mutex::new(whisper)))
 }
 
 fn reasons(list: &[Unavailable]) -> String {
@@ -95,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
         // candle's CPU kernels size their pools from RAYON_NUM_THREADS; set before any starts.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
-    moqcast_publisher::cli::init_tracing();
+    moqcast_client::cli::init_tracing();
     let metrics = Arc::new(Metrics::new());
     let mut providers = Providers::new(config.providers.clone(), metrics.clone());
     providers
@@ -105,31 +104,29 @@ async fn main() -> anyhow::Result<()> {
         .check_names("translate", &config.translate_chain)
         .map_err(|e| anyhow::anyhow!("translate_chain: {e}"))?;
 
-    // The local model, when the recognition chain names it. Alone in the chain, a model that
+    // The local model, when a chain names it. Alone in the recognition chain, a model that
     // cannot load stops the sidecar here, before it connects.
-    let whisper_names: Vec<&String> = config
-        .recognize_chain
-        .iter()
-        .filter(|n| {
+    if providers.needs_whisper(&[&config.recognize_chain, &config.translate_chain]) {
+        let only_whisper = config.recognize_chain.iter().all(|n| {
             config
                 .providers
-                .get(*n)
+                .get(n)
                 .and_then(|c| c.kind.as_deref())
                 .unwrap_or(n)
                 == Kind::Whisper.name()
-        })
-        .collect();
-    if !whisper_names.is_empty() {
+        });
         match load_whisper(&config).await {
             Ok(w) => providers = providers.with_whisper(Ok(w)),
-            Err(e) if whisper_names.len() == config.recognize_chain.len() => return Err(e),
+            Err(e) if only_whisper => return Err(e),
             Err(e) => providers = providers.with_whisper(Err(format!("{e:#}"))),
         }
     }
+    providers = providers.with_device(device(&config.device)?);
 
-    let mut unavailable = Vec::new();
+    let auto = config.language.eq_ignore_ascii_case("auto");
+    let source_language = (!auto).then(|| config.language.clone());
     let (recognition, missing) =
-        providers.recognition(&config.recognize_chain, Some(&config.language));
+        providers.recognition(&config.recognize_chain, source_language.as_deref());
     let Some(recognition) = recognition else {
         anyhow::bail!(
             "no speech recognition provider of {:?} can serve: {}",
@@ -137,56 +134,46 @@ async fn main() -> anyhow::Result<()> {
             reasons(&missing)
         );
     };
-    unavailable.extend(missing);
+    for u in &missing {
+        tracing::warn!(provider = %u.provider, reason = %u.reason, "speech recognition provider left out of the chain");
+    }
+    metrics.add_unavailable(missing);
     {
         let c = recognition.clone();
         metrics.add_chain(move || c.status());
     }
-    let mut translations = Vec::new();
-    for lang in &config.translate {
-        let (chain, missing) =
-            providers.translation(&config.translate_chain, &config.language, lang);
-        match chain {
-            Some(chain) => {
-                for u in &missing {
-                    tracing::warn!(track = %caption_track_name(lang), provider = %u.provider, reason = %u.reason, "provider left out of the translation chain");
-                }
-                tracing::info!(track = %caption_track_name(lang), chain = ?chain.providers(), "translated captions");
-                let c = chain.clone();
-                metrics.add_chain(move || c.status());
-                translations.push(TranslationTarget {
-                    lang: lang.clone(),
-                    chain,
-                });
-            }
-            None => tracing::warn!(
-                "cannot serve {}: no provider of the translation chain {:?} can translate {}->{lang} ({}); the other caption tracks are served",
-                caption_track_name(lang),
-                config.translate_chain,
-                config.language,
-                reasons(&missing)
-            ),
-        }
-        unavailable.extend(missing);
-    }
-    for u in unavailable.iter().filter(|u| u.stage == "recognize") {
-        tracing::warn!(provider = %u.provider, reason = %u.reason, "speech recognition provider left out of the chain");
-    }
-    metrics.set_unavailable(unavailable);
+    let keep_audio = providers.needs_whisper(&[&config.translate_chain]);
+    let translations = Translations::new(
+        config.translate.clone(),
+        config.translate_chain.clone(),
+        providers,
+        metrics.clone(),
+    );
+    // With a known language, say now what can be served; with `auto`, once it is detected.
+    let translated = match &source_language {
+        Some(l) => translations
+            .from_source(l)
+            .iter()
+            .map(|t| caption_track_name(&t.lang))
+            .collect::<Vec<_>>(),
+        None => Vec::new(),
+    };
     tracing::info!(
-        source = %caption_track_name(&config.language),
+        source = %source_language.as_deref().map_or("captions-<detected language>".into(), caption_track_name),
         recognize = ?recognition.providers(),
-        translated = ?translations.iter().map(|t| caption_track_name(&t.lang)).collect::<Vec<_>>(),
+        translated = ?translated,
         "serving"
     );
 
     let transcriber = ChainTranscriber::new(
         recognition,
         tokio::runtime::Handle::current(),
-        Some(config.language.clone()),
+        source_language,
     );
     let recognizer = Recognizer::start(transcriber, config.max_backlog_ms, metrics.clone())
         .context("starting the recognition thread")?;
+    // Whisper's translate task translates the utterance's audio, not its text.
+    recognizer.keep_audio(keep_audio);
 
     let listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await

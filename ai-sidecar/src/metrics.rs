@@ -348,10 +348,14 @@ impl Metrics {
         }
     }
 
-    /// Providers that cannot serve, found at start (shown by `/status`).
-    pub fn set_unavailable(&self, list: Vec<Unavailable>) {
+    /// Providers that cannot serve, found when their chains were built (shown by `/status`).
+    pub fn add_unavailable(&self, list: Vec<Unavailable>) {
         if let Ok(mut u) = self.shared.unavailable.lock() {
-            *u = list;
+            for x in list {
+                if !u.contains(&x) {
+                    u.push(x);
+                }
+            }
         }
     }
 

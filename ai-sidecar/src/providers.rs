@@ -6,6 +6,8 @@
 //! | `openai-transcribe` | recognize | an OpenAI-compatible `/v1/audio/transcriptions` endpoint |
 //! | `apertium` | translate | Apertium, run as a program (en <-> es on Debian: `apertium-eng-spa`) |
 //! | `openai-chat` | translate | an LLM through an OpenAI-compatible `/v1/chat/completions` endpoint |
+//! | `marian` | translate | a Marian/opus-mt model from a local directory, on candle |
+//! | `whisper-translate` | translate | speech of any language into English: the local multilingual Whisper's translate task |
 //!
 //! A chain names providers: a kind, or the name of a `[providers.NAME]` table of the
 //! configuration whose `kind` says which engine it is (two endpoints of one kind get two
@@ -14,6 +16,7 @@
 //! at start and serves the rest.
 
 pub mod apertium;
+pub mod marian;
 pub mod openai;
 pub mod whisper;
 
@@ -35,8 +38,8 @@ use crate::stage::{
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
-    /// The engine (`whisper`, `openai-transcribe`, `apertium`, `openai-chat`); default: the
-    /// table's name.
+    /// The engine (`whisper`, `openai-transcribe`, `apertium`, `openai-chat`, `marian`,
+    /// `whisper-translate`); default: the table's name.
     pub kind: Option<String>,
     /// OpenAI-compatible API base, for example `http://127.0.0.1:8000/v1`. Default
     /// `https://api.openai.com/v1`.
@@ -55,6 +58,11 @@ pub struct ProviderConfig {
     pub probe_every_ms: Option<u64>,
     /// Apertium's data directory (default `$APERTIUM_DATADIR`, else `/usr/share/apertium`).
     pub datadir: Option<PathBuf>,
+    /// A Marian model directory (config.json, *.safetensors, the tokenizer).
+    pub dir: Option<PathBuf>,
+    /// The language pairs a Marian model serves (`["en-es"]`); default: from an `opus-mt-FROM-TO`
+    /// directory name.
+    pub pairs: Option<Vec<String>>,
 }
 
 /// The engines.
@@ -64,14 +72,18 @@ pub enum Kind {
     OpenAiTranscribe,
     Apertium,
     OpenAiChat,
+    Marian,
+    WhisperTranslate,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Whisper,
         Kind::OpenAiTranscribe,
         Kind::Apertium,
         Kind::OpenAiChat,
+        Kind::Marian,
+        Kind::WhisperTranslate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,7 +92,14 @@ impl Kind {
             Kind::OpenAiTranscribe => "openai-transcribe",
             Kind::Apertium => "apertium",
             Kind::OpenAiChat => "openai-chat",
+            Kind::Marian => "marian",
+            Kind::WhisperTranslate => "whisper-translate",
         }
+    }
+
+    /// Whether it needs the local Whisper model.
+    pub fn uses_whisper(self) -> bool {
+        matches!(self, Kind::Whisper | Kind::WhisperTranslate)
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -91,7 +110,18 @@ impl Kind {
     pub fn stage(self) -> &'static str {
         match self {
             Kind::Whisper | Kind::OpenAiTranscribe => Recognition::NAME,
-            Kind::Apertium | Kind::OpenAiChat => Translation::NAME,
+            Kind::Apertium | Kind::OpenAiChat | Kind::Marian | Kind::WhisperTranslate => {
+                Translation::NAME
+            }
+        }
+    }
+
+    /// Default probe interval, ms: local models probe less often (a probe costs CPU).
+    fn probe_every(self) -> u64 {
+        match self {
+            Kind::Whisper | Kind::WhisperTranslate => 30_000,
+            Kind::Marian => 10_000,
+            _ => PROBE_EVERY_MS,
         }
     }
 
@@ -102,11 +132,13 @@ impl Kind {
             Kind::OpenAiTranscribe => (15_000, 5_000),
             Kind::Apertium => (5_000, 1_000),
             Kind::OpenAiChat => (10_000, 3_000),
+            Kind::Marian => (10_000, 2_000),
+            Kind::WhisperTranslate => (30_000, 5_000),
         }
     }
 }
 
-/// The default probe interval, ms.
+/// The default probe interval of remote and program providers, ms.
 pub const PROBE_EVERY_MS: u64 = 5_000;
 
 /// Builds chains from the configuration. Providers are made once per name (per name and
@@ -116,7 +148,11 @@ pub struct Providers {
     metrics: Arc<dyn ChainMetrics>,
     client: Mutex<Option<reqwest::Client>>,
     /// The local Whisper model, loaded by the caller, or why it could not be.
-    whisper: Option<Result<Arc<dyn Provider<Recognition>>, String>>,
+    whisper: Option<Result<whisper::SharedWhisper, String>>,
+    /// Where models run (Marian).
+    device: candle_core::Device,
+    /// Marian models by provider name, loaded on first use.
+    marian: Mutex<BTreeMap<String, Result<marian::SharedMarian, String>>>,
 }
 
 impl Providers {
@@ -126,13 +162,50 @@ impl Providers {
             metrics,
             client: Mutex::new(None),
             whisper: None,
+            device: candle_core::Device::Cpu,
+            marian: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// The local Whisper provider (`whisper` in a chain), or why there is none.
-    pub fn with_whisper(mut self, whisper: Result<Arc<dyn Provider<Recognition>>, String>) -> Self {
+    /// The local Whisper model (`whisper` and `whisper-translate` in a chain), or why there is
+    /// none.
+    pub fn with_whisper(mut self, whisper: Result<whisper::SharedWhisper, String>) -> Self {
         self.whisper = Some(whisper);
         self
+    }
+
+    /// The device models run on (default: the CPU).
+    pub fn with_device(mut self, device: candle_core::Device) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Whether any chain in `chains` names a provider that needs the local Whisper model.
+    pub fn needs_whisper(&self, chains: &[&[String]]) -> bool {
+        chains
+            .iter()
+            .flat_map(|c| c.iter())
+            .any(|n| self.kind(n).is_ok_and(Kind::uses_whisper))
+    }
+
+    fn whisper(&self) -> Result<whisper::SharedWhisper, String> {
+        match &self.whisper {
+            Some(w) => w.clone(),
+            None => Err("no local model loaded".into()),
+        }
+    }
+
+    fn marian_model(&self, name: &str) -> Result<marian::SharedMarian, String> {
+        let mut cache = self.marian.lock().expect("marian lock");
+        cache
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                let dir = self.config(name).dir.ok_or_else(|| {
+                    format!("[providers.{name}] needs dir = \"/path/to/opus-mt-FROM-TO\"")
+                })?;
+                marian::load(&dir, &self.device)
+            })
+            .clone()
     }
 
     /// Checks that every name in `chain` is a kind of `stage`, or a table whose kind is.
@@ -192,7 +265,7 @@ impl Providers {
             provider,
             timeout: Duration::from_millis(timeout),
             budget: Duration::from_millis(cfg.budget_ms.unwrap_or(budget).min(timeout)),
-            probe_every: Duration::from_millis(cfg.probe_every_ms.unwrap_or(PROBE_EVERY_MS)),
+            probe_every: Duration::from_millis(cfg.probe_every_ms.unwrap_or(kind.probe_every())),
         }
     }
 
@@ -242,10 +315,9 @@ impl Providers {
         let mut unavailable = Vec::new();
         for name in chain {
             let made: Result<Arc<dyn Provider<Recognition>>, String> = match self.kind(name) {
-                Ok(Kind::Whisper) => match &self.whisper {
-                    Some(w) => w.clone(),
-                    None => Err("no local model loaded".into()),
-                },
+                Ok(Kind::Whisper) => self
+                    .whisper()
+                    .map(|w| Arc::new(whisper::LocalWhisper::new(name, w)) as _),
                 Ok(Kind::OpenAiTranscribe) => self.endpoint(name, "whisper-1").and_then(|e| {
                     Ok(Arc::new(openai::OpenAiTranscribe::new(name, self.client()?, e)) as _)
                 }),
@@ -296,6 +368,14 @@ impl Providers {
                 }
                 Ok(Kind::OpenAiChat) => self.endpoint(name, "gpt-4o-mini").and_then(|e| {
                     Ok(Arc::new(openai::OpenAiChat::new(name, self.client()?, e)) as _)
+                }),
+                Ok(Kind::Marian) => self.marian_model(name).and_then(|m| {
+                    let cfg = self.config(name);
+                    let pairs = marian::pairs(m.dir(), cfg.pairs.as_deref())?;
+                    Ok(Arc::new(marian::Marian::new(name, m, &pairs, from, to)?) as _)
+                }),
+                Ok(Kind::WhisperTranslate) => self.whisper().and_then(|w| {
+                    Ok(Arc::new(whisper::WhisperTranslate::new(name, w, from, to)?) as _)
                 }),
                 Ok(k) => Err(format!("{} is not a translation provider", k.name())),
                 Err(e) => Err(e),
@@ -356,10 +436,21 @@ impl ChainTranscriber {
 
 impl Transcriber for ChainTranscriber {
     fn transcribe(&mut self, samples: &[f32], is_final: bool) -> Result<Text, String> {
+        self.transcribe_in(samples, is_final, None)
+    }
+
+    fn transcribe_in(
+        &mut self,
+        samples: &[f32],
+        is_final: bool,
+        language: Option<&str>,
+    ) -> Result<Text, String> {
         let request = SpeechRequest {
             samples: Arc::from(samples),
             is_final,
-            language: self.language.clone(),
+            language: language
+                .map(str::to_string)
+                .or_else(|| self.language.clone()),
         };
         let t = self
             .runtime
@@ -369,6 +460,7 @@ impl Transcriber for ChainTranscriber {
             text: t.text,
             avg_logprob: t.avg_logprob,
             no_speech_prob: t.no_speech_prob,
+            language: t.language,
         })
     }
 }
@@ -437,5 +529,15 @@ mod tests {
         let (chain, unavailable) = p.recognition(&names(&["whisper"]), Some("en"));
         assert!(chain.is_none());
         assert_eq!(unavailable[0].reason, "no local model loaded");
+        assert!(p.needs_whisper(&[&names(&["apertium", "whisper-translate"])]));
+        assert!(!p.needs_whisper(&[&names(&["apertium", "local-llm"])]));
+        let (chain, unavailable) =
+            p.translation(&names(&["marian", "whisper-translate"]), "es", "en");
+        assert!(chain.is_none());
+        assert!(
+            unavailable[0].reason.contains("needs dir"),
+            "{unavailable:?}"
+        );
+        assert_eq!(unavailable[1].reason, "no local model loaded");
     }
 }

@@ -34,12 +34,27 @@ pub struct Text {
     pub avg_logprob: f32,
     /// Probability that the audio holds no speech.
     pub no_speech_prob: f32,
+    /// The language heard (BCP 47), when the recogniser says (detected with `--language auto`).
+    pub language: Option<String>,
 }
 
 /// A speech recogniser the worker can drive (Whisper in production).
 pub trait Transcriber: Send + 'static {
     /// Transcribes 16 kHz mono audio; `is_final` asks for the best (slower) decode.
     fn transcribe(&mut self, samples: &[f32], is_final: bool) -> Result<Text, String>;
+
+    /// As [`Self::transcribe`], in `language` (BCP 47) when given: a broadcast whose language
+    /// was detected keeps it (set up to detect, a recogniser would otherwise detect it again for
+    /// each utterance). By default the language is ignored.
+    fn transcribe_in(
+        &mut self,
+        samples: &[f32],
+        is_final: bool,
+        language: Option<&str>,
+    ) -> Result<Text, String> {
+        let _ = language;
+        self.transcribe(samples, is_final)
+    }
 }
 
 /// The worker's result for one utterance.
@@ -57,6 +72,11 @@ pub struct Recognized {
     pub audio_ms: u64,
     /// Ids of utterances merged into this one (their cues are replaced by this one).
     pub merged: Vec<u64>,
+    /// The language heard, when the recogniser says.
+    pub language: Option<String>,
+    /// A final's audio, when the recogniser was started with [`Recognizer::keep_audio`] (for
+    /// translation engines that translate speech).
+    pub audio: Option<std::sync::Arc<[f32]>>,
 }
 
 /// Work the backlog gave up, to be counted.
@@ -212,6 +232,9 @@ struct Shared {
     backlog: Mutex<(Backlog, BTreeMap<u64, mpsc::Sender<Recognized>>, bool)>,
     wake: Condvar,
     metrics: Arc<Metrics>,
+    keep_audio: std::sync::atomic::AtomicBool,
+    /// The language of each lane that has one.
+    languages: Mutex<BTreeMap<u64, String>>,
 }
 
 /// Runs the recognition worker thread. Dropping it stops the thread after the current job.
@@ -238,12 +261,14 @@ impl Recognizer {
             backlog: Mutex::new((Backlog::new(max_backlog_ms), BTreeMap::new(), false)),
             wake: Condvar::new(),
             metrics,
+            keep_audio: Default::default(),
+            languages: Default::default(),
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("recognizer".into())
             .spawn(move || loop {
-                let (lane, job, tx) = {
+                let (lane, job, tx, language) = {
                     let mut guard = worker.backlog.lock().expect("recognizer lock");
                     loop {
                         if guard.2 {
@@ -251,10 +276,15 @@ impl Recognizer {
                         }
                         if let Some((lane, job)) = guard.0.take() {
                             let tx = guard.1.get(&lane).cloned();
+                            let language = worker
+                                .languages
+                                .lock()
+                                .ok()
+                                .and_then(|l| l.get(&lane).cloned());
                             worker
                                 .metrics
                                 .set_queued_ms(guard.0.queued_ms());
-                            break (lane, job, tx);
+                            break (lane, job, tx, language);
                         }
                         guard = worker.wake.wait(guard).expect("recognizer lock");
                     }
@@ -262,23 +292,26 @@ impl Recognizer {
                 let Some(tx) = tx else { continue };
                 let u = job.utterance;
                 let started = Instant::now();
-                let res = transcriber.transcribe(&u.samples, u.is_final);
+                let res = transcriber.transcribe_in(&u.samples, u.is_final, language.as_deref());
                 let inference = started.elapsed();
                 let ms = audio_ms(&u);
                 worker.metrics.inference(u.is_final, ms, inference);
-                let text = match res {
+                let (text, language) = match res {
                     Ok(t) if is_hallucination(&t) => {
                         tracing::debug!(lane, text = %t.text, t.avg_logprob, t.no_speech_prob, "dropped as no speech");
                         worker.metrics.hallucination();
-                        String::new()
+                        (String::new(), None)
                     }
-                    Ok(t) => t.text,
+                    Ok(t) => (t.text, t.language),
                     Err(e) => {
                         tracing::warn!(lane, error = %e, "recognition failed");
                         worker.metrics.recognition_error();
-                        String::new()
+                        (String::new(), None)
                     }
                 };
+                let keep = u.is_final
+                    && !text.is_empty()
+                    && worker.keep_audio.load(std::sync::atomic::Ordering::Relaxed);
                 let result = Recognized {
                     utterance: u.id,
                     start_us: u.start_us,
@@ -288,6 +321,8 @@ impl Recognizer {
                     inference,
                     audio_ms: ms,
                     merged: job.merged,
+                    language,
+                    audio: keep.then(|| std::sync::Arc::from(u.samples)),
                 };
                 if tx.try_send(result).is_err() {
                     worker.metrics.result_dropped();
@@ -298,6 +333,24 @@ impl Recognizer {
             thread: Some(thread),
             next_lane: Default::default(),
         })
+    }
+
+    /// Hands each final result its audio ([`Recognized::audio`]), for a translation engine that
+    /// translates speech (Whisper's translate task).
+    pub fn keep_audio(&self, keep: bool) {
+        self.shared
+            .keep_audio
+            .store(keep, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Opens a lane for `broadcast` whose speech is in `language` (see
+    /// [`Transcriber::transcribe_in`]).
+    pub fn lane_in(&self, broadcast: &str, language: &str) -> (Lane, mpsc::Receiver<Recognized>) {
+        let (lane, rx) = self.lane(broadcast);
+        if let Ok(mut l) = self.shared.languages.lock() {
+            l.insert(lane.id, language.to_string());
+        }
+        (lane, rx)
     }
 
     /// Opens a lane for `broadcast`; its results arrive on the receiver (bounded).
@@ -365,6 +418,9 @@ impl Drop for Lane {
         if let Ok(mut guard) = self.shared.backlog.lock() {
             guard.0.close(self.id);
             guard.1.remove(&self.id);
+        }
+        if let Ok(mut l) = self.shared.languages.lock() {
+            l.remove(&self.id);
         }
     }
 }
@@ -463,6 +519,7 @@ mod tests {
             text: "Thank you.".into(),
             avg_logprob,
             no_speech_prob,
+            language: None,
         };
         assert!(is_hallucination(&t(-1.2, 0.9)));
         assert!(!is_hallucination(&t(-0.3, 0.9)));
@@ -480,6 +537,7 @@ mod tests {
                     text: format!("{} {}", samples.len(), is_final),
                     avg_logprob: -0.1,
                     no_speech_prob: 0.0,
+                    language: Some("en".into()),
                 })
             }
         }
@@ -490,6 +548,18 @@ mod tests {
         let r = rx.blocking_recv().unwrap();
         assert_eq!(r.text, "32000 true");
         assert_eq!((r.utterance, r.start_us, r.audio_ms), (3, 1_000_000, 2000));
+        assert_eq!(
+            (r.language.as_deref(), r.audio.is_some()),
+            (Some("en"), false)
+        );
+        rec.keep_audio(true);
+        lane.submit(utt(4, 4, 1, true));
+        let r = rx.blocking_recv().unwrap();
+        assert_eq!(
+            r.audio.map(|a| a.len()),
+            Some(16_000),
+            "a final keeps its audio"
+        );
         drop(lane);
         drop(rec);
         assert!(rx.blocking_recv().is_none(), "lane closed");

@@ -14,17 +14,17 @@
 //! decoded, or whose relay session fails gets a status (see [`crate::metrics::Status`]) and is
 //! retried; the other broadcasts of the process are unaffected.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
+use moqcast_client::{BroadcastPublisher, Client, TrackPublisher, TrackSubscription};
 use moqcast_media::{
     caption,
     catalog::{self, Catalog},
     loc::LocProperties,
-    moq::{BroadcastPublisher, Client, TrackPublisher, TrackSubscription},
 };
 use url::Url;
 
@@ -32,6 +32,7 @@ use crate::audio_in::AudioDecoder;
 use crate::cues::CueWriter;
 use crate::lang;
 use crate::metrics::{Metrics, Status};
+use crate::providers::Providers;
 use crate::recognize::{Recognized, Recognizer};
 use crate::segment::{Segmenter, SegmenterConfig};
 use crate::stage::{Chain, Translation};
@@ -44,10 +45,11 @@ pub struct Shared {
     pub recognizer: Recognizer,
     pub metrics: Arc<Metrics>,
     pub segmenter: SegmenterConfig,
-    /// BCP 47 language of the speech and the source captions.
+    /// BCP 47 language of the speech and the source captions, or `auto`: detected from each
+    /// broadcast's first speech, and the source track named after it.
     pub language: String,
-    /// Translated caption tracks, one per target language that a chain can serve.
-    pub translations: Vec<TranslationTarget>,
+    /// The translated caption tracks.
+    pub translations: Translations,
     /// Bounds of each translation queue.
     pub translate_queue: usize,
     pub translate_max_wait: Duration,
@@ -59,6 +61,88 @@ pub struct Shared {
 pub struct TranslationTarget {
     pub lang: String,
     pub chain: Chain<Translation>,
+}
+
+/// The target languages (`--translate`) and their chains by language pair, built on first need:
+/// with `--language auto` the source language is known only once it is detected. A pair that no
+/// provider serves is reported once (log and `/status`) and left out; the other tracks are
+/// served.
+pub struct Translations {
+    targets: Vec<String>,
+    chain: Vec<String>,
+    providers: Providers,
+    metrics: Arc<Metrics>,
+    built: Mutex<BTreeMap<Pair, Option<Chain<Translation>>>>,
+}
+
+/// A language pair (from, to).
+type Pair = (String, String);
+
+impl Translations {
+    /// `targets` translated by the providers `chain` names.
+    pub fn new(
+        targets: Vec<String>,
+        chain: Vec<String>,
+        providers: Providers,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            targets,
+            chain,
+            providers,
+            metrics,
+            built: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The targets that captions in `from` can be translated into, with their chains (a target
+    /// in `from` itself is the source track).
+    pub fn from_source(&self, from: &str) -> Vec<TranslationTarget> {
+        let mut out = Vec::new();
+        for to in &self.targets {
+            if lang::primary(to) == lang::primary(from) {
+                continue;
+            }
+            let mut built = self.built.lock().expect("translations lock");
+            let chain = built
+                .entry((from.to_string(), to.clone()))
+                .or_insert_with(|| self.build(from, to))
+                .clone();
+            if let Some(chain) = chain {
+                out.push(TranslationTarget {
+                    lang: to.clone(),
+                    chain,
+                });
+            }
+        }
+        out
+    }
+
+    fn build(&self, from: &str, to: &str) -> Option<Chain<Translation>> {
+        let (chain, missing) = self.providers.translation(&self.chain, from, to);
+        let why = missing
+            .iter()
+            .map(|u| format!("{}: {}", u.provider, u.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        match &chain {
+            Some(c) => {
+                for u in &missing {
+                    tracing::warn!(track = %caption_track_name(to), provider = %u.provider, reason = %u.reason, "provider left out of the translation chain");
+                }
+                tracing::info!(track = %caption_track_name(to), from, chain = ?c.providers(), "translated captions");
+                let status = c.clone();
+                self.metrics.add_chain(move || status.status());
+            }
+            None => tracing::warn!(
+                "cannot serve {}: no provider of the translation chain {:?} can translate {from}->{to} ({why}); the other caption tracks are served",
+                caption_track_name(to),
+                self.chain,
+            ),
+        }
+        self.metrics.add_unavailable(missing);
+        chain
+    }
 }
 
 /// The namespace the sidecar publishes for `broadcast`.
@@ -148,7 +232,7 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
 
     let source = tokio::select! {
         res = &mut session => anyhow::bail!("relay session ended: {res:?}"),
-        cat = moqcast_publisher::subscribe::fetch_catalog(&subscriber, broadcast, shared.catalog_wait) => cat?,
+        cat = moqcast_client::fetch_catalog(&subscriber, broadcast, shared.catalog_wait) => cat?,
     };
     let Some(audio_track) = source.audio_tracks().next().cloned() else {
         park(
@@ -160,7 +244,7 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
         .await;
         return Ok(());
     };
-    let info = moqcast_publisher::subscribe::audio_info(&source, &audio_track)?;
+    let info = moqcast_client::audio_info(&source, &audio_track)?;
     // An unknown codec and an unusable codec configuration alike: nothing here can decode it.
     if let Err(e) = AudioDecoder::new(&info) {
         park(
@@ -173,17 +257,32 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let language = if shared.language == "auto" {
+        shared.metrics.set_status(
+            broadcast,
+            Status::Waiting,
+            Some("detecting the spoken language".into()),
+        );
+        let detect = detect_language(shared, broadcast, &subscriber, &audio_track.name, &info);
+        tokio::select! {
+            res = &mut session => anyhow::bail!("relay session ended: {res:?}"),
+            lang = detect => lang?,
+        }
+    } else {
+        shared.language.clone()
+    };
+    let translations = shared.translations.from_source(&language);
     let ai = ai_namespace(broadcast);
-    let targets: Vec<String> = shared.translations.iter().map(|t| t.lang.clone()).collect();
+    let targets: Vec<String> = translations.iter().map(|t| t.lang.clone()).collect();
     let mut bp = BroadcastPublisher::new(&ai);
     let mut cat_track = bp.create_track(catalog::CATALOG_TRACK_NAME)?;
     cat_track.start_group()?;
     cat_track.write(
         Default::default(),
-        Bytes::from(ai_catalog(&source, &shared.language, &targets).to_json()),
+        Bytes::from(ai_catalog(&source, &language, &targets).to_json()),
     )?;
     let mut tracks = Tracks {
-        source: CaptionTrack::create(&mut bp, &shared.language)?,
+        source: CaptionTrack::create(&mut bp, &language)?,
         targets: targets
             .iter()
             .map(|l| CaptionTrack::create(&mut bp, l))
@@ -191,7 +290,7 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
     };
     let announce = bp.announce(&mut publisher);
     tokio::pin!(announce);
-    tracing::info!(broadcast, namespace = %ai, source = %caption_track_name(&shared.language), translated = ?targets, audio = %audio_track.name, codec = %info.codec, "caption tracks published");
+    tracing::info!(broadcast, namespace = %ai, source = %caption_track_name(&language), translated = ?targets, audio = %audio_track.name, codec = %info.codec, "caption tracks published");
 
     loop {
         shared.metrics.set_status(broadcast, Status::Idle, None);
@@ -215,6 +314,7 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
             &audio_track.name,
             decoder,
             &mut tracks,
+            &translations,
         );
         tokio::select! {
             res = &mut session => anyhow::bail!("relay session ended: {res:?}"),
@@ -303,6 +403,51 @@ impl Tracks {
     }
 }
 
+/// With `--language auto`: the language of the broadcast's speech, the first one heard in two
+/// utterances (a single utterance can mislead: one cut mid-word by joining a live broadcast was
+/// heard as Japanese). Subscribes to the audio until then, once per relay session, with or
+/// without caption subscribers.
+async fn detect_language(
+    shared: &Shared,
+    broadcast: &str,
+    subscriber: &moqcast_media::moq::Subscriber,
+    audio_track: &str,
+    info: &moqcast_client::AudioInfo,
+) -> anyhow::Result<String> {
+    let mut decoder = AudioDecoder::new(info)?;
+    let (lane, mut results) = shared.recognizer.lane(broadcast);
+    let mut segmenter = Segmenter::new(shared.segmenter.clone());
+    let (mut audio, driver) = TrackSubscription::new(subscriber, broadcast, audio_track);
+    let driver = tokio::spawn(driver);
+    let _abort = AbortOnDrop(driver.abort_handle());
+    let mut heard: Vec<String> = Vec::new();
+    loop {
+        tokio::select! {
+            obj = audio.next() => {
+                let Some(obj) = obj? else { anyhow::bail!("the audio ended before anyone spoke") };
+                let props = LocProperties::from_extension_headers(&obj.properties).unwrap_or_default();
+                let (Some(ts), Ok(samples)) = (props.timestamp_us(), decoder.decode(&obj.payload)) else {
+                    continue;
+                };
+                for u in segmenter.push(ts, &samples).into_iter().filter(|u| u.is_final) {
+                    lane.submit(u);
+                }
+            }
+            r = results.recv() => {
+                let Some(r) = r else { anyhow::bail!("the recognizer stopped") };
+                if let (false, Some(l)) = (r.text.is_empty(), r.language) {
+                    tracing::debug!(broadcast, language = %l, heard = %r.text, "language heard");
+                    if heard.contains(&l) {
+                        tracing::info!(broadcast, language = %l, heard = %r.text, "spoken language detected");
+                        return Ok(l);
+                    }
+                    heard.push(l);
+                }
+            }
+        }
+    }
+}
+
 enum Captioned {
     Unsubscribed,
     AudioEnded,
@@ -338,8 +483,14 @@ async fn caption(
     audio_track: &str,
     mut decoder: AudioDecoder,
     tracks: &mut Tracks,
+    translations: &[TranslationTarget],
 ) -> anyhow::Result<Captioned> {
-    let (lane, mut results) = shared.recognizer.lane(broadcast);
+    // A detected language stays the broadcast's for the session.
+    let (lane, mut results) = if shared.language == "auto" {
+        shared.recognizer.lane_in(broadcast, &tracks.source.lang)
+    } else {
+        shared.recognizer.lane(broadcast)
+    };
     let mut segmenter = Segmenter::new(shared.segmenter.clone());
     let (mut audio, driver) = TrackSubscription::new(subscriber, broadcast, audio_track);
     let driver = tokio::spawn(driver);
@@ -350,20 +501,20 @@ async fn caption(
     let mut drain_deadline = None;
     let (events_tx, mut events) = tokio::sync::mpsc::channel(32);
     let mut lanes = Lanes::default();
-    lanes.sync(shared, broadcast, tracks, &events_tx);
+    lanes.sync(shared, broadcast, tracks, translations, &events_tx);
     loop {
         tracks.report(&shared.metrics, broadcast);
         tokio::select! {
             changed = tracks.changed() => {
                 changed?;
-                lanes.sync(shared, broadcast, tracks, &events_tx);
+                lanes.sync(shared, broadcast, tracks, translations, &events_tx);
                 if tracks.subscribers() == 0 {
                     // Give a viewer that switches tracks a moment before stopping.
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     if tracks.subscribers() == 0 {
                         return Ok(Captioned::Unsubscribed);
                     }
-                    lanes.sync(shared, broadcast, tracks, &events_tx);
+                    lanes.sync(shared, broadcast, tracks, translations, &events_tx);
                 }
             }
             obj = audio.next(), if !audio_done => match obj {
@@ -433,16 +584,17 @@ impl Lanes {
         shared: &Shared,
         broadcast: &str,
         tracks: &Tracks,
+        targets: &[TranslationTarget],
         events: &tokio::sync::mpsc::Sender<LaneEvent>,
     ) {
-        for (track, target) in tracks.targets.iter().zip(&shared.translations) {
+        for (track, target) in tracks.targets.iter().zip(targets) {
             let running = self.0.iter().position(|l| l.lang() == target.lang);
             match (track.subscribers() > 0, running) {
                 (true, None) => {
                     tracing::info!(broadcast, lang = %target.lang, provider = ?target.chain.serving(), "translating");
                     self.0.push(LanguageLane::start(
                         target.chain.clone(),
-                        &shared.language,
+                        &tracks.source.lang,
                         &target.lang,
                         Queue::new(shared.translate_queue, shared.translate_max_wait),
                         events.clone(),
@@ -500,7 +652,7 @@ fn publish(
                 start_us: r.start_us,
                 end_us: r.end_us,
                 text: cue.text.clone(),
-                audio: None,
+                audio: r.audio.clone(),
             });
         }
     }

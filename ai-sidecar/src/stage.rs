@@ -545,14 +545,15 @@ pub struct TranslateRequest {
 }
 
 impl TranslateRequest {
-    /// The request that probes a translator out of the rotation.
+    /// The request that probes a translator out of the rotation: a word, and half a second of
+    /// silence for engines that translate speech.
     pub fn probe(from: &str, to: &str) -> Self {
         Self {
             text: "Hello.".into(),
             from: from.into(),
             to: to.into(),
             context: Vec::new(),
-            audio: None,
+            audio: Some(vec![0.0; 8_000].into()),
         }
     }
 }

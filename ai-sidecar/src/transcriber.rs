@@ -171,6 +171,7 @@ fn text_of(t: &Transcript) -> Text {
         text: t.text.clone(),
         avg_logprob: t.avg_logprob,
         no_speech_prob: t.no_speech_prob,
+        language: Some(t.language.clone()),
     }
 }
 

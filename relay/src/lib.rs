@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::Context;
 use moqcast_media::moq;
-use tokio_util_shim::CancellationToken;
+use tokio_util::sync::CancellationToken;
 
 pub use config::{Args, Config};
 
@@ -388,26 +388,38 @@ async fn handshake_and_run(
         .await
         .context("WebTransport CONNECT timed out")?
         .context("WebTransport CONNECT failed")?;
-        // draft-18 §3.1.3: the client offers MoQT versions in WT-Available-Protocols.
-        // A client that offers none (older browsers' libraries) gets draft-18 too.
-        if !request.protocols.is_empty() && !request.protocols.iter().any(|p| p == moq::MOQT_ALPN) {
+        // draft-18 §3.1.3: the client offers MoQT versions in WT-Available-Protocols; the
+        // session layer picks the first it speaks. A client that offers none (older browsers'
+        // libraries) gets our preferred version.
+        let chosen = request
+            .protocols
+            .iter()
+            .find_map(|p| moqcast_session::Version::from_alpn(p));
+        if !request.protocols.is_empty() && chosen.is_none() {
             let offered = request.protocols.join(",");
             let _ = request
                 .reject(web_transport_quinn::http::StatusCode::NOT_ACCEPTABLE)
                 .await;
-            anyhow::bail!("WebTransport client offered no supported MoQT version (offered {offered}, we speak {})", moq::MOQT_ALPN);
+            let ours: Vec<_> = moqcast_session::Version::ALL
+                .iter()
+                .map(|v| v.alpn())
+                .collect();
+            anyhow::bail!("WebTransport client offered no supported MoQT version (offered {offered}, we speak {})", ours.join(","));
         }
-        let offered = !request.protocols.is_empty();
         let mut response = web_transport_quinn::proto::ConnectResponse::OK;
-        if offered {
-            response = response.with_protocol(moq::MOQT_ALPN.to_string());
+        if let Some(version) = chosen {
+            response = response.with_protocol(version.alpn().to_string());
         }
         let session = request
             .respond(response)
             .await
             .context("WebTransport response")?;
         (session, "webtransport")
-    } else if alpn == moq::MOQT_ALPN.as_bytes() {
+    } else if std::str::from_utf8(&alpn)
+        .ok()
+        .and_then(moqcast_session::Version::from_alpn)
+        .is_some()
+    {
         let url = url::Url::parse("moqt://relay/").expect("valid");
         let session = web_transport_quinn::Session::raw(
             conn.clone(),
@@ -445,31 +457,6 @@ async fn handshake_and_run(
         return Ok(());
     }
     res
-}
-
-/// A tiny cancellation token (avoids pulling tokio-util for one type).
-mod tokio_util_shim {
-    use std::sync::Arc;
-    use tokio::sync::Notify;
-
-    #[derive(Clone, Default)]
-    pub struct CancellationToken(Arc<(Notify, std::sync::atomic::AtomicBool)>);
-
-    impl CancellationToken {
-        pub fn cancel(&self) {
-            self.0 .1.store(true, std::sync::atomic::Ordering::SeqCst);
-            self.0 .0.notify_waiters();
-        }
-        pub async fn cancelled(&self) {
-            loop {
-                let notified = self.0 .0.notified();
-                if self.0 .1.load(std::sync::atomic::Ordering::SeqCst) {
-                    return;
-                }
-                notified.await;
-            }
-        }
-    }
 }
 
 /// A spawned task that is aborted when its owner drops this handle.

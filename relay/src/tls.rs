@@ -100,10 +100,15 @@ impl Identity {
             .with_no_client_auth()
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        config.alpn_protocols = vec![
-            moqcast_media::moq::WEBTRANSPORT_ALPN.as_bytes().to_vec(),
-            moqcast_media::moq::MOQT_ALPN.as_bytes().to_vec(),
-        ];
+        // WebTransport (h3), then every MoQT version the session layer speaks over raw QUIC.
+        config.alpn_protocols =
+            std::iter::once(moqcast_media::moq::WEBTRANSPORT_ALPN.as_bytes().to_vec())
+                .chain(
+                    moqcast_session::Version::ALL
+                        .iter()
+                        .map(|v| v.alpn().as_bytes().to_vec()),
+                )
+                .collect();
         Ok(config)
     }
 }

@@ -62,6 +62,24 @@ fn counter(metrics: SocketAddr, line_prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Log text without its ANSI colour sequences (`ESC [ ... m`).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The cues of a WebVTT file by id: (the timing line, the text).
 fn vtt_cues(vtt: &str) -> std::collections::BTreeMap<String, (String, String)> {
     vtt.split("\n\n")
@@ -506,5 +524,134 @@ async fn sidecar_without_apertium_or_model_says_what_it_cannot_serve() {
     let chains = status(metrics_b)["chains"].clone();
     assert_eq!(chains[0]["stage"], "recognize", "{chains}");
     assert_eq!(chains[0]["providers"][0]["name"], "remote", "{chains}");
+    relay.stop().await;
+}
+
+/// Spanish speech, the multilingual model (`--model base`) and `--language auto`: the sidecar
+/// detects Spanish and publishes `captions-es`, and English captions (`--translate en`) from
+/// Whisper's translate task (`whisper-translate`, Apertium behind it), with the Spanish cues'
+/// ids and times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_detects_spanish_and_translates_it_into_english() {
+    moqcast_tests::init_tracing();
+    let dir = TempDir::new("auto-language");
+    // Whisper base detects these espeak-ng sentences as Spanish (p 0.95 and 0.92 with
+    // faster-whisper); it hears others, such as "Hoy hace un día muy bonito en la ciudad.", as
+    // Thai or Japanese.
+    let sentences = [
+        "La música es muy importante para todos nosotros.",
+        "Gracias por vernos y hasta mañana.",
+    ];
+    let wav = speech_wav(&dir.0, "habla", &sentences, "es", 1.5, 2.0);
+    let media = speech_video(&wav, &dir.path("habla.mp4"), "aac");
+    let relay = TestRelay::start(&[]).await;
+    let _publisher = publish(&relay, "live/es", &media, &dir);
+    let metrics = free_tcp_addr();
+    let mut sidecar = {
+        let mut cmd = command("moqcast-sidecar");
+        cmd.args([
+            "--url",
+            &relay.url("https"),
+            "--tls-fingerprint",
+            &relay.fingerprint,
+        ])
+        .args([
+            "--broadcast",
+            "live/es",
+            "--metrics-addr",
+            &metrics.to_string(),
+        ])
+        .args(["--model", "base", "--language", "auto", "--beam-size", "1"])
+        .args(["--partial-every-ms", "4000", "--translate", "en"])
+        .args(["--translate-chain", "whisper-translate,apertium"])
+        .env("RUST_LOG", "info,moq_transport=off,quinn=warn");
+        ChildGuard::spawn("sidecar", &mut cmd, &dir.0)
+    };
+    // The language is detected from the first speech, then the tracks are published.
+    wait_status(
+        metrics,
+        "live/es",
+        "idle",
+        &mut sidecar,
+        Duration::from_secs(90),
+    )
+    .await;
+    let said = without_colours(&sidecar.stderr_tail(200));
+    assert!(
+        said.lines()
+            .any(|l| l.contains("spoken language detected") && l.contains("language=es ")),
+        "{said}"
+    );
+
+    let subscriber = |lang: &str, vtt: &std::path::Path| {
+        let mut cmd = command("moqcast-subscribe");
+        cmd.args([
+            "--url",
+            &relay.url("https"),
+            "--tls-fingerprint",
+            &relay.fingerprint,
+        ])
+        .args([
+            "--broadcast",
+            "live/es",
+            "--duration",
+            "24",
+            "--wait",
+            "20",
+            "--json",
+        ])
+        .args(["--caption-lang", lang, "--captions"])
+        .arg(vtt);
+        ChildGuard::spawn(&format!("subscribe-{lang}"), &mut cmd, &dir.0)
+    };
+    let (vtt_es, vtt_en) = (dir.path("es.vtt"), dir.path("en.vtt"));
+    let mut tracks = Vec::new();
+    for mut sub in [subscriber("es", &vtt_es), subscriber("en", &vtt_en)] {
+        let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+            let s = sub.wait_timeout(Duration::from_secs(60));
+            (s, sub.stdout(), sub.stderr())
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(code, Some(s) if s.success()),
+            "subscriber failed: {code:?}\n{stdout}\n{stderr}\nsidecar: {}",
+            sidecar.stderr_tail(40)
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
+        tracks.push(json["captions"]["track"].as_str().unwrap_or("").to_string());
+    }
+    assert_eq!(tracks, ["live/es/ai/captions-es", "live/es/ai/captions-en"]);
+    let (es, en) = (
+        std::fs::read_to_string(&vtt_es).unwrap(),
+        std::fs::read_to_string(&vtt_en).unwrap(),
+    );
+    println!(
+        "{es}\n{en}\nsidecar: {}",
+        without_colours(&sidecar.stderr_tail(80))
+    );
+    let recall = word_recall(&sentences.join(" "), &es);
+    assert!(
+        recall >= 0.6,
+        "{:.0}% of the Spanish words: {es}",
+        recall * 100.0
+    );
+    let english = word_recall("music important thank tomorrow", &en);
+    assert!(
+        english >= 0.6,
+        "{:.0}% of the English words: {en}\nsidecar: {}",
+        english * 100.0,
+        without_colours(&sidecar.stderr_tail(60))
+    );
+    let (es_cues, en_cues) = (vtt_cues(&es), vtt_cues(&en));
+    assert!(!en_cues.is_empty(), "{en}");
+    for (id, (times, _)) in &en_cues {
+        assert_eq!(
+            Some(times),
+            es_cues.get(id).map(|c| &c.0),
+            "cue {id}: {es}\n{en}"
+        );
+    }
     relay.stop().await;
 }
