@@ -35,8 +35,9 @@ pub struct Whisper {
 /// used is forgotten.
 pub const MAX_STREAMS: usize = 256;
 
-/// Audio context the sidecar gives final cues by default ([`Whisper::set_audio_context_ms`]).
-pub const DEFAULT_AUDIO_CONTEXT_MS: u64 = 10_000;
+/// Audio context the sidecar gives final cues by default ([`Whisper::set_audio_context_ms`],
+/// `--audio-context-ms`): see docs/BENCHMARKS.md ("Captions: long recordings").
+pub const DEFAULT_AUDIO_CONTEXT_MS: u64 = 20_000;
 
 impl Whisper {
     /// `finals` is used for final cues; partial cues always decode greedily (they are replaced
