@@ -112,6 +112,22 @@ pub struct Args {
     /// directory, else `../../web/dist` next to the executable (a `target/<profile>` build).
     #[arg(long, env = "MOQCAST_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+    /// Turns auth on: a JWK file, a JWK Set, or a directory of `*.jwk` files (re-read when it
+    /// changes, so keys rotate without a restart). Sessions then need a token (`?jwt=` on the
+    /// WebTransport URL, the AUTHORIZATION TOKEN setup option on raw QUIC) except under the
+    /// `--auth-public*` prefixes. Without it, everything is open (development).
+    #[arg(long, env = "MOQCAST_AUTH_KEY")]
+    pub auth_key: Option<PathBuf>,
+    /// Broadcast prefixes anonymous sessions may publish and watch (comma separated; "" is
+    /// everything).
+    #[arg(long, env = "MOQCAST_AUTH_PUBLIC", value_delimiter = ',')]
+    pub auth_public: Option<Vec<String>>,
+    /// Broadcast prefixes anonymous sessions may watch.
+    #[arg(long, env = "MOQCAST_AUTH_PUBLIC_SUBSCRIBE", value_delimiter = ',')]
+    pub auth_public_subscribe: Option<Vec<String>>,
+    /// Broadcast prefixes anonymous sessions may publish.
+    #[arg(long, env = "MOQCAST_AUTH_PUBLIC_PUBLISH", value_delimiter = ',')]
+    pub auth_public_publish: Option<Vec<String>>,
 }
 
 /// The longest `--coalesce-ms`: a longer hold is a stall viewers see, and two or three frames
@@ -145,6 +161,10 @@ pub struct FileConfig {
     pub coalesce_above: Option<f64>,
     pub log_format: Option<String>,
     pub web_dir: Option<PathBuf>,
+    pub auth_key: Option<PathBuf>,
+    pub auth_public: Option<Vec<String>>,
+    pub auth_public_subscribe: Option<Vec<String>>,
+    pub auth_public_publish: Option<Vec<String>>,
 }
 
 /// How sessions map to threads (see `--runtime`, and [`crate::shard`]).
@@ -201,6 +221,7 @@ pub struct Config {
     pub log_format: String,
     /// Directory of the built viewer; it may not exist (then `/watch/...` answers 503).
     pub web_dir: PathBuf,
+    pub auth: crate::auth::AuthConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -252,6 +273,7 @@ impl Default for Config {
             coalesce_above: crate::shard::COALESCE_ABOVE_PERMILLE,
             log_format: "text".into(),
             web_dir: default_web_dir(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -376,6 +398,27 @@ impl Config {
                 "log format {log_format:?}: use text or json"
             )));
         }
+        let auth = crate::auth::AuthConfig {
+            key: args.auth_key.or(file.auth_key),
+            public: args.auth_public.or(file.auth_public).unwrap_or_default(),
+            public_subscribe: args
+                .auth_public_subscribe
+                .or(file.auth_public_subscribe)
+                .unwrap_or_default(),
+            public_publish: args
+                .auth_public_publish
+                .or(file.auth_public_publish)
+                .unwrap_or_default(),
+        };
+        if auth.key.is_none()
+            && !(auth.public.is_empty()
+                && auth.public_subscribe.is_empty()
+                && auth.public_publish.is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "--auth-public* name what anonymous sessions may do when auth is on: pass --auth-key too (without keys everything is open)".into(),
+            ));
+        }
         Ok(Self {
             bind: args.bind.or(file.bind).unwrap_or(d.bind),
             http_bind: args.http_bind.or(file.http_bind).unwrap_or(d.http_bind),
@@ -408,6 +451,7 @@ impl Config {
             coalesce_above,
             log_format,
             web_dir: args.web_dir.or(file.web_dir).unwrap_or(d.web_dir),
+            auth,
         })
     }
 }

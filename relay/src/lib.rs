@@ -5,6 +5,7 @@
 //! Data flow (see docs/relay.md): session -> broadcast (namespace) -> track -> group -> object
 //! -> per-subscriber pump -> subscriber's stream.
 
+pub mod auth;
 pub mod budget;
 pub mod cache;
 pub mod config;
@@ -48,6 +49,8 @@ pub struct RelayState {
     pub sessions: Arc<limits::Slots>,
     /// With `--runtime sharded`: the shards' load and where new connections go.
     pub placement: Option<Arc<shard::Placement>>,
+    /// Keys and public prefixes: what each session may publish and watch.
+    pub auth: auth::Auth,
     next_session: AtomicU64,
 }
 
@@ -180,6 +183,7 @@ impl Relay {
         let http = tokio::net::TcpListener::bind(config.http_bind)
             .await
             .with_context(|| format!("could not bind TCP {}", config.http_bind))?;
+        let auth = auth::Auth::new(&config.auth).map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(metrics::Metrics::default());
         let budget = track::CacheBudget::new(config.cache_total_bytes, metrics.clone());
         let state = Arc::new(RelayState {
@@ -192,6 +196,7 @@ impl Relay {
                 Quic::Sharded { placement, .. } => Some(placement.clone()),
             },
             config,
+            auth,
             next_session: AtomicU64::new(1),
         });
         Ok(Self {
@@ -380,7 +385,7 @@ async fn handshake_and_run(
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|d| d.protocol)
         .context("peer negotiated no ALPN")?;
-    let (wt, transport) = if alpn == moq::WEBTRANSPORT_ALPN.as_bytes() {
+    let (wt, transport, grant) = if alpn == moq::WEBTRANSPORT_ALPN.as_bytes() {
         let request = tokio::time::timeout(
             Duration::from_secs(10),
             web_transport_quinn::Request::accept(conn.clone()),
@@ -406,6 +411,35 @@ async fn handshake_and_run(
                 .collect();
             anyhow::bail!("WebTransport client offered no supported MoQT version (offered {offered}, we speak {})", ours.join(","));
         }
+        // The token: `?jwt=` on the URL (moq-dev's clients, browsers), or `Authorization:
+        // Bearer`. It is checked before the session is accepted: a refused one gets 401/403.
+        let token = request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "jwt")
+            .map(|(_, v)| v.into_owned())
+            .or_else(|| {
+                request
+                    .headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_string)
+            });
+        let path = request.url.path().to_string();
+        let grant = match state.auth.session(&path, token.as_deref()) {
+            Ok(grant) => grant,
+            Err(e) => {
+                state.metrics.auth_refused.fetch_add(1, Ordering::Relaxed);
+                let status = web_transport_quinn::http::StatusCode::from_u16(e.http_status())
+                    .expect("valid status");
+                let _ = request.reject(status).await;
+                // Let the response reach the client before the connection goes (it closes
+                // when it has read it); bounded, so refused peers cannot hold the slot long.
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
+                anyhow::bail!("session refused ({path}): {e}");
+            }
+        };
         let mut response = web_transport_quinn::proto::ConnectResponse::OK;
         if let Some(version) = chosen {
             response = response.with_protocol(version.alpn().to_string());
@@ -414,7 +448,7 @@ async fn handshake_and_run(
             .respond(response)
             .await
             .context("WebTransport response")?;
-        (session, "webtransport")
+        (session, "webtransport", Some(grant))
     } else if std::str::from_utf8(&alpn)
         .ok()
         .and_then(moqcast_session::Version::from_alpn)
@@ -426,14 +460,14 @@ async fn handshake_and_run(
             url,
             web_transport_quinn::proto::ConnectResponse::default(),
         );
-        (session, "raw-quic")
+        (session, "raw-quic", None)
     } else {
         anyhow::bail!("unsupported ALPN {:?}", String::from_utf8_lossy(&alpn));
     };
     state.metrics.sessions.fetch_add(1, Ordering::Relaxed);
     state.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(transport, "session accepted");
-    let res = session::run(state.clone(), wt, conn.clone(), id).await;
+    let res = session::run(state.clone(), wt, conn.clone(), id, grant).await;
     state.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
     // A peer that closed its connection with code 0 (or timed out idle after leaving) ended the
     // session normally: that is not an error, whatever the session loop reports. A session the

@@ -262,6 +262,11 @@ async fn a_request_past_the_session_limit_gets_excessive_load_at_once() {
         "{:?}",
         asked.elapsed()
     );
+    let metrics = relay.state.metrics.render();
+    assert!(
+        metrics.contains("\nmoqcast_requests_refused_total 1\n"),
+        "{metrics}"
+    );
     // One ends: the next is served on the same session.
     subs.pop();
     tokio::time::sleep(Duration::from_millis(200)).await;
