@@ -39,7 +39,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 
 mkdir -p "$LIVE"
-python3 bench/captions/corpus.py --out "$OUT/corpus" >&2
+python3 ai-sidecar/bench/corpus.py --out "$OUT/corpus" >&2
 manifest=$OUT/corpus/manifest.json
 
 # The speech: 2 s of silence, then the first CLIPS clips, each followed by GAP s of silence.
@@ -98,7 +98,7 @@ curl -sf "http://127.0.0.1:$METRICS_PORT/status" >"$LIVE/sidecar-status.json"
 
 python3 - "$LIVE" "$speech_s" "$CLIPS" "$BEAM" "$THREADS" <<'EOF' | tee "$LIVE/../live.md"
 import json, re, sys, os
-sys.path.insert(0, "bench/captions")
+sys.path.insert(0, "ai-sidecar/bench")
 from score import normalise, edit_distance
 live, speech_s, clips, beam, threads = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 ref = normalise(open(os.path.join(live, "reference.txt")).read())

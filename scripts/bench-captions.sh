@@ -17,7 +17,7 @@
 #                  fit:PAD_MS[:nofallback]
 #   FW_CONFIGS     faster-whisper COMPUTE:BEAM[:openai] list ("float32:1,int8:1,float32:5,int8:5");
 #                  :openai feeds CTranslate2 features padded as OpenAI's whisper and the sidecar
-#                  do (see bench/captions/faster_whisper_ref.py)
+#                  do (see ai-sidecar/bench/faster_whisper_ref.py)
 #   LIMIT          only the first N clips of the corpus (all)
 #   REPEAT         passes over the corpus, each running every configuration of both systems
 #                  (interleaved, alternate passes reversed); each clip's fastest pass is reported,
@@ -56,12 +56,12 @@ export MOQCAST_WHISPER_MODEL=$model
 
 if [ -z "${SKIP_BUILD:-}" ]; then
     log "building moqcast-caption-bench (release)"
-    cargo build --release -p moqcast-bench --bin moqcast-caption-bench
+    cargo build --release -p moqcast-sidecar --bin moqcast-caption-bench
 fi
 bench=target/release/moqcast-caption-bench
 
 mkdir -p "$OUT"
-python3 bench/captions/corpus.py --out "$OUT/corpus"
+python3 ai-sidecar/bench/corpus.py --out "$OUT/corpus"
 manifest=$OUT/corpus/manifest.json
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -106,7 +106,7 @@ run_job() { # PASS SYSTEM:COMPUTE:BEAM[:REST]
             --limit "${LIMIT:-0}" --out "$f"
         ;;
     faster-whisper)
-        python3 bench/captions/faster_whisper_ref.py --manifest "$manifest" --model "$model" \
+        python3 ai-sidecar/bench/faster_whisper_ref.py --manifest "$manifest" --model "$model" \
             --threads "$THREADS" --configs "$compute:$rest" --limit "${LIMIT:-0}" --out "$f"
         ;;
     esac
@@ -144,7 +144,7 @@ md=$OUT/results.md
     echo "load average (1, 5, 15 min) $load_before at the start, $load_after at the end."
     echo "Corpus: $corpus${LIMIT:+, first $LIMIT clips}; model: $model."
     echo
-    python3 bench/captions/score.py --manifest "$manifest" --pair-diffs "${results[@]}"
+    python3 ai-sidecar/bench/score.py --manifest "$manifest" --pair-diffs "${results[@]}"
 } >"$md.tmp"
 mv "$md.tmp" "$md"
 cat "$md"

@@ -3,7 +3,7 @@
 
 use ffmpeg::{codec, format::Sample, software::resampling, ChannelLayout};
 use ffmpeg_next as ffmpeg;
-use moqcast_publisher::ingest::AudioInfo;
+use moqcast_client::AudioInfo;
 
 /// The recogniser's sample rate.
 pub const OUT_RATE: u32 = 16_000;
@@ -43,8 +43,8 @@ impl AudioDecoder {
         if info.codec != "opus" && !info.codec.starts_with("mp4a.40") {
             return Err(DecodeError::Unsupported(info.codec.clone()));
         }
-        let params = moqcast_publisher::record::audio_parameters(info).map_err(|e| match e {
-            moqcast_publisher::record::RecordError::UnsupportedCodec { codec, .. } => {
+        let params = moqcast_client::ffmpeg::audio_parameters(info).map_err(|e| match e {
+            moqcast_client::ffmpeg::CodecError::UnsupportedCodec { codec, .. } => {
                 DecodeError::Unsupported(codec)
             }
             other => DecodeError::Config(other.to_string()),

@@ -258,8 +258,8 @@ impl Config {
     }
 
     /// How to trust the relay's certificate.
-    pub fn client_tls(&self) -> Result<moqcast_media::moq::ClientTls, ConfigError> {
-        let mut tls = moqcast_media::moq::ClientTls {
+    pub fn client_tls(&self) -> Result<moqcast_client::ClientTls, ConfigError> {
+        let mut tls = moqcast_client::ClientTls {
             disable_verify: self.tls_disable_verify,
             ..Default::default()
         };

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use moqcast_media::moq::{self, Client};
+use moqcast_client::Client;
+use moqcast_media::moq;
 use moqcast_sidecar::{
     config::Config,
     metrics::{Metrics, Unavailable},
@@ -93,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
         // candle's CPU kernels size their pools from RAYON_NUM_THREADS; set before any starts.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
-    moqcast_publisher::cli::init_tracing();
+    moqcast_client::cli::init_tracing();
     let metrics = Arc::new(Metrics::new());
     let mut providers = Providers::new(config.providers.clone(), metrics.clone());
     providers

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
+use moqcast_client::{BroadcastPublisher, Client, TrackPublisher, TrackSubscription};
 use moqcast_media::{
     caption,
     catalog::{self, Catalog},
     loc::LocProperties,
-    moq::{BroadcastPublisher, Client, TrackPublisher, TrackSubscription},
 };
 use url::Url;
 
@@ -232,7 +232,7 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
 
     let source = tokio::select! {
         res = &mut session => anyhow::bail!("relay session ended: {res:?}"),
-        cat = moqcast_publisher::subscribe::fetch_catalog(&subscriber, broadcast, shared.catalog_wait) => cat?,
+        cat = moqcast_client::fetch_catalog(&subscriber, broadcast, shared.catalog_wait) => cat?,
     };
     let Some(audio_track) = source.audio_tracks().next().cloned() else {
         park(
@@ -244,7 +244,7 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
         .await;
         return Ok(());
     };
-    let info = moqcast_publisher::subscribe::audio_info(&source, &audio_track)?;
+    let info = moqcast_client::audio_info(&source, &audio_track)?;
     // An unknown codec and an unusable codec configuration alike: nothing here can decode it.
     if let Err(e) = AudioDecoder::new(&info) {
         park(
@@ -412,7 +412,7 @@ async fn detect_language(
     broadcast: &str,
     subscriber: &moqcast_media::moq::Subscriber,
     audio_track: &str,
-    info: &moqcast_publisher::ingest::AudioInfo,
+    info: &moqcast_client::AudioInfo,
 ) -> anyhow::Result<String> {
     let mut decoder = AudioDecoder::new(info)?;
     let (lane, mut results) = shared.recognizer.lane(broadcast);

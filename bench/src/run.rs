@@ -22,11 +22,9 @@ use std::{
 use anyhow::Context;
 use bytes::Bytes;
 use futures::{future::join_all, stream::FuturesUnordered, StreamExt};
-use moqcast_media::{
-    loc::LocProperties,
-    moq::{BroadcastPublisher, Client, ClientTls, TrackSubscription},
-    time::unix_micros,
-};
+use moqcast_bench::shaper::Shaper;
+use moqcast_client::{BroadcastPublisher, Client, ClientTls, TrackSubscription};
+use moqcast_media::{loc::LocProperties, time::unix_micros};
 use tokio::{
     sync::{watch, Semaphore},
     task::JoinSet,
@@ -38,7 +36,6 @@ use crate::{
     hist::Histogram,
     procfs::{self, Pid},
     scrape::{self, Samples},
-    shaper::Shaper,
     stats::{TraceRow, TrackLedger, TrackStats, Window},
 };
 

@@ -5,6 +5,8 @@
 //! subscriber, as a real slow viewer would make it.
 //!
 //! [`Pacer`] is the link model (no I/O, callers pass `now`); [`Shaper`] runs it on two sockets.
+//! The load generator (`--slow-subscribers`) and the end-to-end tests (a slow subscriber through
+//! a relay) both use it.
 
 use std::{
     collections::VecDeque,
@@ -93,12 +95,18 @@ impl Drop for Shaper {
 
 impl Shaper {
     /// Listens on loopback (the relay's address family) and forwards to `relay`, limiting
-    /// relay-to-client traffic to `bits_per_s` with at most `queue_bytes` queued.
+    /// relay-to-client traffic to `bits_per_s` with at most `queue_bytes` queued. A relay bound
+    /// to an unspecified address (`[::]:PORT`, `0.0.0.0:PORT`) is reached at `127.0.0.1:PORT`.
     pub async fn start(
         relay: SocketAddr,
         bits_per_s: u64,
         queue_bytes: usize,
     ) -> std::io::Result<Self> {
+        let relay = if relay.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], relay.port()))
+        } else {
+            relay
+        };
         let (front_addr, back_addr): (SocketAddr, SocketAddr) = if relay.is_ipv6() {
             (
                 ([0u16, 0, 0, 0, 0, 0, 0, 1], 0).into(),

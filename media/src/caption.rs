@@ -28,7 +28,7 @@
 //! moqcast treats `text` as plain text: [`to_webvtt`] escapes `&`, `<` and `-->`, so WebVTT
 //! cue-text tags (which the draft allows in `text`) come out literally.
 
-use serde::Serialize;
+use serde::{de, Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::catalog::{self, Track};
@@ -73,7 +73,7 @@ pub enum CaptionError {
         /// The JSON key (`settings.align` for nested ones).
         field: String,
         /// What webvtt-msf asks for.
-        expected: &'static str,
+        expected: String,
         /// What was found.
         found: &'static str,
     },
@@ -122,7 +122,7 @@ pub enum CaptionError {
 }
 
 /// WebVTT cue settings (webvtt-msf §"Settings Object"), values as in a WebVTT file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CueSettings {
     /// `vertical`: `"rl"` or `"lr"`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,37 +144,55 @@ pub struct CueSettings {
     pub extra: Map<String, Value>,
 }
 
-/// One caption cue.
-#[derive(Debug, Clone, PartialEq)]
+/// One caption cue: the `data` object of its record. `None` fields are left out when written,
+/// and `null` reads as absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cue {
-    /// `id`: required on partial cues, so that the next version can replace them.
-    pub id: Option<String>,
     /// `start`: media time in ms (also the record's `m`).
+    #[serde(rename = "start", deserialize_with = "millis")]
     pub start_ms: u64,
     /// `end`: media time in ms, not before `start`.
+    #[serde(rename = "end", deserialize_with = "millis")]
     pub end_ms: u64,
+    /// `id`: required on partial cues, so that the next version can replace them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// `text`: plain text, lines separated by `\n`.
     pub text: String,
     /// `settings`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<CueSettings>,
     /// `region`: a region id from the timeline's [`CaptionHeader`].
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// `final` (moqcast): `false` for a partial cue that a later cue with the same id replaces.
+    /// `final` (moqcast): `false` for a partial cue that a later cue with the same id replaces;
+    /// written only when `false`.
+    #[serde(
+        rename = "final",
+        default = "yes",
+        skip_serializing_if = "is_true",
+        deserialize_with = "final_flag"
+    )]
     pub is_final: bool,
     /// `lang` (moqcast): BCP 47 tag, when the cue's language differs from the track's `lang`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lang: Option<String>,
     /// Unknown `data` keys, preserved.
+    #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
 /// The regions and styles record that may open a timeline (webvtt-msf §"Regions and Styles").
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CaptionHeader {
     /// `regions`: WebVTT region definitions (objects with `id`, `width`, `lines`, ...).
+    #[serde(default, deserialize_with = "regions")]
     pub regions: Vec<Value>,
     /// `styles`: a CSS style block.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub styles: Option<String>,
     /// Unknown keys, preserved.
+    #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
@@ -198,10 +216,10 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn wrong_type(field: &str, expected: &'static str, v: &Value) -> CaptionError {
+fn wrong_type(field: &str, expected: &str, v: &Value) -> CaptionError {
     CaptionError::WrongType {
         field: field.to_string(),
-        expected,
+        expected: expected.to_string(),
         found: json_type(v),
     }
 }
@@ -221,29 +239,102 @@ fn take(map: &mut Map<String, Value>, key: &str) -> Option<Value> {
     }
 }
 
-fn opt_string(
-    map: &mut Map<String, Value>,
-    key: &str,
-    field: &str,
-) -> Result<Option<String>, CaptionError> {
-    match take(map, key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(wrong_type(field, "a string", &v)),
+/// A media time in whole milliseconds.
+struct Millis;
+
+impl de::Visitor<'_> for Millis {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a number of milliseconds")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v).map_err(|_| E::custom(Millis::not_whole(v)))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+        Err(E::custom(Millis::not_whole(v)))
     }
 }
 
-fn millis(map: &mut Map<String, Value>, key: &'static str) -> Result<u64, CaptionError> {
-    match take(map, key) {
-        None => Err(CaptionError::MissingField(key)),
-        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
-            invalid(
-                key,
-                format!("must be a whole number of milliseconds, got {n}"),
-            )
-        }),
-        Some(v) => Err(wrong_type(key, "a number of milliseconds", &v)),
+impl Millis {
+    fn not_whole(v: impl std::fmt::Display) -> String {
+        format!("must be a whole number of milliseconds, got {v}")
     }
+}
+
+fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    d.deserialize_any(Millis)
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// `final`: absent or `null` is `true`.
+fn final_flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
+}
+
+/// `regions`: an array of objects; `null` is none.
+fn regions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
+    let regions = Option::<Vec<Map<String, Value>>>::deserialize(d)?;
+    Ok(regions
+        .unwrap_or_default()
+        .into_iter()
+        .map(Value::Object)
+        .collect())
+}
+
+/// Required fields of a cue, for [`CaptionError::MissingField`].
+const REQUIRED_FIELDS: &[&str] = &["start", "end", "text"];
+
+/// Reads a record's `data` object with serde; errors name the field as `settings.align`.
+///
+/// serde reports only a message; its forms for a missing field (`missing field `x``) and a
+/// wrong type (`invalid type: X, expected Y`) are serde's own defaults, and every other message
+/// here is this module's (a time that is not a whole number of milliseconds).
+fn read_data<'v, T: Deserialize<'v>>(data: &'v Value) -> Result<T, CaptionError> {
+    serde_path_to_error::deserialize(data).map_err(|e| {
+        let message = e.inner().to_string();
+        let path = e.path().to_string();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'));
+        if let Some(name) = missing {
+            if let Some(field) = REQUIRED_FIELDS.iter().find(|f| **f == name) {
+                return CaptionError::MissingField(field);
+            }
+            return invalid(name, "is missing");
+        }
+        if let Some((unexpected, expected)) = message
+            .strip_prefix("invalid type: ")
+            .and_then(|m| m.split_once(", expected "))
+        {
+            let expected = match expected {
+                "a boolean" => "true or false",
+                "a sequence" => "an array of objects",
+                "a map" => "an object",
+                e if e.starts_with("struct ") => "an object",
+                e => e,
+            };
+            return CaptionError::WrongType {
+                field: path,
+                expected: expected.to_string(),
+                found: catalog::found_type(unexpected),
+            };
+        }
+        invalid(&path, message)
+    })
 }
 
 /// A WebVTT setting or identifier value that fits on a cue timing line.
@@ -364,41 +455,10 @@ impl Cue {
         Ok(())
     }
 
-    /// The cue's `data` object.
-    fn data(&self) -> Map<String, Value> {
-        let mut data = Map::new();
-        data.insert("start".into(), self.start_ms.into());
-        data.insert("end".into(), self.end_ms.into());
-        if let Some(id) = &self.id {
-            data.insert("id".into(), id.clone().into());
-        }
-        data.insert("text".into(), self.text.clone().into());
-        if let Some(settings) = &self.settings {
-            data.insert(
-                "settings".into(),
-                serde_json::to_value(settings).expect("settings serialize"),
-            );
-        }
-        if let Some(region) = &self.region {
-            data.insert("region".into(), region.clone().into());
-        }
-        if !self.is_final {
-            data.insert("final".into(), false.into());
-        }
-        if let Some(lang) = &self.lang {
-            data.insert("lang".into(), lang.clone().into());
-        }
-        for (k, v) in &self.extra {
-            data.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        data
-    }
-
+    /// The cue's record. Written through a JSON value, so that keys come out sorted, known
+    /// and unknown alike.
     fn record(&self) -> Value {
-        let mut record = Map::new();
-        record.insert("m".into(), self.start_ms.into());
-        record.insert("data".into(), Value::Object(self.data()));
-        Value::Object(record)
+        serde_json::json!({ "m": self.start_ms, "data": self })
     }
 
     /// The cue as one event timeline record: `{"m": start, "data": {...}}`.
@@ -426,45 +486,14 @@ impl Cue {
         }
     }
 
-    fn from_data(m: u64, mut data: Map<String, Value>) -> Result<Cue, CaptionError> {
-        let start_ms = millis(&mut data, "start")?;
-        let end_ms = millis(&mut data, "end")?;
-        if m != start_ms {
-            return Err(CaptionError::TimeMismatch { m, start_ms });
+    fn from_data(m: u64, data: Map<String, Value>) -> Result<Cue, CaptionError> {
+        let cue: Cue = read_data(&Value::Object(data))?;
+        if m != cue.start_ms {
+            return Err(CaptionError::TimeMismatch {
+                m,
+                start_ms: cue.start_ms,
+            });
         }
-        let id = opt_string(&mut data, "id", "id")?;
-        let text =
-            opt_string(&mut data, "text", "text")?.ok_or(CaptionError::MissingField("text"))?;
-        let settings = match take(&mut data, "settings") {
-            None => None,
-            Some(Value::Object(mut s)) => Some(CueSettings {
-                vertical: opt_string(&mut s, "vertical", "settings.vertical")?,
-                line: opt_string(&mut s, "line", "settings.line")?,
-                position: opt_string(&mut s, "position", "settings.position")?,
-                size: opt_string(&mut s, "size", "settings.size")?,
-                align: opt_string(&mut s, "align", "settings.align")?,
-                extra: s,
-            }),
-            Some(v) => return Err(wrong_type("settings", "an object", &v)),
-        };
-        let region = opt_string(&mut data, "region", "region")?;
-        let is_final = match take(&mut data, "final") {
-            None => true,
-            Some(Value::Bool(b)) => b,
-            Some(v) => return Err(wrong_type("final", "true or false", &v)),
-        };
-        let lang = opt_string(&mut data, "lang", "lang")?;
-        let cue = Cue {
-            id,
-            start_ms,
-            end_ms,
-            text,
-            settings,
-            region,
-            is_final,
-            lang,
-            extra: data,
-        };
         cue.validate()?;
         Ok(cue)
     }
@@ -517,38 +546,16 @@ enum Record {
 }
 
 impl CaptionHeader {
-    fn from_data(m: u64, mut data: Map<String, Value>) -> Result<CaptionHeader, CaptionError> {
+    fn from_data(m: u64, data: Map<String, Value>) -> Result<CaptionHeader, CaptionError> {
         if m != 0 {
             return Err(invalid("m", "of the regions and styles record must be 0"));
         }
-        let regions = match take(&mut data, "regions") {
-            None => Vec::new(),
-            Some(Value::Array(items)) => {
-                if let Some(bad) = items.iter().find(|r| !r.is_object()) {
-                    return Err(wrong_type("regions", "an array of objects", bad));
-                }
-                items
-            }
-            Some(v) => return Err(wrong_type("regions", "an array of objects", &v)),
-        };
-        let styles = opt_string(&mut data, "styles", "styles")?;
-        Ok(CaptionHeader {
-            regions,
-            styles,
-            extra: data,
-        })
+        read_data(&Value::Object(data))
     }
 
+    /// The header's record. Written through a JSON value, so that keys come out sorted.
     fn record(&self) -> Value {
-        let mut data = Map::new();
-        data.insert("regions".into(), Value::Array(self.regions.clone()));
-        if let Some(styles) = &self.styles {
-            data.insert("styles".into(), styles.clone().into());
-        }
-        for (k, v) in &self.extra {
-            data.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        serde_json::json!({ "m": 0, "data": Value::Object(data) })
+        serde_json::json!({ "m": 0, "data": self })
     }
 }
 
@@ -772,6 +779,11 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"m":5,"data":{"start":5,"end":6,"id":"p","text":"x","final":false}})
+        );
+        // The bytes on the wire: keys sorted, as they always were.
+        assert_eq!(
+            String::from_utf8(Cue::partial("p", 5, 6, "x").to_json()).unwrap(),
+            r#"{"data":{"end":6,"final":false,"id":"p","start":5,"text":"x"},"m":5}"#
         );
         // Final cues do not carry the extension key.
         assert!(!String::from_utf8(Cue::new(1, 2, "y").to_json())

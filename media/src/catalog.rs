@@ -35,7 +35,7 @@
 use std::collections::HashSet;
 
 use base64::Engine as _;
-use serde::Serialize;
+use serde::{de, Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 /// The track name a catalog is published under (§5: "MUST have a case-sensitive Track Name of
@@ -131,12 +131,12 @@ pub enum CatalogError {
     /// A field has the wrong JSON type.
     #[error("{context}: field \"{field}\" must be {expected}, found {found}")]
     WrongType {
-        /// Where.
+        /// Where: `catalog`, `tracks[2] (track "video")`, `tracks[2].buffers`, ...
         context: String,
         /// The JSON key.
         field: String,
         /// What the draft asks for.
-        expected: &'static str,
+        expected: String,
         /// The JSON type found.
         found: &'static str,
     },
@@ -189,16 +189,28 @@ fn duplicate_message(namespace: &Option<String>, name: &str) -> String {
 }
 
 /// The `buffers` object of a track (§5.2.9), all in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Buffers {
     /// Buffer players try to stabilise at.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub target: Option<u64>,
     /// Players should not operate below this.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub min: Option<u64>,
     /// Players should not operate above this.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub max: Option<u64>,
     /// Unknown keys, preserved.
     #[serde(flatten)]
@@ -206,7 +218,7 @@ pub struct Buffers {
 }
 
 /// One entry of the root `initDataList` (§5.1.7).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InitData {
     /// Unique within the catalog; tracks point at it with `initRef`.
     pub id: String,
@@ -224,7 +236,8 @@ pub struct InitData {
 pub const INIT_DATA_INLINE: &str = "inline";
 
 /// A track object (§5.2). JSON keys are the §5.2 Table 2 names; `None` fields are left out.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// Whole-number fields also read an integral float (`1920.0`); `null` reads as absent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Track {
     /// `name` (§5.2.3), required, unique per namespace.
@@ -244,7 +257,11 @@ pub struct Track {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_live: Option<bool>,
     /// `targetLatency` in ms (§5.2.8); not together with `buffers`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub target_latency: Option<u64>,
     /// `buffers` (§5.2.9); not together with `targetLatency`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -253,10 +270,18 @@ pub struct Track {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     /// `renderGroup` (§5.2.11).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub render_group: Option<u64>,
     /// `altGroup` (§5.2.12).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub alt_group: Option<u64>,
     /// `initRef` (§5.2.13): an `id` in [`Catalog::init_data_list`].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -265,10 +290,18 @@ pub struct Track {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub depends: Option<Vec<String>>,
     /// `temporalId` (§5.2.16).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub temporal_id: Option<u64>,
     /// `spatialId` (§5.2.17).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub spatial_id: Option<u64>,
     /// `codec` (§5.2.18): a WebCodecs codec string for LOC tracks.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -280,43 +313,87 @@ pub struct Track {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub framerate: Option<f64>,
     /// `timescale` (§5.2.21), units per second.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub timescale: Option<u64>,
     /// `bitrate` (§5.2.22): maximum, bits per second.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub bitrate: Option<u64>,
     /// `avgBitrate` (§5.2.23), bits per second.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub avg_bitrate: Option<u64>,
     /// `maxGopDuration` (§5.2.24), ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub max_gop_duration: Option<u64>,
     /// `maxGroupDuration` (§5.2.25), ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub max_group_duration: Option<u64>,
     /// `width` (§5.2.26): maximum encoded width in pixels.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u32"
+    )]
     pub width: Option<u32>,
     /// `height` (§5.2.27): maximum encoded height in pixels.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u32"
+    )]
     pub height: Option<u32>,
     /// `samplerate` (§5.2.28), Hz.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u32"
+    )]
     pub samplerate: Option<u32>,
     /// `channelConfig` (§5.2.29), e.g. `"2"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel_config: Option<String>,
     /// `displayWidth` (§5.2.30).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u32"
+    )]
     pub display_width: Option<u32>,
     /// `displayHeight` (§5.2.31).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u32"
+    )]
     pub display_height: Option<u32>,
     /// `lang` (§5.2.32): a BCP 47 language tag.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lang: Option<String>,
     /// `trackDuration` (§5.2.35), ms; not on live tracks.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub track_duration: Option<u64>,
     /// Every other key (`template`, `accessibility`, `authInfo`, encryption fields, custom
     /// fields, ...), preserved as received.
@@ -360,13 +437,19 @@ impl Track {
 }
 
 /// An independent catalog (§5.1).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Catalog {
-    /// `version` (§5.1.1), a JSON String: [`MSF_VERSION`] for catalogs we write.
+    /// `version` (§5.1.1), a JSON String: [`MSF_VERSION`] for catalogs we write (a draft-00
+    /// Number is read as its decimal string).
+    #[serde(deserialize_with = "version")]
     pub version: String,
     /// `generatedAt` (§5.1.2): wall-clock ms since the Unix epoch.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::u64"
+    )]
     pub generated_at: Option<u64>,
     /// `isComplete` (§5.1.3): the broadcast has ended and will not change.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -445,9 +528,279 @@ pub struct CloneTrack {
     pub overrides: Map<String, Value>,
 }
 
-// ---------------------------------------------------------------------------------------------
-// Parsing helpers: a JSON object taken apart field by field, with errors that name the field.
+/// A delta update object as read, before its operations are checked.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDelta {
+    #[serde(default, deserialize_with = "whole::u64")]
+    generated_at: Option<u64>,
+    is_complete: Option<bool>,
+    delta_update: Vec<RawOp>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
 
+/// One operation as read; `tracks` is read by its kind.
+#[derive(Deserialize)]
+struct RawOp {
+    op: String,
+    tracks: Value,
+}
+
+/// A track of a `remove` operation; `rest` must stay empty.
+#[derive(Deserialize)]
+struct RawRemove {
+    name: String,
+    namespace: Option<String>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+/// A track of a `clone` operation: the other fields override the parent's.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawClone {
+    parent_name: String,
+    parent_namespace: Option<String>,
+    name: String,
+    #[serde(flatten)]
+    overrides: Map<String, Value>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading: serde derive on the types above, errors mapped to `CatalogError`s that name the field.
+
+/// Whole-number fields: a non-negative integer up to the field's maximum. An integral float
+/// (`1920.0`) is accepted as that integer; `null` reads as absent.
+mod whole {
+    use serde::{de, Deserializer};
+    use std::fmt;
+
+    struct Whole(u64);
+
+    impl<'de> de::Visitor<'de> for Whole {
+        type Value = Option<u64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            if v <= self.0 {
+                Ok(Some(v))
+            } else {
+                Err(self.out_of_range(v))
+            }
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(self.out_of_range(v)),
+            }
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            // Integral floats below 2^53 convert exactly.
+            if v.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&v) {
+                self.visit_u64(v as u64)
+            } else {
+                Err(self.out_of_range(v))
+            }
+        }
+    }
+
+    impl Whole {
+        fn out_of_range<E: de::Error>(&self, v: impl fmt::Display) -> E {
+            E::custom(format_args!(
+                "must be a whole number from 0 to {}, got {v}",
+                self.0
+            ))
+        }
+    }
+
+    pub(super) fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        d.deserialize_option(Whole(u64::MAX))
+    }
+
+    pub(super) fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        let v = d.deserialize_option(Whole(u32::MAX.into()))?;
+        Ok(v.map(|v| u32::try_from(v).expect("checked against u32::MAX")))
+    }
+}
+
+/// `version` (§5.1.1): a String, or a draft-00 Number read as its decimal string.
+fn version<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Version;
+
+    impl de::Visitor<'_> for Version {
+        type Value = String;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string such as \"draft-01\"")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+
+    d.deserialize_any(Version)
+}
+
+/// The JSON type of a serde "invalid type" message's unexpected value, as the errors name it.
+pub(crate) fn found_type(unexpected: &str) -> &'static str {
+    [
+        ("string", "a string"),
+        ("integer", "a number"),
+        ("floating point", "a number"),
+        ("boolean", "a boolean"),
+        ("map", "an object"),
+        ("sequence", "an array"),
+        ("null", "null"),
+        ("unit", "null"),
+    ]
+    .into_iter()
+    .find(|(prefix, _)| unexpected.starts_with(prefix))
+    .map_or("another type", |(_, name)| name)
+}
+
+/// serde's name of an expected type, as the errors name it.
+fn expected_type(expected: &str) -> String {
+    match expected {
+        "a sequence" => "an array".to_string(),
+        "a map" => "an object".to_string(),
+        "a boolean" => "true or false".to_string(),
+        e if e.starts_with("struct ") => "an object".to_string(),
+        e => e.to_string(),
+    }
+}
+
+/// Names of required fields, for [`CatalogError::MissingField`].
+const REQUIRED_FIELDS: &[&str] = &[
+    "version",
+    "tracks",
+    "name",
+    "packaging",
+    "id",
+    "type",
+    "data",
+    "op",
+    "parentName",
+    "deltaUpdate",
+];
+
+/// Reads a `T` from `value` with serde. `at` is where `value` sits in the catalog object
+/// (`""` for the whole object, `deltaUpdate[0].tracks`), `root` names the whole object in
+/// errors about its own fields (`catalog`).
+fn read<'v, T: Deserialize<'v>>(value: &'v Value, at: &str, root: &str) -> Result<T, CatalogError> {
+    serde_path_to_error::deserialize(value).map_err(|e| field_error(value, at, root, &e))
+}
+
+/// A serde error at `e.path()` below `value` as a [`CatalogError`]: the field is the last key of
+/// the path, the context the path before it (`tracks[3]`), with the name of the track there.
+///
+/// serde reports only a message; its forms for a missing field (`missing field `x``) and a
+/// wrong type (`invalid type: X, expected Y`) are serde's own defaults, and every other message
+/// here is one of this module's (an out-of-range number).
+fn field_error(
+    value: &Value,
+    at: &str,
+    root: &str,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+) -> CatalogError {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = e.path().iter().collect();
+    let message = e.inner().to_string();
+    // A missing field is reported at the object that lacks it; any other error at the value.
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.strip_suffix('`'))
+        .map(|name| REQUIRED_FIELDS.iter().find(|f| **f == name).copied());
+    let field_at = match (missing, segments.last()) {
+        (None, Some(Segment::Map { .. })) => segments.len() - 1,
+        // An element of an array field (`depends[0]`) is reported as the array field.
+        (None, Some(Segment::Seq { .. }))
+            if matches!(segments.iter().rev().nth(1), Some(Segment::Map { .. })) =>
+        {
+            segments.len() - 2
+        }
+        _ => segments.len(),
+    };
+    let mut context = at.to_string();
+    let mut node = Some(value);
+    for segment in &segments[..field_at] {
+        match segment {
+            Segment::Map { key } => {
+                if !context.is_empty() {
+                    context.push('.');
+                }
+                context.push_str(key);
+                node = node.and_then(|n| n.get(key));
+            }
+            Segment::Seq { index } => {
+                context.push_str(&format!("[{index}]"));
+                node = node.and_then(|n| n.get(index));
+                if let Some(name) = node.and_then(|n| n.get("name")).and_then(Value::as_str) {
+                    context.push_str(&format!(" (track {name:?})"));
+                }
+            }
+            Segment::Enum { variant } => context.push_str(variant),
+            Segment::Unknown => context.push('?'),
+        }
+    }
+    if context.is_empty() {
+        context = root.to_string();
+    }
+    let field = match segments.get(field_at) {
+        Some(Segment::Map { key }) => key.clone(),
+        _ => "(entry)".to_string(),
+    };
+    if let Some(missing) = missing {
+        return match missing {
+            Some(field) => CatalogError::MissingField { context, field },
+            None => CatalogError::InvalidValue {
+                context,
+                field,
+                reason: message,
+            },
+        };
+    }
+    if let Some((unexpected, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|m| m.split_once(", expected "))
+    {
+        return CatalogError::WrongType {
+            context,
+            field,
+            expected: expected_type(expected),
+            found: found_type(unexpected),
+        };
+    }
+    CatalogError::InvalidValue {
+        context,
+        field,
+        reason: message,
+    }
+}
+
+/// The JSON type of a value, as the errors name it.
 fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -457,250 +810,6 @@ fn json_type(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-struct Fields<'c> {
-    context: &'c str,
-    map: Map<String, Value>,
-}
-
-impl<'c> Fields<'c> {
-    fn new(context: &'c str, map: Map<String, Value>) -> Self {
-        Self { context, map }
-    }
-
-    /// Removes a key; a JSON `null` counts as absent.
-    fn take(&mut self, key: &str) -> Option<Value> {
-        match self.map.remove(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v),
-        }
-    }
-
-    fn wrong_type(&self, field: &str, expected: &'static str, v: &Value) -> CatalogError {
-        CatalogError::WrongType {
-            context: self.context.to_string(),
-            field: field.to_string(),
-            expected,
-            found: json_type(v),
-        }
-    }
-
-    fn invalid(&self, field: &str, reason: impl Into<String>) -> CatalogError {
-        CatalogError::InvalidValue {
-            context: self.context.to_string(),
-            field: field.to_string(),
-            reason: reason.into(),
-        }
-    }
-
-    fn missing(&self, field: &'static str) -> CatalogError {
-        CatalogError::MissingField {
-            context: self.context.to_string(),
-            field,
-        }
-    }
-
-    fn opt_string(&mut self, key: &str) -> Result<Option<String>, CatalogError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(v) => Err(self.wrong_type(key, "a string", &v)),
-        }
-    }
-
-    fn req_string(&mut self, key: &'static str) -> Result<String, CatalogError> {
-        self.opt_string(key)?.ok_or_else(|| self.missing(key))
-    }
-
-    fn opt_bool(&mut self, key: &str) -> Result<Option<bool>, CatalogError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(b)),
-            Some(v) => Err(self.wrong_type(key, "true or false", &v)),
-        }
-    }
-
-    fn opt_u64(&mut self, key: &str) -> Result<Option<u64>, CatalogError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(v) => self.whole_number(key, &v, u64::MAX).map(Some),
-        }
-    }
-
-    fn opt_u32(&mut self, key: &str) -> Result<Option<u32>, CatalogError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(v) => self
-                .whole_number(key, &v, u32::MAX.into())
-                .map(|n| Some(n as u32)),
-        }
-    }
-
-    /// A non-negative whole number up to `max`. `1920.0` is accepted as `1920`.
-    fn whole_number(&self, key: &str, v: &Value, max: u64) -> Result<u64, CatalogError> {
-        let Value::Number(n) = v else {
-            return Err(self.wrong_type(key, "a whole number", v));
-        };
-        let value = if let Some(u) = n.as_u64() {
-            Some(u)
-        } else if let Some(f) = n.as_f64() {
-            // Integral floats below 2^53 convert exactly.
-            (f.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&f)).then_some(f as u64)
-        } else {
-            None
-        };
-        match value {
-            Some(u) if u <= max => Ok(u),
-            _ => Err(self.invalid(
-                key,
-                format!("must be a whole number from 0 to {max}, got {n}"),
-            )),
-        }
-    }
-
-    fn opt_f64(&mut self, key: &str) -> Result<Option<f64>, CatalogError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Value::Number(n)) => match n.as_f64() {
-                Some(f) => Ok(Some(f)),
-                None => Err(self.invalid(key, format!("cannot be represented: {n}"))),
-            },
-            Some(v) => Err(self.wrong_type(key, "a number", &v)),
-        }
-    }
-
-    fn opt_string_array(&mut self, key: &str) -> Result<Option<Vec<String>>, CatalogError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Value::Array(items)) => {
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    match item {
-                        Value::String(s) => out.push(s),
-                        v => return Err(self.wrong_type(key, "an array of strings", &v)),
-                    }
-                }
-                Ok(Some(out))
-            }
-            Some(v) => Err(self.wrong_type(key, "an array of strings", &v)),
-        }
-    }
-
-    fn opt_object(&mut self, key: &str) -> Result<Option<Map<String, Value>>, CatalogError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Value::Object(m)) => Ok(Some(m)),
-            Some(v) => Err(self.wrong_type(key, "an object", &v)),
-        }
-    }
-
-    fn opt_array(&mut self, key: &str) -> Result<Option<Vec<Value>>, CatalogError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Value::Array(a)) => Ok(Some(a)),
-            Some(v) => Err(self.wrong_type(key, "an array", &v)),
-        }
-    }
-
-    fn rest(self) -> Map<String, Value> {
-        self.map
-    }
-}
-
-/// Context for errors about the `index`th entry of `list` (e.g. `tracks[3]`), named when known.
-fn entry_context(list: &str, index: usize, map: &Map<String, Value>) -> String {
-    match map.get("name").and_then(Value::as_str) {
-        Some(name) => format!("{list}[{index}] (track {name:?})"),
-        None => format!("{list}[{index}]"),
-    }
-}
-
-fn expect_object(context: &str, v: Value) -> Result<Map<String, Value>, CatalogError> {
-    match v {
-        Value::Object(m) => Ok(m),
-        other => Err(CatalogError::WrongType {
-            context: context.to_string(),
-            field: "(entry)".to_string(),
-            expected: "an object",
-            found: json_type(&other),
-        }),
-    }
-}
-
-/// Reads the typed fields of a track object; what remains goes to `extra`.
-fn track_from_map(context: &str, map: Map<String, Value>) -> Result<Track, CatalogError> {
-    let mut f = Fields::new(context, map);
-    for key in ["parentName", "parentNamespace"] {
-        if f.map.contains_key(key) {
-            return Err(f.invalid(
-                key,
-                "is only allowed in a \"clone\" operation of a delta update (§5.2.33)",
-            ));
-        }
-    }
-    let buffers = match f.opt_object("buffers")? {
-        None => None,
-        Some(map) => {
-            let ctx = format!("{context}, buffers");
-            let mut b = Fields::new(&ctx, map);
-            Some(Buffers {
-                target: b.opt_u64("target")?,
-                min: b.opt_u64("min")?,
-                max: b.opt_u64("max")?,
-                extra: b.rest(),
-            })
-        }
-    };
-    let track = Track {
-        name: f.req_string("name")?,
-        namespace: f.opt_string("namespace")?,
-        packaging: f.req_string("packaging")?,
-        event_type: f.opt_string("eventType")?,
-        role: f.opt_string("role")?,
-        is_live: f.opt_bool("isLive")?,
-        target_latency: f.opt_u64("targetLatency")?,
-        buffers,
-        label: f.opt_string("label")?,
-        render_group: f.opt_u64("renderGroup")?,
-        alt_group: f.opt_u64("altGroup")?,
-        init_ref: f.opt_string("initRef")?,
-        depends: f.opt_string_array("depends")?,
-        temporal_id: f.opt_u64("temporalId")?,
-        spatial_id: f.opt_u64("spatialId")?,
-        codec: f.opt_string("codec")?,
-        mime_type: f.opt_string("mimeType")?,
-        framerate: f.opt_f64("framerate")?,
-        timescale: f.opt_u64("timescale")?,
-        bitrate: f.opt_u64("bitrate")?,
-        avg_bitrate: f.opt_u64("avgBitrate")?,
-        max_gop_duration: f.opt_u64("maxGopDuration")?,
-        max_group_duration: f.opt_u64("maxGroupDuration")?,
-        width: f.opt_u32("width")?,
-        height: f.opt_u32("height")?,
-        samplerate: f.opt_u32("samplerate")?,
-        channel_config: f.opt_string("channelConfig")?,
-        display_width: f.opt_u32("displayWidth")?,
-        display_height: f.opt_u32("displayHeight")?,
-        lang: f.opt_string("lang")?,
-        track_duration: f.opt_u64("trackDuration")?,
-        extra: Map::new(),
-    };
-    Ok(Track {
-        extra: f.rest(),
-        ..track
-    })
-}
-
-fn track_list(list: &str, items: Vec<Value>) -> Result<Vec<Track>, CatalogError> {
-    let mut tracks = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let context = format!("{list}[{i}]");
-        let map = expect_object(&context, item)?;
-        let context = entry_context(list, i, &map);
-        tracks.push(track_from_map(&context, map)?);
-    }
-    Ok(tracks)
 }
 
 /// A loose check of BCP 47 syntax (RFC 5646): subtags of 1 to 8 letters or digits separated by
@@ -756,6 +865,14 @@ fn validate_track(list: &str, t: &Track) -> Result<(), CatalogError> {
     };
 
     validate_name(ctx, "name", &t.name)?;
+    for key in ["parentName", "parentNamespace"] {
+        if t.extra.contains_key(key) {
+            return Err(invalid(
+                key,
+                "is only allowed in a \"clone\" operation of a delta update (§5.2.33)",
+            ));
+        }
+    }
     if let Some(ns) = &t.namespace {
         if ns.is_empty() {
             return Err(invalid(
@@ -877,20 +994,6 @@ fn check_unique<'a>(tracks: impl Iterator<Item = &'a Track>) -> Result<(), Catal
     Ok(())
 }
 
-fn parse_version(v: Value) -> Result<String, CatalogError> {
-    match v {
-        Value::String(s) => Ok(s),
-        // draft-00 (§5.1.1 there) used a Number.
-        Value::Number(n) if n.is_u64() => Ok(n.to_string()),
-        other => Err(CatalogError::WrongType {
-            context: "catalog".to_string(),
-            field: "version".to_string(),
-            expected: "a string such as \"draft-01\"",
-            found: json_type(&other),
-        }),
-    }
-}
-
 impl Catalog {
     /// An empty catalog of [`MSF_VERSION`].
     pub fn new() -> Self {
@@ -915,50 +1018,6 @@ impl Catalog {
             CatalogUpdate::Full(catalog) => Ok(catalog),
             CatalogUpdate::Delta(_) => Err(CatalogError::UnexpectedDelta),
         }
-    }
-
-    fn from_map(map: Map<String, Value>) -> Result<Catalog, CatalogError> {
-        let mut f = Fields::new("catalog", map);
-        let version = match f.take("version") {
-            Some(v) => parse_version(v)?,
-            None => return Err(f.missing("version")),
-        };
-        let generated_at = f.opt_u64("generatedAt")?;
-        let is_complete = f.opt_bool("isComplete")?;
-        let tracks = match f.opt_array("tracks")? {
-            Some(items) => track_list("tracks", items)?,
-            None => return Err(f.missing("tracks")),
-        };
-        let publish_tracks = match f.opt_array("publishTracks")? {
-            Some(items) => Some(track_list("publishTracks", items)?),
-            None => None,
-        };
-        let init_data_list = match f.opt_array("initDataList")? {
-            None => None,
-            Some(items) => {
-                let mut list = Vec::with_capacity(items.len());
-                for (i, item) in items.into_iter().enumerate() {
-                    let ctx = format!("initDataList[{i}]");
-                    let mut e = Fields::new(&ctx, expect_object(&ctx, item)?);
-                    list.push(InitData {
-                        id: e.req_string("id")?,
-                        kind: e.req_string("type")?,
-                        data: e.req_string("data")?,
-                        extra: e.rest(),
-                    });
-                }
-                Some(list)
-            }
-        };
-        Ok(Catalog {
-            version,
-            generated_at,
-            is_complete,
-            tracks,
-            publish_tracks,
-            init_data_list,
-            extra: f.rest(),
-        })
     }
 
     /// Checks the catalog against draft-ietf-moq-msf-01 §5: a supported version; per track a
@@ -1191,7 +1250,7 @@ impl Catalog {
                         }
                         map.insert("name".to_string(), Value::String(c.name.clone()));
                         let context = format!("clone of {:?} as {:?}", c.parent_name, c.name);
-                        let track = track_from_map(&context, map)?;
+                        let track: Track = read(&Value::Object(map), &context, &context)?;
                         if next
                             .track_in(track.namespace.as_deref(), &track.name)
                             .is_some()
@@ -1251,7 +1310,7 @@ impl CatalogUpdate {
         if map.contains_key("deltaUpdate") {
             return CatalogDelta::from_map(map).map(CatalogUpdate::Delta);
         }
-        let catalog = Catalog::from_map(map)?;
+        let catalog: Catalog = read(&Value::Object(map), "", "catalog")?;
         catalog.validate()?;
         Ok(CatalogUpdate::Full(catalog))
     }
@@ -1267,45 +1326,42 @@ impl CatalogUpdate {
 
 impl CatalogDelta {
     fn from_map(map: Map<String, Value>) -> Result<CatalogDelta, CatalogError> {
-        let mut f = Fields::new("catalog delta update", map);
-        let ops_value = f.take("deltaUpdate");
-        if !matches!(ops_value, Some(Value::Bool(_))) {
-            for key in ["tracks", "version"] {
-                if f.map.contains_key(key) {
-                    return Err(f.invalid(
-                        key,
-                        "must not appear in a delta update (§5.3); an independent catalog has no \"deltaUpdate\"",
-                    ));
-                }
-            }
-        }
-        let items = match ops_value {
-            Some(Value::Array(items)) => items,
-            Some(Value::Bool(_)) => {
-                return Err(CatalogError::UnsupportedDelta(
-                    "\"deltaUpdate\": true with addTracks/removeTracks/cloneTracks is the draft-00 form; \
-                     draft-01 uses an array of operations"
-                        .to_string(),
-                ))
-            }
-            Some(v) => return Err(f.wrong_type("deltaUpdate", "an array of operations", &v)),
-            None => return Err(f.missing("deltaUpdate")),
+        const ROOT: &str = "catalog delta update";
+        let invalid = |field: &str, reason: &str| CatalogError::InvalidValue {
+            context: ROOT.to_string(),
+            field: field.to_string(),
+            reason: reason.to_string(),
         };
-        if items.is_empty() {
-            return Err(f.invalid("deltaUpdate", "must hold at least one operation (§5.3)"));
+        if matches!(map.get("deltaUpdate"), Some(Value::Bool(_))) {
+            return Err(CatalogError::UnsupportedDelta(
+                "\"deltaUpdate\": true with addTracks/removeTracks/cloneTracks is the draft-00 form; \
+                 draft-01 uses an array of operations"
+                    .to_string(),
+            ));
         }
-        let mut ops = Vec::with_capacity(items.len());
-        for (i, item) in items.into_iter().enumerate() {
-            let ctx = format!("deltaUpdate[{i}]");
-            let mut op = Fields::new(&ctx, expect_object(&ctx, item)?);
-            let kind = op.req_string("op")?;
-            let tracks = op
-                .opt_array("tracks")?
-                .ok_or_else(|| op.missing("tracks"))?;
-            let list = format!("deltaUpdate[{i}] ({kind}) tracks");
-            ops.push(match kind.as_str() {
+        for key in ["tracks", "version"] {
+            if map.contains_key(key) {
+                return Err(invalid(
+                    key,
+                    "must not appear in a delta update (§5.3); an independent catalog has no \"deltaUpdate\"",
+                ));
+            }
+        }
+        let value = Value::Object(map);
+        let raw: RawDelta = read(&value, "", ROOT)?;
+        if raw.delta_update.is_empty() {
+            return Err(invalid(
+                "deltaUpdate",
+                "must hold at least one operation (§5.3)",
+            ));
+        }
+        let mut ops = Vec::with_capacity(raw.delta_update.len());
+        for (i, op) in raw.delta_update.iter().enumerate() {
+            let at = format!("deltaUpdate[{i}].tracks");
+            let list = format!("deltaUpdate[{i}] ({}) tracks", op.op);
+            ops.push(match op.op.as_str() {
                 "add" => {
-                    let tracks = track_list(&list, tracks)?;
+                    let tracks: Vec<Track> = read(&op.tracks, &at, &at)?;
                     for t in &tracks {
                         validate_track(&list, t)?;
                     }
@@ -1313,44 +1369,41 @@ impl CatalogDelta {
                     DeltaOp::Add(tracks)
                 }
                 "remove" => {
-                    let mut refs = Vec::with_capacity(tracks.len());
-                    for (j, t) in tracks.into_iter().enumerate() {
-                        let ctx = format!("{list}[{j}]");
-                        let mut r = Fields::new(&ctx, expect_object(&ctx, t)?);
-                        let name = r.req_string("name")?;
-                        let namespace = r.opt_string("namespace")?;
-                        if let Some(key) = r.map.keys().next() {
-                            return Err(r.invalid(
-                                key,
-                                "is not allowed: a removed track holds only \"name\" and \"namespace\" (§5.1.6)",
-                            ));
+                    let removed: Vec<RawRemove> = read(&op.tracks, &at, &at)?;
+                    let mut refs = Vec::with_capacity(removed.len());
+                    for (j, r) in removed.into_iter().enumerate() {
+                        if let Some(key) = r.rest.keys().next() {
+                            return Err(CatalogError::InvalidValue {
+                                context: format!("{list}[{j}]"),
+                                field: key.clone(),
+                                reason: "is not allowed: a removed track holds only \"name\" and \"namespace\" (§5.1.6)".to_string(),
+                            });
                         }
-                        refs.push(TrackRef { namespace, name });
+                        refs.push(TrackRef {
+                            namespace: r.namespace,
+                            name: r.name,
+                        });
                     }
                     DeltaOp::Remove(refs)
                 }
                 "clone" => {
-                    let mut clones = Vec::with_capacity(tracks.len());
-                    for (j, t) in tracks.into_iter().enumerate() {
+                    let cloned: Vec<RawClone> = read(&op.tracks, &at, &at)?;
+                    let mut clones = Vec::with_capacity(cloned.len());
+                    for (j, c) in cloned.into_iter().enumerate() {
                         let ctx = format!("{list}[{j}]");
-                        let mut c = Fields::new(&ctx, expect_object(&ctx, t)?);
-                        let parent_name = c.req_string("parentName")?;
-                        let parent_namespace = c.opt_string("parentNamespace")?;
-                        let name = c.req_string("name")?;
-                        validate_name(&ctx, "name", &name)?;
-                        let overrides = c.rest();
+                        validate_name(&ctx, "name", &c.name)?;
                         // Type-check the overrides now; the full track is checked on apply.
-                        let mut probe = overrides.clone();
-                        probe.insert("name".into(), Value::String(name.clone()));
+                        let mut probe = c.overrides.clone();
+                        probe.insert("name".into(), Value::String(c.name.clone()));
                         probe
                             .entry("packaging")
                             .or_insert_with(|| Value::String(packaging::LOC.into()));
-                        track_from_map(&ctx, probe)?;
+                        read::<Track>(&Value::Object(probe), &ctx, &ctx)?;
                         clones.push(CloneTrack {
-                            parent_name,
-                            parent_namespace,
-                            name,
-                            overrides,
+                            parent_name: c.parent_name,
+                            parent_namespace: c.parent_namespace,
+                            name: c.name,
+                            overrides: c.overrides,
                         });
                     }
                     DeltaOp::Clone(clones)
@@ -1363,10 +1416,10 @@ impl CatalogDelta {
             });
         }
         Ok(CatalogDelta {
-            generated_at: f.opt_u64("generatedAt")?,
-            is_complete: f.opt_bool("isComplete")?,
+            generated_at: raw.generated_at,
+            is_complete: raw.is_complete,
             ops,
-            extra: f.rest(),
+            extra: raw.extra,
         })
     }
 
@@ -2002,6 +2055,23 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "tracks[0] (track \"v\"): field \"width\" must be a whole number, found a string"
+        );
+        // Nested fields and list entries are named by their path.
+        let err = Catalog::parse(
+            br#"{"version":"draft-01","tracks":[{"name":"v","packaging":"loc"},{"name":"a","packaging":"loc","buffers":{"min":"x"}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tracks[1] (track \"a\").buffers: field \"min\" must be a whole number, found a string"
+        );
+        let err = Catalog::parse(
+            br#"{"version":"draft-01","tracks":[],"initDataList":[{"id":"v","type":"inline"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "initDataList[0]: required field \"data\" is missing"
         );
         // Out of range numbers.
         for text in [

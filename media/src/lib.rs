@@ -7,8 +7,9 @@
 //! * [`h264`]: H.264 framing (Annex-B <-> AVCC, `avcC` records, codec strings): converted in one place.
 //! * [`caption`]: WebVTT cues as JSON on event-timeline tracks (draft-wilaw-moq-webvtt-msf-00).
 //! * [`frame`]: the in-memory unit publishers and subscribers exchange (one encoded frame).
-//! * [`moq`]: the only module that talks to `moq-transport` (draft-18): connecting, publishing and
-//!   subscribing. Moving to another draft is a change to this module.
+//! * [`moq`]: the only module that names `moq-transport` (draft-18): ALPNs, namespaces, QUIC
+//!   settings and the subgroup stream codec. Connecting, publishing and subscribing are in the
+//!   client crate, `moqcast-client`.
 
 pub mod caption;
 pub mod catalog;

@@ -53,6 +53,10 @@ pub const TIMESTAMP: u64 = 0x10;
 /// value is a varint (§1.4.3), and it is not a grease value (0x7F * N + 0x9D, §14).
 pub const SEND_TIME: u64 = 0x3A4C;
 
+/// A timescale of microseconds: the TIMESCALE moqcast's publishers write with media-time
+/// TIMESTAMPs (and the catalog `timescale` of their tracks).
+pub const TIMESCALE_US: u64 = 1_000_000;
+
 /// Largest byte value a Key-Value-Pair can hold (draft-18 §1.4.3: 2^16-1).
 pub const MAX_VALUE_BYTES: usize = u16::MAX as usize;
 

@@ -12,11 +12,12 @@
 //! through the broadcast's track publishers.
 
 use bytes::Bytes;
+use moqcast_client::{BroadcastPublisher, TrackError, TrackPublisher};
 use moqcast_media::{
     caption::{self, CaptionTimeline, Cue, CueSettings},
     catalog::Catalog,
-    loc::LocProperties,
-    moq::{BroadcastPublisher, ExtensionHeaders, TrackError, TrackPublisher},
+    loc::{LocProperties, TIMESCALE_US},
+    moq::ExtensionHeaders,
     time::unix_micros,
     MediaKind,
 };
@@ -329,7 +330,7 @@ pub fn extend_catalog(cat: &mut Catalog, opts: &ExtraTrackOptions) -> anyhow::Re
         if cat.track("video").is_some() {
             track.depends = Some(vec!["video".into()]);
         }
-        track.timescale = Some(crate::publish::TIMESCALE_US);
+        track.timescale = Some(TIMESCALE_US);
         cat.tracks.push(track);
     }
     if let Some(lang) = &opts.test_dub {
@@ -391,8 +392,7 @@ impl ExtraTracks {
         self.media_time_us = self.media_time_us.max(pts_us);
         if let Some((schedule, track)) = self.captions.as_mut() {
             for (start_ms, payload) in schedule.due(self.media_time_us / 1000) {
-                let mut props =
-                    LocProperties::media_time(start_ms * 1000, crate::publish::TIMESCALE_US);
+                let mut props = LocProperties::media_time(start_ms * 1000, TIMESCALE_US);
                 props.send_time_us = Some(unix_micros());
                 track.start_group()?;
                 track.write(props.to_extension_headers(), Bytes::from(payload))?;

@@ -7,10 +7,14 @@
 //! * [`captions`]: WebVTT caption tracks and a test dub track beside them.
 //! * [`subscribe`]: reads a broadcast back (catalog, tracks, stats, recording, captions).
 //! * [`caption_rx`]: the final cues and caption latency `moqcast-subscribe` collects.
+//! * [`config`]: the configuration of each binary (flags, environment, serde).
+//!
+//! Connecting, catalog fetch and the command-line pieces the binaries share are in
+//! `moqcast-client`.
 
 pub mod caption_rx;
 pub mod captions;
-pub mod cli;
+pub mod config;
 pub mod ingest;
 pub mod publish;
 pub mod record;

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
+use moqcast_client::{BroadcastPublisher, Client, ClientTls, TrackPublisher};
 use moqcast_media::{
     catalog::{self, Catalog, Track},
     loc::LocProperties,
-    moq::{BroadcastPublisher, Client, ClientTls, TrackPublisher},
     time::unix_micros,
     MediaKind,
 };
@@ -22,7 +22,7 @@ use crate::captions::{ExtraTrackOptions, ExtraTracks};
 use crate::ingest::{IngestOptions, MediaInfo, Source};
 
 /// Timescale of LOC TIMESTAMP properties we write: microseconds.
-pub const TIMESCALE_US: u64 = 1_000_000;
+pub use moqcast_media::loc::TIMESCALE_US;
 
 /// What `moqcast-publish` does.
 #[derive(Debug, Clone)]

@@ -19,13 +19,14 @@
 
 use std::path::{Path, PathBuf};
 
-use ffmpeg::codec::{self, Id};
-use ffmpeg::{format, media, Dictionary, Packet, Rational};
+use ffmpeg::codec;
+use ffmpeg::{format, Dictionary, Packet, Rational};
 use ffmpeg_next as ffmpeg;
+use moqcast_client::ffmpeg::{audio_parameters, video_parameters, CodecError};
 use moqcast_media::h264::{AvcConfig, H264Error};
 use moqcast_media::{Frame, MediaKind};
 
-use crate::ingest::{AudioInfo, VideoInfo};
+use moqcast_client::info::{AudioInfo, VideoInfo};
 
 /// Frames held back while waiting for every track's first frame, before giving up waiting.
 const MAX_PENDING_FRAMES: usize = 600;
@@ -62,6 +63,22 @@ pub enum RecordError {
         #[source]
         source: ffmpeg::Error,
     },
+}
+
+impl From<CodecError> for RecordError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::UnsupportedCodec { kind, codec } => {
+                RecordError::UnsupportedCodec { kind, codec }
+            }
+            CodecError::Config { kind, reason } => RecordError::Config { kind, reason },
+            // `CodecError` is non-exhaustive: a future variant is a configuration problem.
+            other => RecordError::Config {
+                kind: "codec",
+                reason: other.to_string(),
+            },
+        }
+    }
 }
 
 impl From<H264Error> for RecordError {
@@ -408,106 +425,6 @@ fn us_to_ts(us: i64, tb: Rational) -> i64 {
     let n = i128::from(us) * i128::from(tb.denominator());
     let q = (n + num / 2).div_euclid(num);
     q.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
-}
-
-/// Stores `data` as codec extradata (FFmpeg wants it allocated by av_malloc, zero-padded).
-fn set_extradata(params: &mut codec::Parameters, data: &[u8]) -> Result<(), RecordError> {
-    let padding = ffmpeg::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
-    let size = libc::c_int::try_from(data.len()).map_err(|_| RecordError::Config {
-        kind: "codec",
-        reason: "extradata too large".into(),
-    })?;
-    // SAFETY: av_mallocz returns null or a zeroed buffer of the requested size, which we fill
-    // within bounds and hand to the parameters, which free it with av_free.
-    unsafe {
-        let buf = ffmpeg::ffi::av_mallocz(data.len() + padding) as *mut u8;
-        if buf.is_null() {
-            return Err(RecordError::Config {
-                kind: "codec",
-                reason: "out of memory".into(),
-            });
-        }
-        std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
-        let p = params.as_mut_ptr();
-        ffmpeg::ffi::av_freep(std::ptr::addr_of_mut!((*p).extradata) as *mut libc::c_void);
-        (*p).extradata = buf;
-        (*p).extradata_size = size;
-    }
-    Ok(())
-}
-
-fn video_parameters(info: &VideoInfo) -> Result<codec::Parameters, RecordError> {
-    if !(info.codec.starts_with("avc1") || info.codec.starts_with("avc3")) {
-        return Err(RecordError::UnsupportedCodec {
-            kind: "video",
-            codec: info.codec.clone(),
-        });
-    }
-    let config = AvcConfig::parse(&info.avcc)?;
-    if config.length_size != 4 {
-        return Err(RecordError::Config {
-            kind: "H.264",
-            reason: "frames carry 4-byte NAL lengths but the avcC says otherwise".into(),
-        });
-    }
-    let (width, height) = match config.sps_info() {
-        Ok(sps) => (sps.width, sps.height),
-        Err(_) => (info.width, info.height),
-    };
-    let mut params = codec::Parameters::new();
-    params.set_medium(media::Type::Video);
-    params.set_id(Id::H264);
-    // SAFETY: plain integer fields of parameters we own.
-    unsafe {
-        let p = params.as_mut_ptr();
-        (*p).width = i32::try_from(width).unwrap_or(0);
-        (*p).height = i32::try_from(height).unwrap_or(0);
-        (*p).format = ffmpeg::ffi::AVPixelFormat::AV_PIX_FMT_YUV420P as i32;
-    }
-    set_extradata(&mut params, &info.avcc)?;
-    Ok(params)
-}
-
-pub fn audio_parameters(info: &AudioInfo) -> Result<codec::Parameters, RecordError> {
-    let (id, extradata) = if info.codec == "opus" {
-        let head = match &info.description {
-            Some(head) if head.starts_with(b"OpusHead") && head.len() >= 19 => head.clone(),
-            _ => crate::ingest::opus_head(info.channels, 0, info.sample_rate),
-        };
-        (Id::OPUS, head)
-    } else if info.codec.starts_with("mp4a.40") {
-        let asc = info
-            .description
-            .clone()
-            .ok_or_else(|| RecordError::Config {
-                kind: "AAC",
-                reason: "no AudioSpecificConfig (description)".into(),
-            })?;
-        (Id::AAC, asc)
-    } else {
-        return Err(RecordError::UnsupportedCodec {
-            kind: "audio",
-            codec: info.codec.clone(),
-        });
-    };
-    let channels = i32::try_from(info.channels.clamp(1, 8)).unwrap_or(2);
-    let rate = if id == Id::OPUS {
-        48_000
-    } else {
-        info.sample_rate
-    };
-    let mut params = codec::Parameters::new();
-    params.set_medium(media::Type::Audio);
-    params.set_id(id);
-    // SAFETY: integer fields and the channel layout of parameters we own.
-    unsafe {
-        let p = params.as_mut_ptr();
-        (*p).sample_rate = i32::try_from(rate).unwrap_or(48_000);
-        ffmpeg::ffi::av_channel_layout_default(std::ptr::addr_of_mut!((*p).ch_layout), channels);
-        (*p).frame_size = if id == Id::OPUS { 960 } else { 1024 };
-    }
-    set_extradata(&mut params, &extradata)?;
-    Ok(params)
 }
 
 #[cfg(test)]

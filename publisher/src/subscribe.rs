@@ -8,21 +8,21 @@ use std::{
 };
 
 use anyhow::Context;
+use moqcast_client::{
+    fetch_catalog, media_info, AudioInfo, Client, ClientTls, ReceivedObject, TrackSubscription,
+    VideoInfo,
+};
 use moqcast_media::{
     catalog::{self, Catalog},
     loc::LocProperties,
-    moq::{Client, ClientTls, ReceivedObject, TrackSubscription},
+    moq::Subscriber,
     time::unix_micros,
     Frame, MediaKind,
 };
 use tokio::sync::mpsc;
 use url::Url;
 
-use crate::{
-    caption_rx::CaptionCollector,
-    ingest::{AudioInfo, VideoInfo},
-    record::Mp4Recorder,
-};
+use crate::{caption_rx::CaptionCollector, record::Mp4Recorder};
 
 /// What `moqcast-subscribe` does.
 #[derive(Debug, Clone)]
@@ -171,46 +171,6 @@ impl Summary {
     }
 }
 
-/// Codec configuration for the recorder, from the catalog.
-pub fn media_from_catalog(cat: &Catalog) -> anyhow::Result<(Option<VideoInfo>, Option<AudioInfo>)> {
-    let video = match cat.video_tracks().next() {
-        Some(t) => {
-            let avcc = cat
-                .init_data_bytes(t)?
-                .context("the video track has no decoder configuration (initRef) in the catalog")?;
-            Some(VideoInfo {
-                codec: t.codec.clone().unwrap_or_default(),
-                width: t.width.unwrap_or(0),
-                height: t.height.unwrap_or(0),
-                framerate: t.framerate.unwrap_or(30.0),
-                avcc,
-                bitrate: t.bitrate,
-            })
-        }
-        None => None,
-    };
-    let audio = match cat.audio_tracks().next() {
-        Some(t) => Some(audio_info(cat, t)?),
-        None => None,
-    };
-    Ok((video, audio))
-}
-
-/// The decoder configuration of an audio track of `cat`.
-pub fn audio_info(cat: &Catalog, t: &catalog::Track) -> anyhow::Result<AudioInfo> {
-    Ok(AudioInfo {
-        codec: t.codec.clone().unwrap_or_default(),
-        sample_rate: t.samplerate.unwrap_or(48_000),
-        channels: t
-            .channel_config
-            .as_deref()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(2),
-        description: cat.init_data_bytes(t)?,
-        bitrate: t.bitrate,
-    })
-}
-
 /// Subscribes, records and measures until the tracks end or `duration` passes.
 pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
     let client = Client::new(&opts.tls)?;
@@ -250,7 +210,7 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
     }
 
     // 2. The media tracks.
-    let (video, audio) = media_from_catalog(&catalog)?;
+    let (video, audio) = media_info(&catalog)?;
     let mut tracks: Vec<(String, MediaKind)> = Vec::new();
     if let Some(t) = catalog.video_tracks().next() {
         tracks.push((t.name.clone(), MediaKind::Video));
@@ -449,7 +409,7 @@ fn on_caption_object(summary: &mut Summary, obj: &ReceivedObject) {
 /// The caption track to read: one in the live captioner's `<broadcast>/ai` namespace if it
 /// publishes one within `wait`, else one of the broadcast's own. `lang` picks among several.
 pub async fn find_caption_track(
-    subscriber: &moqcast_media::moq::Subscriber,
+    subscriber: &Subscriber,
     broadcast: &str,
     own: &Catalog,
     wait: Duration,
@@ -526,42 +486,4 @@ fn spawn_recorder(
             Ok(())
         })?;
     Ok((tx, handle))
-}
-
-/// Reads the newest catalog of `broadcast`, retrying for `wait` while it is not announced.
-pub async fn fetch_catalog(
-    subscriber: &moqcast_media::moq::Subscriber,
-    broadcast: &str,
-    wait: Duration,
-) -> anyhow::Result<Catalog> {
-    let give_up = Instant::now() + wait;
-    loop {
-        let (mut sub, driver) =
-            TrackSubscription::new(subscriber, broadcast, catalog::CATALOG_TRACK_NAME);
-        // Outer error: the catalog could not be read (retry); inner: it was read but is invalid.
-        let attempt = async {
-            tokio::select! {
-                res = driver => Err(anyhow::anyhow!("catalog subscription ended: {}", res.err().map(|e| e.to_string()).unwrap_or_else(|| "no catalog".into()))),
-                obj = sub.next() => match obj {
-                    Ok(Some(o)) => Ok(Catalog::parse(&o.payload)),
-                    Ok(None) => Err(anyhow::anyhow!("catalog track ended without a catalog")),
-                    Err(e) => Err(anyhow::anyhow!("catalog subscription failed: {e}")),
-                },
-            }
-        };
-        match attempt.await {
-            Ok(parsed) => {
-                return parsed.with_context(|| format!("the catalog of {broadcast:?} is invalid"));
-            }
-            Err(e) if Instant::now() < give_up => {
-                tracing::debug!(error = %e, "catalog not available yet; retrying");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => {
-                return Err(e.context(format!(
-                    "could not read the catalog of {broadcast:?} (is it being published?)"
-                )))
-            }
-        }
-    }
 }

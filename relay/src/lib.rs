@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::Context;
 use moqcast_media::moq;
-use tokio_util_shim::CancellationToken;
+use tokio_util::sync::CancellationToken;
 
 pub use config::{Args, Config};
 
@@ -457,31 +457,6 @@ async fn handshake_and_run(
         return Ok(());
     }
     res
-}
-
-/// A tiny cancellation token (avoids pulling tokio-util for one type).
-mod tokio_util_shim {
-    use std::sync::Arc;
-    use tokio::sync::Notify;
-
-    #[derive(Clone, Default)]
-    pub struct CancellationToken(Arc<(Notify, std::sync::atomic::AtomicBool)>);
-
-    impl CancellationToken {
-        pub fn cancel(&self) {
-            self.0 .1.store(true, std::sync::atomic::Ordering::SeqCst);
-            self.0 .0.notify_waiters();
-        }
-        pub async fn cancelled(&self) {
-            loop {
-                let notified = self.0 .0.notified();
-                if self.0 .1.load(std::sync::atomic::Ordering::SeqCst) {
-                    return;
-                }
-                notified.await;
-            }
-        }
-    }
 }
 
 /// A spawned task that is aborted when its owner drops this handle.

@@ -1,7 +1,18 @@
-//! Relay counters and gauges, rendered as Prometheus text at `GET /metrics`.
+//! Relay counters and gauges, rendered as Prometheus text (format 0.0.4) at `GET /metrics` by
+//! `prometheus-client`'s encoder.
+//!
+//! The relay's code counts into plain atomics ([`Metrics`]); each scrape takes a snapshot of
+//! them (and of the shards' gauges) and hands it to the encoder as a [`Collector`]. Metric names,
+//! types and labels are those listed in docs/relay.md.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{prometheus_text, DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::Registry,
+};
 
 /// Process-wide counters. Gauges go up and down; counters only up.
 #[derive(Debug, Default)]
@@ -35,198 +46,272 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 24] = [
+        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 24] = [
             (
                 "moqcast_sessions",
-                "gauge",
+                MetricType::Gauge,
                 "Open MoQ sessions",
                 &self.sessions,
             ),
             (
                 "moqcast_sessions_total",
-                "counter",
+                MetricType::Counter,
                 "MoQ sessions accepted",
                 &self.sessions_total,
             ),
             (
                 "moqcast_sessions_rejected_total",
-                "counter",
+                MetricType::Counter,
                 "Connections refused at the session limit",
                 &self.sessions_rejected,
             ),
             (
                 "moqcast_subscriptions",
-                "gauge",
+                MetricType::Gauge,
                 "Active downstream subscriptions",
                 &self.subscriptions,
             ),
             (
                 "moqcast_subscriptions_total",
-                "counter",
+                MetricType::Counter,
                 "Downstream subscriptions accepted",
                 &self.subscriptions_total,
             ),
             (
                 "moqcast_subscriptions_rejected_total",
-                "counter",
+                MetricType::Counter,
                 "SUBSCRIBEs refused at the per-session subscription limit",
                 &self.subscriptions_rejected,
             ),
             (
                 "moqcast_broadcasts",
-                "gauge",
+                MetricType::Gauge,
                 "Announced broadcasts (namespaces)",
                 &self.broadcasts,
             ),
             (
                 "moqcast_tracks",
-                "gauge",
+                MetricType::Gauge,
                 "Tracks with an upstream subscription and a cache",
                 &self.tracks,
             ),
             (
                 "moqcast_bytes_in_total",
-                "counter",
+                MetricType::Counter,
                 "Object payload bytes received from publishers",
                 &self.bytes_in,
             ),
             (
                 "moqcast_objects_in_total",
-                "counter",
+                MetricType::Counter,
                 "Objects received from publishers",
                 &self.objects_in,
             ),
             (
                 "moqcast_bytes_out_total",
-                "counter",
+                MetricType::Counter,
                 "Object payload bytes handed to subscribers",
                 &self.bytes_out,
             ),
             (
                 "moqcast_objects_out_total",
-                "counter",
+                MetricType::Counter,
                 "Objects handed to subscribers",
                 &self.objects_out,
             ),
             (
                 "moqcast_cache_bytes",
-                "gauge",
+                MetricType::Gauge,
                 "Payload bytes held in track caches",
                 &self.cache_bytes,
             ),
             (
                 "moqcast_cache_budget_bytes",
-                "gauge",
+                MetricType::Gauge,
                 "Relay-wide budget of payload bytes in track caches",
                 &self.cache_budget_bytes,
             ),
             (
                 "moqcast_cache_evictions_total",
-                "counter",
+                MetricType::Counter,
                 "Cached subgroups evicted by their track's own limits (bytes, groups, age)",
                 &self.cache_evictions,
             ),
             (
                 "moqcast_cache_budget_evictions_total",
-                "counter",
+                MetricType::Counter,
                 "Cached subgroups evicted to keep all caches within the relay-wide budget",
                 &self.cache_budget_evictions,
             ),
             (
                 "moqcast_cache_budget_evicted_bytes_total",
-                "counter",
+                MetricType::Counter,
                 "Payload bytes evicted to keep all caches within the relay-wide budget",
                 &self.cache_budget_evicted_bytes,
             ),
             (
                 "moqcast_groups_dropped_total",
-                "counter",
+                MetricType::Counter,
                 "Groups dropped for subscribers that fell behind",
                 &self.groups_dropped,
             ),
             (
                 "moqcast_slow_subscriber_skips_total",
-                "counter",
+                MetricType::Counter,
                 "Times a slow subscriber was moved to the newest group",
                 &self.slow_skips,
             ),
             (
                 "moqcast_direct_streams_total",
-                "counter",
+                MetricType::Counter,
                 "Subgroup streams the relay opened and wrote itself (--forwarder direct)",
                 &self.direct_streams,
             ),
             (
                 "moqcast_direct_ingest_streams_total",
-                "counter",
+                MetricType::Counter,
                 "Publishers' subgroup streams the relay read itself (--forwarder direct)",
                 &self.direct_ingest_streams,
             ),
             (
                 "moqcast_direct_stream_resets_total",
-                "counter",
+                MetricType::Counter,
                 "Of those, streams reset before their end (subscriber behind, track ended mid-group, cancelled)",
                 &self.direct_resets,
             ),
             (
                 "moqcast_errors_total",
-                "counter",
+                MetricType::Counter,
                 "Malformed or refused upstream data",
                 &self.errors,
             ),
             (
                 "moqcast_session_errors_total",
-                "counter",
+                MetricType::Counter,
                 "Sessions that ended with an error",
                 &self.session_errors,
             ),
         ];
-        let mut out = String::with_capacity(4096);
-        for (name, kind, help, value) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        out
+        let families = rows
+            .into_iter()
+            .map(|(name, kind, help, value)| Family {
+                name,
+                kind,
+                help,
+                samples: Samples::One(Value::Int(value.load(Ordering::Relaxed))),
+            })
+            .collect();
+        encode(families)
     }
 }
 
 /// Per-shard gauges (`--runtime sharded`), in the same format.
 pub fn render_shards(p: &crate::shard::Placement) -> String {
-    let mut out = String::with_capacity(512);
-    let mut family = |name: &str, help: &str, value: &dyn Fn(usize) -> String| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for i in 0..p.shards() {
-            let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", value(i));
-        }
+    let per_shard =
+        |value: &dyn Fn(usize) -> Value| Samples::PerShard((0..p.shards()).map(value).collect());
+    let gauge = |name, help, samples| Family {
+        name,
+        kind: MetricType::Gauge,
+        help,
+        samples,
     };
-    family(
-        "moqcast_shard_busy_ratio",
-        "Share of its thread's time the shard was busy, recently",
-        &|i| format!("{:.3}", f64::from(p.busy(i)) / 1000.0),
-    );
-    family(
-        "moqcast_shard_awake_ratio",
-        "Share of the time the shard's thread was awake (not waiting for events), recently",
-        &|i| format!("{:.3}", f64::from(p.awake(i)) / 1000.0),
-    );
-    family(
-        "moqcast_shard_connections",
-        "Connections on the shard (handshakes included)",
-        &|i| p.sessions(i).to_string(),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP moqcast_shard_placement_target The shard new connections go to\n# TYPE moqcast_shard_placement_target gauge\nmoqcast_shard_placement_target {}",
-        p.target()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP moqcast_coalescing 1 while a shard is saturated and every shard coalesces what subscribers are sent\n# TYPE moqcast_coalescing gauge\nmoqcast_coalescing {}",
-        u8::from(p.coalescing())
-    );
+    encode(vec![
+        gauge(
+            "moqcast_shard_busy_ratio",
+            "Share of its thread's time the shard was busy, recently",
+            per_shard(&|i| Value::Ratio(f64::from(p.busy(i)) / 1000.0)),
+        ),
+        gauge(
+            "moqcast_shard_awake_ratio",
+            "Share of the time the shard's thread was awake (not waiting for events), recently",
+            per_shard(&|i| Value::Ratio(f64::from(p.awake(i)) / 1000.0)),
+        ),
+        gauge(
+            "moqcast_shard_connections",
+            "Connections on the shard (handshakes included)",
+            per_shard(&|i| Value::Int(p.sessions(i))),
+        ),
+        gauge(
+            "moqcast_shard_placement_target",
+            "The shard new connections go to",
+            Samples::One(Value::Int(p.target() as u64)),
+        ),
+        gauge(
+            "moqcast_coalescing",
+            "1 while a shard is saturated and every shard coalesces what subscribers are sent",
+            Samples::One(Value::Int(u64::from(p.coalescing()))),
+        ),
+    ])
+}
+
+/// One sample's value.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Int(u64),
+    Ratio(f64),
+}
+
+/// The samples of a family: one without labels, or one per shard labelled `shard="i"`.
+#[derive(Debug)]
+enum Samples {
+    One(Value),
+    PerShard(Vec<Value>),
+}
+
+/// One metric family as scraped: its full name (a counter's ends in `_total`), type and help.
+#[derive(Debug)]
+struct Family {
+    name: &'static str,
+    kind: MetricType,
+    help: &'static str,
+    samples: Samples,
+}
+
+/// The families of one scrape, values taken when it began.
+#[derive(Debug)]
+struct Snapshot(Vec<Family>);
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in &self.0 {
+            // The encoder appends `_total` to a counter's name itself.
+            let name = match family.kind {
+                MetricType::Counter => family.name.strip_suffix("_total").unwrap_or(family.name),
+                _ => family.name,
+            };
+            let mut metric = encoder.encode_descriptor(name, family.help, None, family.kind)?;
+            match &family.samples {
+                Samples::One(value) => encode_value(family.kind, *value, metric)?,
+                Samples::PerShard(values) => {
+                    for (i, value) in values.iter().enumerate() {
+                        let labels = [("shard", i.to_string())];
+                        encode_value(family.kind, *value, metric.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_value(
+    kind: MetricType,
+    value: Value,
+    encoder: prometheus_client::encoding::MetricEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
+    match (kind, value) {
+        (MetricType::Counter, Value::Int(v)) => ConstCounter::new(v).encode(encoder),
+        (MetricType::Counter, Value::Ratio(v)) => ConstCounter::new(v).encode(encoder),
+        (_, Value::Int(v)) => ConstGauge::new(v).encode(encoder),
+        (_, Value::Ratio(v)) => ConstGauge::new(v).encode(encoder),
+    }
+}
+
+fn encode(families: Vec<Family>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot(families)));
+    let mut out = String::with_capacity(4096);
+    prometheus_text::encode(&mut out, &registry).expect("writing into a String cannot fail");
     out
 }
 
@@ -252,5 +337,16 @@ mod tests {
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }
+        // Counters keep their `_total` names, with HELP and TYPE lines for that name.
+        assert!(text.contains(
+            "# HELP moqcast_sessions_total MoQ sessions accepted\n\
+             # TYPE moqcast_sessions_total counter\n\
+             moqcast_sessions_total 0\n"
+        ));
+        assert!(!text.contains("_total_total"));
+        // Every family once, in order, each with one sample.
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        assert_eq!(types, 24);
+        assert_eq!(text.lines().count(), 3 * 24);
     }
 }

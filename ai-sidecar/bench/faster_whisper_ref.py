@@ -27,7 +27,7 @@ The script needs faster-whisper in a virtual environment (default ~/.cache/moqca
 MOQCAST_BENCH_VENV moves it). When run by another interpreter it creates that venv if missing,
 installs the pinned requirements.txt next to this file, and re-executes itself there.
 
-    python3 bench/captions/faster_whisper_ref.py --manifest target/bench-captions/corpus/manifest.json
+    python3 ai-sidecar/bench/faster_whisper_ref.py --manifest target/bench-captions/corpus/manifest.json
 """
 
 import argparse

@@ -19,7 +19,7 @@ a Whisper-style English normalisation of both sides (lowercase, bracketed asides
 dropped, common contractions expanded, hyphens split, punctuation removed, numbers 0-99 spelled
 out, whitespace collapsed).
 
-    python3 bench/captions/score.py --manifest target/bench-captions/corpus/manifest.json \\
+    python3 ai-sidecar/bench/score.py --manifest target/bench-captions/corpus/manifest.json \\
         target/bench-captions/sidecar-beam1.jsonl target/bench-captions/faster-whisper.jsonl
 """
 
