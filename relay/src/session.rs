@@ -319,20 +319,24 @@ async fn resolve(
     rendezvous: Option<Duration>,
 ) -> Result<(Arc<TrackCache>, bool), TrackError> {
     let deadline = rendezvous.map(|d| tokio::time::Instant::now() + d);
-    let mut watch = state.origin.watch();
+    // Woken only when this name (or a prefix of it) is announced or gets a PUBLISH.
+    let waiter = deadline.map(|_| state.origin.waiter(namespace));
     let mut waited = false;
     let (cache, _created) = loop {
-        watch.borrow_and_update();
+        let notified = waiter.as_ref().map(|w| w.notified());
+        tokio::pin!(notified);
+        if let Some(n) = notified.as_mut().as_pin_mut() {
+            n.enable();
+        }
         match state.origin.track(namespace, name) {
             Ok(found) => break found,
             Err(LookupError::NoBroadcast(_) | LookupError::NoTrack(..)) => {
-                let Some(deadline) = deadline else {
+                let (Some(deadline), Some(n)) = (deadline, notified.as_pin_mut()) else {
                     return Err(TrackError::NotFound);
                 };
                 waited = true;
-                match tokio::time::timeout_at(deadline, watch.changed()).await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(_)) | Err(_) => return Err(TrackError::Timeout),
+                if tokio::time::timeout_at(deadline, n).await.is_err() {
+                    return Err(TrackError::Timeout);
                 }
             }
         }
