@@ -118,6 +118,13 @@ pub struct Args {
     /// `--auth-public*` prefixes. Without it, everything is open (development).
     #[arg(long, env = "MOQCAST_AUTH_KEY")]
     pub auth_key: Option<PathBuf>,
+    /// Concurrent HTTP connections; more are closed at once. Default 512.
+    #[arg(long, env = "MOQCAST_MAX_HTTP_CONNECTIONS")]
+    pub max_http_connections: Option<usize>,
+    /// How long an HTTP client may take to send a request's headers (and an idle keep-alive
+    /// connection may wait for the next request), ms. Default 10000.
+    #[arg(long, env = "MOQCAST_HTTP_HEADER_TIMEOUT_MS")]
+    pub http_header_timeout_ms: Option<u64>,
     /// Broadcast prefixes anonymous sessions may publish and watch (comma separated; "" is
     /// everything).
     #[arg(long, env = "MOQCAST_AUTH_PUBLIC", value_delimiter = ',')]
@@ -162,6 +169,8 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub web_dir: Option<PathBuf>,
     pub auth_key: Option<PathBuf>,
+    pub max_http_connections: Option<usize>,
+    pub http_header_timeout_ms: Option<u64>,
     pub auth_public: Option<Vec<String>>,
     pub auth_public_subscribe: Option<Vec<String>>,
     pub auth_public_publish: Option<Vec<String>>,
@@ -222,6 +231,8 @@ pub struct Config {
     /// Directory of the built viewer; it may not exist (then `/watch/...` answers 503).
     pub web_dir: PathBuf,
     pub auth: crate::auth::AuthConfig,
+    pub max_http_connections: usize,
+    pub http_header_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -274,6 +285,8 @@ impl Default for Config {
             log_format: "text".into(),
             web_dir: default_web_dir(),
             auth: crate::auth::AuthConfig::default(),
+            max_http_connections: 512,
+            http_header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -419,6 +432,20 @@ impl Config {
                 "--auth-public* name what anonymous sessions may do when auth is on: pass --auth-key too (without keys everything is open)".into(),
             ));
         }
+        let max_http_connections = args
+            .max_http_connections
+            .or(file.max_http_connections)
+            .unwrap_or(d.max_http_connections);
+        let http_header_timeout = args
+            .http_header_timeout_ms
+            .or(file.http_header_timeout_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(d.http_header_timeout);
+        if max_http_connections == 0 || http_header_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "--max-http-connections and --http-header-timeout-ms must be positive".into(),
+            ));
+        }
         Ok(Self {
             bind: args.bind.or(file.bind).unwrap_or(d.bind),
             http_bind: args.http_bind.or(file.http_bind).unwrap_or(d.http_bind),
@@ -452,6 +479,8 @@ impl Config {
             log_format,
             web_dir: args.web_dir.or(file.web_dir).unwrap_or(d.web_dir),
             auth,
+            max_http_connections,
+            http_header_timeout,
         })
     }
 }

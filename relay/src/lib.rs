@@ -229,11 +229,7 @@ impl Relay {
         let http_task = {
             let app = http::router(state.clone());
             let cancel = cancel.clone();
-            tokio::spawn(async move {
-                let _ = axum::serve(http, app)
-                    .with_graceful_shutdown(async move { cancel.cancelled().await })
-                    .await;
-            })
+            tokio::spawn(http::serve(http, app, state.clone(), cancel))
         };
         let res = match quic {
             Quic::Shared(endpoint) => {

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub auth_expired: AtomicU64,
     /// Requests refused because the session's grant does not cover them.
     pub auth_denied: AtomicU64,
+    /// HTTP connections closed at once at `--max-http-connections`.
+    pub http_refused: AtomicU64,
     /// Requests the session layer refused by itself, shared by every session.
     pub refusals: std::sync::Arc<moqcast_session::io::Counters>,
 }
@@ -54,7 +56,7 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 29] = [
+        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 30] = [
             (
                 "moqcast_sessions",
                 MetricType::Gauge,
@@ -120,6 +122,12 @@ impl Metrics {
                 MetricType::Counter,
                 "Requests refused with UNAUTHORIZED: the session's token does not cover the broadcast",
                 &self.auth_denied,
+            ),
+            (
+                "moqcast_http_connections_refused_total",
+                MetricType::Counter,
+                "HTTP connections closed at once at the connection limit",
+                &self.http_refused,
             ),
             (
                 "moqcast_broadcasts",
@@ -386,7 +394,7 @@ mod tests {
         assert!(!text.contains("_total_total"));
         // Every family once, in order, each with one sample.
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 29);
-        assert_eq!(text.lines().count(), 3 * 29);
+        assert_eq!(types, 30);
+        assert_eq!(text.lines().count(), 3 * 30);
     }
 }

@@ -62,3 +62,72 @@ async fn connections_that_never_send_setup_are_closed_and_free_their_slots() {
     );
     relay.stop().await;
 }
+
+/// HTTP side without timers: connections with unfinished headers were never timed out, so
+/// slowloris held thousands and `/healthz` failed. Now a connection past
+/// `--max-http-connections` is closed at once, and one whose headers do not arrive within
+/// `--http-header-timeout-ms` is closed then: health checks answer again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_are_capped_and_timed_out() {
+    use std::io::{Read, Write};
+    init_tracing();
+    let relay = TestRelay::start(&[
+        "--max-http-connections",
+        "20",
+        "--http-header-timeout-ms",
+        "500",
+    ])
+    .await;
+    let addr = relay.http;
+    let slow: Vec<_> = (0..60)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: relay\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = relay.state.metrics.http_refused.load(Ordering::Relaxed);
+    assert!(
+        refused >= 40,
+        "{refused} connections refused over the cap of 20"
+    );
+    // Within the header timeout (and a margin), every slow connection is closed by the relay
+    // and a health check answers.
+    let started = std::time::Instant::now();
+    let health = tokio::task::spawn_blocking(move || loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let _ =
+                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
+            let mut reply = String::new();
+            let _ = s.read_to_string(&mut reply);
+            if reply.starts_with("HTTP/1.1 200") {
+                return reply;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    });
+    let reply = tokio::time::timeout(Duration::from_secs(3), health)
+        .await
+        .expect("/healthz answers once the slow connections time out")
+        .unwrap();
+    assert!(reply.contains("ok"), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    for mut s in slow {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 256];
+        // Closed by the relay: EOF, a reset, or a 408 before the close.
+        match s.read(&mut buf) {
+            Ok(n) if n == 0 || buf[..n].starts_with(b"HTTP/1.1 408") => {}
+            Ok(n) => panic!("unexpected {:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(e) => assert!(
+                e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut,
+                "a slow connection was left open: {e}"
+            ),
+        }
+    }
+    relay.stop().await;
+}
