@@ -118,6 +118,14 @@ pub struct Args {
     /// `--auth-public*` prefixes. Without it, everything is open (development).
     #[arg(long, env = "MOQCAST_AUTH_KEY")]
     pub auth_key: Option<PathBuf>,
+    /// Concurrent sessions from one source address (handshakes included); more are refused.
+    /// Default 2000.
+    #[arg(long, env = "MOQCAST_MAX_SESSIONS_PER_IP")]
+    pub max_sessions_per_ip: Option<usize>,
+    /// QUIC handshakes in progress (per shard) past which new peers must first prove their
+    /// address (QUIC Retry, one round trip more). Default 64; 0: always.
+    #[arg(long, env = "MOQCAST_RETRY_ABOVE")]
+    pub retry_above: Option<usize>,
     /// Concurrent HTTP connections; more are closed at once. Default 512.
     #[arg(long, env = "MOQCAST_MAX_HTTP_CONNECTIONS")]
     pub max_http_connections: Option<usize>,
@@ -171,6 +179,8 @@ pub struct FileConfig {
     pub auth_key: Option<PathBuf>,
     pub max_http_connections: Option<usize>,
     pub http_header_timeout_ms: Option<u64>,
+    pub max_sessions_per_ip: Option<usize>,
+    pub retry_above: Option<usize>,
     pub auth_public: Option<Vec<String>>,
     pub auth_public_subscribe: Option<Vec<String>>,
     pub auth_public_publish: Option<Vec<String>>,
@@ -233,6 +243,8 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     pub max_http_connections: usize,
     pub http_header_timeout: Duration,
+    pub max_sessions_per_ip: usize,
+    pub retry_above: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +299,8 @@ impl Default for Config {
             auth: crate::auth::AuthConfig::default(),
             max_http_connections: 512,
             http_header_timeout: Duration::from_secs(10),
+            max_sessions_per_ip: 2000,
+            retry_above: 64,
         }
     }
 }
@@ -441,6 +455,15 @@ impl Config {
             .or(file.http_header_timeout_ms)
             .map(Duration::from_millis)
             .unwrap_or(d.http_header_timeout);
+        let max_sessions_per_ip = args
+            .max_sessions_per_ip
+            .or(file.max_sessions_per_ip)
+            .unwrap_or(d.max_sessions_per_ip);
+        if max_sessions_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "--max-sessions-per-ip must be positive".into(),
+            ));
+        }
         if max_http_connections == 0 || http_header_timeout.is_zero() {
             return Err(ConfigError::Invalid(
                 "--max-http-connections and --http-header-timeout-ms must be positive".into(),
@@ -481,6 +504,11 @@ impl Config {
             auth,
             max_http_connections,
             http_header_timeout,
+            max_sessions_per_ip,
+            retry_above: args
+                .retry_above
+                .or(file.retry_above)
+                .unwrap_or(d.retry_above),
         })
     }
 }

@@ -51,6 +51,10 @@ pub struct RelayState {
     pub placement: Option<Arc<shard::Placement>>,
     /// Keys and public prefixes: what each session may publish and watch.
     pub auth: auth::Auth,
+    /// Connections per source address (`--max-sessions-per-ip`).
+    pub per_address: Arc<limits::PerAddress>,
+    /// QUIC handshakes in progress; past `--retry-above`, unvalidated peers get a Retry.
+    pub handshakes: Arc<limits::Slots>,
     next_session: AtomicU64,
 }
 
@@ -195,6 +199,8 @@ impl Relay {
                 Quic::Shared(_) => None,
                 Quic::Sharded { placement, .. } => Some(placement.clone()),
             },
+            per_address: limits::PerAddress::new(config.max_sessions_per_ip),
+            handshakes: limits::Slots::new(usize::MAX),
             config,
             auth,
             next_session: AtomicU64::new(1),
@@ -327,16 +333,39 @@ async fn serve(
                 let Some(incoming) = incoming else { break };
                 // Connections still in their handshake hold a slot too, so a burst of new
                 // connections cannot overshoot the limit.
+                // Address validation (QUIC Retry) once handshakes pile up: a spoofed source
+                // cannot answer it, so it costs the relay one stateless packet, not a connection.
+                if !incoming.remote_address_validated()
+                    && state.handshakes.in_use() >= state.config.retry_above
+                {
+                    state.metrics.quic_retries.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = incoming.retry() {
+                        e.into_incoming().ignore();
+                    }
+                    continue;
+                }
+                let peer = incoming.remote_address();
+                let Some(per_address) = state.per_address.try_acquire(peer.ip()) else {
+                    state.metrics.sessions_rejected_per_address.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, limit = state.config.max_sessions_per_ip, "per-address session limit reached: refusing connection");
+                    incoming.refuse();
+                    continue;
+                };
+                let Some(handshake) = state.handshakes.try_acquire() else {
+                    // Not reached: handshakes are counted, not capped (the session limit caps).
+                    incoming.refuse();
+                    continue;
+                };
                 let Some(slot) = state.sessions.try_acquire() else {
                     state.metrics.sessions_rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(peer = %incoming.remote_address(), limit = state.config.max_sessions, "session limit reached: refusing connection");
+                    tracing::warn!(%peer, limit = state.config.max_sessions, "session limit reached: refusing connection");
                     incoming.refuse();
                     continue;
                 };
                 let state = state.clone();
                 sessions.spawn(async move {
-                    accept(state, incoming).await;
-                    drop(slot);
+                    accept(state, incoming, handshake).await;
+                    drop((slot, per_address));
                 });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
@@ -349,7 +378,7 @@ async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
-async fn accept(state: Arc<RelayState>, incoming: quinn::Incoming) {
+async fn accept(state: Arc<RelayState>, incoming: quinn::Incoming, handshake: limits::Slot) {
     let peer = incoming.remote_address();
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("session", id, %peer);
@@ -359,8 +388,11 @@ async fn accept(state: Arc<RelayState>, incoming: quinn::Incoming) {
         .as_ref()
         .zip(shard::current())
         .map(|(p, shard)| p.session(shard));
-    let res =
-        tracing::Instrument::instrument(handshake_and_run(state.clone(), incoming, id), span).await;
+    let res = tracing::Instrument::instrument(
+        handshake_and_run(state.clone(), incoming, id, handshake),
+        span,
+    )
+    .await;
     if let Err(e) = res {
         state.metrics.session_errors.fetch_add(1, Ordering::Relaxed);
         tracing::info!(id, %peer, error = format!("{e:#}"), "session ended with an error");
@@ -371,11 +403,13 @@ async fn handshake_and_run(
     state: Arc<RelayState>,
     incoming: quinn::Incoming,
     id: u64,
+    handshake: limits::Slot,
 ) -> anyhow::Result<()> {
     let conn = tokio::time::timeout(Duration::from_secs(10), incoming)
         .await
         .context("QUIC handshake timed out")?
         .context("QUIC handshake failed")?;
+    drop(handshake);
     let alpn = conn
         .handshake_data()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())

@@ -49,6 +49,10 @@ pub struct Metrics {
     pub auth_denied: AtomicU64,
     /// HTTP connections closed at once at `--max-http-connections`.
     pub http_refused: AtomicU64,
+    /// Connections refused at `--max-sessions-per-ip`.
+    pub sessions_rejected_per_address: AtomicU64,
+    /// QUIC Retry packets sent (address validation while handshakes pile up).
+    pub quic_retries: AtomicU64,
     /// Requests the session layer refused by itself, shared by every session.
     pub refusals: std::sync::Arc<moqcast_session::io::Counters>,
 }
@@ -56,7 +60,7 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 30] = [
+        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 32] = [
             (
                 "moqcast_sessions",
                 MetricType::Gauge,
@@ -128,6 +132,18 @@ impl Metrics {
                 MetricType::Counter,
                 "HTTP connections closed at once at the connection limit",
                 &self.http_refused,
+            ),
+            (
+                "moqcast_sessions_rejected_per_address_total",
+                MetricType::Counter,
+                "Connections refused at the per-address session limit",
+                &self.sessions_rejected_per_address,
+            ),
+            (
+                "moqcast_quic_retries_total",
+                MetricType::Counter,
+                "QUIC Retry packets sent to validate addresses while handshakes pile up",
+                &self.quic_retries,
             ),
             (
                 "moqcast_broadcasts",
@@ -394,7 +410,7 @@ mod tests {
         assert!(!text.contains("_total_total"));
         // Every family once, in order, each with one sample.
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 30);
-        assert_eq!(text.lines().count(), 3 * 30);
+        assert_eq!(types, 32);
+        assert_eq!(text.lines().count(), 3 * 32);
     }
 }

@@ -131,3 +131,43 @@ async fn slowloris_connections_are_capped_and_timed_out() {
     }
     relay.stop().await;
 }
+
+/// Unanswered handshakes were expensive: no address validation and no per-address cap. Now a
+/// source address holds at most `--max-sessions-per-ip` connections (others are unaffected), and
+/// past `--retry-above` handshakes in progress new peers must answer a QUIC Retry first, which
+/// a real client does without noticing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_capped_per_address_and_validated_under_load() {
+    init_tracing();
+    let relay = TestRelay::start(&[
+        "--max-sessions-per-ip",
+        "2",
+        "--retry-above",
+        "0",
+        "--worker-threads",
+        "1",
+    ])
+    .await;
+    let v4: url::Url = format!("moqt://127.0.0.1:{}", relay.port())
+        .parse()
+        .unwrap();
+    let v6: url::Url = format!("moqt://[::1]:{}", relay.port()).parse().unwrap();
+    let client = Client::new(&insecure()).unwrap();
+    let a = client.connect(&v4).await.expect("first from 127.0.0.1");
+    let b = client.connect(&v4).await.expect("second from 127.0.0.1");
+    assert!(
+        client.connect(&v4).await.is_err(),
+        "a third from one address is refused"
+    );
+    let c = client.connect(&v6).await.expect("::1 is another address");
+    let m = &relay.state.metrics;
+    assert_eq!(m.sessions_rejected_per_address.load(Ordering::Relaxed), 1);
+    // `--retry-above 0`: every new peer was asked to validate its address, and got in.
+    assert!(m.quic_retries.load(Ordering::Relaxed) >= 3);
+    for conn in [&a, &b, &c] {
+        assert!(conn.quic.close_reason().is_none());
+    }
+    drop(a);
+    client.close().await;
+    relay.stop().await;
+}
