@@ -126,6 +126,10 @@ pub struct Args {
     /// address (QUIC Retry, one round trip more). Default 64; 0: always.
     #[arg(long, env = "MOQCAST_RETRY_ABOVE")]
     pub retry_above: Option<usize>,
+    /// On SIGTERM, how long the relay drains: GOAWAY to every session, then it waits for them
+    /// to leave (ms) before closing the rest. Default 2000; 0: close at once.
+    #[arg(long, env = "MOQCAST_DRAIN_MS")]
+    pub drain_ms: Option<u64>,
     /// Concurrent HTTP connections; more are closed at once. Default 512.
     #[arg(long, env = "MOQCAST_MAX_HTTP_CONNECTIONS")]
     pub max_http_connections: Option<usize>,
@@ -181,6 +185,7 @@ pub struct FileConfig {
     pub http_header_timeout_ms: Option<u64>,
     pub max_sessions_per_ip: Option<usize>,
     pub retry_above: Option<usize>,
+    pub drain_ms: Option<u64>,
     pub auth_public: Option<Vec<String>>,
     pub auth_public_subscribe: Option<Vec<String>>,
     pub auth_public_publish: Option<Vec<String>>,
@@ -245,6 +250,8 @@ pub struct Config {
     pub http_header_timeout: Duration,
     pub max_sessions_per_ip: usize,
     pub retry_above: usize,
+    /// GOAWAY, then this long for sessions to leave, on shutdown.
+    pub drain: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -301,6 +308,7 @@ impl Default for Config {
             http_header_timeout: Duration::from_secs(10),
             max_sessions_per_ip: 2000,
             retry_above: 64,
+            drain: Duration::from_secs(2),
         }
     }
 }
@@ -509,6 +517,11 @@ impl Config {
                 .retry_above
                 .or(file.retry_above)
                 .unwrap_or(d.retry_above),
+            drain: args
+                .drain_ms
+                .or(file.drain_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(d.drain),
         })
     }
 }

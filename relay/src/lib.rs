@@ -55,6 +55,10 @@ pub struct RelayState {
     pub per_address: Arc<limits::PerAddress>,
     /// QUIC handshakes in progress; past `--retry-above`, unvalidated peers get a Retry.
     pub handshakes: Arc<limits::Slots>,
+    /// Open MoQ sessions by id, for the GOAWAY of a drain.
+    pub live: std::sync::Mutex<std::collections::HashMap<u64, moqcast_session::io::Session>>,
+    /// Set once the relay drains (SIGTERM): new sessions get GOAWAY at once.
+    pub draining: std::sync::atomic::AtomicBool,
     next_session: AtomicU64,
 }
 
@@ -201,6 +205,8 @@ impl Relay {
             },
             per_address: limits::PerAddress::new(config.max_sessions_per_ip),
             handshakes: limits::Slots::new(usize::MAX),
+            live: Default::default(),
+            draining: Default::default(),
             config,
             auth,
             next_session: AtomicU64::new(1),
@@ -236,6 +242,15 @@ impl Relay {
             let app = http::router(state.clone());
             let cancel = cancel.clone();
             tokio::spawn(http::serve(http, app, state.clone(), cancel))
+        };
+        // On shutdown, drain first: GOAWAY to every session, then wait (at most `--drain-ms`)
+        // for them to leave; what remains is closed.
+        let shutdown = {
+            let state = state.clone();
+            async move {
+                shutdown.await;
+                drain(&state).await;
+            }
         };
         let res = match quic {
             Quic::Shared(endpoint) => {
@@ -317,6 +332,44 @@ fn bind_shards(
     let placement = shard::Placement::new(&sockets[0], shards, config.coalesce_above)
         .context("could not attach the shard steering program (SO_ATTACH_REUSEPORT_CBPF)")?;
     Ok((sockets, placement, buffers))
+}
+
+/// Sends GOAWAY to every session and waits until they have all left, at most `--drain-ms`.
+async fn drain(state: &RelayState) {
+    let limit = state.config.drain;
+    state.draining.store(true, Ordering::Release);
+    let sessions: Vec<_> = state
+        .live
+        .lock()
+        .expect("poisoned")
+        .values()
+        .cloned()
+        .collect();
+    if limit.is_zero() || sessions.is_empty() {
+        return;
+    }
+    tracing::info!(
+        sessions = sessions.len(),
+        drain_ms = limit.as_millis() as u64,
+        "draining: GOAWAY to every session"
+    );
+    for s in &sessions {
+        s.goaway("", Some(limit));
+    }
+    drop(sessions);
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if state.live.lock().expect("poisoned").is_empty() {
+            tracing::info!("drained: every session left");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = state.live.lock().expect("poisoned").len();
+    tracing::info!(
+        sessions = left,
+        "drain time over: closing the sessions left"
+    );
 }
 
 /// Accepts and serves sessions on `endpoint` until `shutdown` resolves, then closes them all.

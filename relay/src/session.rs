@@ -60,6 +60,7 @@ pub async fn run(
     let (session, incoming, driver) =
         moqt::establish(wt.clone(), Some(conn.clone()), Role::Server, config);
     session.count_into(state.metrics.refusals.clone());
+    let _live = Live::register(&state, id, &session);
     let moqt::Incoming {
         mut requests,
         mut data,
@@ -103,6 +104,30 @@ pub async fn run(
     tasks.abort_all();
     state.origin.session_closed(id);
     res.map_err(anyhow::Error::from)
+}
+
+/// A session's entry in [`RelayState::live`] while it runs; a session that starts while the
+/// relay drains gets GOAWAY at once.
+struct Live<'a>(&'a RelayState, u64);
+
+impl<'a> Live<'a> {
+    fn register(state: &'a RelayState, id: u64, session: &moqt::Session) -> Self {
+        if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+            session.goaway("", Some(state.config.drain));
+        }
+        state
+            .live
+            .lock()
+            .expect("poisoned")
+            .insert(id, session.clone());
+        Self(state, id)
+    }
+}
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.live.lock().expect("poisoned").remove(&self.1);
+    }
 }
 
 /// What every request of one session needs.
