@@ -8,8 +8,8 @@
 # release binaries, starts a relay with a generated development certificate, publishes a test
 # pattern with spoken English (espeak-ng, looping) as the broadcast "demo", starts the AI
 # sidecar, which captions the speech live with Whisper tiny.en (caption track "captions-en" in
-# the namespace "demo/ai"), and prints how to watch it. Ctrl-C stops all. Logs go to
-# target/demo/.
+# the namespace "demo/ai") and translates the captions into Spanish with Apertium
+# ("captions-es"), and prints how to watch it. Ctrl-C stops all. Logs go to target/demo/.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -116,8 +116,8 @@ publish_pid=$!
 pids+=("$publish_pid")
 
 METRICS_ADDR="127.0.0.1:${MOQCAST_SIDECAR_PORT:-9465}"
-say "starting moqcast-sidecar: live captions of \"$BROADCAST\" (log: $LOGS/sidecar.log)"
-"$BIN/moqcast-sidecar" --url "https://localhost:$QUIC_PORT/" --broadcast "$BROADCAST" \
+say "starting moqcast-sidecar: live captions of \"$BROADCAST\", and in Spanish (log: $LOGS/sidecar.log)"
+"$BIN/moqcast-sidecar" --url "https://localhost:$QUIC_PORT/" --broadcast "$BROADCAST" --translate es \
     --metrics-addr "$METRICS_ADDR" --tls-fingerprint "$FINGERPRINT" >"$LOGS/sidecar.log" 2>&1 &
 sidecar_pid=$!
 pids+=("$sidecar_pid")
@@ -141,7 +141,7 @@ for _ in $(seq 1 100); do
 done
 
 if [ -f web/dist/watch.html ]; then
-    VIEWER_NOTE="Open it in Chromium (it pins the certificate itself); live captions show under the picture (CC menu: English (automatic))."
+    VIEWER_NOTE="Open it in Chromium (it pins the certificate itself); live captions show under the picture (caption menu: English (automatic), or Español (traducción automática))."
 else
     VIEWER_NOTE="Not built: run scripts/setup.sh to build the browser viewer."
 fi
@@ -174,6 +174,8 @@ cat <<EOF
  subscribes to the captions): 30 s of final cues to a WebVTT file, and caption latency:
    $BIN/moqcast-subscribe --url https://localhost:$QUIC_PORT/ --broadcast $BROADCAST \\
        --tls-fingerprint $FINGERPRINT --captions demo.vtt --caption-latency --duration 30
+ The same in Spanish (Apertium; translated only while someone subscribes to it): add
+   --caption-lang es
  Sidecar status and metrics: http://$METRICS_ADDR/status  http://$METRICS_ADDR/metrics
 
  Logs: $LOGS/relay.log  $LOGS/publish.log  $LOGS/sidecar.log

@@ -182,20 +182,20 @@ impl Published {
 async fn chains_fall_over_and_back_and_every_cue_comes_out_once() {
     let (ra, ra_addr) = serve("ra", Duration::ZERO).await;
     let (_rb, rb_addr) = serve("rb", Duration::ZERO).await;
-    let (ta, ta_addr) = serve("ta", Duration::from_millis(900)).await;
+    let (ta, ta_addr) = serve("ta", Duration::from_millis(2000)).await;
     let (_tb, tb_addr) = serve("tb", Duration::ZERO).await;
     let mut configs = BTreeMap::new();
     // Recognition: no hedging (budget = timeout), a stall is a timeout.
     configs.insert(
         "ra".into(),
-        endpoint("openai-transcribe", ra_addr, 700, 700),
+        endpoint("openai-transcribe", ra_addr, 1500, 1500),
     );
     configs.insert(
         "rb".into(),
         endpoint("openai-transcribe", rb_addr, 5000, 5000),
     );
-    // Translation: past 300 ms the next provider starts; past 3 s a call is abandoned.
-    configs.insert("ta".into(), endpoint("openai-chat", ta_addr, 3000, 300));
+    // Translation: past 600 ms the next provider starts; past 4 s a call is abandoned.
+    configs.insert("ta".into(), endpoint("openai-chat", ta_addr, 4000, 600));
     configs.insert("tb".into(), endpoint("openai-chat", tb_addr, 5000, 5000));
     let metrics = Arc::new(Metrics::new());
     let providers = Providers::new(configs, metrics.clone());
@@ -293,16 +293,16 @@ async fn chains_fall_over_and_back_and_every_cue_comes_out_once() {
     wait_serving(&rchain, "ra").await;
     wait_serving(&tchain, "ta").await;
     assert_eq!(speak(2).await, pairs("ra", "ta", 2));
-    // Recognition stalls (past its 700 ms timeout); translation answers after 900 ms, past its
-    // 300 ms budget: the next provider starts at 300 ms and answers first.
+    // Recognition stalls (past its 1.5 s timeout); translation answers after 2 s, past its
+    // 600 ms budget: the next provider starts at 600 ms and answers first.
     ra.set(Mode::Stall);
     ta.set(Mode::Slow);
     let t0 = Instant::now();
     assert_eq!(speak(1).await, pairs("rb", "tb", 1));
     let took = t0.elapsed();
     assert!(
-        took >= Duration::from_millis(700) && took < Duration::from_millis(5000),
-        "a 700 ms timeout, then rb; a 300 ms budget, then tb: {took:?}"
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(8000),
+        "a 1.5 s timeout, then rb; a 600 ms budget, then tb: {took:?}"
     );
     assert_eq!(speak(1).await, pairs("rb", "tb", 1));
     // Translation stalls too (the budget moves on again); recognition recovers.

@@ -223,6 +223,13 @@ async fn sidecar_captions_spoken_broadcast_while_subscribed() {
         ),
         0.0
     );
+    let translations =
+        "moqcast_sidecar_provider_calls_total{stage=\"translate\",provider=\"apertium\"} ";
+    assert_eq!(
+        counter(metrics, translations),
+        0.0,
+        "no translation without subscribers"
+    );
 
     // Two subscribers for one and a half passes of the looping speech: the English captions
     // and their Spanish translation.
@@ -376,6 +383,16 @@ async fn sidecar_captions_spoken_broadcast_while_subscribed() {
         ),
         partials,
         "no recognition without subscribers"
+    );
+    let es = &status(metrics)["broadcasts"]["live/talk"]["translations"]["es"];
+    assert_eq!(es["subscribers"], 0, "{es}");
+    let calls = counter(metrics, translations);
+    assert!(calls >= 3.0, "{calls} translations");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        counter(metrics, translations),
+        calls,
+        "no translation without subscribers"
     );
     assert_eq!(
         broadcast_status(metrics, "live/mute"),
