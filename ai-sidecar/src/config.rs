@@ -128,6 +128,10 @@ pub struct Config {
     /// relay at /certificate.sha256).
     #[arg(long, env = "MOQCAST_TLS_FINGERPRINT")]
     pub tls_fingerprint: Vec<String>,
+    /// Token (JWT) for a relay with auth on; it must allow subscribing to the broadcasts and
+    /// publishing `<broadcast>/ai`. `moqcast-token sign` mints one.
+    #[arg(long, env = "MOQCAST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Provider settings, from the file only (`[providers.NAME]`).
     #[arg(skip)]
     #[serde(default)]
@@ -261,6 +265,7 @@ impl Config {
     pub fn client_tls(&self) -> Result<moqcast_client::ClientTls, ConfigError> {
         let mut tls = moqcast_client::ClientTls {
             disable_verify: self.tls_disable_verify,
+            token: self.token.clone().filter(|t| !t.is_empty()),
             ..Default::default()
         };
         for fp in &self.tls_fingerprint {

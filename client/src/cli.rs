@@ -16,6 +16,10 @@ pub struct TlsArgs {
     /// /certificate.sha256).
     #[arg(long, env = "MOQCAST_TLS_FINGERPRINT")]
     pub tls_fingerprint: Vec<String>,
+    /// Token (JWT) for a relay with auth on: sent as `?jwt=` on a WebTransport URL and as the
+    /// AUTHORIZATION TOKEN setup option on raw QUIC. `moqcast-token sign` mints one.
+    #[arg(long, env = "MOQCAST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl TlsArgs {
@@ -23,6 +27,7 @@ impl TlsArgs {
     pub fn client_tls(&self) -> Result<ClientTls, ConnectError> {
         let mut tls = ClientTls {
             disable_verify: self.tls_disable_verify,
+            token: self.token.clone().filter(|t| !t.is_empty()),
             ..Default::default()
         };
         for fp in &self.tls_fingerprint {
@@ -86,14 +91,17 @@ mod tests {
         let args = TlsArgs {
             tls_disable_verify: false,
             tls_fingerprint: vec!["ab".repeat(32)],
+            token: Some("t".into()),
         };
         let tls = args.client_tls().unwrap();
         assert_eq!(tls.fingerprints, vec![[0xab; 32]]);
         assert!(!tls.disable_verify);
+        assert_eq!(tls.token.as_deref(), Some("t"));
 
         let bad = TlsArgs {
             tls_disable_verify: false,
             tls_fingerprint: vec!["abc".into()],
+            token: None,
         };
         let err = bad.client_tls().unwrap_err();
         assert!(err.to_string().contains("64 hex digits"), "{err}");

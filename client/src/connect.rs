@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use moqcast_media::moq::transport::setup::AuthorizationToken;
 use moqcast_media::moq::{
     certificate_fingerprint, quinn, transport_config, Publisher, Session, SessionError, Subscriber,
     Transport, MOQT_ALPN, WEBTRANSPORT_ALPN,
@@ -65,6 +66,9 @@ pub struct ClientTls {
     /// Accept exactly these certificates, by SHA-256 of their DER (the relay serves its own at
     /// `GET /certificate.sha256`). Empty means "use the system roots".
     pub fingerprints: Vec<[u8; 32]>,
+    /// The token presented to the relay (a JWT), if any: `?jwt=` on WebTransport URLs (unless
+    /// the URL has one), the AUTHORIZATION TOKEN setup option on raw QUIC.
+    pub token: Option<String>,
 }
 
 impl ClientTls {
@@ -187,6 +191,7 @@ pub struct Connected {
 pub struct Client {
     endpoint: quinn::Endpoint,
     crypto: Arc<rustls::ClientConfig>,
+    token: Option<String>,
 }
 
 impl Client {
@@ -198,6 +203,7 @@ impl Client {
         Ok(Self {
             endpoint,
             crypto: Arc::new(tls.rustls_config()?),
+            token: tls.token.clone(),
         })
     }
 
@@ -272,7 +278,14 @@ impl Client {
         let (conn, transport) = self.quic(url).await?;
         let wt = match transport {
             Transport::WebTransport => {
-                let request = web_transport_quinn::proto::ConnectRequest::new(url.clone())
+                // The error below names `url`, without the token.
+                let mut with_token = url.clone();
+                if let Some(token) = &self.token {
+                    if !url.query_pairs().any(|(k, _)| k == "jwt") {
+                        with_token.query_pairs_mut().append_pair("jwt", token);
+                    }
+                }
+                let request = web_transport_quinn::proto::ConnectRequest::new(with_token)
                     .with_protocol(MOQT_ALPN.to_string());
                 web_transport_quinn::Session::connect(conn.clone(), request)
                     .await
@@ -287,12 +300,19 @@ impl Client {
                 web_transport_quinn::proto::ConnectResponse::default(),
             ),
         };
-        let (session, publisher, subscriber) = Session::connect(wt.into(), None, transport)
-            .await
-            .map_err(|source| ConnectError::Setup {
-            url: url.to_string(),
-            source,
-        })?;
+        // Token type 0: "agreed out of band" (draft-18 §10.3.1.4); the value is the JWT.
+        let tokens = self
+            .token
+            .iter()
+            .map(|t| AuthorizationToken::new(0, t.as_bytes().to_vec()))
+            .collect();
+        let (session, publisher, subscriber) =
+            Session::connect_with_tokens(wt.into(), None, transport, tokens)
+                .await
+                .map_err(|source| ConnectError::Setup {
+                    url: url.to_string(),
+                    source,
+                })?;
         Ok(Connected {
             session,
             publisher,

@@ -112,6 +112,41 @@ pub struct Args {
     /// directory, else `../../web/dist` next to the executable (a `target/<profile>` build).
     #[arg(long, env = "MOQCAST_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+    /// Turns auth on: a JWK file, a JWK Set, or a directory of `*.jwk` files (re-read when it
+    /// changes, so keys rotate without a restart). Sessions then need a token (`?jwt=` on the
+    /// WebTransport URL, the AUTHORIZATION TOKEN setup option on raw QUIC) except under the
+    /// `--auth-public*` prefixes. Without it, everything is open (development).
+    #[arg(long, env = "MOQCAST_AUTH_KEY")]
+    pub auth_key: Option<PathBuf>,
+    /// Concurrent sessions from one source address (handshakes included); more are refused.
+    /// Default 2000.
+    #[arg(long, env = "MOQCAST_MAX_SESSIONS_PER_IP")]
+    pub max_sessions_per_ip: Option<usize>,
+    /// QUIC handshakes in progress (per shard) past which new peers must first prove their
+    /// address (QUIC Retry, one round trip more). Default 64; 0: always.
+    #[arg(long, env = "MOQCAST_RETRY_ABOVE")]
+    pub retry_above: Option<usize>,
+    /// On SIGTERM, how long the relay drains: GOAWAY to every session, then it waits for them
+    /// to leave (ms) before closing the rest. Default 2000; 0: close at once.
+    #[arg(long, env = "MOQCAST_DRAIN_MS")]
+    pub drain_ms: Option<u64>,
+    /// Concurrent HTTP connections; more are closed at once. Default 512.
+    #[arg(long, env = "MOQCAST_MAX_HTTP_CONNECTIONS")]
+    pub max_http_connections: Option<usize>,
+    /// How long an HTTP client may take to send a request's headers (and an idle keep-alive
+    /// connection may wait for the next request), ms. Default 10000.
+    #[arg(long, env = "MOQCAST_HTTP_HEADER_TIMEOUT_MS")]
+    pub http_header_timeout_ms: Option<u64>,
+    /// Broadcast prefixes anonymous sessions may publish and watch (comma separated; "" is
+    /// everything).
+    #[arg(long, env = "MOQCAST_AUTH_PUBLIC", value_delimiter = ',')]
+    pub auth_public: Option<Vec<String>>,
+    /// Broadcast prefixes anonymous sessions may watch.
+    #[arg(long, env = "MOQCAST_AUTH_PUBLIC_SUBSCRIBE", value_delimiter = ',')]
+    pub auth_public_subscribe: Option<Vec<String>>,
+    /// Broadcast prefixes anonymous sessions may publish.
+    #[arg(long, env = "MOQCAST_AUTH_PUBLIC_PUBLISH", value_delimiter = ',')]
+    pub auth_public_publish: Option<Vec<String>>,
 }
 
 /// The longest `--coalesce-ms`: a longer hold is a stall viewers see, and two or three frames
@@ -145,6 +180,15 @@ pub struct FileConfig {
     pub coalesce_above: Option<f64>,
     pub log_format: Option<String>,
     pub web_dir: Option<PathBuf>,
+    pub auth_key: Option<PathBuf>,
+    pub max_http_connections: Option<usize>,
+    pub http_header_timeout_ms: Option<u64>,
+    pub max_sessions_per_ip: Option<usize>,
+    pub retry_above: Option<usize>,
+    pub drain_ms: Option<u64>,
+    pub auth_public: Option<Vec<String>>,
+    pub auth_public_subscribe: Option<Vec<String>>,
+    pub auth_public_publish: Option<Vec<String>>,
 }
 
 /// How sessions map to threads (see `--runtime`, and [`crate::shard`]).
@@ -201,6 +245,13 @@ pub struct Config {
     pub log_format: String,
     /// Directory of the built viewer; it may not exist (then `/watch/...` answers 503).
     pub web_dir: PathBuf,
+    pub auth: crate::auth::AuthConfig,
+    pub max_http_connections: usize,
+    pub http_header_timeout: Duration,
+    pub max_sessions_per_ip: usize,
+    pub retry_above: usize,
+    /// GOAWAY, then this long for sessions to leave, on shutdown.
+    pub drain: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -252,6 +303,12 @@ impl Default for Config {
             coalesce_above: crate::shard::COALESCE_ABOVE_PERMILLE,
             log_format: "text".into(),
             web_dir: default_web_dir(),
+            auth: crate::auth::AuthConfig::default(),
+            max_http_connections: 512,
+            http_header_timeout: Duration::from_secs(10),
+            max_sessions_per_ip: 2000,
+            retry_above: 64,
+            drain: Duration::from_secs(2),
         }
     }
 }
@@ -376,6 +433,50 @@ impl Config {
                 "log format {log_format:?}: use text or json"
             )));
         }
+        let auth = crate::auth::AuthConfig {
+            key: args.auth_key.or(file.auth_key),
+            public: args.auth_public.or(file.auth_public).unwrap_or_default(),
+            public_subscribe: args
+                .auth_public_subscribe
+                .or(file.auth_public_subscribe)
+                .unwrap_or_default(),
+            public_publish: args
+                .auth_public_publish
+                .or(file.auth_public_publish)
+                .unwrap_or_default(),
+        };
+        if auth.key.is_none()
+            && !(auth.public.is_empty()
+                && auth.public_subscribe.is_empty()
+                && auth.public_publish.is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "--auth-public* name what anonymous sessions may do when auth is on: pass --auth-key too (without keys everything is open)".into(),
+            ));
+        }
+        let max_http_connections = args
+            .max_http_connections
+            .or(file.max_http_connections)
+            .unwrap_or(d.max_http_connections);
+        let http_header_timeout = args
+            .http_header_timeout_ms
+            .or(file.http_header_timeout_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(d.http_header_timeout);
+        let max_sessions_per_ip = args
+            .max_sessions_per_ip
+            .or(file.max_sessions_per_ip)
+            .unwrap_or(d.max_sessions_per_ip);
+        if max_sessions_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "--max-sessions-per-ip must be positive".into(),
+            ));
+        }
+        if max_http_connections == 0 || http_header_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "--max-http-connections and --http-header-timeout-ms must be positive".into(),
+            ));
+        }
         Ok(Self {
             bind: args.bind.or(file.bind).unwrap_or(d.bind),
             http_bind: args.http_bind.or(file.http_bind).unwrap_or(d.http_bind),
@@ -408,6 +509,19 @@ impl Config {
             coalesce_above,
             log_format,
             web_dir: args.web_dir.or(file.web_dir).unwrap_or(d.web_dir),
+            auth,
+            max_http_connections,
+            http_header_timeout,
+            max_sessions_per_ip,
+            retry_above: args
+                .retry_above
+                .or(file.retry_above)
+                .unwrap_or(d.retry_above),
+            drain: args
+                .drain_ms
+                .or(file.drain_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(d.drain),
         })
     }
 }

@@ -227,7 +227,62 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-/// `GET /assets/{file}`: a static file of the viewer.
+/// Serves the HTTP side on `listener` until `cancel`: one task per connection, at most
+/// `max_connections` at once (more are closed at once and counted), and a connection whose
+/// request headers take longer than `header_timeout` to arrive (slowloris, or a keep-alive
+/// connection left idle) is closed.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    state: Arc<RelayState>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        state.config.max_http_connections,
+    ));
+    let header_timeout = state.config.http_header_timeout;
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = cancel.cancelled() => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            state
+                .metrics
+                .http_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(%peer, "HTTP connection limit reached: closing");
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let _slot = slot;
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(64 * 1024);
+            if let Err(e) = http.serve_connection(io, service).await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            }
+        });
+    }
+    connections.abort_all();
+}
+
+/// `GET /assets/{file}`: a static file of the viewer, streamed (a slow reader holds a chunk,
+/// not the file).
 async fn asset(State(s): State<Arc<RelayState>>, UrlPath(file): UrlPath<String>) -> Response {
     let not_found = || (StatusCode::NOT_FOUND, "not found\n").into_response();
     let Some(path) = asset_path(&s.config.web_dir.join("assets"), &file) else {
@@ -237,13 +292,21 @@ async fn asset(State(s): State<Arc<RelayState>>, UrlPath(file): UrlPath<String>)
         Ok(m) if m.is_file() && m.len() <= MAX_ASSET_BYTES => {}
         _ => return not_found(),
     }
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => (
+    let len = match tokio::fs::metadata(&path).await {
+        Ok(m) => m.len(),
+        Err(_) => return not_found(),
+    };
+    match tokio::fs::File::open(&path).await {
+        Ok(file) => (
             [
-                (header::CONTENT_TYPE, content_type(&path)),
-                (header::CACHE_CONTROL, "no-cache"),
+                (header::CONTENT_TYPE, content_type(&path).to_string()),
+                (header::CACHE_CONTROL, "no-cache".to_string()),
+                (header::CONTENT_LENGTH, len.to_string()),
             ],
-            bytes,
+            axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                file,
+                64 * 1024,
+            )),
         )
             .into_response(),
         Err(_) => not_found(),

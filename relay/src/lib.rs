@@ -5,6 +5,7 @@
 //! Data flow (see docs/relay.md): session -> broadcast (namespace) -> track -> group -> object
 //! -> per-subscriber pump -> subscriber's stream.
 
+pub mod auth;
 pub mod budget;
 pub mod cache;
 pub mod config;
@@ -48,6 +49,16 @@ pub struct RelayState {
     pub sessions: Arc<limits::Slots>,
     /// With `--runtime sharded`: the shards' load and where new connections go.
     pub placement: Option<Arc<shard::Placement>>,
+    /// Keys and public prefixes: what each session may publish and watch.
+    pub auth: auth::Auth,
+    /// Connections per source address (`--max-sessions-per-ip`).
+    pub per_address: Arc<limits::PerAddress>,
+    /// QUIC handshakes in progress; past `--retry-above`, unvalidated peers get a Retry.
+    pub handshakes: Arc<limits::Slots>,
+    /// Open MoQ sessions by id, for the GOAWAY of a drain.
+    pub live: std::sync::Mutex<std::collections::HashMap<u64, moqcast_session::io::Session>>,
+    /// Set once the relay drains (SIGTERM): new sessions get GOAWAY at once.
+    pub draining: std::sync::atomic::AtomicBool,
     next_session: AtomicU64,
 }
 
@@ -180,6 +191,7 @@ impl Relay {
         let http = tokio::net::TcpListener::bind(config.http_bind)
             .await
             .with_context(|| format!("could not bind TCP {}", config.http_bind))?;
+        let auth = auth::Auth::new(&config.auth).map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(metrics::Metrics::default());
         let budget = track::CacheBudget::new(config.cache_total_bytes, metrics.clone());
         let state = Arc::new(RelayState {
@@ -191,7 +203,12 @@ impl Relay {
                 Quic::Shared(_) => None,
                 Quic::Sharded { placement, .. } => Some(placement.clone()),
             },
+            per_address: limits::PerAddress::new(config.max_sessions_per_ip),
+            handshakes: limits::Slots::new(usize::MAX),
+            live: Default::default(),
+            draining: Default::default(),
             config,
+            auth,
             next_session: AtomicU64::new(1),
         });
         Ok(Self {
@@ -224,11 +241,16 @@ impl Relay {
         let http_task = {
             let app = http::router(state.clone());
             let cancel = cancel.clone();
-            tokio::spawn(async move {
-                let _ = axum::serve(http, app)
-                    .with_graceful_shutdown(async move { cancel.cancelled().await })
-                    .await;
-            })
+            tokio::spawn(http::serve(http, app, state.clone(), cancel))
+        };
+        // On shutdown, drain first: GOAWAY to every session, then wait (at most `--drain-ms`)
+        // for them to leave; what remains is closed.
+        let shutdown = {
+            let state = state.clone();
+            async move {
+                shutdown.await;
+                drain(&state).await;
+            }
         };
         let res = match quic {
             Quic::Shared(endpoint) => {
@@ -312,6 +334,44 @@ fn bind_shards(
     Ok((sockets, placement, buffers))
 }
 
+/// Sends GOAWAY to every session and waits until they have all left, at most `--drain-ms`.
+async fn drain(state: &RelayState) {
+    let limit = state.config.drain;
+    state.draining.store(true, Ordering::Release);
+    let sessions: Vec<_> = state
+        .live
+        .lock()
+        .expect("poisoned")
+        .values()
+        .cloned()
+        .collect();
+    if limit.is_zero() || sessions.is_empty() {
+        return;
+    }
+    tracing::info!(
+        sessions = sessions.len(),
+        drain_ms = limit.as_millis() as u64,
+        "draining: GOAWAY to every session"
+    );
+    for s in &sessions {
+        s.goaway("", Some(limit));
+    }
+    drop(sessions);
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if state.live.lock().expect("poisoned").is_empty() {
+            tracing::info!("drained: every session left");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = state.live.lock().expect("poisoned").len();
+    tracing::info!(
+        sessions = left,
+        "drain time over: closing the sessions left"
+    );
+}
+
 /// Accepts and serves sessions on `endpoint` until `shutdown` resolves, then closes them all.
 async fn serve(
     state: Arc<RelayState>,
@@ -326,16 +386,39 @@ async fn serve(
                 let Some(incoming) = incoming else { break };
                 // Connections still in their handshake hold a slot too, so a burst of new
                 // connections cannot overshoot the limit.
+                // Address validation (QUIC Retry) once handshakes pile up: a spoofed source
+                // cannot answer it, so it costs the relay one stateless packet, not a connection.
+                if !incoming.remote_address_validated()
+                    && state.handshakes.in_use() >= state.config.retry_above
+                {
+                    state.metrics.quic_retries.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = incoming.retry() {
+                        e.into_incoming().ignore();
+                    }
+                    continue;
+                }
+                let peer = incoming.remote_address();
+                let Some(per_address) = state.per_address.try_acquire(peer.ip()) else {
+                    state.metrics.sessions_rejected_per_address.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, limit = state.config.max_sessions_per_ip, "per-address session limit reached: refusing connection");
+                    incoming.refuse();
+                    continue;
+                };
+                let Some(handshake) = state.handshakes.try_acquire() else {
+                    // Not reached: handshakes are counted, not capped (the session limit caps).
+                    incoming.refuse();
+                    continue;
+                };
                 let Some(slot) = state.sessions.try_acquire() else {
                     state.metrics.sessions_rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(peer = %incoming.remote_address(), limit = state.config.max_sessions, "session limit reached: refusing connection");
+                    tracing::warn!(%peer, limit = state.config.max_sessions, "session limit reached: refusing connection");
                     incoming.refuse();
                     continue;
                 };
                 let state = state.clone();
                 sessions.spawn(async move {
-                    accept(state, incoming).await;
-                    drop(slot);
+                    accept(state, incoming, handshake).await;
+                    drop((slot, per_address));
                 });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
@@ -348,7 +431,7 @@ async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
-async fn accept(state: Arc<RelayState>, incoming: quinn::Incoming) {
+async fn accept(state: Arc<RelayState>, incoming: quinn::Incoming, handshake: limits::Slot) {
     let peer = incoming.remote_address();
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("session", id, %peer);
@@ -358,8 +441,11 @@ async fn accept(state: Arc<RelayState>, incoming: quinn::Incoming) {
         .as_ref()
         .zip(shard::current())
         .map(|(p, shard)| p.session(shard));
-    let res =
-        tracing::Instrument::instrument(handshake_and_run(state.clone(), incoming, id), span).await;
+    let res = tracing::Instrument::instrument(
+        handshake_and_run(state.clone(), incoming, id, handshake),
+        span,
+    )
+    .await;
     if let Err(e) = res {
         state.metrics.session_errors.fetch_add(1, Ordering::Relaxed);
         tracing::info!(id, %peer, error = format!("{e:#}"), "session ended with an error");
@@ -370,17 +456,19 @@ async fn handshake_and_run(
     state: Arc<RelayState>,
     incoming: quinn::Incoming,
     id: u64,
+    handshake: limits::Slot,
 ) -> anyhow::Result<()> {
     let conn = tokio::time::timeout(Duration::from_secs(10), incoming)
         .await
         .context("QUIC handshake timed out")?
         .context("QUIC handshake failed")?;
+    drop(handshake);
     let alpn = conn
         .handshake_data()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|d| d.protocol)
         .context("peer negotiated no ALPN")?;
-    let (wt, transport) = if alpn == moq::WEBTRANSPORT_ALPN.as_bytes() {
+    let (wt, transport, grant) = if alpn == moq::WEBTRANSPORT_ALPN.as_bytes() {
         let request = tokio::time::timeout(
             Duration::from_secs(10),
             web_transport_quinn::Request::accept(conn.clone()),
@@ -406,6 +494,35 @@ async fn handshake_and_run(
                 .collect();
             anyhow::bail!("WebTransport client offered no supported MoQT version (offered {offered}, we speak {})", ours.join(","));
         }
+        // The token: `?jwt=` on the URL (moq-dev's clients, browsers), or `Authorization:
+        // Bearer`. It is checked before the session is accepted: a refused one gets 401/403.
+        let token = request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "jwt")
+            .map(|(_, v)| v.into_owned())
+            .or_else(|| {
+                request
+                    .headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_string)
+            });
+        let path = request.url.path().to_string();
+        let grant = match state.auth.session(&path, token.as_deref()) {
+            Ok(grant) => grant,
+            Err(e) => {
+                state.metrics.auth_refused.fetch_add(1, Ordering::Relaxed);
+                let status = web_transport_quinn::http::StatusCode::from_u16(e.http_status())
+                    .expect("valid status");
+                let _ = request.reject(status).await;
+                // Let the response reach the client before the connection goes (it closes
+                // when it has read it); bounded, so refused peers cannot hold the slot long.
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
+                anyhow::bail!("session refused ({path}): {e}");
+            }
+        };
         let mut response = web_transport_quinn::proto::ConnectResponse::OK;
         if let Some(version) = chosen {
             response = response.with_protocol(version.alpn().to_string());
@@ -414,7 +531,7 @@ async fn handshake_and_run(
             .respond(response)
             .await
             .context("WebTransport response")?;
-        (session, "webtransport")
+        (session, "webtransport", Some(grant))
     } else if std::str::from_utf8(&alpn)
         .ok()
         .and_then(moqcast_session::Version::from_alpn)
@@ -426,14 +543,14 @@ async fn handshake_and_run(
             url,
             web_transport_quinn::proto::ConnectResponse::default(),
         );
-        (session, "raw-quic")
+        (session, "raw-quic", None)
     } else {
         anyhow::bail!("unsupported ALPN {:?}", String::from_utf8_lossy(&alpn));
     };
     state.metrics.sessions.fetch_add(1, Ordering::Relaxed);
     state.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(transport, "session accepted");
-    let res = session::run(state.clone(), wt, conn.clone(), id).await;
+    let res = session::run(state.clone(), wt, conn.clone(), id, grant).await;
     state.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
     // A peer that closed its connection with code 0 (or timed out idle after leaving) ended the
     // session normally: that is not an error, whatever the session loop reports. A session the

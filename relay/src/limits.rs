@@ -58,9 +58,75 @@ impl Drop for Slot {
     }
 }
 
+/// Slots counted per source address: at most `limit` per address at a time.
+#[derive(Debug)]
+pub struct PerAddress {
+    limit: usize,
+    used: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl PerAddress {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: Default::default(),
+        })
+    }
+
+    /// A slot for `addr`, or `None` when it holds `limit` already. IPv4-mapped IPv6 addresses
+    /// count as their IPv4 address.
+    pub fn try_acquire(self: &Arc<Self>, addr: std::net::IpAddr) -> Option<AddressSlot> {
+        let addr = addr.to_canonical();
+        let mut used = self.used.lock().expect("poisoned");
+        let n = used.entry(addr).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot(self.clone(), addr))
+    }
+
+    /// Slots `addr` holds now.
+    pub fn in_use(&self, addr: std::net::IpAddr) -> usize {
+        let used = self.used.lock().expect("poisoned");
+        used.get(&addr.to_canonical()).copied().unwrap_or(0)
+    }
+}
+
+/// One connection of an address; dropping it frees the slot.
+#[derive(Debug)]
+pub struct AddressSlot(Arc<PerAddress>, std::net::IpAddr);
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut used = self.0.used.lock().expect("poisoned");
+        if let Some(n) = used.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                used.remove(&self.1);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caps_each_address_on_its_own() {
+        let per = PerAddress::new(2);
+        let a: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        let one = per.try_acquire(a).unwrap();
+        let _two = per.try_acquire(mapped).expect("the same address, mapped");
+        assert!(per.try_acquire(a).is_none(), "a third from one address");
+        let _other = per.try_acquire(b).expect("another address is not affected");
+        drop(one);
+        assert_eq!(per.in_use(a), 1);
+        assert!(per.try_acquire(a).is_some());
+    }
 
     #[test]
     fn admits_up_to_the_limit_and_frees_on_drop() {

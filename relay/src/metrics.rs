@@ -41,12 +41,26 @@ pub struct Metrics {
     pub direct_ingest_streams: AtomicU64,
     pub errors: AtomicU64,
     pub session_errors: AtomicU64,
+    /// Sessions refused for their token (none, expired, forged, no access), and sessions
+    /// closed when their token expired.
+    pub auth_refused: AtomicU64,
+    pub auth_expired: AtomicU64,
+    /// Requests refused because the session's grant does not cover them.
+    pub auth_denied: AtomicU64,
+    /// HTTP connections closed at once at `--max-http-connections`.
+    pub http_refused: AtomicU64,
+    /// Connections refused at `--max-sessions-per-ip`.
+    pub sessions_rejected_per_address: AtomicU64,
+    /// QUIC Retry packets sent (address validation while handshakes pile up).
+    pub quic_retries: AtomicU64,
+    /// Requests the session layer refused by itself, shared by every session.
+    pub refusals: std::sync::Arc<moqcast_session::io::Counters>,
 }
 
 impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 24] = [
+        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 32] = [
             (
                 "moqcast_sessions",
                 MetricType::Gauge,
@@ -82,6 +96,54 @@ impl Metrics {
                 MetricType::Counter,
                 "SUBSCRIBEs refused at the per-session subscription limit",
                 &self.subscriptions_rejected,
+            ),
+            (
+                "moqcast_requests_refused_total",
+                MetricType::Counter,
+                "Requests refused with EXCESSIVE_LOAD at the per-session request limit",
+                &self.refusals.refused_excessive,
+            ),
+            (
+                "moqcast_requests_going_away_total",
+                MetricType::Counter,
+                "Requests refused with GOING_AWAY after the relay's GOAWAY",
+                &self.refusals.refused_going_away,
+            ),
+            (
+                "moqcast_auth_refused_sessions_total",
+                MetricType::Counter,
+                "Sessions refused for their token: missing, malformed, forged, expired, or no access at their path",
+                &self.auth_refused,
+            ),
+            (
+                "moqcast_auth_expired_sessions_total",
+                MetricType::Counter,
+                "Sessions closed when their token expired",
+                &self.auth_expired,
+            ),
+            (
+                "moqcast_auth_denied_requests_total",
+                MetricType::Counter,
+                "Requests refused with UNAUTHORIZED: the session's token does not cover the broadcast",
+                &self.auth_denied,
+            ),
+            (
+                "moqcast_http_connections_refused_total",
+                MetricType::Counter,
+                "HTTP connections closed at once at the connection limit",
+                &self.http_refused,
+            ),
+            (
+                "moqcast_sessions_rejected_per_address_total",
+                MetricType::Counter,
+                "Connections refused at the per-address session limit",
+                &self.sessions_rejected_per_address,
+            ),
+            (
+                "moqcast_quic_retries_total",
+                MetricType::Counter,
+                "QUIC Retry packets sent to validate addresses while handshakes pile up",
+                &self.quic_retries,
             ),
             (
                 "moqcast_broadcasts",
@@ -164,13 +226,13 @@ impl Metrics {
             (
                 "moqcast_direct_streams_total",
                 MetricType::Counter,
-                "Subgroup streams the relay opened and wrote itself (--forwarder direct)",
+                "Subgroup streams the relay opened and wrote itself",
                 &self.direct_streams,
             ),
             (
                 "moqcast_direct_ingest_streams_total",
                 MetricType::Counter,
-                "Publishers' subgroup streams the relay read itself (--forwarder direct)",
+                "Publishers' subgroup streams the relay read itself",
                 &self.direct_ingest_streams,
             ),
             (
@@ -334,6 +396,8 @@ mod tests {
             "moqcast_cache_budget_evicted_bytes_total",
             "moqcast_direct_streams_total",
             "moqcast_direct_stream_resets_total",
+            "moqcast_requests_refused_total",
+            "moqcast_auth_denied_requests_total",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }
@@ -346,7 +410,7 @@ mod tests {
         assert!(!text.contains("_total_total"));
         // Every family once, in order, each with one sample.
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 24);
-        assert_eq!(text.lines().count(), 3 * 24);
+        assert_eq!(types, 32);
+        assert_eq!(text.lines().count(), 3 * 32);
     }
 }

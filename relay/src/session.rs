@@ -15,6 +15,7 @@ use moqcast_media::moq::{
     transport::{
         coding::{KeyValuePairs, Location, TrackNamespace},
         message::{FilterType, RequestErrorCode, TrackExtensions},
+        setup,
     },
     TrackNamespace as Namespace,
 };
@@ -26,6 +27,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::{
+    auth::{AuthError, Grant},
     fanout::pump,
     ingest::IngestRoutes,
     limits::Slot,
@@ -48,6 +50,7 @@ pub async fn run(
     wt: web_transport_quinn::Session,
     conn: quinn::Connection,
     id: u64,
+    grant: Option<Grant>,
 ) -> anyhow::Result<()> {
     let config = moqcast_session::Config {
         max_requests: state.config.max_requests_per_session,
@@ -56,6 +59,8 @@ pub async fn run(
     };
     let (session, incoming, driver) =
         moqt::establish(wt.clone(), Some(conn.clone()), Role::Server, config);
+    session.count_into(state.metrics.refusals.clone());
+    let _live = Live::register(&state, id, &session);
     let moqt::Incoming {
         mut requests,
         mut data,
@@ -63,18 +68,29 @@ pub async fn run(
     let backlog = Backlog::new(conn, state.config.subscriber_backlog_bytes);
     let routes = IngestRoutes::default();
     let mut tasks = JoinSet::new();
-    let ctx = Ctx {
-        state: state.clone(),
-        session: session.clone(),
-        wt: wt.clone(),
-        backlog,
-        routes: routes.clone(),
-        id,
-    };
     // The session ends when its driver does (the connection closed, or the session layer closed
     // it); the rest only serves it until then.
     let work = async {
+        // A WebTransport session's token was checked at CONNECT; a raw QUIC session's comes in
+        // its SETUP (AUTHORIZATION TOKEN option, PATH option for the path).
+        let grant = match grant {
+            Some(grant) => grant,
+            None => match setup_grant(&state, &session).await {
+                Some(grant) => grant,
+                None => return std::future::pending().await,
+            },
+        };
+        let ctx = Ctx {
+            state: state.clone(),
+            session: session.clone(),
+            wt: wt.clone(),
+            backlog,
+            routes: routes.clone(),
+            id,
+            grant: Arc::new(grant),
+        };
         tokio::join!(
+            expire(&ctx),
             serve(&ctx, &mut requests, &mut tasks),
             crate::ingest::run(&mut data, routes.clone()),
             crate::ingest::datagrams(wt, routes),
@@ -90,6 +106,30 @@ pub async fn run(
     res.map_err(anyhow::Error::from)
 }
 
+/// A session's entry in [`RelayState::live`] while it runs; a session that starts while the
+/// relay drains gets GOAWAY at once.
+struct Live<'a>(&'a RelayState, u64);
+
+impl<'a> Live<'a> {
+    fn register(state: &'a RelayState, id: u64, session: &moqt::Session) -> Self {
+        if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+            session.goaway("", Some(state.config.drain));
+        }
+        state
+            .live
+            .lock()
+            .expect("poisoned")
+            .insert(id, session.clone());
+        Self(state, id)
+    }
+}
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.live.lock().expect("poisoned").remove(&self.1);
+    }
+}
+
 /// What every request of one session needs.
 #[derive(Clone)]
 struct Ctx {
@@ -99,6 +139,103 @@ struct Ctx {
     backlog: Arc<Backlog>,
     routes: IngestRoutes,
     id: u64,
+    /// What the session's token (or the public prefixes) allow.
+    grant: Arc<Grant>,
+}
+
+/// The grant of a raw QUIC session, from its SETUP; on a refusal the session is closed with
+/// UNAUTHORIZED, EXPIRED_AUTH_TOKEN or MALFORMED_AUTH_TOKEN and `None` returned.
+async fn setup_grant(state: &RelayState, session: &moqt::Session) -> Option<Grant> {
+    let options = session.ready().await.ok()?;
+    let refuse = |e: AuthError| {
+        state
+            .metrics
+            .auth_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(error = %e, "session refused");
+        session.close(e.session_code(), &e.to_string());
+        None
+    };
+    let tokens = match setup::decode_setup_tokens(&options) {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            return refuse(AuthError::Malformed(e.to_string()));
+        }
+    };
+    // PATH (0x1): the path a raw QUIC client asked for; tokens are scoped to it.
+    let path = options
+        .0
+        .iter()
+        .find(|kv| kv.key == 0x1)
+        .and_then(|kv| match &kv.value {
+            moqcast_media::moq::transport::coding::Value::BytesValue(b) => {
+                Some(String::from_utf8_lossy(b).into_owned())
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    let token = tokens
+        .first()
+        .map(|t| String::from_utf8_lossy(t.value).into_owned());
+    match state.auth.session(&path, token.as_deref()) {
+        Ok(grant) => Some(grant),
+        Err(e) => refuse(e),
+    }
+}
+
+/// Closes the session with EXPIRED_AUTH_TOKEN when its token expires.
+async fn expire(ctx: &Ctx) {
+    let Some(at) = ctx.grant.expires else {
+        return;
+    };
+    let left = at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(left).await;
+    ctx.state
+        .metrics
+        .auth_expired
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!("token expired: closing the session");
+    ctx.session.close(
+        AuthError::Expired.session_code(),
+        "the authorization token expired",
+    );
+}
+
+/// Whether the session's grant covers `name` (a broadcast, or a namespace prefix); when not,
+/// counts it and says why, for a REQUEST_ERROR UNAUTHORIZED.
+fn authorized(ctx: &Ctx, name: &str, publish: bool) -> Result<(), String> {
+    let ok = if publish {
+        ctx.grant.may_publish(name)
+    } else {
+        ctx.grant.may_subscribe(name)
+    };
+    if ok {
+        return Ok(());
+    }
+    ctx.state
+        .metrics
+        .auth_denied
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let what = if publish { "publish" } else { "subscribe to" };
+    tracing::info!(
+        broadcast = name,
+        what,
+        "not authorized: refusing the request"
+    );
+    Err(format!("not authorized to {what} {name:?}"))
+}
+
+/// Refuses `$req` with UNAUTHORIZED (and goes on to the next request) unless the grant covers
+/// `$name`.
+macro_rules! authorize {
+    ($ctx:expr, $req:expr, $name:expr, $publish:expr) => {
+        if let Err(why) = authorized($ctx, &$name, $publish) {
+            $req.reject(RequestErrorCode::Unauthorized as u64, &why);
+            continue;
+        }
+    };
 }
 
 /// Serves the peer's requests until the session ends.
@@ -113,6 +250,7 @@ async fn serve(
         tokio::select! {
             req = requests.recv() => match req {
                 Some(IncomingRequest::Subscribe(sub)) => {
+                    authorize!(ctx, sub, sub.msg.track_namespace.to_utf8_path(), false);
                     let span = tracing::info_span!("subscription", broadcast = %sub.msg.track_namespace, track = %sub.msg.track_name.to_string_lossy());
                     let Some(slot) = subscriptions.try_acquire() else {
                         refuse_excess(&ctx.state, sub, subscriptions.limit());
@@ -121,16 +259,27 @@ async fn serve(
                     tasks.spawn(serve_subscription(ctx.clone(), sub, slot).instrument(span));
                 }
                 Some(IncomingRequest::SubscribeNamespace(ns)) => {
+                    authorize!(ctx, ns, ns.msg.track_namespace_prefix.to_string(), false);
                     tasks.spawn(serve_namespaces(ctx.state.clone(), ns));
                 }
                 Some(IncomingRequest::TrackStatus(req)) => {
+                    authorize!(ctx, req, req.msg.track_namespace.to_utf8_path(), false);
                     tasks.spawn(serve_track_status(ctx.state.clone(), req));
                 }
                 Some(IncomingRequest::Fetch(req)) => {
+                    if let Some(f) = &req.msg.standalone_fetch {
+                        authorize!(ctx, req, f.track_namespace.to_utf8_path(), false);
+                    }
                     tasks.spawn(serve_fetch(ctx.state.clone(), req));
                 }
-                Some(IncomingRequest::PublishNamespace(pn)) => accept_namespace(ctx, pn, tasks),
-                Some(IncomingRequest::Publish(pr)) => accept_publish(ctx, pr, tasks).await,
+                Some(IncomingRequest::PublishNamespace(pn)) => {
+                    authorize!(ctx, pn, pn.msg.track_namespace.to_utf8_path(), true);
+                    accept_namespace(ctx, pn, tasks)
+                }
+                Some(IncomingRequest::Publish(pr)) => {
+                    authorize!(ctx, pr, pr.msg.track_namespace.to_utf8_path(), true);
+                    accept_publish(ctx, pr, tasks).await
+                }
                 None => return,
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -195,20 +344,24 @@ async fn resolve(
     rendezvous: Option<Duration>,
 ) -> Result<(Arc<TrackCache>, bool), TrackError> {
     let deadline = rendezvous.map(|d| tokio::time::Instant::now() + d);
-    let mut watch = state.origin.watch();
+    // Woken only when this name (or a prefix of it) is announced or gets a PUBLISH.
+    let waiter = deadline.map(|_| state.origin.waiter(namespace));
     let mut waited = false;
     let (cache, _created) = loop {
-        watch.borrow_and_update();
+        let notified = waiter.as_ref().map(|w| w.notified());
+        tokio::pin!(notified);
+        if let Some(n) = notified.as_mut().as_pin_mut() {
+            n.enable();
+        }
         match state.origin.track(namespace, name) {
             Ok(found) => break found,
             Err(LookupError::NoBroadcast(_) | LookupError::NoTrack(..)) => {
-                let Some(deadline) = deadline else {
+                let (Some(deadline), Some(n)) = (deadline, notified.as_pin_mut()) else {
                     return Err(TrackError::NotFound);
                 };
                 waited = true;
-                match tokio::time::timeout_at(deadline, watch.changed()).await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(_)) | Err(_) => return Err(TrackError::Timeout),
+                if tokio::time::timeout_at(deadline, n).await.is_err() {
+                    return Err(TrackError::Timeout);
                 }
             }
         }

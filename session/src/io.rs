@@ -115,6 +115,47 @@ struct State {
     closed: Option<String>,
     /// The error code we closed the session with, if we did.
     close_code: Option<u64>,
+    /// Where the core's [`Stats`] are added up across sessions, and what was added so far.
+    counters: Option<Arc<Counters>>,
+    counted: Stats,
+}
+
+/// Refusals added up across sessions (for example a process's metrics): give each session the
+/// same one with [`Session::count_into`].
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests refused with EXCESSIVE_LOAD (a session's request limit was reached).
+    pub refused_excessive: std::sync::atomic::AtomicU64,
+    /// Requests refused with GOING_AWAY (at or past our GOAWAY's Request ID).
+    pub refused_going_away: std::sync::atomic::AtomicU64,
+}
+
+impl State {
+    /// Adds what the core counted since the last call to the shared counters.
+    fn sync_counters(&mut self) {
+        let Some(counters) = &self.counters else {
+            return;
+        };
+        let now = self.core.stats();
+        if now == self.counted {
+            return;
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        let add = |total: &std::sync::atomic::AtomicU64, now: u64, before: u64| {
+            total.fetch_add(now.saturating_sub(before), Relaxed);
+        };
+        add(
+            &counters.refused_excessive,
+            now.refused_excessive,
+            self.counted.refused_excessive,
+        );
+        add(
+            &counters.refused_going_away,
+            now.refused_going_away,
+            self.counted.refused_going_away,
+        );
+        self.counted = now;
+    }
 }
 
 struct Shared {
@@ -154,6 +195,7 @@ impl Shared {
             let before = s.core.poll_timeout();
             let r = f(&mut s);
             let spawn = self.route(&mut s, &mut wake_control);
+            s.sync_counters();
             (r, spawn, s.core.poll_timeout() != before)
         };
         for (stream, bytes) in spawn {
@@ -450,6 +492,8 @@ pub fn establish(
             goaway: None,
             closed: None,
             close_code: None,
+            counters: None,
+            counted: Stats::default(),
         }),
         control: Notify::new(),
         timer: Notify::new(),
@@ -690,6 +734,12 @@ impl Session {
         self.shared.with(|s| s.core.stats())
     }
 
+    /// Adds this session's refusals (so far and from now on) to `counters`, which other
+    /// sessions may share.
+    pub fn count_into(&self, counters: Arc<Counters>) {
+        self.shared.with(|s| s.counters = Some(counters));
+    }
+
     /// Requests of the peer open now.
     pub fn inbound_requests(&self) -> usize {
         self.shared.with(|s| s.core.inbound_open())
@@ -922,6 +972,24 @@ impl Handle {
         self.next_inner(true).await
     }
 
+    /// Waits for PUBLISH_DONE, passing over other messages. Cancel-safe.
+    async fn publish_done(&mut self) -> Result<Done, Error> {
+        loop {
+            if let Response::PublishDone {
+                status,
+                stream_count,
+                reason,
+            } = self.next().await?
+            {
+                return Ok(Done {
+                    status,
+                    stream_count,
+                    reason,
+                });
+            }
+        }
+    }
+
     async fn next_inner(&mut self, ignore_fin: bool) -> Result<Response, Error> {
         loop {
             let notified = self.ss.handle.notified();
@@ -1020,6 +1088,17 @@ impl IncomingRequest {
 }
 
 /// Inbound requests not yet answered refuse themselves when dropped.
+/// Dropping the handle cancels the request (resets its stream with CANCELLED).
+macro_rules! cancel_on_drop {
+    ($t:ty) => {
+        impl Drop for $t {
+            fn drop(&mut self) {
+                self.handle.cancel(proto::reset::CANCELLED);
+            }
+        }
+    };
+}
+
 macro_rules! unanswered {
     ($t:ident) => {
         impl $t {
@@ -1215,30 +1294,11 @@ impl Subscription {
 
     /// Waits for PUBLISH_DONE. Cancel-safe.
     pub async fn done(&mut self) -> Result<Done, Error> {
-        loop {
-            match self.handle.next().await? {
-                Response::PublishDone {
-                    status,
-                    stream_count,
-                    reason,
-                } => {
-                    return Ok(Done {
-                        status,
-                        stream_count,
-                        reason,
-                    })
-                }
-                _ => continue,
-            }
-        }
+        self.handle.publish_done().await
     }
 }
 
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.handle.cancel(proto::reset::CANCELLED);
-    }
-}
+cancel_on_drop!(Subscription);
 
 /// An inbound PUBLISH.
 pub struct PublishRequest {
@@ -1270,30 +1330,11 @@ pub struct Published {
 impl Published {
     /// Waits for the publisher's PUBLISH_DONE or the end of the request. Cancel-safe.
     pub async fn done(&mut self) -> Result<Done, Error> {
-        loop {
-            match self.handle.next().await? {
-                Response::PublishDone {
-                    status,
-                    stream_count,
-                    reason,
-                } => {
-                    return Ok(Done {
-                        status,
-                        stream_count,
-                        reason,
-                    })
-                }
-                _ => continue,
-            }
-        }
+        self.handle.publish_done().await
     }
 }
 
-impl Drop for Published {
-    fn drop(&mut self) {
-        self.handle.cancel(proto::reset::CANCELLED);
-    }
-}
+cancel_on_drop!(Published);
 
 /// A PUBLISH of ours, accepted by the peer.
 pub struct Publication {
@@ -1385,11 +1426,7 @@ impl AnnouncedNamespace {
     }
 }
 
-impl Drop for AnnouncedNamespace {
-    fn drop(&mut self) {
-        self.handle.cancel(proto::reset::CANCELLED);
-    }
-}
+cancel_on_drop!(AnnouncedNamespace);
 
 /// A namespace we announced. Dropping it withdraws the namespace.
 pub struct Announcement {
@@ -1500,11 +1537,7 @@ impl NamespaceWatch {
     }
 }
 
-impl Drop for NamespaceWatch {
-    fn drop(&mut self) {
-        self.handle.cancel(proto::reset::CANCELLED);
-    }
-}
+cancel_on_drop!(NamespaceWatch);
 
 /// An inbound TRACK_STATUS.
 pub struct TrackStatusRequest {

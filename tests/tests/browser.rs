@@ -422,6 +422,8 @@ impl FixedRelay {
             "localhost,127.0.0.1,::1".into(),
             "--web-dir".into(),
             web.display().to_string(),
+            "--drain-ms".into(),
+            "0".into(),
         ];
         let config =
             Config::resolve(<Args as clap::Parser>::parse_from(argv)).expect("valid relay config");

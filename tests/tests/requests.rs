@@ -262,6 +262,11 @@ async fn a_request_past_the_session_limit_gets_excessive_load_at_once() {
         "{:?}",
         asked.elapsed()
     );
+    let metrics = relay.state.metrics.render();
+    assert!(
+        metrics.contains("\nmoqcast_requests_refused_total 1\n"),
+        "{metrics}"
+    );
     // One ends: the next is served on the same session.
     subs.pop();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -271,4 +276,40 @@ async fn a_request_past_the_session_limit_gets_excessive_load_at_once() {
         .expect("served once below the limit again");
     serving.abort();
     relay.stop().await;
+}
+
+/// Shutdown drains (SIGTERM in the binary): every session gets GOAWAY, a session that leaves
+/// then lets the relay stop before `--drain-ms` is over, and one that stays is closed at the end
+/// of the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_goaway_and_waits_for_sessions_to_leave() {
+    init_tracing();
+    let relay = TestRelay::start(&["--drain-ms", "3000"]).await;
+    let url: url::Url = relay.url("moqt").parse().unwrap();
+    let leaving = connect(&url).await;
+    let staying = connect(&url).await;
+    let state = relay.state.clone();
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(relay.stop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while leaving.session.goaway_received().is_none() {
+        assert!(std::time::Instant::now() < deadline, "GOAWAY within 2 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let goaway = staying.session.goaway_received().expect("both got GOAWAY");
+    assert_eq!(goaway.timeout_ms, 3000);
+    assert_eq!(state.live.lock().unwrap().len(), 2);
+    // The one that leaves is gone from the relay; the other is closed when the drain ends.
+    drop(leaving);
+    tokio::time::timeout(Duration::from_secs(6), stopping)
+        .await
+        .expect("the relay stops")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500),
+        "the drain waited for the staying session: {took:?}"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(2), staying.session.closed()).await;
+    assert!(closed.is_ok(), "the staying session was closed");
 }
