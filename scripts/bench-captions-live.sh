@@ -8,16 +8,20 @@
 #
 #   bash scripts/bench-captions-live.sh
 #   CLIPS=40 BEAM=1 THREADS=2 bash scripts/bench-captions-live.sh
+#   RECORDING=news bash scripts/bench-captions-live.sh     # a long recording of ai-sidecar/bench/long.py
 #
 # Environment (all optional): CLIPS (first N clips of the corpus, 24), GAP (seconds of silence
-# between clips, 1.5), BEAM (final-cue beam size, 5, the sidecar's default), THREADS (sidecar
-# inference threads, 2),
-# OUT (target/bench-captions), SKIP_BUILD=1, MOQCAST_WHISPER_MODEL.
+# between clips, 1.5), RECORDING (instead of clips: one of ai-sidecar/bench/long.py's recordings,
+# news, panel, sport or science, or `all` for the four in a row), BEAM (final-cue beam size, 5,
+# the sidecar's default), THREADS (sidecar inference threads, 2), SIDECAR_ARGS (more
+# moqcast-sidecar flags), OUT (target/bench-captions), SKIP_BUILD=1, MOQCAST_WHISPER_MODEL.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 CLIPS=${CLIPS:-24}
+RECORDING=${RECORDING:-}
+read -r -a SIDECAR_ARGS <<<"${SIDECAR_ARGS:-}"
 GAP=${GAP:-1.5}
 BEAM=${BEAM:-5}
 THREADS=${THREADS:-2}
@@ -42,6 +46,29 @@ mkdir -p "$LIVE"
 python3 ai-sidecar/bench/corpus.py --out "$OUT/corpus" >&2
 manifest=$OUT/corpus/manifest.json
 
+if [ -n "$RECORDING" ]; then
+    # The speech: one or all of the long recordings (each starts with 1 s of silence), after 2 s
+    # of silence.
+    python3 ai-sidecar/bench/long.py --out "$OUT/long" >&2
+    python3 - "$OUT/long/manifest.json" "$RECORDING" "$LIVE" <<'EOF'
+import json, sys, os
+manifest, which, live = sys.argv[1], sys.argv[2], sys.argv[3]
+m = json.load(open(manifest))
+recs = m["clips"] if which == "all" else [c for c in m["clips"] if c["id"] == which]
+if not recs:
+    sys.exit(f"bench-captions-live: no recording {which!r} (news, panel, sport, science, all)")
+base = os.path.dirname(manifest)
+with open(os.path.join(live, "clips.txt"), "w") as f:
+    for c in recs:
+        f.write(os.path.join(base, c["file"]) + "\n")
+with open(os.path.join(live, "reference.txt"), "w") as f:
+    f.write("\n".join(c["text"] for c in recs) + "\n")
+EOF
+    sox -n -r 16000 -c 1 -b 16 "$LIVE/lead.wav" trim 0 2
+    parts=("$LIVE/lead.wav")
+    while IFS= read -r rec; do parts+=("$rec"); done <"$LIVE/clips.txt"
+    CLIPS="recording $RECORDING"
+else
 # The speech: 2 s of silence, then the first CLIPS clips, each followed by GAP s of silence.
 python3 - "$manifest" "$CLIPS" "$LIVE" <<'EOF'
 import json, sys, os
@@ -59,11 +86,13 @@ sox -n -r 16000 -c 1 -b 16 "$LIVE/lead.wav" trim 0 2
 sox -n -r 16000 -c 1 -b 16 "$LIVE/gap.wav" trim 0 "$GAP"
 parts=("$LIVE/lead.wav")
 while IFS= read -r clip; do parts+=("$clip" "$LIVE/gap.wav"); done <"$LIVE/clips.txt"
+CLIPS="$CLIPS clips"
+fi
 sox "${parts[@]}" -r 16000 -c 1 -b 16 "$LIVE/speech.wav"
 speech_s=$(soxi -D "$LIVE/speech.wav")
 ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=640x360:rate=30 -i "$LIVE/speech.wav" \
     -shortest -c:v libx264 -preset veryfast -g 30 -pix_fmt yuv420p -c:a aac -b:a 64k -ar 48000 "$LIVE/speech.mp4"
-log "speech: $CLIPS clips, $(printf %.1f "$speech_s") s"
+log "speech: $CLIPS, $(printf %.1f "$speech_s") s"
 
 pids=()
 cleanup() { [ "${#pids[@]}" -gt 0 ] && kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true; }
@@ -77,7 +106,7 @@ fp=$(curl -sf "http://127.0.0.1:$HTTP_PORT/certificate.sha256")
 url="https://localhost:$QUIC_PORT/"
 
 "$BIN/moqcast-sidecar" --url "$url" --tls-fingerprint "$fp" --broadcast bench --beam-size "$BEAM" \
-    --threads "$THREADS" --metrics-addr "127.0.0.1:$METRICS_PORT" >"$LIVE/sidecar.log" 2>&1 &
+    --threads "$THREADS" --metrics-addr "127.0.0.1:$METRICS_PORT" "${SIDECAR_ARGS[@]}" >"$LIVE/sidecar.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$METRICS_PORT/healthz" && break; sleep 0.2; done
 
@@ -121,7 +150,7 @@ skipped = metrics.get('moqcast_sidecar_audio_skipped_seconds_total{broadcast="be
 merged = metrics.get('moqcast_sidecar_utterances_merged_total{broadcast="bench"}', 0)
 load = open("/proc/loadavg").read().split()[:3]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-print(f"Live captions, {clips} clips, {speech_s:.1f} s of audio; {os.cpu_count()} CPUs ({cpu}), sidecar {threads} threads, final beam {beam}; load after {' '.join(load)}.\n")
+print(f"Live captions, {clips}, {speech_s:.1f} s of audio; {os.cpu_count()} CPUs ({cpu}), sidecar {threads} threads, final beam {beam}; load after {' '.join(load)}.\n")
 print("| WER % | final cues | partial cues | caption latency p50 | p95 | inference s / audio s | recognitions (final + partial) | merged | skipped s |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 p50 = sub.get("caption_latency_p50_ms")

@@ -6,6 +6,13 @@
 #
 #   bash scripts/bench-captions.sh
 #   LIMIT=10 SYSTEMS=sidecar bash scripts/bench-captions.sh     # quick look
+#   LONG=1 bash scripts/bench-captions.sh                        # long recordings
+#
+# LONG=1 runs the long recordings instead (ai-sidecar/bench/long.py: 4 programmes, 418 s, several
+# voices, pauses): the sidecar through its live pipeline (segmentation, audio context; config
+# default:5:live) against faster-whisper on each whole file as a new user runs it (its defaults,
+# Silero VAD, beam 5: float32:5:whole, int8:5:whole), writing OUT/long-results.md. A pass takes
+# 15-25 minutes on 2 cores (faster-whisper float32 over whole files is the slow part).
 #
 # Environment (all optional):
 #   SYSTEMS        which to run, in order: "sidecar faster-whisper"
@@ -14,10 +21,12 @@
 #                  ("default:1,default:5,default:1:full,default:5:full"). PRECISION: default (the
 #                  library's, float32 encoder + int8 decoder), float32, int8, q8_0, q4_0 or
 #                  ENCODER+DECODER; WINDOW: the library's default (fitted to the audio) or full,
-#                  fit:PAD_MS[:nofallback]
+#                  fit:PAD_MS[:nofallback]; or live[:CONTEXT_MS] (the live pipeline over each clip,
+#                  moqcast-caption-bench --live, with the sidecar's or the given audio context)
 #   FW_CONFIGS     faster-whisper COMPUTE:BEAM[:openai] list ("float32:1,int8:1,float32:5,int8:5");
 #                  :openai feeds CTranslate2 features padded as OpenAI's whisper and the sidecar
-#                  do (see ai-sidecar/bench/faster_whisper_ref.py)
+#                  do (see ai-sidecar/bench/faster_whisper_ref.py); :whole a whole file with
+#                  faster-whisper's own defaults and VAD, :whole-novad the same without VAD
 #   LIMIT          only the first N clips of the corpus (all)
 #   REPEAT         passes over the corpus, each running every configuration of both systems
 #                  (interleaved, alternate passes reversed); each clip's fastest pass is reported,
@@ -34,8 +43,14 @@ cd "$(dirname "$0")/.."
 
 SYSTEMS=${SYSTEMS:-"sidecar faster-whisper"}
 THREADS=${THREADS:-2}
-SIDECAR_CONFIGS=${SIDECAR_CONFIGS:-"default:1,default:5,default:1:full,default:5:full"}
-FW_CONFIGS=${FW_CONFIGS:-"float32:1,int8:1,float32:5,int8:5"}
+LONG=${LONG:-}
+if [ -n "$LONG" ]; then
+    SIDECAR_CONFIGS=${SIDECAR_CONFIGS:-"default:5:live"}
+    FW_CONFIGS=${FW_CONFIGS:-"float32:5:whole,int8:5:whole"}
+else
+    SIDECAR_CONFIGS=${SIDECAR_CONFIGS:-"default:1,default:5,default:1:full,default:5:full"}
+    FW_CONFIGS=${FW_CONFIGS:-"float32:1,int8:1,float32:5,int8:5"}
+fi
 LIMIT=${LIMIT:-}
 REPEAT=${REPEAT:-1}
 OUT=${OUT:-target/bench-captions}
@@ -61,8 +76,17 @@ fi
 bench=target/release/moqcast-caption-bench
 
 mkdir -p "$OUT"
-python3 ai-sidecar/bench/corpus.py --out "$OUT/corpus"
-manifest=$OUT/corpus/manifest.json
+if [ -n "$LONG" ]; then
+    python3 ai-sidecar/bench/long.py --out "$OUT/long"
+    manifest=$OUT/long/manifest.json
+    runs=$OUT/long-runs
+    md=$OUT/long-results.md
+else
+    python3 ai-sidecar/bench/corpus.py --out "$OUT/corpus"
+    manifest=$OUT/corpus/manifest.json
+    runs=$OUT/runs
+    md=$OUT/results.md
+fi
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
@@ -86,7 +110,7 @@ done
 
 job_file() { # PASS SYSTEM:CONFIG
     local name=${2//:/-}
-    echo "$OUT/runs/pass$1-${name//+/-}.jsonl"
+    echo "$runs/pass$1-${name//+/-}.jsonl"
 }
 
 run_job() { # PASS SYSTEM:COMPUTE:BEAM[:REST]
@@ -101,7 +125,12 @@ run_job() { # PASS SYSTEM:COMPUTE:BEAM[:REST]
     sidecar)
         local args=(--beam "$beam")
         [ "$compute" = default ] || args+=(--precision "$compute")
-        [ -z "$extra" ] || args+=(--window "$extra")
+        case $extra in
+        "") ;;
+        live) args+=(--live) ;;
+        live:*) args+=(--live --audio-context-ms "${extra#live:}") ;;
+        *) args+=(--window "$extra") ;;
+        esac
         "$bench" --manifest "$manifest" --model "$model" --threads "$THREADS" "${args[@]}" \
             --limit "${LIMIT:-0}" --out "$f"
         ;;
@@ -112,8 +141,8 @@ run_job() { # PASS SYSTEM:COMPUTE:BEAM[:REST]
     esac
 }
 
-rm -rf "$OUT/runs"
-mkdir -p "$OUT/runs"
+rm -rf "$runs"
+mkdir -p "$runs"
 load_before=$(load)
 started=$(date -u +%Y-%m-%dT%H:%MZ)
 # Every pass runs every job; later passes go in reverse order. score.py keeps each clip's
@@ -137,7 +166,6 @@ import json, sys
 m = json.load(open(sys.argv[1]))
 print("%s (%d clips, %.1f s of speech)" % (m["corpus"], len(m["clips"]), sum(c["seconds"] for c in m["clips"])))
 ' "$manifest")
-md=$OUT/results.md
 {
     echo "Caption benchmark, $started: $(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p' | head -1)),"
     echo "$THREADS threads per system, fastest of $REPEAT pass(es) per clip (systems interleaved);"

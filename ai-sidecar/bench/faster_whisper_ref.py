@@ -9,7 +9,10 @@ sidecar loads, on the CPU with a fixed number of threads, in these configuration
 Beam 1 is greedy: temperature 0 only (no fallback), no conditioning on previous text, no
 timestamps, no VAD. Beam 5 changes only beam_size. Everything else is faster-whisper's default.
 A third field, COMPUTE:BEAM:openai, feeds CTranslate2 OpenAI-style padded features instead (see
-openai_padding_runner): the check that the two systems' decoders agree.
+openai_padding_runner): the check that the two systems' decoders agree. COMPUTE:BEAM:whole
+transcribes each clip as a new user would a long recording: faster-whisper's defaults (previous
+text as the prompt, temperature fallback, no-speech and compression checks, timestamps) with its
+Silero VAD on (vad_filter=True) and the given beam; COMPUTE:BEAM:whole-novad the same without VAD.
 
 Prints one JSON object per clip and configuration (JSON lines, the schema moqcast-caption-bench
 prints too):
@@ -94,15 +97,16 @@ def install(python):
 
 
 def parse_configs(spec):
-    """COMPUTE[:BEAM[:PADDING]], comma-separated; PADDING is fw (default) or openai."""
+    """COMPUTE[:BEAM[:MODE]], comma-separated; MODE is fw (default), openai, whole or whole-novad."""
     configs = []
     for item in spec.split(","):
         fields = item.strip().split(":")
         compute = fields[0]
         beam = int(fields[1]) if len(fields) > 1 and fields[1] else 1
         padding = fields[2] if len(fields) > 2 else "fw"
-        if padding not in ("fw", "openai"):
-            raise SystemExit(f"faster_whisper_ref.py: padding {padding!r} is not fw or openai")
+        if padding not in ("fw", "openai", "whole", "whole-novad"):
+            raise SystemExit(f"faster_whisper_ref.py: mode {padding!r} is not fw, openai, whole "
+                             "or whole-novad")
         configs.append((compute, beam, padding))
     return configs
 
@@ -156,6 +160,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="transcribe the corpus N times, report each clip's fastest pass")
     ap.add_argument("--limit", type=int, default=0, help="only the first N clips (0: all)")
+    ap.add_argument("--language", default="en",
+                    help="spoken language given to faster-whisper (default en; none: detect)")
     ap.add_argument("--out", help="write the JSON lines here instead of stdout")
     args = ap.parse_args()
 
@@ -163,6 +169,8 @@ def main():
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     ensure_venv()
+    if args.language == "none":
+        args.language = None
 
     import ctranslate2
     import faster_whisper
@@ -189,9 +197,12 @@ def main():
         else:
             warm = False
         model = models[compute]
-        options = dict(language="en", beam_size=beam, temperature=0.0,
+        options = dict(language=args.language, beam_size=beam, temperature=0.0,
                        condition_on_previous_text=False, without_timestamps=True,
                        vad_filter=False)
+        if padding.startswith("whole"):
+            options = dict(language=args.language, beam_size=beam,
+                           vad_filter=padding == "whole")
 
         def run(samples):
             segments, _ = model.transcribe(samples, **options)
@@ -201,8 +212,10 @@ def main():
         if padding == "openai":
             run = openai_padding_runner(model, beam, np, ctranslate2)
             config += " openai-padding"
+        elif padding != "fw":
+            config += f" {padding}"
         if warm:
-            run(audio[0])
+            run(audio[0][: 16000 * 10])  # long recordings: their first 10 s
         # Each pass transcribes every clip; a clip's reported time is its fastest pass.
         best = [None] * len(clips)
         for _ in range(args.repeat):

@@ -166,7 +166,9 @@ def main():
             edits = edit_distance(ref, normalise(row["text"]))
             totals.setdefault(key, Tally()).add(edits, len(ref), row)
             clip = clips[cid]
-            by_group[(key, clip["voice"], clip["speed"])].add(edits, len(ref), row)
+            # Long recordings (long.py) have several voices: grouped by recording instead.
+            group = (clip.get("voice", clip["id"]), clip.get("speed", ""))
+            by_group[(key, *group)].add(edits, len(ref), row)
 
     out = []
     rows = []
@@ -179,7 +181,7 @@ def main():
     out.append(table(["system", "config", "clips", "WER %", "RTF", "CPU s / audio s", "audio s",
                       "proc s", "threads", "passes"], rows, left=2))
 
-    groups = sorted({(v, s) for (_, v, s) in by_group})
+    groups = sorted({(v, s) for (_, v, s) in by_group}, key=str)
     rows = []
     for key in totals:
         row = [key]

@@ -100,6 +100,13 @@ pub struct Config {
     /// on the caption benchmark for about 50% more CPU per final (docs/BENCHMARKS.md).
     #[arg(long, env = "MOQCAST_BEAM_SIZE", default_value_t = 5)]
     pub beam_size: usize,
+    /// Audio of a broadcast's previous final utterances (whole utterances, up to this much, ms)
+    /// that the local Whisper hears before each final one, with their text as the decode's
+    /// prefix: it then decodes the new speech in context, as it would inside a recording. 0:
+    /// each utterance alone. Costs encoder time (the window grows with the context); see
+    /// docs/BENCHMARKS.md ("Captions: long recordings").
+    #[arg(long, env = "MOQCAST_AUDIO_CONTEXT_MS", default_value_t = crate::transcriber::DEFAULT_AUDIO_CONTEXT_MS)]
+    pub audio_context_ms: u64,
     /// Inference threads (default: all cores).
     #[arg(long, env = "MOQCAST_THREADS")]
     pub threads: Option<usize>,
@@ -115,6 +122,10 @@ pub struct Config {
     /// The pause that ends an utterance, ms.
     #[arg(long, env = "MOQCAST_PAUSE_MS", default_value_t = 500)]
     pub pause_ms: u64,
+    /// Audio kept before the first voiced frame of an utterance, ms (the voice detector hears a
+    /// word's soft start late).
+    #[arg(long, env = "MOQCAST_PRE_ROLL_MS", default_value_t = crate::segment::DEFAULT_PRE_ROLL_MS)]
+    pub pre_roll_ms: u64,
     /// Longest utterance before it is cut, ms (at most 29000).
     #[arg(long, env = "MOQCAST_MAX_UTTERANCE_MS", default_value_t = 15_000)]
     pub max_utterance_ms: u64,
@@ -229,6 +240,12 @@ impl Config {
         if self.max_utterance_ms > crate::recognize::MAX_JOB_MS {
             return invalid(format!(
                 "--max-utterance-ms must be at most {}",
+                crate::recognize::MAX_JOB_MS
+            ));
+        }
+        if self.audio_context_ms > crate::recognize::MAX_JOB_MS {
+            return invalid(format!(
+                "--audio-context-ms must be at most {} (Whisper hears 30 s at once)",
                 crate::recognize::MAX_JOB_MS
             ));
         }

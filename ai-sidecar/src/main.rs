@@ -69,7 +69,7 @@ async fn load_whisper(config: &Config) -> anyhow::Result<SharedWhisper> {
         );
     }
     tracing::info!(model = %dir.display(), format = ?model.format, took = ?started.elapsed(), "model loaded");
-    let whisper = Whisper::new(
+    let mut whisper = Whisper::new(
         model,
         DecodeOptions {
             beam_size: config.beam_size,
@@ -77,6 +77,7 @@ async fn load_whisper(config: &Config) -> anyhow::Result<SharedWhisper> {
         },
         &config.language,
     );
+    whisper.set_audio_context_ms(config.audio_context_ms);
     Ok(Arc::new(std::sync::Mutex::new(whisper)))
 }
 
@@ -194,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
             },
             partial_every_ms: config.partial_every_ms,
             max_utterance_ms: config.max_utterance_ms,
+            pre_roll_ms: config.pre_roll_ms,
             ..Default::default()
         },
         language: config.language.clone(),

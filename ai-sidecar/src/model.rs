@@ -140,6 +140,12 @@ pub struct DecodeOptions {
     /// Text that came before (for continuity across segments), given to the model after
     /// `<|startofprev|>`; only its last 223 tokens are used.
     pub prompt: Option<String>,
+    /// Text already said at the start of the audio (OpenAI's `prefix`): decoded as if the model
+    /// had written it, so the output continues after it and leaves it out. With the audio of
+    /// the previous utterance in front of the current one, this gives the model the previous
+    /// words to hear and read (see [`crate::transcriber::RecordingOptions::audio_context_ms`]).
+    /// At most 112 tokens of it are used (its last ones).
+    pub prefix: Option<String>,
     /// Most text tokens to generate (Whisper's limit is 224, half its 448 positions).
     pub max_tokens: usize,
     /// Stop a hypothesis whose tail repeats one n-gram (8 equal tokens, 4 equal pairs, or 3 equal
@@ -185,6 +191,7 @@ impl Default for DecodeOptions {
             beam_size: 1,
             patience: 1.0,
             prompt: None,
+            prefix: None,
             max_tokens: 224,
             repetition_guard: true,
             fallback_temperatures: vec![],
@@ -588,7 +595,9 @@ impl WhisperModel {
             let t3 = Instant::now();
             encode += t2 - t1;
             decode += t3 - t2;
-            if fallback && decoded.doubtful(opts) {
+            if fallback
+                && (decoded.doubtful(opts) || says_it_twice(&self.text(&decoded.outcome.tokens)?))
+            {
                 continue;
             }
             let Decoded {
@@ -664,8 +673,12 @@ impl WhisperModel {
                 (Some(token), Some(best.probability))
             }
         };
-        let (initial, sot_index) =
+        let (mut initial, sot_index) =
             self.initial_tokens(opts.prompt.as_deref(), language.map(|l| l.1), opts.task)?;
+        if let Some(prefix) = opts.prefix.as_deref().filter(|p| !p.trim().is_empty()) {
+            let ids = self.text_tokens(prefix)?;
+            initial.extend_from_slice(&ids[ids.len().saturating_sub(112)..]);
+        }
         let mut cache = Cache::default();
         let hidden = self.decoder.forward(&initial, 1, audio, &mut cache)?;
         let no_speech_prob = match self.tokens.no_speech {
@@ -756,6 +769,24 @@ impl WhisperModel {
         Ok(audio)
     }
 
+    /// Text tokens of ` text` (a leading space, as Whisper's transcripts start), special tokens
+    /// left out.
+    fn text_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(format!(" {}", text.trim()), false)
+            .map_err(|e| ModelError::Tokenizer {
+                path: PathBuf::from("tokenizer.json"),
+                reason: e.to_string(),
+            })?;
+        Ok(enc
+            .get_ids()
+            .iter()
+            .copied()
+            .filter(|&t| t < self.tokens.eot)
+            .collect())
+    }
+
     fn language_token(&self, code: &str) -> Option<u32> {
         self.tokens
             .languages
@@ -775,21 +806,8 @@ impl WhisperModel {
     ) -> Result<(Vec<u32>, usize)> {
         let mut tokens = vec![];
         if let (Some(prompt), Some(prev)) = (prompt, self.tokens.start_of_prev) {
-            let prompt = prompt.trim();
-            if !prompt.is_empty() {
-                let enc = self
-                    .tokenizer
-                    .encode(format!(" {prompt}"), false)
-                    .map_err(|e| ModelError::Tokenizer {
-                        path: PathBuf::from("tokenizer.json"),
-                        reason: e.to_string(),
-                    })?;
-                let ids: Vec<u32> = enc
-                    .get_ids()
-                    .iter()
-                    .copied()
-                    .filter(|&t| t < self.tokens.eot)
-                    .collect();
+            if !prompt.trim().is_empty() {
+                let ids = self.text_tokens(prompt)?;
                 let keep = (self.decoder.max_positions() / 2).saturating_sub(1);
                 tokens.push(prev);
                 tokens.extend_from_slice(&ids[ids.len().saturating_sub(keep)..]);
@@ -880,6 +898,29 @@ impl Decoded {
     }
 }
 
+/// Whether `text` is one phrase said two to four times over (case and punctuation aside):
+/// "Thank you. Thank you." Over a window cut short, Whisper tends to transcribe short speech and
+/// then start it again, a loop too short for the repetition guard; the full window reads it once.
+fn says_it_twice(text: &str) -> bool {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric())
+                .flat_map(char::to_lowercase)
+                .collect::<String>()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    (2..=4).any(|k| {
+        let n = words.len();
+        n >= k && n % k == 0 && {
+            let part = &words[..n / k];
+            words.chunks(n / k).all(|c| c == part)
+        }
+    })
+}
+
 /// Decoding with the key/value cache; the cache rows follow the surviving hypotheses.
 struct CachedStep<'a> {
     decoder: &'a Decoder,
@@ -933,6 +974,17 @@ impl Step for UncachedStep<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_phrase_said_again_is_noticed() {
+        assert!(says_it_twice("Thank you. Thank you."));
+        assert!(says_it_twice("out on the railway. Out on the railway."));
+        assert!(says_it_twice("Yes. Yes! Yes?"));
+        assert!(!says_it_twice("Thank you."));
+        assert!(!says_it_twice("Thank you. Thank them."));
+        assert!(!says_it_twice(""));
+        assert!(!says_it_twice("no, no, no, I said no"));
+    }
 
     #[test]
     fn missing_or_empty_directory_errors_clearly() {

@@ -343,6 +343,7 @@ impl Providers {
             samples: vec![0.0; 16_000].into(),
             is_final: false,
             language: language.map(str::to_string),
+            stream: None,
         };
         let name = language.unwrap_or("auto").to_string();
         (
@@ -445,12 +446,35 @@ impl Transcriber for ChainTranscriber {
         is_final: bool,
         language: Option<&str>,
     ) -> Result<Text, String> {
+        self.request(None, samples, is_final, language)
+    }
+
+    fn transcribe_stream(
+        &mut self,
+        stream: u64,
+        samples: &[f32],
+        is_final: bool,
+        language: Option<&str>,
+    ) -> Result<Text, String> {
+        self.request(Some(stream), samples, is_final, language)
+    }
+}
+
+impl ChainTranscriber {
+    fn request(
+        &mut self,
+        stream: Option<u64>,
+        samples: &[f32],
+        is_final: bool,
+        language: Option<&str>,
+    ) -> Result<Text, String> {
         let request = SpeechRequest {
             samples: Arc::from(samples),
             is_final,
             language: language
                 .map(str::to_string)
                 .or_else(|| self.language.clone()),
+            stream,
         };
         let t = self
             .runtime

@@ -55,6 +55,20 @@ pub trait Transcriber: Send + 'static {
         let _ = language;
         self.transcribe(samples, is_final)
     }
+
+    /// As [`Self::transcribe_in`], for an utterance of `stream` (the worker's lane, one per
+    /// broadcast): a recogniser that keeps context across utterances (the local Whisper's
+    /// audio context) keeps it per stream. By default the stream is ignored.
+    fn transcribe_stream(
+        &mut self,
+        stream: u64,
+        samples: &[f32],
+        is_final: bool,
+        language: Option<&str>,
+    ) -> Result<Text, String> {
+        let _ = stream;
+        self.transcribe_in(samples, is_final, language)
+    }
 }
 
 /// The worker's result for one utterance.
@@ -292,7 +306,8 @@ impl Recognizer {
                 let Some(tx) = tx else { continue };
                 let u = job.utterance;
                 let started = Instant::now();
-                let res = transcriber.transcribe_in(&u.samples, u.is_final, language.as_deref());
+                let res =
+                    transcriber.transcribe_stream(lane, &u.samples, u.is_final, language.as_deref());
                 let inference = started.elapsed();
                 let ms = audio_ms(&u);
                 worker.metrics.inference(u.is_final, ms, inference);
@@ -563,5 +578,48 @@ mod tests {
         drop(lane);
         drop(rec);
         assert!(rx.blocking_recv().is_none(), "lane closed");
+    }
+
+    /// Each lane (broadcast) is its own stream to the transcriber, so that context kept across
+    /// utterances (Whisper's audio context) never mixes two broadcasts.
+    #[test]
+    fn each_lane_is_one_stream() {
+        struct Streams;
+        impl Transcriber for Streams {
+            fn transcribe(&mut self, _: &[f32], _: bool) -> Result<Text, String> {
+                Err("called without its stream".into())
+            }
+            fn transcribe_stream(
+                &mut self,
+                stream: u64,
+                _: &[f32],
+                is_final: bool,
+                language: Option<&str>,
+            ) -> Result<Text, String> {
+                Ok(Text {
+                    text: format!("stream {stream} {is_final} {language:?}"),
+                    avg_logprob: -0.1,
+                    no_speech_prob: 0.0,
+                    language: None,
+                })
+            }
+        }
+        let rec = Recognizer::start(Streams, 10_000, Arc::new(Metrics::default())).unwrap();
+        let (a, mut rx_a) = rec.lane("a");
+        let (b, mut rx_b) = rec.lane_in("b", "es");
+        a.submit(utt(1, 0, 1, true));
+        let first_a = rx_a.blocking_recv().unwrap().text;
+        b.submit(utt(1, 0, 1, false));
+        let first_b = rx_b.blocking_recv().unwrap().text;
+        a.submit(utt(2, 2, 1, true));
+        assert_eq!(
+            rx_a.blocking_recv().unwrap().text,
+            first_a,
+            "same lane, same stream"
+        );
+        assert!(first_a.ends_with("true None"), "{first_a}");
+        assert!(first_b.ends_with("false Some(\"es\")"), "{first_b}");
+        let stream = |t: &str| t.split(' ').nth(1).unwrap().to_string();
+        assert_ne!(stream(&first_a), stream(&first_b), "two lanes, two streams");
     }
 }

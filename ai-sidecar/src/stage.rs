@@ -506,6 +506,10 @@ pub struct SpeechRequest {
     pub is_final: bool,
     /// The spoken language (BCP 47), or `None` to detect it.
     pub language: Option<String>,
+    /// The stream (a broadcast's recognition lane) the utterance belongs to, when it is one of
+    /// a stream's: a recogniser that hears across utterances (the local Whisper's audio context)
+    /// keeps that context per stream. `None`: an utterance on its own.
+    pub stream: Option<u64>,
 }
 
 /// What a recogniser heard.

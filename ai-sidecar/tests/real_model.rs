@@ -479,3 +479,52 @@ fn english_only_model_takes_english_and_refuses_the_rest() {
     assert!(word_errors(&tr.text, SENTENCE) <= 1, "{:?}", tr.text);
     assert_eq!(model.detect_language(&samples).unwrap()[0].language, "en");
 }
+
+#[test]
+fn recordings_and_streams_decode_each_utterance_once_after_its_context() {
+    use moqcast_sidecar::transcriber::{transcribe_recording, RecordingOptions, Whisper};
+    let first = "Good evening and welcome to the late news.";
+    let second = "This is a live broadcast with automatic captions.";
+    let mut recording = vec![0.0; 8_000];
+    recording.extend(speak(first));
+    recording.extend(vec![0.0; 16_000]);
+    recording.extend(speak(second));
+    recording.extend(vec![0.0; 8_000]);
+
+    let mut whisper = Whisper::new(
+        WhisperModel::load(model_dir(), &Device::Cpu).unwrap(),
+        DecodeOptions::default(),
+        "en",
+    );
+    for audio_context_ms in [0, 10_000] {
+        let opts = RecordingOptions {
+            audio_context_ms,
+            ..Default::default()
+        };
+        let segments = transcribe_recording(&mut whisper, &recording, &opts).unwrap();
+        let texts: Vec<&str> = segments.iter().map(|s| s.text.as_str()).collect();
+        eprintln!("context {audio_context_ms} ms: {texts:?}");
+        assert_eq!(segments.len(), 2, "{texts:?}");
+        // With context, the second utterance's text leaves out the first one's.
+        assert!(word_errors(texts[0], first) <= 1, "{texts:?}");
+        assert!(word_errors(texts[1], second) <= 1, "{texts:?}");
+        assert!(segments[0].end_ms < segments[1].start_ms);
+        assert!(segments[0].start_ms < 1_000, "{:?}", segments[0]);
+    }
+
+    // Two streams interleaved: each final sees only its own stream's past.
+    whisper.set_audio_context_ms(10_000);
+    let (a1, b1, a2) = (speak(first), speak(SENTENCE), speak(second));
+    let t = whisper.recognize_stream(1, &a1, true).unwrap();
+    assert!(word_errors(&t.text, first) <= 1, "{:?}", t.text);
+    let t = whisper.recognize_stream(2, &b1, true).unwrap();
+    assert!(word_errors(&t.text, SENTENCE) <= 1, "{:?}", t.text);
+    // A partial decodes alone and leaves the context as it is.
+    let t = whisper
+        .recognize_stream(1, &a2[..a2.len() / 2], false)
+        .unwrap();
+    assert!(t.text.split_whitespace().count() < 8, "{:?}", t.text);
+    let t = whisper.recognize_stream(1, &a2, true).unwrap();
+    assert!(word_errors(&t.text, second) <= 1, "{:?}", t.text);
+    whisper.forget_stream(1);
+}

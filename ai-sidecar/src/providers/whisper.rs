@@ -62,17 +62,22 @@ impl Provider<Recognition> for LocalWhisper {
                 (Language::Auto, Some(l)) => Some(l.clone()),
                 _ => None,
             };
+            // A stream's final utterances are heard after its previous ones (the audio context).
+            let recognize = |w: &mut Whisper| match request.stream {
+                Some(s) => w.recognize_stream(s, &request.samples, request.is_final),
+                None => w.recognize(&request.samples, request.is_final),
+            };
             let res = match pinned {
                 Some(l) => {
                     let saved = w.finals().clone();
                     let mut fixed = saved.clone();
                     fixed.language = Language::fixed(&l);
                     w.set_finals(fixed);
-                    let res = w.recognize(&request.samples, request.is_final);
+                    let res = recognize(w);
                     w.set_finals(saved);
                     res
                 }
-                None => w.recognize(&request.samples, request.is_final),
+                None => recognize(w),
             };
             let t = res.map_err(|e| ProviderError::Failed(e.to_string()))?;
             Ok(Transcript {
