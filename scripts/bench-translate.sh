@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Translated captions: (1) the quality of each translation provider on the benchmark's English
 # sentences against Spanish references written for the project (ai-sidecar/bench/translation/
-# sentences.tsv; chrF and BLEU by sacrebleu), with each provider's per-call latency; (2) live,
+# sentences.tsv; chrF and BLEU by sacrebleu), with each provider's per-call latency, and the
+# reverse direction: the Spanish references into English (Apertium spa-eng on the text; Whisper
+# base's translate task on the Spanish spoken by espeak-ng), scored against the English; (2) live,
 # as a viewer gets them: a relay, `moqcast-publish` of the first SENTENCES sentences spoken by
 # espeak-ng, `moqcast-sidecar --translate es`, and two `moqcast-subscribe --caption-latency`
 # subscribers (captions-en and captions-es): the delay from the end of each utterance in the
@@ -12,8 +14,12 @@
 #   bash scripts/bench-translate.sh
 #   PROVIDERS=apertium,openai-chat CONFIG=sidecar.toml SENTENCES=30 bash scripts/bench-translate.sh
 #
-# Environment (all optional): PROVIDERS (translation providers measured one by one, `apertium`),
-# CONFIG (a sidecar TOML whose [providers.NAME] tables configure them; the live run uses it too),
+# Environment (all optional): PROVIDERS (en -> es translation providers measured one by one,
+# `apertium,marian,openai-chat`: one that cannot serve here is listed with the reason),
+# REVERSE_PROVIDERS (es -> en, `apertium,whisper-translate`; empty: no reverse direction),
+# REVERSE_MODEL (the multilingual Whisper of whisper-translate, `base`, fetched by
+# scripts/fetch-model.sh), CONFIG (a sidecar TOML whose [providers.NAME] tables configure the
+# providers; the live run uses it too),
 # TRANSLATE_CHAIN (the live run's chain, default the first of PROVIDERS), SENTENCES (spoken in the
 # live run, 20), GAP (silence between them, s, 1.5), BEAM (5), THREADS (2), OUT, SKIP_BUILD=1,
 # MOQCAST_WHISPER_MODEL.
@@ -21,7 +27,9 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-PROVIDERS=${PROVIDERS:-apertium}
+PROVIDERS=${PROVIDERS:-apertium,marian,openai-chat}
+REVERSE_PROVIDERS=${REVERSE_PROVIDERS-apertium,whisper-translate}
+REVERSE_MODEL=${REVERSE_MODEL:-base}
 CONFIG=${CONFIG:-}
 TRANSLATE_CHAIN=${TRANSLATE_CHAIN:-${PROVIDERS%%,*}}
 SENTENCES=${SENTENCES:-20}
@@ -49,11 +57,30 @@ if [ ! -x "$VENV/bin/sacrebleu" ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q -r "$DATA/requirements.txt"
 fi
-mkdir -p "$OUT/quality" "$LIVE"
+rm -rf "$OUT/quality"
+mkdir -p "$OUT/quality/en-es" "$LIVE"
 
 # (1) Quality and per-call latency, provider by provider.
+log "quality en -> es: $PROVIDERS"
 "$BIN/moqcast-translate-bench" --sentences "$DATA/sentences.tsv" --providers "$PROVIDERS" \
-    ${CONFIG:+--config "$CONFIG"} --context --out "$OUT/quality" >/dev/null
+    ${CONFIG:+--config "$CONFIG"} --context --out "$OUT/quality/en-es" >/dev/null
+if [ -n "$REVERSE_PROVIDERS" ]; then
+    # The Spanish references spoken (espeak-ng, voice es) for the engines that translate speech.
+    audio=$OUT/quality/es-audio
+    mkdir -p "$audio" "$OUT/quality/es-en"
+    i=0
+    while IFS= read -r line; do
+        espeak-ng -v es -w "$audio/$i.wav" "$line"
+        sox "$audio/$i.wav" -r 16000 -c 1 -e floating-point -b 32 -t raw "$audio/$i.f32"
+        i=$((i + 1))
+    done < <(grep -v '^#' "$DATA/sentences.tsv" | grep -v '^[[:space:]]*$' | cut -f2)
+    reverse_model=$(bash scripts/fetch-model.sh "$REVERSE_MODEL")
+    log "quality es -> en: $REVERSE_PROVIDERS"
+    RAYON_NUM_THREADS=$THREADS "$BIN/moqcast-translate-bench" --sentences "$DATA/sentences.tsv" \
+        --from es --to en --providers "$REVERSE_PROVIDERS" --model "$reverse_model" \
+        --beam-size "$BEAM" --audio "$audio" ${CONFIG:+--config "$CONFIG"} --context \
+        --out "$OUT/quality/es-en" >/dev/null
+fi
 
 # (2) Live: the first SENTENCES sentences, spoken, captioned and translated.
 grep -v '^#' "$DATA/sentences.tsv" | head -n "$SENTENCES" >"$LIVE/sentences.tsv"
@@ -131,17 +158,22 @@ def score(ref, hyp):
     return bleu, chrf
 load = open("/proc/loadavg").read().split()[:3]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-lines = sum(1 for _ in open(os.path.join(q, "ref.txt")))
-print(f"Translation quality, {lines} sentences (en -> es, references written for the project); {os.cpu_count()} CPUs ({cpu}); load after {' '.join(load)}.\n")
-print("| provider | chrF | BLEU | first call | per caption p50 | p95 |")
-print("|---|---:|---:|---:|---:|---:|")
-for row in json.load(open(os.path.join(q, "latency.json"))):
-    p = row["provider"]
-    if "unavailable" in row:
-        print(f"| {p} | - | - | unavailable: {row['unavailable']} | | |")
+lines = sum(1 for _ in open(os.path.join(q, "en-es", "ref.txt")))
+print(f"Translation quality, {lines} sentences (references written for the project); {os.cpu_count()} CPUs ({cpu}); load after {' '.join(load)}.\n")
+print("| direction | provider | chrF | BLEU | first call | per caption p50 | p95 |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for direction in ("en-es", "es-en"):
+    d = os.path.join(q, direction)
+    if not os.path.exists(os.path.join(d, "latency.json")):
         continue
-    bleu, chrf = score(os.path.join(q, "ref.txt"), os.path.join(q, f"{p}.hyp"))
-    print(f"| {p} | {chrf:.1f} | {bleu:.1f} | {row['first_call_ms']:.0f} ms | {row['p50_ms']:.1f} ms | {row['p95_ms']:.1f} ms |")
+    arrow = direction.replace("-", " -> ")
+    for row in json.load(open(os.path.join(d, "latency.json"))):
+        p = row["provider"]
+        if "unavailable" in row:
+            print(f"| {arrow} | {p} | - | - | unavailable: {row['unavailable']} | | |")
+            continue
+        bleu, chrf = score(os.path.join(d, "ref.txt"), os.path.join(d, f"{p}.hyp"))
+        print(f"| {arrow} | {p} | {chrf:.1f} | {bleu:.1f} | {row['first_call_ms']:.0f} ms | {row['p50_ms']:.1f} ms | {row['p95_ms']:.1f} ms |")
 live = os.path.join(out, "live")
 def sub(lang):
     return json.loads(open(os.path.join(live, f"subscribe-{lang}.json")).read().strip().splitlines()[-1])["captions"]

@@ -51,6 +51,12 @@ pub trait Provider<S: Stage>: Send + Sync + 'static {
     /// Serves one request. The future owns what it needs (`'static`): a chain may keep it
     /// running past the latency budget while the next provider starts.
     fn call(&self, request: S::Request) -> BoxFuture<Result<S::Response, ProviderError>>;
+    /// Gets ready to serve (starts a program, loads its data) so that the first request does
+    /// not pay for it. Called when work is about to start (a language gains subscribers); a
+    /// failure is left for the first request to find. Default: nothing to do.
+    fn warm(&self) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
 }
 
 /// Why a provider did not serve a request.
@@ -319,6 +325,18 @@ impl<S: Stage> Chain<S> {
                     }
                 })
                 .collect(),
+        }
+    }
+
+    /// Warms the provider serving new requests ([`Provider::warm`]), for at most its timeout.
+    pub async fn warm(&self) {
+        let i = self.inner.health.lock().expect("chain lock").order()[0];
+        let m = &self.inner.members[i];
+        if tokio::time::timeout(m.timeout, m.provider.warm())
+            .await
+            .is_err()
+        {
+            tracing::debug!(chain = %self.inner.name, provider = m.provider.name(), "warm-up past the timeout");
         }
     }
 

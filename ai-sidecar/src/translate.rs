@@ -206,6 +206,9 @@ async fn run(
     shared: Arc<Shared>,
     events: mpsc::Sender<LaneEvent>,
 ) {
+    // A program to start or data to load is paid for now, not by the first cue (which waits
+    // in the queue if it comes sooner).
+    chain.warm().await;
     let mut context: VecDeque<(String, String)> = VecDeque::new();
     loop {
         let (cue, queued_at) = loop {
@@ -345,6 +348,64 @@ mod tests {
             assert_eq!(t.text, format!("CUE {n} [{}]", n.min(CONTEXT_CUES as u64)));
             assert_eq!(t.lang, "es");
         }
+    }
+
+    /// Records its warm-up and its calls, in order; warming takes a while.
+    struct Warmed(Arc<Mutex<Vec<String>>>);
+    impl Provider<Translation> for Warmed {
+        fn name(&self) -> &str {
+            "warmed"
+        }
+        fn call(&self, r: TranslateRequest) -> BoxFuture<Result<String, ProviderError>> {
+            self.0.lock().unwrap().push(format!("call {}", r.text));
+            Box::pin(async move { Ok(r.text) })
+        }
+        fn warm(&self) -> BoxFuture<()> {
+            let log = self.0.clone();
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                log.lock().unwrap().push("warm".into());
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_warms_its_translator_before_the_first_cue() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let chain = Chain::new(
+            "en-es",
+            vec![Member {
+                provider: Arc::new(Warmed(log.clone())),
+                timeout: Duration::from_secs(10),
+                budget: Duration::from_secs(10),
+                probe_every: Duration::from_secs(1),
+            }],
+            TranslateRequest::probe("en", "es"),
+            Arc::new(NoMetrics),
+        );
+        let (tx, mut rx) = mpsc::channel(16);
+        let lane = LanguageLane::start(
+            chain,
+            "en",
+            "es",
+            Queue::new(8, Duration::from_secs(10)),
+            tx,
+        );
+        tokio::task::yield_now().await;
+        // A cue that comes during the warm-up waits for it, then is translated.
+        lane.submit(cue(0));
+        let LaneEvent::Translated(t) = rx.recv().await.unwrap() else {
+            panic!("a translation")
+        };
+        assert_eq!(t.utterance, 0);
+        assert_eq!(
+            *log.lock().unwrap(),
+            vec!["warm".to_string(), "call cue 0".to_string()]
+        );
+        // Warmed once per lane, not per cue.
+        lane.submit(cue(1));
+        rx.recv().await.unwrap();
+        assert_eq!(log.lock().unwrap().len(), 3);
     }
 
     #[tokio::test(start_paused = true)]

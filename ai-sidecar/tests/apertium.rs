@@ -62,6 +62,22 @@ async fn apertium_translates_captions_in_one_long_lived_pipeline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warming_starts_the_pipeline_before_the_first_caption() {
+    let a = english_spanish();
+    assert!(
+        !a.is_running(),
+        "nothing runs before the first call or warm-up"
+    );
+    a.warm().await;
+    assert!(a.is_running(), "the warm-up left a pipeline running");
+    // A second warm-up keeps it; the caption goes through the same pipeline.
+    a.warm().await;
+    let out = a.call(request("Thank you for watching.")).await.unwrap();
+    assert!(out.starts_with("Gracias"), "{out:?}");
+    assert!(a.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_call_kills_the_pipeline_and_the_next_call_restarts_it() {
     let a = english_spanish();
     a.call(request("Hello.")).await.unwrap();

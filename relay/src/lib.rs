@@ -79,6 +79,7 @@ enum Quic {
         sockets: Vec<std::net::UdpSocket>,
         server: quinn::ServerConfig,
         placement: Arc<shard::Placement>,
+        reset_key: Arc<dyn quinn::crypto::HmacKey>,
     },
 }
 
@@ -131,6 +132,10 @@ impl Relay {
         };
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
             .context("QUIC TLS configuration")?;
+        // Stateless resets signed with a key derived from the TLS key: after a restart with the
+        // same key, the relay's reset of an old connection is recognised by its client at its
+        // next packet, which then reconnects at once instead of after its idle timeout.
+        let reset_key = identity.reset_key();
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(Arc::new(server_transport(&config)));
         let sharded = match config.runtime {
@@ -150,6 +155,7 @@ impl Relay {
                     sockets,
                     server,
                     placement,
+                    reset_key,
                 },
                 buffers,
             ),
@@ -157,7 +163,7 @@ impl Relay {
                 let (socket, buffers) = udp::bind(config.bind, config.udp_buffer_bytes)
                     .with_context(|| format!("could not bind UDP {}", config.bind))?;
                 let endpoint = quinn::Endpoint::new(
-                    quinn::EndpointConfig::default(),
+                    quinn::EndpointConfig::new(reset_key),
                     Some(server),
                     socket,
                     quinn::default_runtime().context("no async runtime for QUIC")?,
@@ -261,6 +267,7 @@ impl Relay {
                 sockets,
                 server,
                 placement,
+                reset_key,
             } => {
                 let shards = sockets.len();
                 let stop = CancellationToken::default();
@@ -270,6 +277,7 @@ impl Relay {
                     let stop = stop.clone();
                     move |i: usize, socket: std::net::UdpSocket| {
                         let (state, server, stop) = (state.clone(), server.clone(), stop.clone());
+                        let reset_key = reset_key.clone();
                         let placement = placement.clone();
                         async move {
                             placement.register(i);
@@ -277,7 +285,7 @@ impl Relay {
                             let _measure =
                                 (i == 0).then(|| OwnedTask(tokio::spawn(placement.measure())));
                             let endpoint = quinn::Endpoint::new(
-                                shard::endpoint_config(i, shards),
+                                shard::endpoint_config(i, shards, reset_key),
                                 Some(server),
                                 socket,
                                 Arc::new(quinn::TokioRuntime),

@@ -93,13 +93,17 @@ fn tag(random: u8, shard: u8, shards: u8) -> u8 {
 }
 
 /// The endpoint configuration of shard `shard` of `shards`.
-pub fn endpoint_config(shard: usize, shards: usize) -> quinn::EndpointConfig {
+pub fn endpoint_config(
+    shard: usize,
+    shards: usize,
+    reset_key: Arc<dyn quinn::crypto::HmacKey>,
+) -> quinn::EndpointConfig {
     assert!(
         shards <= MAX_SHARDS && shard < shards,
         "shard {shard} of {shards}"
     );
     let (shard, shards) = (shard as u8, shards as u8);
-    let mut config = quinn::EndpointConfig::default();
+    let mut config = quinn::EndpointConfig::new(reset_key);
     config.cid_generator(move || Box::new(ShardCids { shard, shards }));
     config
 }

@@ -87,6 +87,19 @@ impl Identity {
         })
     }
 
+    /// The key of the QUIC stateless resets: HMAC-SHA256 keyed by a hash of the TLS private
+    /// key, so the same certificate and key give the same resets across restarts (a client of
+    /// the relay before a restart learns at its next packet that its connection is gone).
+    pub fn reset_key(&self) -> Arc<dyn quinn::crypto::HmacKey> {
+        let mut input = b"moqcast stateless reset key\0".to_vec();
+        input.extend_from_slice(self.key.secret_der());
+        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+        Arc::new(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            digest.as_ref(),
+        ))
+    }
+
     pub fn fingerprint_hex(&self) -> String {
         hex::encode(self.fingerprint)
     }

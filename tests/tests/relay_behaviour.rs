@@ -877,3 +877,115 @@ async fn publishers_streams_are_read_by_the_relay() {
         relay.stop().await;
     }
 }
+
+/// Restarts: the relay is killed mid-broadcast (SIGKILL) and started again on the same port
+/// and certificate. `moqcast-publish` reconnects with backoff and announces the broadcast again
+/// within 3 s of the new relay being up, and a viewer then receives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_is_back_within_3_s_of_a_relay_restart() {
+    init_tracing();
+    let dir = moqcast_tests::TempDir::new("restart");
+    let (cert, key) = moqcast_tests::write_test_certificate(&dir.0);
+    let port = moqcast_tests::free_udp_port();
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let start_relay = || {
+        let mut cmd = command("moqcast-relay");
+        cmd.args([
+            "--bind",
+            &format!("[::]:{port}"),
+            "--http-bind",
+            &http.to_string(),
+        ])
+        .args([
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+        .args(["--drain-ms", "0"])
+        .env("RUST_LOG", "warn");
+        moqcast_tests::ChildGuard::spawn("relay", &mut cmd, &dir.0)
+    };
+    let announced = |http| {
+        std::net::TcpStream::connect(http).is_ok()
+            && moqcast_tests::http_get(http, "/broadcasts").contains("\"live/again\"")
+    };
+    let mut relay = start_relay();
+    let url = format!("moqt://127.0.0.1:{port}");
+    let mut publisher = {
+        let mut cmd = command("moqcast-publish");
+        cmd.args([
+            "--url",
+            &url,
+            "--broadcast",
+            "live/again",
+            "--input",
+            "testsrc",
+        ])
+        .arg("--tls-disable-verify")
+        .env("RUST_LOG", "info");
+        moqcast_tests::ChildGuard::spawn("publish", &mut cmd, &dir.0)
+    };
+    eventually_within("the first announcement", Duration::from_secs(15), || {
+        announced(http)
+    })
+    .await;
+
+    relay.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    relay = start_relay();
+    eventually_within("the new relay", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(http).is_ok()
+    })
+    .await;
+    let up = Instant::now();
+    while !announced(http) {
+        assert!(
+            up.elapsed() < Duration::from_secs(3),
+            "the publisher is not back within 3 s: {}",
+            without_colours(&publisher.stderr_tail(30))
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!(back_after = ?up.elapsed(), "publisher back on the restarted relay");
+    assert!(publisher.try_wait().is_none(), "the publisher kept running");
+    let (out, stats) = subscribe_json(url.clone(), "live/again", 2.0, &[]).await;
+    let stats = stats.unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(objects(&stats, "video") > 0, "{stats}");
+    assert!(
+        without_colours(&publisher.stderr_tail(50)).contains("reconnected"),
+        "{}",
+        publisher.stderr_tail(50)
+    );
+    publisher.kill();
+    relay.kill();
+}
+
+/// Polls `cond` every 50 ms for up to `limit`.
+async fn eventually_within(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn without_colours(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -7,10 +7,18 @@
 //! ```text
 //! moqcast-translate-bench --sentences ai-sidecar/bench/translation/sentences.tsv \
 //!     --providers apertium,openai-chat --out target/bench-translate [--config sidecar.toml]
+//! moqcast-translate-bench --from es --to en --providers apertium,whisper-translate \
+//!     --model base --audio DIR --out target/bench-translate/es-en
 //! ```
 //!
-//! A provider that cannot serve the pair here (not installed, no credentials) is listed with
-//! the reason and skipped.
+//! The sentences file holds English<TAB>Spanish lines; `--from es --to en` translates the
+//! Spanish column and scores against the English one. Engines that translate speech
+//! (`whisper-translate`) get each sentence's audio from `--audio DIR`: `DIR/N.f32`, the N-th
+//! sentence (from 0) spoken, 16 kHz mono, raw little-endian f32 (`sox in.wav -r 16000 -c 1 -e
+//! floating-point -b 32 -t raw N.f32`).
+//!
+//! A provider that cannot serve the pair here (not installed, no credentials, no model) is
+//! listed with the reason and skipped.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,9 +28,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use moqcast_sidecar::{
+    lang,
     metrics::Metrics,
+    model::{DecodeOptions, WhisperModel},
     providers::{ProviderConfig, Providers},
     stage::TranslateRequest,
+    transcriber::Whisper,
 };
 
 #[derive(Debug, Parser)]
@@ -49,6 +60,15 @@ struct Args {
     context: bool,
     #[arg(long, default_value = "target/bench-translate")]
     out: PathBuf,
+    /// The spoken sentences for engines that translate speech: `DIR/N.f32` (see above).
+    #[arg(long)]
+    audio: Option<PathBuf>,
+    /// The local Whisper model for `whisper-translate` (a name such as `base`, or a directory).
+    #[arg(long)]
+    model: Option<String>,
+    /// Whisper's beam size.
+    #[arg(long, default_value_t = 5)]
+    beam_size: usize,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -77,6 +97,35 @@ async fn main() -> anyhow::Result<()> {
             Ok((en.trim().to_string(), es.trim().to_string()))
         })
         .collect::<anyhow::Result<_>>()?;
+    // (source, reference): the file's columns are English and Spanish.
+    let pairs: Vec<(String, String)> = match (
+        lang::primary(&args.from).as_str(),
+        lang::primary(&args.to).as_str(),
+    ) {
+        ("en", _) => pairs,
+        ("es", "en") => pairs.into_iter().map(|(en, es)| (es, en)).collect(),
+        (from, to) => anyhow::bail!(
+            "{from}->{to}: the sentences file holds English and Spanish (en->LANG or es->en)"
+        ),
+    };
+    let audio: Option<Vec<Arc<[f32]>>> = match &args.audio {
+        Some(dir) => Some(
+            (0..pairs.len())
+                .map(|i| {
+                    let path = dir.join(format!("{i}.f32"));
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    anyhow::ensure!(bytes.len() % 4 == 0, "{}: not raw f32", path.display());
+                    Ok(bytes
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect::<Vec<f32>>()
+                        .into())
+                })
+                .collect::<anyhow::Result<_>>()?,
+        ),
+        None => None,
+    };
     let configs = match &args.config {
         Some(p) => {
             let text =
@@ -110,7 +159,10 @@ async fn main() -> anyhow::Result<()> {
             .collect::<String>(),
     )?;
     let metrics = Arc::new(Metrics::new());
-    let providers = Providers::new(configs, metrics);
+    let mut providers = Providers::new(configs, metrics);
+    if providers.needs_whisper(&[&args.providers]) {
+        providers = providers.with_whisper(load_whisper(&args).map_err(|e| format!("{e:#}")));
+    }
     let mut summary = Vec::new();
     for name in &args.providers {
         let (chain, unavailable) =
@@ -134,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
         let mut hyp = std::fs::File::create(args.out.join(format!("{name}.hyp")))?;
         let mut took = Vec::new();
         let mut context: Vec<(String, String)> = Vec::new();
-        for (en, _) in &pairs {
+        for (i, (en, _)) in pairs.iter().enumerate() {
             let request = TranslateRequest {
                 text: en.clone(),
                 from: args.from.clone(),
@@ -144,7 +196,7 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     Vec::new()
                 },
-                audio: None,
+                audio: audio.as_ref().map(|a| a[i].clone()),
             };
             let t = Instant::now();
             let out = chain
@@ -178,4 +230,20 @@ async fn main() -> anyhow::Result<()> {
     )?;
     println!("{summary}");
     Ok(())
+}
+
+/// The local Whisper model, as the sidecar loads it (final cues' settings, `--beam-size`).
+fn load_whisper(args: &Args) -> anyhow::Result<moqcast_sidecar::providers::whisper::SharedWhisper> {
+    let dir = moqcast_sidecar::locate::locate(args.model.as_deref(), None)?;
+    let model = WhisperModel::load(&dir, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading the Whisper model from {}", dir.display()))?;
+    let whisper = Whisper::new(
+        model,
+        DecodeOptions {
+            beam_size: args.beam_size,
+            ..Default::default()
+        },
+        &args.from,
+    );
+    Ok(Arc::new(std::sync::Mutex::new(whisper)))
 }
