@@ -412,11 +412,11 @@ async fn serve(
                     incoming.refuse();
                     continue;
                 };
-                let Some(handshake) = state.handshakes.try_acquire() else {
-                    // Not reached: handshakes are counted, not capped (the session limit caps).
-                    incoming.refuse();
-                    continue;
-                };
+                // Handshakes are counted, not capped (the session limit caps).
+                let handshake = state
+                    .handshakes
+                    .try_acquire()
+                    .expect("handshake slots are unbounded");
                 let Some(slot) = state.sessions.try_acquire() else {
                     state.metrics.sessions_rejected.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%peer, limit = state.config.max_sessions, "session limit reached: refusing connection");

@@ -473,3 +473,29 @@ impl MoqRelayIetf {
     }
 }
 pub mod speech;
+
+/// Log text without its ANSI colour sequences (`ESC [ ... m`).
+pub fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Client TLS that accepts any certificate (the test relays' are generated).
+pub fn insecure_tls() -> moqcast_client::ClientTls {
+    moqcast_client::ClientTls {
+        disable_verify: true,
+        ..Default::default()
+    }
+}

@@ -14,7 +14,7 @@ use moqcast_tests::{
     speech::{
         sidecar_command, speech_video, speech_wav, video_only, whisper_model_dir, word_recall,
     },
-    ChildGuard, TempDir, TestRelay,
+    without_colours, ChildGuard, TempDir, TestRelay,
 };
 
 /// Sentences tiny.en transcribes well from espeak-ng speech.
@@ -60,24 +60,6 @@ fn counter(metrics: SocketAddr, line_prefix: &str) -> f64 {
         .find_map(|l| l.strip_prefix(line_prefix))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
-}
-
-/// Log text without its ANSI colour sequences (`ESC [ ... m`).
-fn without_colours(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The cues of a WebVTT file by id: (the timing line, the text).

@@ -3,16 +3,9 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use moqcast_client::{Client, ClientTls};
+use moqcast_client::Client;
 use moqcast_media::moq::quinn;
-use moqcast_tests::{init_tracing, TestRelay};
-
-fn insecure() -> ClientTls {
-    ClientTls {
-        disable_verify: true,
-        ..Default::default()
-    }
-}
+use moqcast_tests::{init_tracing, insecure_tls, TestRelay};
 
 /// Lock-out without SETUP: raw QUIC connections that finish the handshake and never send SETUP
 /// were kept for ever (keep-alives), so `--max-sessions` of them locked every viewer out. Now
@@ -23,12 +16,12 @@ async fn connections_that_never_send_setup_are_closed_and_free_their_slots() {
     init_tracing();
     let relay = TestRelay::start(&["--max-sessions", "3"]).await;
     let url: url::Url = relay.url("moqt").parse().unwrap();
-    let attacker = Client::new(&insecure()).unwrap();
+    let attacker = Client::new(&insecure_tls()).unwrap();
     let mut idle = Vec::new();
     for _ in 0..3 {
         idle.push(attacker.connect_quic(&url).await.expect("QUIC handshake"));
     }
-    let viewer = Client::new(&insecure()).unwrap();
+    let viewer = Client::new(&insecure_tls()).unwrap();
     assert!(
         viewer.connect(&url).await.is_err(),
         "the idle connections hold every slot"
@@ -152,7 +145,7 @@ async fn sessions_are_capped_per_address_and_validated_under_load() {
         .parse()
         .unwrap();
     let v6: url::Url = format!("moqt://[::1]:{}", relay.port()).parse().unwrap();
-    let client = Client::new(&insecure()).unwrap();
+    let client = Client::new(&insecure_tls()).unwrap();
     let a = client.connect(&v4).await.expect("first from 127.0.0.1");
     let b = client.connect(&v4).await.expect("second from 127.0.0.1");
     assert!(

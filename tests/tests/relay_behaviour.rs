@@ -13,7 +13,7 @@ use moqcast_client::{
     BroadcastPublisher, Client, ClientTls, ReceivedObject, TrackPublisher, TrackSubscription,
 };
 use moqcast_media::moq::{self, serve};
-use moqcast_tests::{command, init_tracing, TestRelay};
+use moqcast_tests::{command, init_tracing, insecure_tls, without_colours, TestRelay};
 
 fn publish(url: &str, broadcast: &str, seconds: u64) -> Child {
     command("moqcast-publish")
@@ -295,20 +295,9 @@ async fn hostile_input_closes_only_that_session() {
     relay.stop().await;
 }
 
-fn insecure() -> ClientTls {
-    ClientTls {
-        disable_verify: true,
-        ..Default::default()
-    }
-}
-
-/// Polls `cond` every 20 ms for up to 5 s.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Polls `cond` for up to 5 s.
+async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(5), cond).await
 }
 
 /// Publishes `broadcast` with `names` as tracks through the relay (announced, no objects yet);
@@ -319,7 +308,7 @@ async fn publish_tracks(
     broadcast: &str,
     names: &[&str],
 ) -> (tokio::task::JoinHandle<()>, Vec<TrackPublisher>) {
-    let publisher = Client::new(&insecure()).unwrap();
+    let publisher = Client::new(&insecure_tls()).unwrap();
     let conn = publisher.connect(url).await.unwrap();
     let mut bp = BroadcastPublisher::new(broadcast);
     let tracks = names.iter().map(|t| bp.create_track(t).unwrap()).collect();
@@ -369,7 +358,7 @@ async fn subscribe_upstream(
     broadcast: &str,
     track: &str,
 ) -> Subscribed {
-    let client = Client::new(&insecure()).unwrap();
+    let client = Client::new(&insecure_tls()).unwrap();
     let conn = client.connect(url).await.unwrap();
     let session = tokio::spawn(conn.session.run()).abort_handle();
     let (sub, driver) = TrackSubscription::new(&conn.subscriber, broadcast, track);
@@ -396,14 +385,14 @@ async fn session_limit_refuses_connections_over_it() {
     let url: url::Url = relay.url("moqt").parse().unwrap();
     let mut admitted = Vec::new();
     for i in 0..2 {
-        let client = Client::new(&insecure()).unwrap();
+        let client = Client::new(&insecure_tls()).unwrap();
         let conn = client
             .connect(&url)
             .await
             .unwrap_or_else(|e| panic!("session {i} is within the limit: {e}"));
         admitted.push((client, conn));
     }
-    let extra = Client::new(&insecure()).unwrap();
+    let extra = Client::new(&insecure_tls()).unwrap();
     let err = match extra.connect(&url).await {
         Ok(_) => panic!("a third session was admitted over --max-sessions 2"),
         Err(e) => e,
@@ -455,7 +444,7 @@ async fn subscription_limit_refuses_excess_subscribes_and_keeps_the_session() {
     let (publishing, _tracks) = publish_tracks(&relay, &url, "limits", &["a", "b", "c"]).await;
 
     // One subscriber session asks for all three.
-    let client = Client::new(&insecure()).unwrap();
+    let client = Client::new(&insecure_tls()).unwrap();
     let conn = client.connect(&url).await.unwrap();
     let mut subscriber = conn.subscriber.clone();
     let session = tokio::spawn(conn.session.run());
@@ -533,7 +522,7 @@ async fn unknown_tracks_of_a_broadcast_are_refused_promptly() {
         .write(Default::default(), Bytes::from_static(b"x"))
         .unwrap();
 
-    let client = Client::new(&insecure()).unwrap();
+    let client = Client::new(&insecure_tls()).unwrap();
     let conn = client.connect(&url).await.unwrap();
     let mut subscriber = conn.subscriber.clone();
     let session = tokio::spawn(conn.session.run());
@@ -616,7 +605,7 @@ async fn an_idle_sharded_relay_packs_new_sessions_onto_its_first_shard() {
     init_tracing();
     let relay = TestRelay::start(&["--runtime", "sharded", "--worker-threads", "4"]).await;
     let url: url::Url = relay.url("moqt").parse().unwrap();
-    let client = Client::new(&insecure()).unwrap();
+    let client = Client::new(&insecure_tls()).unwrap();
     let mut sessions = Vec::new();
     for _ in 0..6 {
         let conn = client.connect(&url).await.unwrap();
@@ -964,28 +953,11 @@ async fn publisher_is_back_within_3_s_of_a_relay_restart() {
     relay.kill();
 }
 
-/// Polls `cond` every 50 ms for up to `limit`.
+/// Polls `cond` every 20 ms for up to `limit`.
 async fn eventually_within(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn without_colours(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

@@ -8,7 +8,7 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use bytes::BytesMut;
-use moqcast_client::{Client, ClientTls};
+use moqcast_client::Client;
 use moqcast_media::moq::{
     self,
     transport::{coding::KeyValuePairs, data::ObjectStatus, message::TrackExtensions},
@@ -19,14 +19,7 @@ use moqcast_session::{
     io::{self as moqt, IncomingRequest},
     Config, Role,
 };
-use moqcast_tests::{init_tracing, TestRelay};
-
-fn insecure() -> ClientTls {
-    ClientTls {
-        disable_verify: true,
-        ..Default::default()
-    }
-}
+use moqcast_tests::{init_tracing, insecure_tls, TestRelay};
 
 /// A client session of our own over raw QUIC, driven by a task of its own.
 struct Peer {
@@ -37,7 +30,7 @@ struct Peer {
 }
 
 async fn connect(url: &url::Url) -> Peer {
-    let client = Client::new(&insecure()).unwrap();
+    let client = Client::new(&insecure_tls()).unwrap();
     let conn = client.connect_quic(url).await.expect("QUIC connect");
     let wt = web_transport_quinn::Session::raw(
         conn.clone(),
