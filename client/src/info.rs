@@ -3,32 +3,7 @@
 
 use moqcast_media::catalog::{Catalog, CatalogError, Track};
 
-/// The video track's configuration, as a catalog and a WebCodecs `VideoDecoder` want it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VideoInfo {
-    /// WebCodecs codec string, `avc1.PPCCLL`.
-    pub codec: String,
-    pub width: u32,
-    pub height: u32,
-    pub framerate: f64,
-    /// The `avcC` record (4-byte NAL lengths): the decoder `description`.
-    pub avcc: Vec<u8>,
-    /// Bits per second, when known.
-    pub bitrate: Option<u64>,
-}
-
-/// The audio track's configuration, as a catalog and a WebCodecs `AudioDecoder` want it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AudioInfo {
-    /// `"opus"` or `"mp4a.40.N"` (2 for AAC-LC).
-    pub codec: String,
-    pub sample_rate: u32,
-    pub channels: u32,
-    /// The decoder `description`: an `OpusHead` for Opus, an `AudioSpecificConfig` for AAC.
-    pub description: Option<Vec<u8>>,
-    /// Bits per second, when known.
-    pub bitrate: Option<u64>,
-}
+pub use moqcast_media::info::{opus_head, AudioInfo, VideoInfo};
 
 /// Why a track's decoder configuration could not be read from a catalog.
 #[derive(Debug, thiserror::Error)]
@@ -85,18 +60,6 @@ pub fn media_info(cat: &Catalog) -> Result<(Option<VideoInfo>, Option<AudioInfo>
         .map(|t| audio_info(cat, t))
         .transpose()?;
     Ok((video, audio))
-}
-
-/// An `OpusHead` identification header (RFC 7845 §5.1) for mono or stereo.
-pub fn opus_head(channels: u32, pre_skip: u16, input_rate: u32) -> Vec<u8> {
-    let mut head = b"OpusHead".to_vec();
-    head.push(1);
-    head.push(channels.clamp(1, 2) as u8);
-    head.extend_from_slice(&pre_skip.to_le_bytes());
-    head.extend_from_slice(&input_rate.to_le_bytes());
-    head.extend_from_slice(&0i16.to_le_bytes()); // output gain
-    head.push(0); // channel mapping family 0
-    head
 }
 
 #[cfg(test)]

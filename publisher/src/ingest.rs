@@ -40,6 +40,7 @@ use ffmpeg::format::{self, Pixel, Sample};
 use ffmpeg::{filter, media, picture, ChannelLayout, Dictionary, Packet, Rational};
 use ffmpeg_next as ffmpeg;
 use moqcast_client::info::opus_head;
+use moqcast_media::aac::{adts_header_len, audio_specific_config};
 use moqcast_media::h264::{self, AvcConfig, H264Error};
 use moqcast_media::{Frame, MediaKind};
 
@@ -1104,23 +1105,6 @@ fn open_x264(
 // Audio
 // ---------------------------------------------------------------------------------------------
 
-/// AAC sampling frequencies by index (ISO/IEC 14496-3 Table 1.18).
-const AAC_RATES: [u32; 13] = [
-    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-];
-
-/// The 2-byte `AudioSpecificConfig` for an object type, sample rate and channel count.
-fn audio_specific_config(object_type: u8, sample_rate: u32, channels: u32) -> Option<Vec<u8>> {
-    let index = AAC_RATES.iter().position(|&r| r == sample_rate)? as u8;
-    let channels = u8::try_from(channels)
-        .ok()
-        .filter(|&c| (1..=7).contains(&c))?;
-    let bits: u16 = (u16::from(object_type & 0x1f) << 11)
-        | (u16::from(index) << 7)
-        | (u16::from(channels) << 3);
-    Some(bits.to_be_bytes().to_vec())
-}
-
 /// The audio object type of an `AudioSpecificConfig` (with the escape for types above 30).
 fn asc_object_type(asc: &[u8]) -> Option<u8> {
     let first = asc.first()? >> 3;
@@ -1130,20 +1114,6 @@ fn asc_object_type(asc: &[u8]) -> Option<u8> {
     } else {
         Some(first)
     }
-}
-
-/// The length of the ADTS header (ISO/IEC 13818-7 §6.2) that `data` starts with, if it is one
-/// ADTS frame: the sync word matches and the frame length field is the packet's length.
-fn adts_header_len(data: &[u8]) -> Option<usize> {
-    if data.len() < 7 || data[0] != 0xff || data[1] & 0xf6 != 0xf0 {
-        return None;
-    }
-    let protection_absent = data[1] & 1 == 1;
-    let frame_length = (usize::from(data[3] & 0x03) << 11)
-        | (usize::from(data[4]) << 3)
-        | usize::from(data[5] >> 5);
-    let header = if protection_absent { 7 } else { 9 };
-    (frame_length == data.len() && data.len() >= header).then_some(header)
 }
 
 struct AudioTrack {

@@ -9,12 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use moqcast_client::{BroadcastPublisher, Client, ClientTls, TrackPublisher};
-use moqcast_media::{
-    catalog::{self, Catalog, Track},
-    loc::LocProperties,
-    time::unix_micros,
-    MediaKind,
-};
+use moqcast_media::{catalog::Catalog, loc::LocProperties, time::unix_micros, MediaKind};
 use tokio::sync::mpsc;
 use url::Url;
 
@@ -36,44 +31,13 @@ pub struct PublishOptions {
     pub extra_tracks: ExtraTrackOptions,
 }
 
-/// Builds the MSF catalog for a source.
+/// Builds the MSF catalog for a source ([`moqcast_media::info::catalog`]).
 pub fn catalog_for(info: &MediaInfo) -> Catalog {
-    let mut cat = Catalog::new();
-    cat.generated_at = Some(unix_micros() / 1000);
-    if let Some(v) = &info.video {
-        let mut t = Track::new("video", catalog::packaging::LOC);
-        t.role = Some(catalog::role::VIDEO.into());
-        t.is_live = Some(true);
-        t.codec = Some(v.codec.clone());
-        t.width = Some(v.width);
-        t.height = Some(v.height);
-        t.framerate = Some(v.framerate);
-        t.bitrate = v.bitrate;
-        t.timescale = Some(TIMESCALE_US);
-        t.render_group = Some(1);
-        t.init_ref = Some("video".into());
-        cat.set_init_data("video", &v.avcc);
-        cat.tracks.push(t);
-    }
-    if let Some(a) = &info.audio {
-        let mut t = Track::new("audio", catalog::packaging::LOC);
-        t.role = Some(catalog::role::AUDIO.into());
-        t.is_live = Some(true);
-        t.codec = Some(a.codec.clone());
-        t.samplerate = Some(a.sample_rate);
-        t.channel_config = Some(a.channels.to_string());
-        t.bitrate = a.bitrate;
-        t.timescale = Some(TIMESCALE_US);
-        t.render_group = Some(1);
-        t.lang = Some("und".into());
-        t.label = Some("Original".into());
-        if let Some(desc) = &a.description {
-            t.init_ref = Some("audio".into());
-            cat.set_init_data("audio", desc);
-        }
-        cat.tracks.push(t);
-    }
-    cat
+    moqcast_media::info::catalog(
+        info.video.as_ref(),
+        info.audio.as_ref(),
+        unix_micros() / 1000,
+    )
 }
 
 fn properties(pts_us: u64) -> LocProperties {
