@@ -6,6 +6,7 @@
 //! * [`publish`]: puts a source on a relay as an MSF catalog plus LOC tracks.
 //! * [`captions`]: WebVTT caption tracks and a test dub track beside them.
 //! * [`subscribe`]: reads a broadcast back (catalog, tracks, stats, recording, captions).
+//! * [`timeline`]: keeps a recording's timestamps continuous when its publisher changes.
 //! * [`caption_rx`]: the final cues and caption latency `moqcast-subscribe` collects.
 //! * [`config`]: the configuration of each binary (flags, environment, serde).
 //!
@@ -19,3 +20,4 @@ pub mod ingest;
 pub mod publish;
 pub mod record;
 pub mod subscribe;
+pub mod timeline;

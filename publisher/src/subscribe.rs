@@ -22,7 +22,7 @@ use moqcast_media::{
 use tokio::sync::mpsc;
 use url::Url;
 
-use crate::{caption_rx::CaptionCollector, record::Mp4Recorder};
+use crate::{caption_rx::CaptionCollector, record::Mp4Recorder, timeline::Timeline};
 
 /// What `moqcast-subscribe` does.
 #[derive(Debug, Clone)]
@@ -307,6 +307,7 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
     let mut media_ended = false;
 
     let mut last_group: BTreeMap<String, u64> = BTreeMap::new();
+    let mut timeline = Timeline::default();
     let mut end_error = None;
     loop {
         tokio::select! {
@@ -349,6 +350,12 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
                     }
                 }
                 if let (Some(rec), Some(pts)) = (&recorder, props.timestamp_us()) {
+                    // A new publisher's clock (a take-over) continues the recording's.
+                    let (raw, seen) = (pts, timeline.discontinuities);
+                    let pts = timeline.map(kind, pts);
+                    if timeline.discontinuities > seen {
+                        tracing::info!(?kind, raw, pts, "the publisher's clock changed: the recording's timeline goes on");
+                    }
                     let frame = Frame { pts_us: pts, keyframe, payload: obj.payload };
                     if rec.0.send((kind, frame)).await.is_err() {
                         end_error = Some("the recorder stopped".into());

@@ -290,6 +290,17 @@ impl GroupStore {
         }
     }
 
+    /// Ends every subgroup still being written as aborted (its upstream was replaced: nothing
+    /// more will arrive for it); returns how many.
+    pub fn abort_open(&mut self) -> usize {
+        let mut n = 0;
+        for g in self.groups.iter_mut().filter(|g| !g.ended()) {
+            g.aborted = true;
+            n += 1;
+        }
+        n
+    }
+
     /// Index of the oldest entry, by when it was opened, skipping the newest group's entries
     /// when `keep_newest`.
     fn oldest_index(&self, keep_newest: bool) -> Option<usize> {
@@ -367,6 +378,69 @@ impl GroupStore {
         }
         self.evicted += evicted as u64;
         evicted
+    }
+}
+
+/// The group IDs a track's cache gives the groups of its upstreams, so that they only ever
+/// increase for its subscribers when the upstream changes (a take-over hands the track to
+/// another publisher, whose group IDs may start again at 0).
+///
+/// Each upstream is an *epoch*. The first group an epoch delivers fixes its offset: if its ID
+/// is below every group the cache has seen, the epoch's groups are moved up to follow the last
+/// one; otherwise they keep their IDs. A group of the epoch below its first group (a stream that
+/// arrived late) cannot be placed without colliding with an earlier epoch and is refused, as is
+/// anything routed under an epoch that is no longer current (the previous publisher's streams
+/// still in flight). Pure logic: [`crate::track::TrackCache`] keeps one under its lock.
+#[derive(Debug, Default, Clone)]
+pub struct GroupNumbers {
+    epoch: u64,
+    /// One past the highest group ID given out, over every epoch.
+    next: u64,
+    /// `next` when the current epoch began: its groups are placed at or above it.
+    floor: u64,
+    /// Added to the current epoch's group IDs; fixed by its first group.
+    offset: Option<u64>,
+}
+
+/// Why a group could not be numbered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NumberError {
+    #[error("a group of upstream {0}, which was replaced by upstream {1}")]
+    Stale(u64, u64),
+    #[error("group {0} precedes its upstream's first group")]
+    BeforeFirst(u64),
+}
+
+impl GroupNumbers {
+    /// The current upstream.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// A new upstream takes over: its groups will follow every group numbered so far.
+    pub fn next_epoch(&mut self) -> u64 {
+        self.epoch += 1;
+        self.floor = self.next;
+        self.offset = None;
+        self.epoch
+    }
+
+    /// The cache's ID for group `group` of upstream `epoch`.
+    pub fn number(&mut self, epoch: u64, group: u64) -> Result<u64, NumberError> {
+        if epoch != self.epoch {
+            return Err(NumberError::Stale(epoch, self.epoch));
+        }
+        let floor = self.floor;
+        let offset = *self
+            .offset
+            .get_or_insert_with(|| floor.saturating_sub(group));
+        let id = group
+            .checked_add(offset)
+            .filter(|id| *id >= floor && *id < u64::MAX)
+            .ok_or(NumberError::BeforeFirst(group))?;
+        self.next = self.next.max(id + 1);
+        Ok(id)
     }
 }
 
@@ -569,5 +643,37 @@ mod tests {
         assert_eq!(s.group_count(), 2);
         assert_eq!(s.len(), 8);
         assert_eq!(s.largest(), Some((2, 3)));
+    }
+
+    /// A take-over's publisher may number its groups from 0 again: the cache moves them up
+    /// after the last group its subscribers saw, so IDs only increase; the previous
+    /// publisher's late streams and groups from before the new upstream's first are refused.
+    #[test]
+    fn group_ids_keep_increasing_across_upstreams() {
+        let mut n = GroupNumbers::default();
+        // The first upstream keeps its IDs, late streams included.
+        assert_eq!(n.number(0, 40), Ok(40));
+        assert_eq!(n.number(0, 39), Ok(39));
+        assert_eq!(n.number(0, 41), Ok(41));
+        // A take-over: the new publisher starts at 0.
+        let b = n.next_epoch();
+        assert_eq!(n.number(0, 42), Err(NumberError::Stale(0, b)));
+        assert_eq!(n.number(b, 0), Ok(42));
+        assert_eq!(n.number(b, 1), Ok(43));
+        assert_eq!(n.number(b, 3), Ok(45));
+        assert_eq!(n.number(b, 2), Ok(44), "late within the epoch is fine");
+        // Hand-back to a publisher whose IDs are already past ours: they are kept.
+        let a = n.next_epoch();
+        assert_eq!(n.number(a, 100), Ok(100));
+        assert_eq!(n.number(a, 45), Err(NumberError::BeforeFirst(45)));
+        // And one that starts below the last ID: moved up, its earlier groups refused.
+        let c = n.next_epoch();
+        assert_eq!(n.number(c, 7), Ok(101));
+        assert_eq!(n.number(c, 6), Err(NumberError::BeforeFirst(6)));
+        assert_eq!(
+            n.number(c, u64::MAX - 1),
+            Err(NumberError::BeforeFirst(u64::MAX - 1))
+        );
+        assert_eq!(n.epoch(), c);
     }
 }

@@ -55,21 +55,26 @@ struct Route {
     streams: Arc<std::sync::atomic::AtomicU64>,
     /// The track's default publisher priority, for stream headers that leave it out.
     default_priority: Option<u8>,
+    /// The cache's epoch for this upstream ([`TrackCache::repoint`]).
+    epoch: u64,
 }
 
 impl IngestRoutes {
-    /// Routes `alias`'s subgroup streams into `cache` until the returned guard is dropped.
+    /// Routes `alias`'s subgroup streams into `cache`, as its upstream `epoch`
+    /// ([`TrackCache::repoint`]), until the returned guard is dropped.
     pub fn insert(
         &self,
         alias: u64,
         cache: &Arc<TrackCache>,
         default_priority: Option<u8>,
+        epoch: u64,
     ) -> RouteGuard {
         let streams = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let route = Route {
             cache: Arc::downgrade(cache),
             streams: streams.clone(),
             default_priority,
+            epoch,
         };
         self.0.lock().expect("poisoned").insert(alias, route);
         self.1.send_modify(|v| *v = v.wrapping_add(1));
@@ -121,6 +126,8 @@ pub struct StreamHead {
     pub properties: bool,
     /// Bytes of the header.
     pub len: usize,
+    /// The epoch of the upstream whose route the stream took ([`TrackCache::repoint`]).
+    pub epoch: u64,
 }
 
 /// Where the first bytes of an incoming subgroup stream send it.
@@ -170,6 +177,7 @@ pub fn route(head: &[u8], routes: &IngestRoutes) -> Routing {
             priority,
             properties: kind.has_extension_headers(),
             len: head.len() - buf.len(),
+            epoch: route.epoch,
         },
         route.cache,
     )
@@ -257,6 +265,7 @@ pub async fn datagrams(session: wtq::Session, routes: IngestRoutes) {
             .or(route.default_priority)
             .unwrap_or(DEFAULT_PUBLISHER_PRIORITY);
         cache.push_datagram(
+            route.epoch,
             d.group,
             CachedObject {
                 id: d.object,
@@ -303,11 +312,13 @@ pub async fn read_subgroup(
                     Some(k) => k,
                     None => {
                         let subgroup = head.subgroup.unwrap_or(object.id);
-                        if !c.open_subgroup(head.group, subgroup, head.priority) {
+                        let Some(group) =
+                            c.open_subgroup(head.epoch, head.group, subgroup, head.priority)
+                        else {
                             let _ = recv.stop(STOP_CANCELLED);
                             return;
-                        }
-                        *key.insert((head.group, subgroup))
+                        };
+                        *key.insert((group, subgroup))
                     }
                 };
                 let cached = CachedObject {
@@ -318,7 +329,7 @@ pub async fn read_subgroup(
                     end_of_group: false,
                     header: Bytes::new(),
                 };
-                if !c.push_object(k, cached) {
+                if !c.push_object(head.epoch, k, cached) {
                     let _ = recv.stop(STOP_CANCELLED);
                     break false;
                 }
@@ -375,7 +386,7 @@ mod tests {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let budget = crate::track::CacheBudget::new(u64::MAX, metrics);
         let cache = TrackCache::new("b", "t", limits, budget);
-        let guard = routes.insert(7, &cache, None);
+        let guard = routes.insert(7, &cache, None, 3);
         match route(&header, &routes) {
             Routing::Ingest(head, _) => assert_eq!(
                 head,
@@ -385,6 +396,7 @@ mod tests {
                     priority: 9,
                     properties: true,
                     len: header.len(),
+                    epoch: 3,
                 }
             ),
             other => panic!("{other:?}"),

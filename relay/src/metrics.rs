@@ -25,6 +25,9 @@ pub struct Metrics {
     pub subscriptions_rejected: AtomicU64,
     pub broadcasts: AtomicU64,
     pub tracks: AtomicU64,
+    /// Track caches moved to another publisher of their broadcast (take-over, hand-back)
+    /// without ending their subscriptions.
+    pub tracks_handed_over: AtomicU64,
     pub bytes_in: AtomicU64,
     pub objects_in: AtomicU64,
     pub bytes_out: AtomicU64,
@@ -60,7 +63,7 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 32] = [
+        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 33] = [
             (
                 "moqcast_sessions",
                 MetricType::Gauge,
@@ -156,6 +159,12 @@ impl Metrics {
                 MetricType::Gauge,
                 "Tracks with an upstream subscription and a cache",
                 &self.tracks,
+            ),
+            (
+                "moqcast_tracks_handed_over_total",
+                MetricType::Counter,
+                "Tracks moved to another publisher of their broadcast (take-over, hand-back) with their subscribers",
+                &self.tracks_handed_over,
             ),
             (
                 "moqcast_bytes_in_total",
@@ -410,7 +419,7 @@ mod tests {
         assert!(!text.contains("_total_total"));
         // Every family once, in order, each with one sample.
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 32);
-        assert_eq!(text.lines().count(), 3 * 32);
+        assert_eq!(types, 33);
+        assert_eq!(text.lines().count(), 3 * 33);
     }
 }

@@ -1,10 +1,16 @@
 //! The relay's registry of live broadcasts (announced namespaces) and their tracks.
 //!
 //! * A publisher's PUBLISH_NAMESPACE makes its namespace a broadcast here. If the same namespace
-//!   is announced again (a publisher reconnecting before its old session timed out), the newest
-//!   session wins: the old session's tracks end (subscribers get PUBLISH_DONE and resubscribe).
+//!   is announced again (a publisher reconnecting before its old session timed out, or a
+//!   take-over, which auth allows only to a token that may publish the name), the newest session
+//!   wins and the tracks being watched are handed over: each track cache gets an upstream
+//!   SUBSCRIBE on the new session and the old one is cancelled, so subscribers carry on at the
+//!   new publisher's first group ([`TrackCache::repoint`]). A track the new publisher does not
+//!   have ends for its subscribers with [`TrackError::NotWithNewPublisher`].
 //! * When the publishing session ends or sends PUBLISH_NAMESPACE_DONE, the broadcast is removed,
-//!   its tracks end and namespace subscribers get NAMESPACE_DONE.
+//!   its tracks end and namespace subscribers get NAMESPACE_DONE; unless it had taken the name
+//!   over from a session that is still up: that one serves the name again, and the tracks are
+//!   handed back to it the same way.
 //! * A track gets one upstream SUBSCRIBE the first time anyone subscribes; later subscribers
 //!   share its cache. When the last subscriber leaves, the cache is dropped and the upstream
 //!   subscription cancelled.
@@ -37,6 +43,83 @@ pub struct Upstream {
 /// that have not arrived yet.
 const LATE_STREAMS: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long an upstream subscription that ended waits before ending its track, while a
+/// previous publisher of the broadcast is on standby: the publisher leaving hands the track back
+/// to that one ([`Origin::unannounce`]), which aborts the wait.
+const HANDBACK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Broadcasts taken over by a newer session while theirs is still up, by path, newest last.
+type Standby = Arc<Mutex<HashMap<String, Vec<Arc<Broadcast>>>>>;
+
+/// A track of a broadcast that the relay subscribed to upstream.
+struct TrackEntry {
+    cache: Weak<TrackCache>,
+    /// The namespace it was asked for (the broadcast's, or one below it).
+    namespace: TrackNamespace,
+}
+
+/// A track being handed from one publisher's broadcast to another's.
+struct Moved {
+    cache: Arc<TrackCache>,
+    namespace: TrackNamespace,
+    name: String,
+}
+
+/// The upstream request feeding `cache`: a SUBSCRIBE to `track` on `upstream`'s session, whose
+/// data streams are routed into the cache as upstream `epoch`. `handed_over`: the track was
+/// moved here from another publisher, so a refusal means this one does not have it.
+async fn subscribe_upstream(
+    upstream: Upstream,
+    namespace: TrackNamespace,
+    track: String,
+    cache: Weak<TrackCache>,
+    epoch: u64,
+    handed_over: bool,
+    standby: (Standby, String),
+) -> Result<(), TrackError> {
+    let Upstream { session, ingest } = upstream;
+    let res = async {
+        let mut sub = session
+            .subscribe(namespace, &track, KeyValuePairs::default())
+            .await
+            .map_err(|e| match upstream_error(e) {
+                TrackError::NotFound if handed_over => TrackError::NotWithNewPublisher,
+                e => e,
+            })?;
+        let priority = sub.properties.default_publisher_priority().ok().flatten();
+        let Some(c) = cache.upgrade() else {
+            return Ok(());
+        };
+        // From here on the track's data streams are read into the cache.
+        let route = ingest.insert(sub.track_alias, &c, priority, epoch);
+        c.accept();
+        drop(c);
+        let done = sub.done().await.map_err(upstream_error)?;
+        // Streams PUBLISH_DONE counted may still be on their way (draft-18 §9.12).
+        let deadline = tokio::time::Instant::now() + LATE_STREAMS;
+        while route.streams() < done.stream_count && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        match done.status {
+            s if s == moq::transport::message::PublishDoneCode::TrackEnded as u64 => Ok(()),
+            s => Err(TrackError::Closed(s)),
+        }
+    }
+    .await;
+    // A publisher that took the name over is leaving: its previous publisher, still up,
+    // gets the track back (which aborts this task) rather than its subscribers losing it.
+    let (standby, path) = standby;
+    let waiting = standby
+        .lock()
+        .expect("poisoned")
+        .get(&path)
+        .is_some_and(|v| !v.is_empty());
+    if waiting && !matches!(res, Err(TrackError::NotWithNewPublisher)) {
+        tokio::time::sleep(HANDBACK_GRACE).await;
+    }
+    res
+}
+
 /// Maps a refused or failed upstream request to the track's error.
 fn upstream_error(e: session::Error) -> TrackError {
     use moq::transport::message::RequestErrorCode as C;
@@ -68,7 +151,7 @@ pub struct Broadcast {
     home: Option<crate::track::IngestHome>,
     /// Keyed by (full namespace path, track name): a subscriber may ask for a namespace below
     /// the announced one (prefix routing).
-    tracks: Mutex<HashMap<(String, String), Weak<TrackCache>>>,
+    tracks: Mutex<HashMap<(String, String), TrackEntry>>,
     /// Tracks pushed with PUBLISH stay cached while their publisher sends them.
     pushed: Mutex<HashMap<String, Arc<TrackCache>>>,
 }
@@ -80,7 +163,7 @@ impl Broadcast {
             .lock()
             .expect("poisoned")
             .drain()
-            .filter_map(|(_, t)| t.upgrade())
+            .filter_map(|(_, t)| t.cache.upgrade())
             .collect();
         for t in tracks {
             t.end_after_drain(err.clone());
@@ -97,7 +180,7 @@ impl Broadcast {
             .lock()
             .expect("poisoned")
             .iter()
-            .filter(|(_, t)| t.strong_count() > 0)
+            .filter(|(_, t)| t.cache.strong_count() > 0)
             .map(|((ns, n), _)| {
                 if *ns == self.path {
                     n.clone()
@@ -111,6 +194,37 @@ impl Broadcast {
         names.dedup();
         names
     }
+}
+
+/// Moves `from`'s tracks that someone watches into `to` (when `to` has an upstream session to
+/// subscribe on) and returns them for [`Origin::adopt`].
+fn move_tracks(from: &Broadcast, to: &Broadcast) -> Vec<Moved> {
+    let live: Vec<_> = from
+        .tracks
+        .lock()
+        .expect("poisoned")
+        .drain()
+        .filter_map(|((_, name), t)| {
+            t.cache.upgrade().map(|cache| Moved {
+                cache,
+                namespace: t.namespace,
+                name,
+            })
+        })
+        .collect();
+    if to.upstream.is_some() {
+        let mut tracks = to.tracks.lock().expect("poisoned");
+        for m in &live {
+            tracks.insert(
+                (m.cache.broadcast.clone(), m.name.clone()),
+                TrackEntry {
+                    cache: Arc::downgrade(&m.cache),
+                    namespace: m.namespace.clone(),
+                },
+            );
+        }
+    }
+    live
 }
 
 /// Why a track could not be found.
@@ -128,7 +242,7 @@ pub struct Origin {
     broadcasts: Mutex<HashMap<String, Arc<Broadcast>>>,
     /// Broadcasts taken over by a newer session while theirs is still up, newest last: when the
     /// newer one leaves, the previous one serves the name again.
-    standby: Mutex<HashMap<String, Vec<Arc<Broadcast>>>>,
+    standby: Standby,
     events: tokio::sync::broadcast::Sender<Announcement>,
     /// Rendezvous waits (SUBSCRIBEs with RENDEZVOUS_TIMEOUT) by the broadcast path they wait
     /// for: an announcement or a PUBLISH wakes only the waiters of that name and the names below
@@ -144,7 +258,7 @@ impl Origin {
     pub fn new(limits: CacheLimits, budget: Arc<CacheBudget>, metrics: Arc<Metrics>) -> Self {
         Self {
             broadcasts: Mutex::new(HashMap::new()),
-            standby: Mutex::new(HashMap::new()),
+            standby: Arc::default(),
             events: tokio::sync::broadcast::channel(1024).0,
             waiters: Mutex::new(HashMap::new()),
             limits,
@@ -176,14 +290,18 @@ impl Origin {
             tracks: Mutex::new(HashMap::new()),
             pushed: Mutex::new(HashMap::new()),
         });
-        let old = self
-            .broadcasts
-            .lock()
-            .expect("poisoned")
-            .insert(path.clone(), b.clone());
+        // The tracks move to the new broadcast before anyone can find it, so a subscriber
+        // arriving meanwhile shares the handed-over cache rather than making another.
+        let (old, moved) = {
+            let mut map = self.broadcasts.lock().expect("poisoned");
+            let old = map.get(&path).cloned();
+            let moved = old.as_ref().map(|o| move_tracks(o, &b)).unwrap_or_default();
+            map.insert(path.clone(), b.clone());
+            (old, moved)
+        };
         match old {
             Some(old) => {
-                tracing::info!(broadcast = %path, old_session = old.session, session, "broadcast taken over by a new session");
+                tracing::info!(broadcast = %path, old_session = old.session, session, tracks = moved.len(), "broadcast taken over by a new session: handing its tracks over");
                 if old.session != session {
                     self.standby
                         .lock()
@@ -192,6 +310,8 @@ impl Origin {
                         .or_default()
                         .push(old.clone());
                 }
+                self.adopt(&b, moved);
+                // What could not be handed over (tracks pushed with PUBLISH) ends.
                 old.end_all(Some(TrackError::Closed(
                     moq::transport::message::PublishDoneCode::GoingAway as u64,
                 )));
@@ -273,22 +393,26 @@ impl Origin {
             if waiting.is_empty() {
                 standby.remove(path);
             }
-            if let Some(r) = &restored {
+            let mut moved = Vec::new();
+            if let (Some(r), Some(b)) = (&restored, &removed) {
+                moved = move_tracks(b, r);
                 map.insert(path.to_string(), r.clone());
             }
-            (removed, restored)
+            (removed, restored.map(|r| (r, moved)))
         };
         let Some(b) = removed else {
             return;
         };
-        b.end_all(None);
         match restored {
-            Some(r) => {
-                tracing::info!(broadcast = %path, session, previous_session = r.session, "broadcast left by its new session: the previous one serves it again");
+            Some((r, moved)) => {
+                tracing::info!(broadcast = %path, session, previous_session = r.session, tracks = moved.len(), "broadcast left by its new session: the previous one serves it again");
+                self.adopt(&r, moved);
+                b.end_all(None);
                 let _ = self.events.send(Announcement::Active(r.namespace.clone()));
                 self.wake(path);
             }
             None => {
+                b.end_all(None);
                 self.metrics.broadcasts.fetch_sub(1, Ordering::Relaxed);
                 tracing::info!(broadcast = %path, session, "broadcast ended");
                 let _ = self.events.send(Announcement::Ended(b.namespace.clone()));
@@ -359,7 +483,7 @@ impl Origin {
         }
         let key = (path.clone(), name.to_string());
         let mut tracks = b.tracks.lock().expect("poisoned");
-        if let Some(t) = tracks.get(&key).and_then(Weak::upgrade) {
+        if let Some(t) = tracks.get(&key).and_then(|t| t.cache.upgrade()) {
             return Ok((t, false));
         }
         let upstream = b
@@ -367,36 +491,70 @@ impl Origin {
             .clone()
             .ok_or_else(|| LookupError::NoTrack(path.clone(), name.into()))?;
         let cache = TrackCache::new(&path, name, self.limits, self.budget.clone());
-        let Upstream { session, ingest } = upstream;
-        let weak = Arc::downgrade(&cache);
-        let (namespace, track) = (namespace.clone(), name.to_string());
-        cache.spawn_upstream(b.home.as_ref(), async move {
-            let mut sub = session
-                .subscribe(namespace, &track, KeyValuePairs::default())
-                .await
-                .map_err(upstream_error)?;
-            let priority = sub.properties.default_publisher_priority().ok().flatten();
-            let Some(c) = weak.upgrade() else {
-                return Ok(());
-            };
-            // From here on the track's data streams are read into the cache.
-            let route = ingest.insert(sub.track_alias, &c, priority);
-            c.accept();
-            drop(c);
-            let done = sub.done().await.map_err(upstream_error)?;
-            // Streams PUBLISH_DONE counted may still be on their way (draft-18 §9.12).
-            let deadline = tokio::time::Instant::now() + LATE_STREAMS;
-            while route.streams() < done.stream_count && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            match done.status {
-                s if s == moq::transport::message::PublishDoneCode::TrackEnded as u64 => Ok(()),
-                s => Err(TrackError::Closed(s)),
-            }
-        });
-        tracks.retain(|_, t| t.strong_count() > 0);
-        tracks.insert(key, Arc::downgrade(&cache));
+        cache.spawn_upstream(
+            b.home.as_ref(),
+            subscribe_upstream(
+                upstream,
+                namespace.clone(),
+                name.to_string(),
+                Arc::downgrade(&cache),
+                cache.epoch(),
+                false,
+                (self.standby.clone(), b.path.clone()),
+            ),
+        );
+        tracks.retain(|_, t| t.cache.strong_count() > 0);
+        tracks.insert(
+            key,
+            TrackEntry {
+                cache: Arc::downgrade(&cache),
+                namespace: namespace.clone(),
+            },
+        );
         Ok((cache, true))
+    }
+
+    /// Re-points tracks [`move_tracks`] moved to `to` at its publisher; they end with
+    /// GOING_AWAY when it has no session to subscribe on (a broadcast made by PUBLISH).
+    fn adopt(&self, to: &Broadcast, moved: Vec<Moved>) {
+        for m in moved {
+            let key = (m.cache.broadcast.clone(), m.name.clone());
+            let repointed = match &to.upstream {
+                Some(upstream) => {
+                    let weak = Arc::downgrade(&m.cache);
+                    let standby = (self.standby.clone(), to.path.clone());
+                    m.cache.repoint(to.home.as_ref(), |epoch| {
+                        subscribe_upstream(
+                            upstream.clone(),
+                            m.namespace,
+                            m.name,
+                            weak,
+                            epoch,
+                            true,
+                            standby,
+                        )
+                    })
+                }
+                None => false,
+            };
+            if repointed {
+                self.metrics
+                    .tracks_handed_over
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                let mut tracks = to.tracks.lock().expect("poisoned");
+                if tracks
+                    .get(&key)
+                    .is_some_and(|t| std::ptr::eq(t.cache.as_ptr(), Arc::as_ptr(&m.cache)))
+                {
+                    tracks.remove(&key);
+                }
+                drop(tracks);
+                m.cache.end_after_drain(Some(TrackError::Closed(
+                    moq::transport::message::PublishDoneCode::GoingAway as u64,
+                )));
+            }
+        }
     }
 
     /// Registers a track its publisher pushed with PUBLISH (creating the broadcast if needed).
@@ -414,7 +572,7 @@ impl Origin {
         };
         let cache = TrackCache::new(&path, name, self.limits, self.budget.clone());
         // The track's data streams are read into the cache while its PUBLISH lasts.
-        let route = ingest.0.insert(ingest.1, &cache, None);
+        let route = ingest.0.insert(ingest.1, &cache, None, cache.epoch());
         cache.spawn_upstream(b.home.as_ref(), async move {
             let _route = route;
             std::future::pending().await

@@ -36,6 +36,10 @@ pub enum TrackError {
     Timeout,
     #[error("cancelled")]
     Cancel,
+    /// The broadcast was handed to another publisher (a take-over, or its previous publisher
+    /// serving it again) that does not have this track.
+    #[error("the broadcast's new publisher has no such track")]
+    NotWithNewPublisher,
     /// Ended upstream with this PUBLISH_DONE status (draft-18 §9.12).
     #[error("ended upstream with status {0:#x}")]
     Closed(u64),
@@ -48,7 +52,7 @@ impl TrackError {
     pub fn request_error_code(&self) -> u64 {
         use transport::message::RequestErrorCode as C;
         (match self {
-            Self::NotFound => C::DoesNotExist,
+            Self::NotFound | Self::NotWithNewPublisher => C::DoesNotExist,
             Self::Timeout => C::Timeout,
             Self::Closed(_) => C::DoesNotExist,
             Self::Cancel | Self::Internal(_) => C::InternalError,
@@ -62,6 +66,8 @@ impl TrackError {
             None => D::TrackEnded as u64,
             Some(Self::Closed(code)) => *code,
             Some(Self::Cancel) => D::SubscriptionEnded as u64,
+            // The track is over as far as this broadcast's publisher goes; the reason says why.
+            Some(Self::NotWithNewPublisher) => D::TrackEnded as u64,
             Some(Self::NotFound | Self::Timeout | Self::Internal(_)) => D::InternalError as u64,
         }
     }

@@ -18,7 +18,7 @@ use tokio::{sync::watch, time::Instant};
 
 use crate::{
     budget,
-    cache::{CacheLimits, CachedObject, GroupStore, Key},
+    cache::{CacheLimits, CachedObject, GroupNumbers, GroupStore, Key},
     metrics::Metrics,
     policy::TrackError,
 };
@@ -47,6 +47,8 @@ struct Inner {
     store: GroupStore,
     upstream: UpstreamState,
     delivery: Option<Delivery>,
+    /// The cache's group IDs for the groups of its current and earlier upstreams.
+    numbers: GroupNumbers,
 }
 
 /// Where a publisher's tracks are ingested: its session's runtime, and its shard if it is on
@@ -130,6 +132,7 @@ impl TrackCache {
                 store: GroupStore::new(limits),
                 upstream: UpstreamState::Pending,
                 delivery: None,
+                numbers: GroupNumbers::default(),
             }),
             changed: watch::channel(0).0,
             shard_changed: Mutex::new(Vec::new()),
@@ -291,32 +294,58 @@ impl TrackCache {
         self.with_store(|s| s.limits().max_bytes)
     }
 
-    /// Opens a subgroup the upstream started; false (counted and logged) if the cache refuses.
-    pub fn open_subgroup(&self, group: u64, subgroup: u64, priority: u8) -> bool {
+    /// Opens a subgroup that upstream `epoch` started ([`Self::repoint`]). Returns the group's
+    /// ID in this cache ([`GroupNumbers`]), or `None` (counted and logged) if the cache
+    /// refuses it: a replaced upstream's, or one it cannot take.
+    pub fn open_subgroup(
+        &self,
+        epoch: u64,
+        group: u64,
+        subgroup: u64,
+        priority: u8,
+    ) -> Option<u64> {
         let opened = self.update(|inner| {
+            let id = match inner.numbers.number(epoch, group) {
+                Ok(id) => id,
+                Err(e) => return Err(Refused::Number(e)),
+            };
             inner.upstream = UpstreamState::Live;
             inner.delivery = Some(Delivery::Subgroups);
-            inner.store.open(group, subgroup, priority, Instant::now())
+            inner
+                .store
+                .open(id, subgroup, priority, Instant::now())
+                .map(|()| id)
+                .map_err(Refused::Cache)
         });
         match opened {
-            Ok(()) => true,
-            Err(e) => {
+            Ok(id) => Some(id),
+            Err(Refused::Number(e)) => {
+                tracing::debug!(group, error = %e, "dropping an upstream subgroup");
+                None
+            }
+            Err(Refused::Cache(e)) => {
                 self.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "dropping upstream subgroup");
-                false
+                None
             }
         }
     }
 
-    /// Adds an upstream object to its open subgroup; false (counted and logged) if the cache
-    /// refuses it, which ends the subgroup.
-    pub fn push_object(&self, key: Key, object: CachedObject) -> bool {
+    /// Adds an object of upstream `epoch` to its open subgroup; false if the cache refuses
+    /// it (counted and logged, unless that upstream was replaced), which ends the subgroup.
+    pub fn push_object(&self, epoch: u64, key: Key, object: CachedObject) -> bool {
         self.metrics.objects_in.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .bytes_in
             .fetch_add(object.payload.len() as u64, Ordering::Relaxed);
-        match self.update(|inner| inner.store.push(key, object, Instant::now())) {
-            Ok(()) => true,
+        let pushed = self.update(|inner| {
+            if inner.numbers.epoch() != epoch {
+                return Ok(false);
+            }
+            inner.store.push(key, object, Instant::now()).map(|()| true)
+        });
+        match pushed {
+            Ok(pushed) => pushed,
             Err(e) => {
                 self.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -351,10 +380,61 @@ impl TrackCache {
         });
     }
 
+    /// Ends the track if upstream `epoch` is still its upstream: one that was replaced
+    /// ([`Self::repoint`]) ends nothing.
+    fn end_upstream(&self, epoch: u64, err: Option<TrackError>) {
+        self.update(|inner| {
+            let current = inner.numbers.epoch() == epoch;
+            if current && !matches!(inner.upstream, UpstreamState::Ended(_)) {
+                inner.upstream = UpstreamState::Ended(err);
+            }
+        });
+    }
+
+    /// Moves the track to another upstream (a take-over, or the previous publisher serving the
+    /// name again) without ending it for its subscribers: the current upstream task is aborted
+    /// (which cancels its request and unroutes its data streams), `driver` gets the new
+    /// upstream's epoch to route its data streams under, and the new upstream's groups follow
+    /// the last group the cache has seen ([`GroupNumbers`]), so pumps open them as they come:
+    /// subscribers go on at the new publisher's first group. Returns false, doing nothing, when
+    /// the track has already ended.
+    pub fn repoint<F>(
+        self: &Arc<Self>,
+        home: Option<&IngestHome>,
+        driver: impl FnOnce(u64) -> F,
+    ) -> bool
+    where
+        F: std::future::Future<Output = Result<(), TrackError>> + Send + 'static,
+    {
+        // The old upstream's unfinished subgroups end here (subscribers reset them), so its
+        // late objects are not interleaved with the new publisher's groups.
+        let epoch = self.update(|inner| {
+            if matches!(inner.upstream, UpstreamState::Ended(_)) {
+                return None;
+            }
+            inner.store.abort_open();
+            Some(inner.numbers.next_epoch())
+        });
+        let Some(epoch) = epoch else {
+            return false;
+        };
+        if let Some(task) = self.upstream_task.lock().expect("poisoned").take() {
+            task.abort();
+        }
+        self.ingest_done.send_replace(false);
+        self.spawn_upstream(home, driver(epoch));
+        true
+    }
+
+    /// The epoch of the current upstream, under which its data is routed ([`Self::repoint`]).
+    pub fn epoch(&self) -> u64 {
+        self.inner.lock().expect("poisoned").numbers.epoch()
+    }
+
     /// Runs `driver` (the upstream request: SUBSCRIBE or an accepted PUBLISH, whose data
-    /// streams [`crate::ingest`] reads into this cache) at `home` (the publisher's shard) or
-    /// else on the current runtime. The task belongs to the cache: dropping the last handle
-    /// cancels it, which cancels the upstream request.
+    /// streams [`crate::ingest`] reads into this cache under the current [`Self::epoch`]) at
+    /// `home` (the publisher's shard) or else on the current runtime. The task belongs to the
+    /// cache: dropping the last handle cancels it, which cancels the upstream request.
     pub fn spawn_upstream<F>(self: &Arc<Self>, home: Option<&IngestHome>, driver: F)
     where
         F: std::future::Future<Output = Result<(), TrackError>> + Send + 'static,
@@ -366,7 +446,9 @@ impl TrackCache {
         self.ingest_shard
             .store(shard.unwrap_or(usize::MAX), Ordering::Relaxed);
         let weak = Arc::downgrade(self);
-        let span = tracing::info_span!("upstream", broadcast = %self.broadcast, track = %self.name);
+        let epoch = self.epoch();
+        let span =
+            tracing::info_span!("upstream", broadcast = %self.broadcast, track = %self.name, epoch);
         let done = self.ingest_done.clone();
         let mut direct = self.direct_streams.subscribe();
         let task = tracing::Instrument::instrument(
@@ -378,7 +460,7 @@ impl TrackCache {
                 done.send_replace(true);
                 if let Some(cache) = weak.upgrade() {
                     tracing::debug!(error = ?res, "upstream ended");
-                    cache.end(res);
+                    cache.end_upstream(epoch, res);
                 }
             },
             span,
@@ -516,6 +598,12 @@ impl CacheBudget {
     }
 }
 
+/// Why an upstream's subgroup or datagram was not cached.
+enum Refused {
+    Number(crate::cache::NumberError),
+    Cache(crate::cache::CacheError),
+}
+
 /// How long a departing upstream's already-received objects are still taken in.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -534,9 +622,10 @@ impl Drop for DirectStreamGuard {
 pub const DATAGRAM_SUBGROUP: u64 = u64::MAX;
 
 impl TrackCache {
-    /// Caches one object that arrived as a datagram (draft-18 §10.3).
+    /// Caches one object that arrived as a datagram (draft-18 §10.3) from upstream `epoch`.
     pub fn push_datagram(
         &self,
+        epoch: u64,
         group: u64,
         object: CachedObject,
         priority: u8,
@@ -546,23 +635,34 @@ impl TrackCache {
         self.metrics
             .bytes_in
             .fetch_add(object.payload.len() as u64, Ordering::Relaxed);
-        let key = (group, DATAGRAM_SUBGROUP);
         let res = self.update(|inner| {
+            let group = inner
+                .numbers
+                .number(epoch, group)
+                .map_err(Refused::Number)?;
+            let key = (group, DATAGRAM_SUBGROUP);
             inner.upstream = UpstreamState::Live;
             inner.delivery = Some(Delivery::Datagrams);
             let now = Instant::now();
             if inner.store.get(key).is_none() {
-                inner.store.open(group, DATAGRAM_SUBGROUP, priority, now)?;
+                inner
+                    .store
+                    .open(group, DATAGRAM_SUBGROUP, priority, now)
+                    .map_err(Refused::Cache)?;
             }
-            inner.store.push(key, object, now)?;
+            inner.store.push(key, object, now).map_err(Refused::Cache)?;
             if end_of_group {
                 inner.store.end(key, true);
             }
-            Ok::<(), crate::cache::CacheError>(())
+            Ok::<(), Refused>(())
         });
-        if let Err(e) = res {
-            self.metrics.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(error = %e, "dropping upstream datagram");
+        match res {
+            Ok(()) => {}
+            Err(Refused::Number(e)) => tracing::debug!(error = %e, "dropping upstream datagram"),
+            Err(Refused::Cache(e)) => {
+                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "dropping upstream datagram");
+            }
         }
     }
 }
@@ -703,5 +803,61 @@ mod tests {
         assert_eq!(groups(&t), vec![3, 4]);
         assert_eq!(metrics.cache_evictions.load(Ordering::Relaxed), 3);
         assert_eq!(metrics.cache_budget_evictions.load(Ordering::Relaxed), 0);
+    }
+
+    /// A take-over re-points a live track: the old upstream task is aborted and can no longer
+    /// end the track or add to it, its unfinished group is cut, and the new upstream's groups
+    /// (numbered from 0 again) follow the last group the subscriber saw; its policy opens them
+    /// at once, and its subscription goes on.
+    #[tokio::test]
+    async fn a_repointed_track_carries_its_subscribers_over_to_the_new_upstream() {
+        use crate::policy::{reset, Policy, Start, Window};
+        let metrics = Arc::new(Metrics::default());
+        let budget = CacheBudget::new(1 << 30, metrics.clone());
+        let c = TrackCache::new("b", "video", limits(), budget);
+        let (old_alive, old_gone) = tokio::sync::oneshot::channel::<()>();
+        c.spawn_upstream(None, async move {
+            let _alive = old_alive;
+            std::future::pending().await
+        });
+        let obj = |id| CachedObject::new(id, Default::default(), Bytes::from_static(b"frame"));
+        assert_eq!(c.open_subgroup(0, 7, 0, 0), Some(7));
+        assert!(c.push_object(0, (7, 0), obj(0)));
+        c.end_subgroup((7, 0), true);
+        assert_eq!(c.open_subgroup(0, 8, 0, 0), Some(8));
+        assert!(c.push_object(0, (8, 0), obj(0)));
+        let mut viewer = Policy::new(Window::live(Start::Newest));
+        let plan = c.view(|s, ended, _| viewer.plan(s, ended, u64::MAX));
+        assert_eq!(plan.open, vec![((8, 0), 0)]);
+
+        let (started, epoch) = tokio::sync::oneshot::channel();
+        let repointed = c.repoint(None, move |epoch| async move {
+            let _ = started.send(epoch);
+            std::future::pending().await
+        });
+        assert!(repointed);
+        assert_eq!(epoch.await.unwrap(), 1);
+        assert!(old_gone.await.is_err(), "the old upstream task is aborted");
+        // The old upstream's late objects and groups are refused, quietly.
+        assert!(!c.push_object(0, (8, 0), obj(1)));
+        assert_eq!(c.open_subgroup(0, 9, 0, 0), None);
+        assert_eq!(metrics.errors.load(Ordering::Relaxed), 0);
+        // The new publisher starts at group 0: it follows group 8.
+        assert_eq!(c.open_subgroup(1, 0, 0, 0), Some(9));
+        assert!(c.push_object(1, (9, 0), obj(0)));
+        let plan = c.view(|s, ended, _| viewer.plan(s, ended, u64::MAX));
+        assert_eq!(plan.reset, vec![((8, 0), reset::TOO_FAR_BEHIND)]);
+        assert_eq!(plan.open, vec![((9, 0), 0)]);
+        assert_eq!(plan.send.len(), 1);
+        assert!(plan.done.is_none(), "the subscription goes on");
+        // The replaced upstream ending late ends nothing; the current one ends the track.
+        c.end_upstream(0, Some(TrackError::Closed(0x4)));
+        assert!(matches!(c.upstream(), UpstreamState::Live));
+        c.end_upstream(1, None);
+        assert!(matches!(c.upstream(), UpstreamState::Ended(None)));
+        assert!(
+            !c.repoint(None, |_| async { Ok(()) }),
+            "an ended track stays ended"
+        );
     }
 }
