@@ -147,6 +147,24 @@ pub struct Args {
     /// Broadcast prefixes anonymous sessions may publish.
     #[arg(long, env = "MOQCAST_AUTH_PUBLIC_PUBLISH", value_delimiter = ',')]
     pub auth_public_publish: Option<Vec<String>>,
+    /// TCP address of the RTMP ingest (OBS: server `rtmp://HOST:1935/live`, the stream key
+    /// names the broadcast). Off unless given; e.g. `0.0.0.0:1935`.
+    #[arg(long, env = "MOQCAST_RTMP_BIND")]
+    pub rtmp_bind: Option<SocketAddr>,
+    /// RTMP stream keys: a TOML file of `"KEY" = "BROADCAST"` lines, re-read when it changes.
+    /// Without it (and without --auth-key) the stream key is the broadcast name.
+    #[arg(long, env = "MOQCAST_RTMP_KEYS")]
+    pub rtmp_keys: Option<PathBuf>,
+    /// An RTMP publisher silent this long (handshake included) is disconnected, ms. Default 10000.
+    #[arg(long, env = "MOQCAST_RTMP_TIMEOUT_MS")]
+    pub rtmp_timeout_ms: Option<u64>,
+    /// How long an RTMP broadcast whose publisher disconnected waits for the same key to
+    /// reconnect, viewers staying subscribed, ms. Default 5000; 0: it ends at once.
+    #[arg(long, env = "MOQCAST_RTMP_RESUME_MS")]
+    pub rtmp_resume_ms: Option<u64>,
+    /// Concurrent RTMP connections; more are closed at once. Default 64.
+    #[arg(long, env = "MOQCAST_RTMP_MAX_CONNECTIONS")]
+    pub rtmp_max_connections: Option<usize>,
 }
 
 /// The longest `--coalesce-ms`: a longer hold is a stall viewers see, and two or three frames
@@ -189,6 +207,11 @@ pub struct FileConfig {
     pub auth_public: Option<Vec<String>>,
     pub auth_public_subscribe: Option<Vec<String>>,
     pub auth_public_publish: Option<Vec<String>>,
+    pub rtmp_bind: Option<SocketAddr>,
+    pub rtmp_keys: Option<PathBuf>,
+    pub rtmp_timeout_ms: Option<u64>,
+    pub rtmp_resume_ms: Option<u64>,
+    pub rtmp_max_connections: Option<usize>,
 }
 
 /// How sessions map to threads (see `--runtime`, and [`crate::shard`]).
@@ -252,6 +275,8 @@ pub struct Config {
     pub retry_above: usize,
     /// GOAWAY, then this long for sessions to leave, on shutdown.
     pub drain: Duration,
+    /// The RTMP ingest, when `--rtmp-bind` is given.
+    pub rtmp: Option<crate::rtmp::RtmpConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -309,6 +334,7 @@ impl Default for Config {
             max_sessions_per_ip: 2000,
             retry_above: 64,
             drain: Duration::from_secs(2),
+            rtmp: None,
         }
     }
 }
@@ -477,7 +503,42 @@ impl Config {
                 "--max-http-connections and --http-header-timeout-ms must be positive".into(),
             ));
         }
+        let rtmp_timeout = args
+            .rtmp_timeout_ms
+            .or(file.rtmp_timeout_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(crate::rtmp::RtmpConfig::DEFAULT_TIMEOUT);
+        let rtmp_max_connections = args
+            .rtmp_max_connections
+            .or(file.rtmp_max_connections)
+            .unwrap_or(crate::rtmp::RtmpConfig::DEFAULT_MAX_CONNECTIONS);
+        if rtmp_timeout.is_zero() || rtmp_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "--rtmp-timeout-ms and --rtmp-max-connections must be positive".into(),
+            ));
+        }
+        let rtmp_keys = args.rtmp_keys.or(file.rtmp_keys);
+        let rtmp = match args.rtmp_bind.or(file.rtmp_bind) {
+            Some(bind) => Some(crate::rtmp::RtmpConfig {
+                bind,
+                keys: rtmp_keys,
+                timeout: rtmp_timeout,
+                resume: args
+                    .rtmp_resume_ms
+                    .or(file.rtmp_resume_ms)
+                    .map(Duration::from_millis)
+                    .unwrap_or(crate::rtmp::RtmpConfig::DEFAULT_RESUME),
+                max_connections: rtmp_max_connections,
+            }),
+            None if rtmp_keys.is_some() => {
+                return Err(ConfigError::Invalid(
+                    "--rtmp-keys needs --rtmp-bind (the RTMP listener is off without it)".into(),
+                ))
+            }
+            None => None,
+        };
         Ok(Self {
+            rtmp,
             bind: args.bind.or(file.bind).unwrap_or(d.bind),
             http_bind: args.http_bind.or(file.http_bind).unwrap_or(d.http_bind),
             tls,

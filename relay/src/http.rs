@@ -70,17 +70,27 @@ async fn metrics(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
         match &s.placement {
             Some(p) => s.metrics.render() + &crate::metrics::render_shards(p),
             None => s.metrics.render(),
-        },
+        } + &crate::metrics::render_rtmp(&s.rtmp.list()),
     )
 }
 
 /// The live broadcasts and their cached tracks, as JSON.
 async fn broadcasts(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
+    let ingests = s.rtmp.list();
     let list: Vec<serde_json::Value> = s
         .origin
         .list()
         .iter()
-        .map(|b| serde_json::json!({ "broadcast": b.path, "tracks": b.track_names() }))
+        .map(|b| {
+            let mut v = serde_json::json!({ "broadcast": b.path, "tracks": b.track_names() });
+            // An RTMP-published broadcast: whether its publisher is connected, and its counters.
+            if let Some((_, connected, stats)) = ingests.iter().find(|(n, _, _)| *n == b.path) {
+                let mut rtmp = serde_json::to_value(stats).unwrap_or_default();
+                rtmp["connected"] = (*connected).into();
+                v["rtmp"] = rtmp;
+            }
+            v
+        })
         .collect();
     (
         [

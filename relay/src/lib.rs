@@ -16,6 +16,7 @@ pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod policy;
+pub mod rtmp;
 pub mod session;
 pub mod shard;
 pub mod tls;
@@ -59,6 +60,8 @@ pub struct RelayState {
     pub live: std::sync::Mutex<std::collections::HashMap<u64, moqcast_session::io::Session>>,
     /// Set once the relay drains (SIGTERM): new sessions get GOAWAY at once.
     pub draining: std::sync::atomic::AtomicBool,
+    /// RTMP-published broadcasts and who holds them (`--rtmp-bind`).
+    pub rtmp: Arc<rtmp::live::Ingests>,
     next_session: AtomicU64,
 }
 
@@ -68,6 +71,8 @@ pub struct Relay {
     quic: Quic,
     quic_addr: SocketAddr,
     http: tokio::net::TcpListener,
+    /// The RTMP ingest's listener, with `--rtmp-bind`.
+    rtmp: Option<rtmp::Listener>,
 }
 
 /// The relay's QUIC side, by `--runtime`.
@@ -198,6 +203,14 @@ impl Relay {
             .await
             .with_context(|| format!("could not bind TCP {}", config.http_bind))?;
         let auth = auth::Auth::new(&config.auth).map_err(anyhow::Error::msg)?;
+        let rtmp = match &config.rtmp {
+            Some(c) => Some(rtmp::Listener::bind(c).await?),
+            None => None,
+        };
+        let resume = config
+            .rtmp
+            .as_ref()
+            .map_or(rtmp::RtmpConfig::DEFAULT_RESUME, |c| c.resume);
         let metrics = Arc::new(metrics::Metrics::default());
         let budget = track::CacheBudget::new(config.cache_total_bytes, metrics.clone());
         let state = Arc::new(RelayState {
@@ -213,6 +226,7 @@ impl Relay {
             handshakes: limits::Slots::new(usize::MAX),
             live: Default::default(),
             draining: Default::default(),
+            rtmp: rtmp::live::Ingests::new(resume),
             config,
             auth,
             next_session: AtomicU64::new(1),
@@ -222,6 +236,7 @@ impl Relay {
             quic,
             quic_addr,
             http,
+            rtmp,
         })
     }
 
@@ -233,6 +248,11 @@ impl Relay {
         self.http.local_addr().expect("bound")
     }
 
+    /// The RTMP ingest's address, with `--rtmp-bind`.
+    pub fn rtmp_addr(&self) -> Option<SocketAddr> {
+        self.rtmp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub fn state(&self) -> Arc<RelayState> {
         self.state.clone()
     }
@@ -241,13 +261,25 @@ impl Relay {
     /// sessions (code 0 "relay shutting down") and returns.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         let Relay {
-            state, quic, http, ..
+            state,
+            quic,
+            http,
+            rtmp,
+            ..
         } = self;
         let cancel = CancellationToken::default();
         let http_task = {
             let app = http::router(state.clone());
             let cancel = cancel.clone();
             tokio::spawn(http::serve(http, app, state.clone(), cancel))
+        };
+        let rtmp_task = match (rtmp, state.config.rtmp.clone()) {
+            (Some(listener), Some(config)) => Some(tokio::spawn(listener.serve(
+                state.clone(),
+                config,
+                cancel.clone(),
+            ))),
+            _ => None,
         };
         // On shutdown, drain first: GOAWAY to every session, then wait (at most `--drain-ms`)
         // for them to leave; what remains is closed.
@@ -318,6 +350,9 @@ impl Relay {
         };
         cancel.cancel();
         let _ = http_task.await;
+        if let Some(task) = rtmp_task {
+            let _ = task.await;
+        }
         res
     }
 }

@@ -56,6 +56,19 @@ pub struct Metrics {
     pub sessions_rejected_per_address: AtomicU64,
     /// QUIC Retry packets sent (address validation while handshakes pile up).
     pub quic_retries: AtomicU64,
+    /// Open RTMP ingest connections.
+    pub rtmp_connections: AtomicU64,
+    /// RTMP publishers refused: unknown key or app, bad token, busy name, unsupported codec,
+    /// connection limit.
+    pub rtmp_refused: AtomicU64,
+    /// RTMP publishers disconnected for going silent.
+    pub rtmp_timeouts: AtomicU64,
+    /// Frames and media bytes RTMP publishers sent into the origin, and the connections that
+    /// resumed a broadcast.
+    pub rtmp_video_frames: AtomicU64,
+    pub rtmp_audio_frames: AtomicU64,
+    pub rtmp_bytes: AtomicU64,
+    pub rtmp_reconnects: AtomicU64,
     /// Requests the session layer refused by itself, shared by every session.
     pub refusals: std::sync::Arc<moqcast_session::io::Counters>,
 }
@@ -63,7 +76,7 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 33] = [
+        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 40] = [
             (
                 "moqcast_sessions",
                 MetricType::Gauge,
@@ -262,6 +275,48 @@ impl Metrics {
                 "Sessions that ended with an error",
                 &self.session_errors,
             ),
+            (
+                "moqcast_rtmp_connections",
+                MetricType::Gauge,
+                "Open RTMP ingest connections",
+                &self.rtmp_connections,
+            ),
+            (
+                "moqcast_rtmp_refused_total",
+                MetricType::Counter,
+                "RTMP publishers refused (key, token, app, busy name, codec, connection limit)",
+                &self.rtmp_refused,
+            ),
+            (
+                "moqcast_rtmp_timeouts_total",
+                MetricType::Counter,
+                "RTMP publishers disconnected for going silent",
+                &self.rtmp_timeouts,
+            ),
+            (
+                "moqcast_rtmp_ingest_video_frames_total",
+                MetricType::Counter,
+                "Video frames RTMP publishers sent into the origin",
+                &self.rtmp_video_frames,
+            ),
+            (
+                "moqcast_rtmp_ingest_audio_frames_total",
+                MetricType::Counter,
+                "Audio frames RTMP publishers sent into the origin",
+                &self.rtmp_audio_frames,
+            ),
+            (
+                "moqcast_rtmp_ingest_bytes_total",
+                MetricType::Counter,
+                "Media payload bytes RTMP publishers sent into the origin",
+                &self.rtmp_bytes,
+            ),
+            (
+                "moqcast_rtmp_ingest_reconnects_total",
+                MetricType::Counter,
+                "RTMP connections that resumed a broadcast within the resume window",
+                &self.rtmp_reconnects,
+            ),
         ];
         let families = rows
             .into_iter()
@@ -315,6 +370,51 @@ pub fn render_shards(p: &crate::shard::Placement) -> String {
     ])
 }
 
+/// Per-broadcast gauges of the RTMP ingests, labelled `broadcast="NAME"`: whether a
+/// publisher is connected, its bitrate, frames and reconnections.
+pub fn render_rtmp(ingests: &[(String, bool, crate::rtmp::live::IngestStats)]) -> String {
+    if ingests.is_empty() {
+        return String::new();
+    }
+    let labelled = |value: &dyn Fn(bool, &crate::rtmp::live::IngestStats) -> Value| {
+        Samples::Labelled(
+            "broadcast",
+            ingests
+                .iter()
+                .map(|(name, connected, stats)| (name.clone(), value(*connected, stats)))
+                .collect(),
+        )
+    };
+    let gauge = |name, help, samples| Family {
+        name,
+        kind: MetricType::Gauge,
+        help,
+        samples,
+    };
+    encode(vec![
+        gauge(
+            "moqcast_rtmp_ingest_connected",
+            "1 while an RTMP publisher is connected, 0 while its broadcast waits for it to reconnect",
+            labelled(&|c, _| Value::Int(u64::from(c))),
+        ),
+        gauge(
+            "moqcast_rtmp_ingest_bitrate_bps",
+            "Media bits per second an RTMP publisher sent over the last whole second",
+            labelled(&|_, s| Value::Int(s.bitrate_bps)),
+        ),
+        gauge(
+            "moqcast_rtmp_ingest_frames",
+            "Frames (video and audio) of an RTMP-published broadcast so far",
+            labelled(&|_, s| Value::Int(s.video_frames + s.audio_frames)),
+        ),
+        gauge(
+            "moqcast_rtmp_ingest_reconnects",
+            "Reconnections that resumed an RTMP-published broadcast so far",
+            labelled(&|_, s| Value::Int(s.reconnects)),
+        ),
+    ])
+}
+
 /// One sample's value.
 #[derive(Debug, Clone, Copy)]
 enum Value {
@@ -327,6 +427,8 @@ enum Value {
 enum Samples {
     One(Value),
     PerShard(Vec<Value>),
+    /// One sample per value of the named label.
+    Labelled(&'static str, Vec<(String, Value)>),
 }
 
 /// One metric family as scraped: its full name (a counter's ends in `_total`), type and help.
@@ -356,6 +458,12 @@ impl Collector for Snapshot {
                 Samples::PerShard(values) => {
                     for (i, value) in values.iter().enumerate() {
                         let labels = [("shard", i.to_string())];
+                        encode_value(family.kind, *value, metric.encode_family(&labels)?)?;
+                    }
+                }
+                Samples::Labelled(label, values) => {
+                    for (name, value) in values {
+                        let labels = [(*label, name.clone())];
                         encode_value(family.kind, *value, metric.encode_family(&labels)?)?;
                     }
                 }
@@ -419,7 +527,7 @@ mod tests {
         assert!(!text.contains("_total_total"));
         // Every family once, in order, each with one sample.
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 33);
-        assert_eq!(text.lines().count(), 3 * 33);
+        assert_eq!(types, 40);
+        assert_eq!(text.lines().count(), 3 * 40);
     }
 }
