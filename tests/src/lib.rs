@@ -15,6 +15,8 @@ pub struct TestRelay {
     pub http: std::net::SocketAddr,
     pub fingerprint: String,
     pub state: std::sync::Arc<moqcast_relay::RelayState>,
+    /// The RTMP ingest's address, when started with `--rtmp-bind`.
+    pub rtmp: Option<std::net::SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -42,6 +44,7 @@ impl TestRelay {
         let relay = Relay::bind(config).await.expect("relay binds");
         let quic = relay.quic_addr();
         let http = relay.http_addr();
+        let rtmp = relay.rtmp_addr();
         let state = relay.state();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(relay.run(async move {
@@ -52,6 +55,7 @@ impl TestRelay {
             http,
             fingerprint: state.fingerprint.clone(),
             state,
+            rtmp,
             stop: Some(tx),
             task: Some(task),
         }
