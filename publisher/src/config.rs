@@ -160,10 +160,20 @@ pub struct SubscribeConfig {
     #[arg(long)]
     #[serde(default)]
     pub caption_lang: Option<String>,
+    /// Seconds to keep trying to get back after losing the relay (a restart, the end of its
+    /// drain after GOAWAY): reconnects with backoff and resubscribes, recording into the same
+    /// file. 0: end at once.
+    #[arg(long, default_value_t = 30.0)]
+    #[serde(default = "thirty")]
+    pub reconnect_for: f64,
     /// How to trust the relay's certificate (in serde, an object of its own: `"tls": {...}`).
     #[command(flatten)]
     #[serde(default)]
     pub tls: TlsArgs,
+}
+
+fn thirty() -> f64 {
+    30.0
 }
 
 fn ten() -> f64 {
@@ -185,6 +195,7 @@ impl SubscribeConfig {
             captions: self.captions.clone(),
             caption_latency: self.caption_latency,
             caption_lang: self.caption_lang.clone(),
+            reconnect_for: seconds(Some(self.reconnect_for), "reconnect-for")?.unwrap_or_default(),
         })
     }
 }

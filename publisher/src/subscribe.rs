@@ -15,7 +15,7 @@ use moqcast_client::{
 use moqcast_media::{
     catalog::{self, Catalog},
     loc::LocProperties,
-    moq::Subscriber,
+    moq::{serve, SessionError, Subscriber},
     time::unix_micros,
     Frame, MediaKind,
 };
@@ -43,6 +43,8 @@ pub struct SubscribeOptions {
     /// Caption language (BCP 47 primary tag match): only a track in that language is read.
     /// Without it, the first caption track.
     pub caption_lang: Option<String>,
+    /// How long to keep trying to get back after losing the relay (zero: give up at once).
+    pub reconnect_for: Duration,
 }
 
 impl SubscribeOptions {
@@ -87,6 +89,8 @@ pub struct Summary {
     pub captions: Option<CaptionCollector>,
     /// `namespace/track` of the caption track read.
     pub caption_track: Option<String>,
+    /// Times the subscription came back after losing the relay.
+    pub reconnects: u64,
 }
 
 impl Summary {
@@ -167,17 +171,194 @@ impl Summary {
                 "caption_latency_measured": c.measured(),
             })
         });
-        serde_json::json!({ "tracks": tracks, "captions": captions })
+        serde_json::json!({ "tracks": tracks, "captions": captions, "reconnects": self.reconnects })
+    }
+}
+
+/// Backoff between attempts to get back to the relay after losing it: doubling up to the most.
+const RECONNECT_FIRST: Duration = Duration::from_millis(200);
+const RECONNECT_MOST: Duration = Duration::from_secs(5);
+/// The most one attempt waits for the QUIC handshake and SETUP (the relay may be starting).
+const RECONNECT_CONNECT: Duration = Duration::from_secs(2);
+/// The most one attempt waits for the broadcast to be announced again (its publisher
+/// reconnecting to a restarted relay).
+const RECONNECT_CATALOG: Duration = Duration::from_secs(3);
+
+/// How long tracks that all failed wait to see whether their session ended too (the relay is
+/// gone: reconnect) or stays up (the broadcast ended: finish).
+const SESSION_GONE: Duration = Duration::from_millis(500);
+
+/// A session with the relay: the session's future (drive it while subscribed) and its
+/// subscriber half.
+struct Link {
+    session: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SessionError>> + Send>>,
+    subscriber: Subscriber,
+}
+
+impl Link {
+    async fn open(client: &Client, url: &Url) -> anyhow::Result<Self> {
+        let conn = client.connect(url).await?;
+        Ok(Self {
+            subscriber: conn.subscriber.clone(),
+            session: Box::pin(conn.session.run()),
+        })
+    }
+
+    /// The broadcast's catalog, retried for `wait` while it is not announced, driving the
+    /// session meanwhile.
+    async fn catalog(&mut self, broadcast: &str, wait: Duration) -> anyhow::Result<Catalog> {
+        tokio::select! {
+            res = &mut self.session => anyhow::bail!("session ended before the catalog arrived: {res:?}"),
+            cat = fetch_catalog(&self.subscriber, broadcast, wait) => Ok(cat?),
+        }
+    }
+
+    /// Connects again and waits for the broadcast to be back: one reconnection attempt.
+    async fn reopen(client: &Client, opts: &SubscribeOptions) -> anyhow::Result<(Self, Catalog)> {
+        let mut link = tokio::time::timeout(RECONNECT_CONNECT, Self::open(client, &opts.url))
+            .await
+            .map_err(|_| anyhow::anyhow!("no connection within {RECONNECT_CONNECT:?}"))??;
+        let catalog = link
+            .catalog(&opts.broadcast, opts.wait.min(RECONNECT_CATALOG))
+            .await?;
+        Ok((link, catalog))
+    }
+}
+
+/// How a track reader ended.
+enum ReaderEnd {
+    /// The track ended (PUBLISH_DONE with TRACK_ENDED, or the subscription's stream finished).
+    Clean,
+    /// The subscription failed or was refused, or the session went.
+    Failed(String),
+}
+
+impl ReaderEnd {
+    fn of(e: &serve::ServeError) -> Self {
+        use moqcast_media::moq::transport::message::PublishDoneCode;
+        match e {
+            serve::ServeError::Done => Self::Clean,
+            serve::ServeError::Closed(code) if *code == PublishDoneCode::TrackEnded as u64 => {
+                Self::Clean
+            }
+            e => Self::Failed(e.to_string()),
+        }
+    }
+}
+
+/// One reader task per media track, sending objects to `tx`.
+fn read_tracks(
+    subscriber: &Subscriber,
+    broadcast: &str,
+    tracks: &[(String, MediaKind)],
+    tx: &mpsc::Sender<(String, MediaKind, ReceivedObject)>,
+) -> tokio::task::JoinSet<ReaderEnd> {
+    let mut readers = tokio::task::JoinSet::new();
+    for (name, kind) in tracks {
+        let (mut sub, driver) = TrackSubscription::new(subscriber, broadcast, name);
+        let (tx, name, kind) = (tx.clone(), name.clone(), *kind);
+        readers.spawn(async move {
+            let read = async {
+                loop {
+                    match sub.next().await {
+                        Ok(Some(o)) => {
+                            if tx.send((name.clone(), kind, o)).await.is_err() {
+                                return ReaderEnd::Clean;
+                            }
+                        }
+                        Ok(None) => return ReaderEnd::Clean,
+                        Err(moqcast_client::TrackError::Serve(e)) => return ReaderEnd::of(&e),
+                        Err(e) => return ReaderEnd::Failed(e.to_string()),
+                    }
+                }
+            };
+            let end = tokio::select! {
+                res = driver => match res {
+                    Ok(()) => ReaderEnd::Clean,
+                    Err(e) => ReaderEnd::of(&e),
+                },
+                end = read => end,
+            };
+            if let ReaderEnd::Failed(e) = &end {
+                tracing::warn!(track = %name, error = %e, "track ended with an error");
+            }
+            end
+        });
+    }
+    readers
+}
+
+/// Where received media objects go: statistics, the recording, the caption latency.
+struct Sink {
+    recorder: Option<RecorderHandle>,
+    /// The recording's one timeline across publishers ([`Timeline`]).
+    timeline: Timeline,
+    last_group: BTreeMap<String, u64>,
+    subscribed_at: Instant,
+}
+
+impl Sink {
+    /// Takes one object; an error when the recorder stopped.
+    async fn object(
+        &mut self,
+        summary: &mut Summary,
+        name: String,
+        kind: MediaKind,
+        obj: ReceivedObject,
+    ) -> Result<(), String> {
+        let stats = summary.tracks.entry(name.clone()).or_default();
+        let props = LocProperties::from_extension_headers(&obj.properties).unwrap_or_default();
+        let keyframe = match kind {
+            MediaKind::Video => moqcast_media::h264::is_keyframe_avcc(&obj.payload, 4),
+            MediaKind::Audio => true,
+        };
+        if stats.objects == 0 {
+            stats.first_object = Some(self.subscribed_at.elapsed());
+            stats.first_is_keyframe = Some(keyframe);
+        }
+        stats.objects += 1;
+        stats.bytes += obj.payload.len() as u64;
+        if keyframe && kind == MediaKind::Video {
+            stats.keyframes += 1;
+        }
+        if self.last_group.get(&name) != Some(&obj.group_id) {
+            stats.groups += 1;
+            self.last_group.insert(name, obj.group_id);
+        }
+        if let Some(sent) = props.send_time_us {
+            stats.latencies_us.push(unix_micros().saturating_sub(sent));
+            if let (MediaKind::Audio, Some(c), Some(ts)) =
+                (kind, summary.captions.as_mut(), props.timestamp_us())
+            {
+                c.on_audio(ts, sent);
+            }
+        }
+        if let (Some(rec), Some(pts)) = (&self.recorder, props.timestamp_us()) {
+            // A new publisher's clock (a take-over, a restart) continues the recording's.
+            let pts = self.timeline.map(kind, pts);
+            let frame = Frame {
+                pts_us: pts,
+                keyframe,
+                payload: obj.payload,
+            };
+            if rec.0.send((kind, frame)).await.is_err() {
+                return Err("the recorder stopped".into());
+            }
+        }
+        Ok(())
     }
 }
 
 /// Subscribes, records and measures until the tracks end or `duration` passes.
+///
+/// When the session with the relay ends (a relay restart, the relay closing sessions at the
+/// end of its drain after GOAWAY), it connects again with backoff,
+/// waits for the broadcast to be back and subscribes to the same tracks, for up to
+/// `reconnect_for`; the recording goes on in the same file (one timeline: [`Timeline`]). The
+/// caption track is read from the first session only.
 pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
     let client = Client::new(&opts.tls)?;
-    let conn = client.connect(&opts.url).await?;
-    let subscriber = conn.subscriber.clone();
-    let session = conn.session.run();
-    tokio::pin!(session);
+    let mut link = Link::open(&client, &opts.url).await?;
     let started = Instant::now();
     let deadline = async {
         match opts.duration {
@@ -189,9 +370,8 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
 
     // 1. The catalog (retrying while the broadcast is not announced yet).
     let catalog = tokio::select! {
-        res = &mut session => anyhow::bail!("session ended before the catalog arrived: {res:?}"),
         () = &mut deadline => anyhow::bail!("no catalog for {} within the duration", opts.broadcast),
-        cat = fetch_catalog(&subscriber, &opts.broadcast, opts.wait) => cat?,
+        cat = link.catalog(&opts.broadcast, opts.wait) => cat?,
     };
     let mut summary = Summary {
         catalog: Some(catalog.clone()),
@@ -229,58 +409,30 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
         Some(path) => Some(spawn_recorder(path.clone(), video, audio)?),
         None => None,
     };
-    let (obj_tx, mut obj_rx) =
-        mpsc::channel::<(String, MediaKind, Result<ReceivedObject, String>)>(256);
-    let mut readers = tokio::task::JoinSet::new();
-    for (name, kind) in &tracks {
-        let (mut sub, driver) = TrackSubscription::new(&subscriber, &opts.broadcast, name);
-        let tx = obj_tx.clone();
-        let name = name.clone();
-        let kind = *kind;
-        readers.spawn(async move {
-            let read = async {
-                loop {
-                    match sub.next().await {
-                        Ok(Some(o)) => {
-                            if tx.send((name.clone(), kind, Ok(o))).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => return,
-                        Err(e) => {
-                            let _ = tx.send((name.clone(), kind, Err(e.to_string()))).await;
-                            return;
-                        }
-                    }
-                }
-            };
-            tokio::select! {
-                res = driver => if let Err(e) = res { let _ = tx.send((name.clone(), kind, Err(e.to_string()))).await; },
-                () = read => {},
-            }
-        });
-    }
-    drop(obj_tx);
+    // Kept here across reconnections: the channel closes only when this function returns.
+    let (obj_tx, mut obj_rx) = mpsc::channel::<(String, MediaKind, ReceivedObject)>(256);
+    let mut readers = read_tracks(&link.subscriber, &opts.broadcast, &tracks, &obj_tx);
+    let mut captions = tokio::task::JoinSet::new();
     let (cap_tx, mut cap_rx) = mpsc::channel::<Result<ReceivedObject, String>>(64);
     if opts.wants_captions() {
         // The session must be driven while the caption catalog is fetched.
         let find = find_caption_track(
-            &subscriber,
+            &link.subscriber,
             &opts.broadcast,
             &catalog,
             opts.wait,
             opts.caption_lang.as_deref(),
         );
         let (namespace, track) = tokio::select! {
-            res = &mut session => anyhow::bail!("session ended before the caption catalog arrived: {res:?}"),
+            res = &mut link.session => anyhow::bail!("session ended before the caption catalog arrived: {res:?}"),
             () = &mut deadline => anyhow::bail!("no caption track for {} within the duration", opts.broadcast),
             found = find => found?,
         };
         tracing::info!(namespace = %namespace, track = %track, "reading captions");
         summary.caption_track = Some(format!("{namespace}/{track}"));
         summary.captions = Some(CaptionCollector::default());
-        let (mut sub, driver) = TrackSubscription::new(&subscriber, &namespace, &track);
-        readers.spawn(async move {
+        let (mut sub, driver) = TrackSubscription::new(&link.subscriber, &namespace, &track);
+        captions.spawn(async move {
             let read = async {
                 loop {
                     let next = sub.next().await;
@@ -303,66 +455,109 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
     } else {
         drop(cap_tx);
     }
-    let subscribed_at = Instant::now();
+    let mut sink = Sink {
+        recorder,
+        timeline: Timeline::default(),
+        last_group: BTreeMap::new(),
+        subscribed_at: Instant::now(),
+    };
+    let mut link = Some(link);
     let mut media_ended = false;
-
-    let mut last_group: BTreeMap<String, u64> = BTreeMap::new();
-    let mut timeline = Timeline::default();
     let mut end_error = None;
+    // Reconnection: since when the relay is lost (None: connected), the next attempt, backoff.
+    let mut lost_since: Option<Instant> = None;
+    let mut failed: Option<String> = None;
+    let mut backoff = RECONNECT_FIRST;
+    let retry = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(retry);
     loop {
+        let mut lost = None;
         tokio::select! {
-            res = &mut session => { end_error = Some(format!("session ended: {res:?}")); break; }
+            res = async { link.as_mut().expect("guarded").session.as_mut().await }, if link.is_some() => {
+                lost = Some(format!("session ended: {res:?}"));
+            }
             () = &mut deadline => break,
             cap = cap_rx.recv() => match cap {
                 Some(Ok(obj)) => on_caption_object(&mut summary, &obj),
                 Some(Err(e)) => tracing::warn!(error = %e, "caption track ended with an error"),
                 None => {}
             },
-            next = obj_rx.recv() => {
-                let Some((name, kind, res)) = next else { media_ended = true; break };
-                let obj = match res {
-                    Ok(o) => o,
-                    Err(e) => { tracing::warn!(track = %name, error = %e, "track ended with an error"); continue; }
-                };
-                let stats = summary.tracks.entry(name.clone()).or_default();
-                let props = LocProperties::from_extension_headers(&obj.properties).unwrap_or_default();
-                let keyframe = match kind {
-                    MediaKind::Video => moqcast_media::h264::is_keyframe_avcc(&obj.payload, 4),
-                    MediaKind::Audio => true,
-                };
-                if stats.objects == 0 {
-                    stats.first_object = Some(subscribed_at.elapsed());
-                    stats.first_is_keyframe = Some(keyframe);
+            Some((name, kind, obj)) = obj_rx.recv() => {
+                if let Err(e) = sink.object(&mut summary, name, kind, obj).await {
+                    end_error = Some(e);
+                    break;
                 }
-                stats.objects += 1;
-                stats.bytes += obj.payload.len() as u64;
-                if keyframe && kind == MediaKind::Video {
-                    stats.keyframes += 1;
+            }
+            Some(end) = readers.join_next(), if !readers.is_empty() => {
+                if let Ok(ReaderEnd::Failed(e)) | Err(e) = end.map_err(|e| e.to_string()) {
+                    failed = Some(e);
                 }
-                if last_group.get(&name) != Some(&obj.group_id) {
-                    stats.groups += 1;
-                    last_group.insert(name.clone(), obj.group_id);
-                }
-                if let Some(sent) = props.send_time_us {
-                    stats.latencies_us.push(unix_micros().saturating_sub(sent));
-                    if let (MediaKind::Audio, Some(c), Some(ts)) = (kind, summary.captions.as_mut(), props.timestamp_us()) {
-                        c.on_audio(ts, sent);
-                    }
-                }
-                if let (Some(rec), Some(pts)) = (&recorder, props.timestamp_us()) {
-                    // A new publisher's clock (a take-over) continues the recording's.
-                    let (raw, seen) = (pts, timeline.discontinuities);
-                    let pts = timeline.map(kind, pts);
-                    if timeline.discontinuities > seen {
-                        tracing::info!(?kind, raw, pts, "the publisher's clock changed: the recording's timeline goes on");
-                    }
-                    let frame = Frame { pts_us: pts, keyframe, payload: obj.payload };
-                    if rec.0.send((kind, frame)).await.is_err() {
-                        end_error = Some("the recorder stopped".into());
+                if readers.is_empty() {
+                    // Tracks that failed while the session stays up ended with the broadcast
+                    // (moq-transport reports some clean ends as errors); the session ending too
+                    // is the relay going away.
+                    let session_ended = match (failed.take(), link.as_mut()) {
+                        (Some(_), Some(l)) => {
+                            tokio::time::timeout(SESSION_GONE, l.session.as_mut()).await.is_ok()
+                        }
+                        _ => false,
+                    };
+                    if session_ended {
+                        lost = Some("the session ended".to_string());
+                    } else {
+                        // Every track ended: take what the readers queued, then finish.
+                        while let Ok((name, kind, obj)) = obj_rx.try_recv() {
+                            if let Err(e) = sink.object(&mut summary, name, kind, obj).await {
+                                end_error = Some(e);
+                                break;
+                            }
+                        }
+                        media_ended = true;
                         break;
                     }
                 }
             }
+            () = &mut retry, if link.is_none() => {
+                let since = *lost_since.get_or_insert_with(Instant::now);
+                let attempt = tokio::select! {
+                    res = Link::reopen(&client, &opts) => res,
+                    () = &mut deadline => break,
+                };
+                match attempt {
+                    Ok((l, cat)) => {
+                        if cat.tracks != catalog.tracks {
+                            tracing::warn!("the broadcast's catalog changed; recording the same track names");
+                        }
+                        readers = read_tracks(&l.subscriber, &opts.broadcast, &tracks, &obj_tx);
+                        link = Some(l);
+                        summary.reconnects += 1;
+                        tracing::info!(after = ?since.elapsed(), "resubscribed");
+                        lost_since = None;
+                        backoff = RECONNECT_FIRST;
+                    }
+                    Err(e) if since.elapsed() >= opts.reconnect_for => {
+                        end_error = Some(format!("gave up reconnecting after {:?}: {e:#}", since.elapsed()));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "resubscribing failed");
+                        retry.as_mut().reset(tokio::time::Instant::now() + backoff);
+                        backoff = (backoff * 2).min(RECONNECT_MOST);
+                    }
+                }
+            }
+        }
+        if let Some(why) = lost {
+            readers.abort_all();
+            readers = tokio::task::JoinSet::new();
+            link = None;
+            if opts.reconnect_for.is_zero() {
+                end_error = Some(why);
+                break;
+            }
+            tracing::warn!(reason = %why, "lost the relay: reconnecting");
+            lost_since = Some(Instant::now());
+            retry.as_mut().reset(tokio::time::Instant::now() + backoff);
         }
     }
     if media_ended && summary.captions.is_some() {
@@ -379,11 +574,13 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
         }
     }
     readers.abort_all();
+    captions.abort_all();
+    drop(link);
     if let (Some(path), Some(c)) = (&opts.captions, &summary.captions) {
         std::fs::write(path, c.webvtt()).with_context(|| format!("writing {}", path.display()))?;
         tracing::info!(path = %path.display(), cues = c.cues().len(), "captions written");
     }
-    if let Some((tx, handle)) = recorder {
+    if let Some((tx, handle)) = sink.recorder {
         drop(tx);
         handle
             .join()
@@ -391,7 +588,7 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
             .context("finishing the recording")?;
     }
     client.close().await;
-    tracing::info!(elapsed = ?started.elapsed(), error = ?end_error, "subscription ended");
+    tracing::info!(elapsed = ?started.elapsed(), error = ?end_error, reconnects = summary.reconnects, "subscription ended");
     if summary.tracks.values().all(|t| t.objects == 0) {
         anyhow::bail!(
             "received no media from {}{}",

@@ -874,10 +874,11 @@ async fn publishers_streams_are_read_by_the_relay() {
 }
 
 /// Restarts: the relay is killed mid-broadcast (SIGKILL) and started again on the same port
-/// and certificate. `moqcast-publish` reconnects with backoff and announces the broadcast again
-/// within 3 s of the new relay being up, and a viewer then receives it.
+/// and certificate. `moqcast-publish` reconnects with backoff and announces the broadcast again,
+/// and `moqcast-subscribe`, recording, reconnects and resubscribes, both within 3 s of the new
+/// relay being up (measured here); the recording goes on in the same file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publisher_is_back_within_3_s_of_a_relay_restart() {
+async fn publisher_and_subscriber_are_back_within_3_s_of_a_relay_restart() {
     init_tracing();
     let dir = moqcast_tests::TempDir::new("restart");
     let (cert, key) = moqcast_tests::write_test_certificate(&dir.0);
@@ -908,6 +909,17 @@ async fn publisher_is_back_within_3_s_of_a_relay_restart() {
         std::net::TcpStream::connect(http).is_ok()
             && moqcast_tests::http_get(http, "/broadcasts").contains("\"live/again\"")
     };
+    // Objects the relay handed to subscribers: the recorder is the only one.
+    let delivered = |http| -> u64 {
+        if std::net::TcpStream::connect(http).is_err() {
+            return 0;
+        }
+        moqcast_tests::http_get(http, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix("moqcast_objects_out_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
     let mut relay = start_relay();
     let url = format!("moqt://127.0.0.1:{port}");
     let mut publisher = {
@@ -928,6 +940,19 @@ async fn publisher_is_back_within_3_s_of_a_relay_restart() {
         announced(http)
     })
     .await;
+    let recording = dir.path("again.mp4");
+    let mut subscriber = {
+        let mut cmd = command("moqcast-subscribe");
+        cmd.args(["--url", &url, "--broadcast", "live/again", "--json"])
+            .args(["--tls-disable-verify", "--duration", "10"])
+            .args(["--output", recording.to_str().unwrap()])
+            .env("RUST_LOG", "info");
+        moqcast_tests::ChildGuard::spawn("subscribe", &mut cmd, &dir.0)
+    };
+    eventually_within("the recorder's media", Duration::from_secs(10), || {
+        delivered(http) >= 50
+    })
+    .await;
 
     relay.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -937,24 +962,52 @@ async fn publisher_is_back_within_3_s_of_a_relay_restart() {
     })
     .await;
     let up = Instant::now();
-    while !announced(http) {
+    let (mut publisher_back, mut subscriber_back) = (None, None);
+    while publisher_back.is_none() || subscriber_back.is_none() {
         assert!(
             up.elapsed() < Duration::from_secs(3),
-            "the publisher is not back within 3 s: {}",
-            without_colours(&publisher.stderr_tail(30))
+            "not back within 3 s: publisher {publisher_back:?}, subscriber {subscriber_back:?}\n{}\n{}",
+            without_colours(&publisher.stderr_tail(20)),
+            without_colours(&subscriber.stderr_tail(20))
         );
+        if publisher_back.is_none() && announced(http) {
+            publisher_back = Some(up.elapsed());
+        }
+        // Media again: the recorder resubscribed (its catalog fetch alone is one object).
+        if subscriber_back.is_none() && delivered(http) >= 10 {
+            subscriber_back = Some(up.elapsed());
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tracing::info!(back_after = ?up.elapsed(), "publisher back on the restarted relay");
+    tracing::info!(
+        ?publisher_back,
+        ?subscriber_back,
+        "publisher and subscriber back on the restarted relay"
+    );
     assert!(publisher.try_wait().is_none(), "the publisher kept running");
-    let (out, stats) = subscribe_json(url.clone(), "live/again", 2.0, &[]).await;
-    let stats = stats.unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-    assert!(objects(&stats, "video") > 0, "{stats}");
     assert!(
         without_colours(&publisher.stderr_tail(50)).contains("reconnected"),
         "{}",
         publisher.stderr_tail(50)
     );
+    let status = subscriber
+        .wait_timeout(Duration::from_secs(15))
+        .expect("the subscriber ends after its duration");
+    assert!(
+        status.success(),
+        "{}",
+        without_colours(&subscriber.stderr_tail(20))
+    );
+    let stats: serde_json::Value = subscriber
+        .stdout()
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON summary: {}", subscriber.stderr_tail(20)));
+    assert_eq!(stats["reconnects"], 1, "{stats}");
+    // One recording across the restart: frames from before and after it.
+    let frames = moqcast_tests::h264_video_frames_with_audio(&recording, "across a restart");
+    assert!(frames >= 150, "{frames} video frames recorded; {stats}");
     publisher.kill();
     relay.kill();
 }
