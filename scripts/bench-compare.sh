@@ -25,6 +25,8 @@
 #              relay "base" when RELAYS names it: RELAYS="moqcast base ietf" interleaves an A/B
 #              with the peer relay in every round
 #   IETF_RELAY path of moq-relay-ietf (~/.cargo/bin/moq-relay-ietf; cargo install --locked moq-relay-ietf)
+#   TRACE      1: every received object's times in OUT/trace-RELAY-CASE-rROUND-STAMP.csv
+#              (moqcast-bench --latency-trace), for scripts/latency-tail.py
 #   OUT        output folder (target/bench); SKIP_BUILD=1 to use the existing release binaries
 #   CPU_CAP    run each relay in a cgroup limited to this many cores (e.g. 0.5; needs root and the
 #              cgroup cpu controller, v1 or v2), so the bench has the rest of the machine and the
@@ -177,7 +179,7 @@ run_one() {
         --subscribers "$subs" --broadcasts "$broadcasts" --bitrate "$BITRATE" --fps "$FPS" \
         --group-frames "$GROUP_FRAMES" --duration "$DURATION" --warmup "$WARMUP" \
         --join-spread "$JOIN_SPREAD" --drain "$DRAIN" --relay-pid "$relay_pid" --json \
-        >"$report" 2>"$OUT/bench-$tag.err" || true
+        ${TRACE:+--latency-trace "$OUT/trace-$tag.csv"} >"$report" 2>"$OUT/bench-$tag.err" || true
     stop_relay
     grep -v '^{' "$report" >&2 || true
     local line label=$relay
