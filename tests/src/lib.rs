@@ -351,6 +351,22 @@ impl Drop for ChildGuard {
     }
 }
 
+/// `ffmpeg -re` pushing a 320x240 30 fps test pattern (libx264 at x264's `veryfast`, so with
+/// B-frames, a keyframe every 2 s) and a 440 Hz tone (AAC, 48 kHz) for `seconds` to an RTMP
+/// `url`, the way OBS publishes (`-f flv rtmp://HOST:PORT/live/KEY`).
+pub fn ffmpeg_rtmp_push(name: &str, url: &str, seconds: u32, dir: &std::path::Path) -> ChildGuard {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-v", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        ])
+        .args(["-g", "60", "-c:a", "aac", "-b:a", "96k", "-f", "flv", url]);
+    ChildGuard::spawn(name, &mut cmd, dir)
+}
+
 /// A UDP port that was free a moment ago on `[::]` (dual-stack on Linux, so on 127.0.0.1 too).
 /// Another process may take it before the caller binds it: callers retry on bind failure.
 pub fn free_udp_port() -> u16 {

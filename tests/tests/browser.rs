@@ -595,3 +595,40 @@ fn viewer_unit_tests() {
     );
     assert!(text.contains("# fail 0"), "{text}");
 }
+
+/// The viewer plays a broadcast FFmpeg publishes over RTMP (`--rtmp-bind`), the way OBS does:
+/// H.264 with B-frames and AAC, 100 video and 100 audio frames within 10 s, as for the test
+/// source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_plays_an_rtmp_published_broadcast() {
+    require_browser_tools();
+    let _lock = tokio::task::spawn_blocking(BrowserLock::acquire)
+        .await
+        .unwrap();
+    init_tracing();
+    let web = web_dist();
+    let relay = TestRelay::start(&[
+        "--web-dir",
+        web.to_str().unwrap(),
+        "--rtmp-bind",
+        "127.0.0.1:0",
+    ])
+    .await;
+    let dir = TempDir::new("browser-rtmp");
+    let rtmp = relay.rtmp.expect("the relay has --rtmp-bind");
+    let url = format!("rtmp://127.0.0.1:{}/live/obs", rtmp.port());
+    let mut push = moqcast_tests::ffmpeg_rtmp_push("ffmpeg", &url, 60, &dir.0);
+    wait_announced(relay.http, "obs", &mut push).await;
+
+    let url = watch_url(relay.http, relay.port(), "obs");
+    let path = dir.0.clone();
+    tokio::task::spawn_blocking(move || run_scenario("basic", &url, &[], &path))
+        .await
+        .unwrap();
+    assert!(
+        push.try_wait().is_none(),
+        "FFmpeg kept publishing: {}",
+        push.stderr_tail(20)
+    );
+    relay.stop().await;
+}

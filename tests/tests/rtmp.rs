@@ -12,19 +12,8 @@ use moqcast_tests::{command, init_tracing, ChildGuard, TempDir, TestRelay};
 
 const FPS: f64 = 30.0;
 
-/// `ffmpeg -re` pushing a 320x240 30 fps test pattern (libx264, a keyframe every 2 s, B-frames
-/// as x264's preset has them) and a 440 Hz tone (AAC) for `seconds` to `url`.
 fn push(name: &str, url: &str, seconds: u32, dir: &Path) -> ChildGuard {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-v", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        ])
-        .args(["-g", "60", "-c:a", "aac", "-b:a", "96k", "-f", "flv", url]);
-    ChildGuard::spawn(name, &mut cmd, dir)
+    moqcast_tests::ffmpeg_rtmp_push(name, url, seconds, dir)
 }
 
 /// `moqcast-subscribe --output` recording `broadcast` for `seconds`.
@@ -319,5 +308,59 @@ async fn a_reconnecting_publisher_keeps_its_viewers() {
         "no gap between the connections ({largest} s): the second was not recorded as such"
     );
     assert_eq!(metric(&relay, "moqcast_rtmp_ingest_reconnects_total"), 1);
+    relay.stop().await;
+}
+
+/// A publisher that goes silent (FFmpeg stopped with SIGSTOP, its TCP connection still open)
+/// is disconnected after `--rtmp-timeout-ms`, counted, and its broadcast waits for it to
+/// reconnect; a connection that never completes the handshake is closed the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_publisher_times_out() {
+    init_tracing();
+    let relay =
+        TestRelay::start(&["--rtmp-bind", "127.0.0.1:0", "--rtmp-timeout-ms", "1000"]).await;
+    let dir = TempDir::new("rtmp-silent");
+    let mut ffmpeg = push("ffmpeg", &rtmp_url(&relay, "quiet"), 20, &dir.0);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !relay.http_get("/broadcasts").contains("\"connected\":true") {
+        assert!(Instant::now() < deadline, "the publisher never went live");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = ffmpeg.id().expect("ffmpeg runs").to_string();
+    let stop = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    assert!(stop.success());
+    let stopped = Instant::now();
+    while metric(&relay, "moqcast_rtmp_timeouts_total") == 0 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "the silent publisher was not timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(900),
+        "timed out before --rtmp-timeout-ms"
+    );
+    let list = relay.http_get("/broadcasts");
+    assert!(list.contains("\"connected\":false"), "{list}");
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    ffmpeg.kill();
+
+    // A client that connects and sends nothing.
+    let rtmp = relay.rtmp.unwrap();
+    let closed = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(rtmp).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut sink = Vec::new();
+        s.read_to_end(&mut sink).is_ok()
+    })
+    .await
+    .unwrap();
+    assert!(
+        closed,
+        "a client silent in the handshake was not disconnected"
+    );
+    assert_eq!(metric(&relay, "moqcast_rtmp_timeouts_total"), 2);
     relay.stop().await;
 }
