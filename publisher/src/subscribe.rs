@@ -335,7 +335,10 @@ impl Sink {
         }
         if let (Some(rec), Some(pts)) = (&self.recorder, props.timestamp_us()) {
             // A new publisher's clock (a take-over, a restart) continues the recording's.
-            let pts = self.timeline.map(kind, pts);
+            let Some(pts) = self.timeline.map(kind, pts) else {
+                // Audio the new publisher's video has not placed yet (see [`Timeline`]).
+                return Ok(());
+            };
             let frame = Frame {
                 pts_us: pts,
                 keyframe,
