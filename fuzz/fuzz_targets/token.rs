@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = claims.authorize(path);
-    let Ok(token) = f.key.encode(&claims) else {
+    let Ok(token) = f.key.sign(&claims) else {
         return;
     };
     if let Ok(grant) = f.auth.session(path, Some(&token)) {
