@@ -335,12 +335,6 @@ impl Metrics {
 pub fn render_shards(p: &crate::shard::Placement) -> String {
     let per_shard =
         |value: &dyn Fn(usize) -> Value| Samples::PerShard((0..p.shards()).map(value).collect());
-    let gauge = |name, help, samples| Family {
-        name,
-        kind: MetricType::Gauge,
-        help,
-        samples,
-    };
     encode(vec![
         gauge(
             "moqcast_shard_busy_ratio",
@@ -384,12 +378,6 @@ pub fn render_rtmp(ingests: &[(String, bool, crate::rtmp::live::IngestStats)]) -
                 .map(|(name, connected, stats)| (name.clone(), value(*connected, stats)))
                 .collect(),
         )
-    };
-    let gauge = |name, help, samples| Family {
-        name,
-        kind: MetricType::Gauge,
-        help,
-        samples,
     };
     encode(vec![
         gauge(
@@ -438,6 +426,16 @@ struct Family {
     kind: MetricType,
     help: &'static str,
     samples: Samples,
+}
+
+/// A gauge family.
+fn gauge(name: &'static str, help: &'static str, samples: Samples) -> Family {
+    Family {
+        name,
+        kind: MetricType::Gauge,
+        help,
+        samples,
+    }
 }
 
 /// The families of one scrape, values taken when it began.
