@@ -83,7 +83,9 @@ impl ClientTls {
         Ok(())
     }
 
-    fn rustls_config(&self) -> Result<rustls::ClientConfig, ConnectError> {
+    /// The TLS client configuration these settings make (no ALPN set): also for HTTPS and
+    /// HTTP/3 clients of the relay.
+    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, ConnectError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])

@@ -26,7 +26,11 @@ pub struct Args {
     /// TCP address of the HTTP side (/certificate.sha256, /healthz, /metrics). Default 127.0.0.1:8080.
     #[arg(long, env = "MOQCAST_HTTP_BIND")]
     pub http_bind: Option<SocketAddr>,
-    /// PEM certificate chain.
+    /// TCP address of the public HTTPS side (HTTP/1.1 and HTTP/2, with the QUIC certificate):
+    /// the viewer, the index and the API, without /metrics. Off unless given; e.g. `[::]:443`.
+    #[arg(long, env = "MOQCAST_HTTPS_BIND")]
+    pub https_bind: Option<SocketAddr>,
+    /// PEM certificate chain (re-read when it changes: ACME renewals need no restart).
     #[arg(long, env = "MOQCAST_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
@@ -177,6 +181,7 @@ const MAX_COALESCE_MS: u64 = 1000;
 pub struct FileConfig {
     pub bind: Option<SocketAddr>,
     pub http_bind: Option<SocketAddr>,
+    pub https_bind: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_generate: Option<Vec<String>>,
@@ -242,6 +247,8 @@ pub enum Congestion {
 pub struct Config {
     pub bind: SocketAddr,
     pub http_bind: SocketAddr,
+    /// The public HTTPS listener, when `--https-bind` is given.
+    pub https_bind: Option<SocketAddr>,
     pub tls: TlsSource,
     pub cache: CacheLimits,
     /// Payload bytes of all track caches together.
@@ -285,6 +292,18 @@ pub enum TlsSource {
     Generate(Vec<String>),
 }
 
+impl From<&TlsSource> for crate::tls::Source {
+    fn from(source: &TlsSource) -> Self {
+        match source {
+            TlsSource::Files { cert, key } => Self::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            TlsSource::Generate(names) => Self::Generate(names.clone()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -311,6 +330,7 @@ impl Default for Config {
         Self {
             bind: "[::]:4443".parse().expect("valid"),
             http_bind: "127.0.0.1:8080".parse().expect("valid"),
+            https_bind: None,
             tls: TlsSource::Generate(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]),
             cache: CacheLimits::default(),
             cache_total_bytes: 512 * 1024 * 1024,
@@ -541,6 +561,7 @@ impl Config {
             rtmp,
             bind: args.bind.or(file.bind).unwrap_or(d.bind),
             http_bind: args.http_bind.or(file.http_bind).unwrap_or(d.http_bind),
+            https_bind: args.https_bind.or(file.https_bind),
             tls,
             cache,
             cache_total_bytes,

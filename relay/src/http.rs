@@ -10,6 +10,9 @@
 //! | `GET /broadcasts` | the live broadcasts and their cached tracks, as JSON |
 //! | `GET /healthz`, `GET /metrics` | health and Prometheus metrics |
 //!
+//! The public listeners (`--https-bind`, and HTTP/3 on the QUIC port) serve the same routes but
+//! `/metrics`, which stays on the plain listener (`--http-bind`, keep it private).
+//!
 //! The viewer is built by `npm --prefix web run build` into the web dir (`--web-dir`, default
 //! `web/dist`); when it is missing, `/watch/...` answers 503 and says how to build it.
 
@@ -34,10 +37,23 @@ const BUILD_HINT: &str = "npm --prefix web ci && npm --prefix web run build";
 /// The viewer page inside the web dir.
 const WATCH_PAGE: &str = "watch.html";
 
+/// Concurrent requests on one HTTP/2 connection.
+const MAX_HTTP2_STREAMS: u32 = 64;
+
 /// Largest static asset served, in bytes (the viewer bundle is a few hundred KB).
 const MAX_ASSET_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Every route: the plain listener's (`--http-bind`).
 pub fn router(state: Arc<RelayState>) -> Router {
+    routes().route("/metrics", get(metrics)).with_state(state)
+}
+
+/// The routes of the public listeners (HTTPS, HTTP/3): all but `/metrics`.
+pub fn public_router(state: Arc<RelayState>) -> Router {
+    routes().with_state(state)
+}
+
+fn routes() -> Router<Arc<RelayState>> {
     Router::new()
         .route("/", get(index))
         .route("/watch/{*broadcast}", get(watch))
@@ -45,9 +61,7 @@ pub fn router(state: Arc<RelayState>) -> Router {
         .route("/viewer.json", get(viewer_config))
         .route("/certificate.sha256", get(fingerprint))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .route("/broadcasts", get(broadcasts))
-        .with_state(state)
 }
 
 async fn fingerprint(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
@@ -56,7 +70,7 @@ async fn fingerprint(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
             (header::CONTENT_TYPE, "text/plain"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
-        s.fingerprint.clone(),
+        s.fingerprint(),
     )
 }
 
@@ -70,7 +84,8 @@ async fn metrics(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
         match &s.placement {
             Some(p) => s.metrics.render() + &crate::metrics::render_shards(p),
             None => s.metrics.render(),
-        } + &crate::metrics::render_rtmp(&s.rtmp.list()),
+        } + &crate::metrics::render_rtmp(&s.rtmp.list())
+            + &crate::metrics::render_tls(&s.tls),
     )
 }
 
@@ -237,19 +252,20 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-/// Serves the HTTP side on `listener` until `cancel`: one task per connection, at most
-/// `max_connections` at once (more are closed at once and counted), and a connection whose
-/// request headers take longer than `header_timeout` to arrive (slowloris, or a keep-alive
-/// connection left idle) is closed.
+/// Serves the HTTP side on `listener` until `cancel`: one task per connection, at most as many
+/// at once as `slots` holds (`--max-http-connections`, shared by the TCP listeners; more are
+/// closed at once and counted), and a connection whose request headers take longer than
+/// `--http-header-timeout-ms` to arrive (slowloris, or a keep-alive connection left idle) is
+/// closed. With `tls`, each connection is TLS (its handshake under the same timeout), then
+/// HTTP/2 or HTTP/1.1 as ALPN chose; without, HTTP/1.1.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     state: Arc<RelayState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    slots: Arc<tokio::sync::Semaphore>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(
-        state.config.max_http_connections,
-    ));
     let header_timeout = state.config.http_header_timeout;
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -276,15 +292,47 @@ pub async fn serve(
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let tls = tls.clone();
         connections.spawn(async move {
             let _slot = slot;
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(hyper_util::rt::TokioTimer::new())
+            let Some(tls) = tls else {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .max_buf_size(64 * 1024);
+                if let Err(e) = http.serve_connection(io, service).await {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                }
+                return;
+            };
+            let stream = match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let mut http =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            http.http1()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(64 * 1024);
+            http.http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .max_concurrent_streams(MAX_HTTP2_STREAMS)
+                .max_header_list_size(64 * 1024)
+                // A peer that stops answering pings is gone: its connection slot is freed.
+                .keep_alive_interval(Some(header_timeout))
+                .keep_alive_timeout(header_timeout);
+            let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(e) = http.serve_connection(io, service).await {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                tracing::debug!(%peer, error = %e, "HTTPS connection ended");
             }
         });
     }

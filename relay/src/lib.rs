@@ -44,8 +44,8 @@ pub struct RelayState {
     pub config: Config,
     pub origin: origin::Origin,
     pub metrics: Arc<metrics::Metrics>,
-    /// Hex SHA-256 of the served certificate.
-    pub fingerprint: String,
+    /// The certificate every TLS listener serves now (reloaded live).
+    pub tls: Arc<tls::CertStore>,
     /// Admitted sessions, from the QUIC handshake until the session ends (`--max-sessions`).
     pub sessions: Arc<limits::Slots>,
     /// With `--runtime sharded`: the shards' load and where new connections go.
@@ -65,12 +65,21 @@ pub struct RelayState {
     next_session: AtomicU64,
 }
 
+impl RelayState {
+    /// Hex SHA-256 of the certificate served now.
+    pub fn fingerprint(&self) -> String {
+        self.tls.fingerprint_hex()
+    }
+}
+
 /// A bound relay, ready to run.
 pub struct Relay {
     state: Arc<RelayState>,
     quic: Quic,
     quic_addr: SocketAddr,
     http: tokio::net::TcpListener,
+    /// The public HTTPS listener, with `--https-bind`.
+    https: Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
     /// The RTMP ingest's listener, with `--rtmp-bind`.
     rtmp: Option<rtmp::Listener>,
 }
@@ -131,16 +140,16 @@ fn server_transport(config: &Config) -> quinn::TransportConfig {
 impl Relay {
     /// Binds the UDP and TCP sockets and prepares TLS.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
-        let identity = match &config.tls {
-            config::TlsSource::Files { cert, key } => tls::Identity::load(cert, key)?,
-            config::TlsSource::Generate(names) => tls::Identity::generate(names)?,
-        };
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
+        let store = tls::CertStore::new((&config.tls).into())?;
+        // Every handshake (every shard's, HTTPS's) asks the store for the certificate, so a
+        // reloaded one reaches them all at once.
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(store.quic_server_config()?)
             .context("QUIC TLS configuration")?;
         // Stateless resets signed with a key derived from the TLS key: after a restart with the
         // same key, the relay's reset of an old connection is recognised by its client at its
-        // next packet, which then reconnects at once instead of after its idle timeout.
-        let reset_key = identity.reset_key();
+        // next packet, which then reconnects at once instead of after its idle timeout. (The
+        // key of the certificate the relay started with, also after a reload.)
+        let reset_key = store.current().identity.reset_key();
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(Arc::new(server_transport(&config)));
         let sharded = match config.runtime {
@@ -202,6 +211,17 @@ impl Relay {
         let http = tokio::net::TcpListener::bind(config.http_bind)
             .await
             .with_context(|| format!("could not bind TCP {}", config.http_bind))?;
+        let https = match config.https_bind {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("could not bind TCP {addr} (HTTPS)"))?;
+                let acceptor =
+                    tokio_rustls::TlsAcceptor::from(Arc::new(store.https_server_config()?));
+                Some((listener, acceptor))
+            }
+            None => None,
+        };
         let auth = auth::Auth::new(&config.auth).map_err(anyhow::Error::msg)?;
         let rtmp = match &config.rtmp {
             Some(c) => Some(rtmp::Listener::bind(c).await?),
@@ -216,7 +236,7 @@ impl Relay {
         let state = Arc::new(RelayState {
             origin: origin::Origin::new(config.cache, budget, metrics.clone()),
             metrics,
-            fingerprint: identity.fingerprint_hex(),
+            tls: store,
             sessions: limits::Slots::new(config.max_sessions),
             placement: match &quic {
                 Quic::Shared(_) => None,
@@ -236,6 +256,7 @@ impl Relay {
             quic,
             quic_addr,
             http,
+            https,
             rtmp,
         })
     }
@@ -246,6 +267,11 @@ impl Relay {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http.local_addr().expect("bound")
+    }
+
+    /// The HTTPS listener's address, with `--https-bind`.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The RTMP ingest's address, with `--rtmp-bind`.
@@ -264,15 +290,43 @@ impl Relay {
             state,
             quic,
             http,
+            https,
             rtmp,
             ..
         } = self;
         let cancel = CancellationToken::default();
+        // One connection cap for the TCP listeners together.
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            state.config.max_http_connections,
+        ));
         let http_task = {
             let app = http::router(state.clone());
-            let cancel = cancel.clone();
-            tokio::spawn(http::serve(http, app, state.clone(), cancel))
+            tokio::spawn(http::serve(
+                http,
+                app,
+                state.clone(),
+                None,
+                slots.clone(),
+                cancel.clone(),
+            ))
         };
+        let https_task = https.map(|(listener, acceptor)| {
+            let app = http::public_router(state.clone());
+            tokio::spawn(http::serve(
+                listener,
+                app,
+                state.clone(),
+                Some(acceptor),
+                slots.clone(),
+                cancel.clone(),
+            ))
+        });
+        let _watch = OwnedTask(tokio::spawn(
+            state
+                .tls
+                .clone()
+                .watch(tls::RELOAD_INTERVAL, cancel.clone()),
+        ));
         let rtmp_task = match (rtmp, state.config.rtmp.clone()) {
             (Some(listener), Some(config)) => Some(tokio::spawn(listener.serve(
                 state.clone(),
@@ -350,6 +404,9 @@ impl Relay {
         };
         cancel.cancel();
         let _ = http_task.await;
+        if let Some(task) = https_task {
+            let _ = task.await;
+        }
         if let Some(task) = rtmp_task {
             let _ = task.await;
         }

@@ -403,6 +403,35 @@ pub fn render_rtmp(ingests: &[(String, bool, crate::rtmp::live::IngestStats)]) -
     ])
 }
 
+/// The certificate's reloads, and when a generated one expires.
+pub fn render_tls(store: &crate::tls::CertStore) -> String {
+    let mut families = vec![
+        Family {
+            name: "moqcast_tls_reloads_total",
+            kind: MetricType::Counter,
+            help: "Certificates swapped in without a restart: changed files, renewed development certificates",
+            samples: Samples::One(Value::Int(store.reloads.load(Ordering::Relaxed))),
+        },
+        Family {
+            name: "moqcast_tls_reload_failures_total",
+            kind: MetricType::Counter,
+            help: "Changed certificate files that did not load (the previous certificate stayed)",
+            samples: Samples::One(Value::Int(store.reload_failures.load(Ordering::Relaxed))),
+        },
+    ];
+    if let Some(end) = store.current().not_after {
+        let secs = end
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        families.push(gauge(
+            "moqcast_tls_certificate_expiry_timestamp_seconds",
+            "When the generated development certificate expires (Unix time); it is renewed before",
+            Samples::One(Value::Int(secs)),
+        ));
+    }
+    encode(families)
+}
+
 /// One sample's value.
 #[derive(Debug, Clone, Copy)]
 enum Value {

@@ -13,6 +13,8 @@ use moqcast_relay::{Args, Config, Relay};
 pub struct TestRelay {
     pub quic: std::net::SocketAddr,
     pub http: std::net::SocketAddr,
+    /// The HTTPS listener, when started with `--https-bind`.
+    pub https: Option<std::net::SocketAddr>,
     pub fingerprint: String,
     pub state: std::sync::Arc<moqcast_relay::RelayState>,
     /// The RTMP ingest's address, when started with `--rtmp-bind`.
@@ -44,6 +46,7 @@ impl TestRelay {
         let relay = Relay::bind(config).await.expect("relay binds");
         let quic = relay.quic_addr();
         let http = relay.http_addr();
+        let https = relay.https_addr();
         let rtmp = relay.rtmp_addr();
         let state = relay.state();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -53,7 +56,8 @@ impl TestRelay {
         Self {
             quic,
             http,
-            fingerprint: state.fingerprint.clone(),
+            https,
+            fingerprint: state.fingerprint(),
             state,
             rtmp,
             stop: Some(tx),
@@ -104,6 +108,80 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
         Some((_, body)) => body.to_string(),
         None => out,
     }
+}
+
+/// An HTTPS response, and what the TLS handshake showed.
+#[derive(Debug)]
+pub struct HttpsResponse {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+    /// The protocol ALPN chose (`h2`, `http/1.1`).
+    pub alpn: String,
+    /// Hex SHA-256 of the certificate the server presented.
+    pub fingerprint: String,
+}
+
+/// GET `path` over HTTPS at `addr`, offering `alpn` (`h2`, `http/1.1`), verifying the server as
+/// `tls` says (pinned fingerprints, or none).
+pub async fn https_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    tls: &moqcast_client::ClientTls,
+    alpn: &str,
+) -> anyhow::Result<HttpsResponse> {
+    use anyhow::Context;
+    use http_body_util::BodyExt;
+    let mut config = tls.rustls_config()?;
+    config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("valid name");
+    let stream = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+        .await
+        .context("TLS handshake timed out")??;
+    let (_, session) = stream.get_ref();
+    let negotiated =
+        String::from_utf8_lossy(session.alpn_protocol().unwrap_or_default()).into_owned();
+    let fingerprint = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| hex::encode(moqcast_media::moq::certificate_fingerprint(c.as_ref())))
+        .unwrap_or_default();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let request = hyper::Request::get(format!("https://localhost{path}"))
+        .header(hyper::header::HOST, "localhost")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let response = if negotiated == "h2" {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await?;
+        tokio::spawn(conn);
+        send.send_request(request).await?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        send.send_request(request).await?
+    };
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = tokio::time::timeout(Duration::from_secs(5), response.into_body().collect())
+        .await
+        .context("HTTPS body timed out")??
+        .to_bytes();
+    Ok(HttpsResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        alpn: negotiated,
+        fingerprint,
+    })
+}
+
+/// Client TLS that accepts only the certificate with this hex SHA-256.
+pub fn pinned_tls(fingerprint: &str) -> moqcast_client::ClientTls {
+    let mut tls = moqcast_client::ClientTls::default();
+    tls.pin_hex(fingerprint).expect("a hex SHA-256");
+    tls
 }
 
 /// Path of a workspace binary (built by `cargo build --bins`, which the check script runs).

@@ -439,7 +439,7 @@ impl FixedRelay {
                 Err(e) => panic!("relay could not bind {udp}/{http}: {e:#}"),
             }
         };
-        let fingerprint = relay.state().fingerprint.clone();
+        let fingerprint = relay.state().fingerprint();
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(relay.run(async move {
             let _ = rx.await;
