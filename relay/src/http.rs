@@ -53,6 +53,22 @@ pub fn public_router(state: Arc<RelayState>) -> Router {
     routes().with_state(state)
 }
 
+/// Adds `Alt-Svc: h3=":PORT"` (RFC 7838, RFC 9114 §3.1.1) to every response: browsers that
+/// load a page over HTTPS then use HTTP/3 on the QUIC port for the next requests.
+pub fn with_alt_svc(router: Router, quic_port: u16) -> Router {
+    let value = header::HeaderValue::from_str(&format!("h3=\":{quic_port}\"; ma=86400"))
+        .expect("a valid header value");
+    router.layer(axum::middleware::map_response(
+        move |mut response: Response| {
+            let value = value.clone();
+            async move {
+                response.headers_mut().insert(header::ALT_SVC, value);
+                response
+            }
+        },
+    ))
+}
+
 fn routes() -> Router<Arc<RelayState>> {
     Router::new()
         .route("/", get(index))

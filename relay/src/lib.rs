@@ -10,6 +10,7 @@ pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod fanout;
+pub mod h3;
 pub mod http;
 pub mod ingest;
 pub mod limits;
@@ -299,8 +300,10 @@ impl Relay {
         let slots = Arc::new(tokio::sync::Semaphore::new(
             state.config.max_http_connections,
         ));
+        // The TCP listeners advertise HTTP/3 on the QUIC port.
+        let quic_port = state.config.bind.port();
         let http_task = {
-            let app = http::router(state.clone());
+            let app = http::with_alt_svc(http::router(state.clone()), quic_port);
             tokio::spawn(http::serve(
                 http,
                 app,
@@ -311,7 +314,7 @@ impl Relay {
             ))
         };
         let https_task = https.map(|(listener, acceptor)| {
-            let app = http::public_router(state.clone());
+            let app = http::with_alt_svc(http::public_router(state.clone()), quic_port);
             tokio::spawn(http::serve(
                 listener,
                 app,
@@ -568,14 +571,32 @@ async fn handshake_and_run(
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|d| d.protocol)
         .context("peer negotiated no ALPN")?;
+    // The HTTP/3 server of an `h3` connection, kept while its WebTransport session lives.
+    let mut _h3 = None;
     let (wt, transport, grant) = if alpn == moq::WEBTRANSPORT_ALPN.as_bytes() {
-        let request = tokio::time::timeout(
-            Duration::from_secs(10),
-            web_transport_quinn::Request::accept(conn.clone()),
-        )
-        .await
-        .context("WebTransport CONNECT timed out")?
-        .context("WebTransport CONNECT failed")?;
+        // HTTP/3: a WebTransport CONNECT, or ordinary requests (relay/src/h3.rs).
+        let first = tokio::time::timeout(Duration::from_secs(10), h3::accept(conn.clone()))
+            .await
+            .context("HTTP/3 request timed out")?
+            .context("HTTP/3 request failed")?;
+        let request = match first {
+            h3::First::WebTransport { request, server } => {
+                _h3 = Some(server);
+                request
+            }
+            h3::First::Http3(server) => {
+                // Ordinary HTTP/3 requests. The connection counts against --max-sessions
+                // like any QUIC connection until it closes.
+                h3::serve(
+                    server,
+                    http::public_router(state.clone()),
+                    state.metrics.clone(),
+                    state.config.http_header_timeout,
+                )
+                .await;
+                return Ok(());
+            }
+        };
         // draft-18 §3.1.3: the client offers MoQT versions in WT-Available-Protocols; the
         // session layer picks the first it speaks. A client that offers none (older browsers'
         // libraries) gets our preferred version.

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub auth_denied: AtomicU64,
     /// HTTP connections closed at once at `--max-http-connections`.
     pub http_refused: AtomicU64,
+    /// Ordinary HTTP/3 requests answered on the QUIC port.
+    pub http3_requests: AtomicU64,
     /// Connections refused at `--max-sessions-per-ip`.
     pub sessions_rejected_per_address: AtomicU64,
     /// QUIC Retry packets sent (address validation while handshakes pile up).
@@ -76,7 +78,7 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 40] = [
+        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 41] = [
             (
                 "moqcast_sessions",
                 MetricType::Gauge,
@@ -148,6 +150,12 @@ impl Metrics {
                 MetricType::Counter,
                 "HTTP connections closed at once at the connection limit",
                 &self.http_refused,
+            ),
+            (
+                "moqcast_http3_requests_total",
+                MetricType::Counter,
+                "Ordinary HTTP/3 requests answered on the QUIC port (not WebTransport sessions)",
+                &self.http3_requests,
             ),
             (
                 "moqcast_sessions_rejected_per_address_total",
@@ -554,7 +562,7 @@ mod tests {
         assert!(!text.contains("_total_total"));
         // Every family once, in order, each with one sample.
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 40);
-        assert_eq!(text.lines().count(), 3 * 40);
+        assert_eq!(types, 41);
+        assert_eq!(text.lines().count(), 3 * 41);
     }
 }

@@ -92,8 +92,17 @@ impl TestRelay {
     }
 }
 
-/// A plain HTTP/1.1 GET (no client library needed for three endpoints).
+/// A plain HTTP/1.1 GET (no client library needed for three endpoints): the body.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let out = http_get_response(addr, path);
+    match out.split_once("\r\n\r\n") {
+        Some((_, body)) => body.to_string(),
+        None => out,
+    }
+}
+
+/// A plain HTTP/1.1 GET: the whole response, status line and headers included.
+pub fn http_get_response(addr: std::net::SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to relay HTTP");
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
@@ -104,10 +113,7 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    match out.split_once("\r\n\r\n") {
-        Some((_, body)) => body.to_string(),
-        None => out,
-    }
+    out
 }
 
 /// An HTTPS response, and what the TLS handshake showed.
@@ -175,6 +181,66 @@ pub async fn https_get(
         alpn: negotiated,
         fingerprint,
     })
+}
+
+/// An HTTP/3 response.
+#[derive(Debug)]
+pub struct H3Response {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// GET each of `paths` over one HTTP/3 connection (ALPN `h3`) to `addr`, verifying the server
+/// as `tls` says: a small quinn + h3 client (Debian's curl has no HTTP/3).
+pub async fn h3_get(
+    addr: std::net::SocketAddr,
+    paths: &[&str],
+    tls: &moqcast_client::ClientTls,
+) -> anyhow::Result<Vec<H3Response>> {
+    let mut config = tls.rustls_config()?;
+    config.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config)?;
+    let mut endpoint = quinn::Endpoint::client("[::]:0".parse()?)?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    let conn = tokio::time::timeout(Duration::from_secs(5), endpoint.connect(addr, "localhost")?)
+        .await??;
+    let (mut driver, mut requests) =
+        h3::client::new(h3_quinn::Connection::new(conn.clone())).await?;
+    let driving = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let mut out = Vec::new();
+    for path in paths {
+        let request =
+            http::Request::get(format!("https://localhost:{}{path}", addr.port())).body(())?;
+        let response = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut stream = requests.send_request(request).await?;
+            stream.finish().await?;
+            let response = stream.recv_response().await?;
+            let mut body = Vec::new();
+            while let Some(mut chunk) = stream.recv_data().await? {
+                use bytes::Buf;
+                while chunk.has_remaining() {
+                    let part = chunk.chunk();
+                    body.extend_from_slice(part);
+                    let n = part.len();
+                    chunk.advance(n);
+                }
+            }
+            anyhow::Ok(H3Response {
+                status: response.status().as_u16(),
+                headers: response.headers().clone(),
+                body,
+            })
+        })
+        .await??;
+        out.push(response);
+    }
+    conn.close(0u32.into(), b"done");
+    driving.abort();
+    endpoint.wait_idle().await;
+    Ok(out)
 }
 
 /// Client TLS that accepts only the certificate with this hex SHA-256.

@@ -10,7 +10,8 @@ use std::{
 use bytes::Bytes;
 use moqcast_client::{BroadcastPublisher, Client, TrackPublisher, TrackSubscription};
 use moqcast_tests::{
-    https_get, init_tracing, insecure_tls, pinned_tls, write_test_certificate, TempDir, TestRelay,
+    h3_get, https_get, init_tracing, insecure_tls, pinned_tls, write_test_certificate, TempDir,
+    TestRelay,
 };
 
 /// Polls `cond` (async) every 50 ms for up to `limit`.
@@ -64,7 +65,131 @@ async fn https_serves_the_public_routes_over_http1_and_http2() {
     relay.stop().await;
 }
 
-/// A publisher of one track over raw QUIC; returns its session task and the track.
+/// HTTP/3 on the QUIC port: a quinn + h3 client fetches the index, the viewer page, an asset,
+/// `/healthz` and `/broadcasts` from the same UDP port where a WebTransport publisher and
+/// subscriber exchange objects at the same time; the TCP listeners advertise it with
+/// `Alt-Svc`. `/metrics` is not served there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_and_webtransport_share_the_quic_port() {
+    init_tracing();
+    let web = concat!(env!("CARGO_MANIFEST_DIR"), "/../web/dist");
+    let relay = TestRelay::start(&["--https-bind", "127.0.0.1:0", "--web-dir", web]).await;
+    let tls = pinned_tls(&relay.fingerprint);
+    let wt: url::Url = relay.url("https").parse().unwrap();
+    let quic = std::net::SocketAddr::from(([127, 0, 0, 1], relay.port()));
+
+    // A WebTransport publisher and subscriber on the port.
+    let (publishing, mut track) = publish_one(&wt, "both").await;
+    let state = relay.state.clone();
+    eventually("the announcement", Duration::from_secs(5), || {
+        let found = state.origin.get("both").is_some();
+        async move { found }
+    })
+    .await;
+    let subscriber = Client::new(&tls).unwrap();
+    let conn = subscriber.connect(&wt).await.unwrap();
+    let session = tokio::spawn(conn.session.run());
+    let (mut sub, driver) = TrackSubscription::new(&conn.subscriber, "both", "t");
+    let driver = tokio::spawn(driver);
+    let mut sent = 0u64;
+    let mut received = 0u64;
+    // Objects flow while HTTP/3 requests are answered on the same port.
+    let objects = async {
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while received < 20 && Instant::now() < deadline {
+            track.start_group().unwrap();
+            track
+                .write(Default::default(), Bytes::from(sent.to_string()))
+                .unwrap();
+            sent += 1;
+            if let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_millis(100), sub.next())
+                .await
+                .map(|o| o.transpose())
+            {
+                received += 1;
+            }
+        }
+    };
+    let paths = [
+        "/healthz",
+        "/",
+        "/watch/both",
+        "/broadcasts",
+        "/metrics",
+        "/viewer.json",
+    ];
+    let fetch = h3_get(quic, &paths, &tls);
+    let ((), responses) = tokio::join!(objects, fetch);
+    let responses = responses.expect("HTTP/3 requests answered");
+    assert!(received >= 20, "only {received} of {sent} objects arrived");
+    assert_eq!(
+        (responses[0].status, responses[0].body.as_slice()),
+        (200, &b"ok\n"[..])
+    );
+    assert!(String::from_utf8_lossy(&responses[1].body).contains("Live broadcasts"));
+    let watch = &responses[2];
+    let built = std::path::Path::new(web).join("watch.html").is_file();
+    if built {
+        assert_eq!(watch.status, 200);
+        assert!(
+            String::from_utf8_lossy(&watch.body).contains("<html"),
+            "{watch:?}"
+        );
+    } else {
+        assert_eq!(watch.status, 503);
+    }
+    assert!(
+        String::from_utf8_lossy(&responses[3].body).contains("\"broadcast\":\"both\""),
+        "{:?}",
+        String::from_utf8_lossy(&responses[3].body)
+    );
+    assert_eq!(responses[4].status, 404, "/metrics is not public");
+    assert_eq!(responses[5].headers["content-type"], "application/json");
+    // An asset, streamed in chunks when the viewer is built.
+    if built {
+        let asset = h3_get(quic, &["/assets/viewer.js"], &tls).await.unwrap();
+        let on_disk = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../web/dist/assets/viewer.js"
+        ))
+        .unwrap();
+        assert_eq!(asset[0].status, 200);
+        assert_eq!(asset[0].body.len(), on_disk.len());
+    }
+    // The WebTransport session is unharmed.
+    assert!(conn.quic.close_reason().is_none());
+    assert_eq!(
+        relay.state.metrics.session_errors.load(Ordering::Relaxed),
+        0
+    );
+
+    // Advertised from the TCP listeners.
+    let alt_svc = format!("h3=\":{}\"; ma=86400", relay.port());
+    let https = https_get(relay.https.unwrap(), "/healthz", &tls, "h2")
+        .await
+        .unwrap();
+    assert_eq!(https.headers["alt-svc"], alt_svc.as_str());
+    let plain = moqcast_tests::http_get_response(relay.http, "/healthz");
+    assert!(
+        plain
+            .to_ascii_lowercase()
+            .contains(&format!("alt-svc: {alt_svc}")),
+        "{plain}"
+    );
+    let requests = paths.len() + usize::from(built);
+    let metrics = relay.http_get("/metrics");
+    assert!(
+        metrics.contains(&format!("moqcast_http3_requests_total {requests}")),
+        "{metrics}"
+    );
+
+    driver.abort();
+    session.abort();
+    publishing.abort();
+    relay.stop().await;
+}
+
+/// A publisher of one track at `url`; returns its session task and the track.
 async fn publish_one(
     url: &url::Url,
     broadcast: &str,
