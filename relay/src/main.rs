@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
     runtime.build()?.block_on(async move {
         let relay = Relay::bind(config).await?;
         let state = relay.state();
-        tracing::info!(quic = %relay.quic_addr(), http = %relay.http_addr(), https = ?relay.https_addr(), fingerprint = %state.fingerprint(), "moqcast-relay listening");
+        tracing::info!(quic = %relay.quic_addr(), http = %relay.http_addr(), https = ?relay.https_addr(), fingerprint = %state.fingerprint(), spki = ?state.tls.current().spki_sha256_base64(), "moqcast-relay listening");
         relay.run(shutdown_signal()).await
     })
 }

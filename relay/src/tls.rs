@@ -219,6 +219,16 @@ impl Served {
         })
     }
 
+    /// Base64 SHA-256 of the certificate's public key (SubjectPublicKeyInfo): what Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes, to open pages of a development relay
+    /// over HTTPS.
+    pub fn spki_sha256_base64(&self) -> Option<String> {
+        use base64::Engine;
+        let spki = self.certified.key.public_key()?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, spki.as_ref());
+        Some(base64::engine::general_purpose::STANDARD.encode(digest.as_ref()))
+    }
+
     /// Whether a generated certificate is due for renewal at `now`.
     pub fn due_for_renewal(&self, now: SystemTime) -> bool {
         self.not_after.is_some_and(|end| {

@@ -8,7 +8,7 @@
 //
 // Environment:
 //   MOQCAST_VIEWER_URL   the watch page (with ?relay=... when the relay's QUIC port is not in /viewer.json)
-//   MOQCAST_SCENARIO     basic | captions | live-captions | reconnect
+//   MOQCAST_SCENARIO     basic | basic-https | captions | live-captions | reconnect
 //   MOQCAST_VTT          (captions) the WebVTT file the publisher was given
 //   MOQCAST_SIDECAR_TRACK (captions) "KEY<tab>MENU LABEL<tab>CUE TEXT" of a caption track in <broadcast>/ai
 //   MOQCAST_EXPECT_WORDS (live-captions) comma-separated words, one of which the live captions must show
@@ -17,6 +17,11 @@
 //                        comma-separated words
 //   MOQCAST_SCREENSHOT   where to save a PNG of the page (optional)
 //   MOQCAST_CONTROL      (reconnect) a file this script writes "restart" to, and waits for "restarted"
+//   MOQCAST_CHROMIUM_ARGS more Chromium flags, separated by spaces (e.g.
+//                        --ignore-certificate-errors-spki-list=... for a page served over HTTPS
+//                        with a certificate no CA signed)
+//   MOQCAST_EXPECT_PINNED (basic, optional) the hex SHA-256 the viewer must pin, or "none": it
+//                        must not pin (a relay with a real certificate)
 //
 // Prints one line per step and exits non-zero on the first failed check.
 
@@ -68,6 +73,7 @@ const browser = await chromium.launch({
     ...(process.getuid?.() === 0 ? ["--no-sandbox"] : []),
     // Let WebAudio start without a click, as after a user gesture.
     "--autoplay-policy=no-user-gesture-required",
+    ...(process.env.MOQCAST_CHROMIUM_ARGS ?? "").split(" ").filter(Boolean),
   ],
 });
 const page = await browser.newPage({ viewport: { width: 800, height: 540 } });
@@ -310,8 +316,14 @@ async function liveCaptionsScenario() {
 
 let ok = false;
 try {
-  if (scenario === "basic") {
-    await playsWithin10s();
+  if (scenario === "basic" || scenario === "basic-https") {
+    const s = await playsWithin10s();
+    const pinned = process.env.MOQCAST_EXPECT_PINNED;
+    if (pinned) {
+      assert.equal(s.pinnedCertificate, pinned === "none" ? null : pinned, "the certificate the viewer pinned");
+      log(`pinned certificate: ${s.pinnedCertificate ?? "none (verified by the browser)"}`);
+    }
+    log(`page: ${page.url()}`);
     await screenshot();
   } else if (scenario === "captions") {
     await captionsScenario();

@@ -258,6 +258,58 @@ async fn viewer_plays_the_test_source() {
     relay.stop().await;
 }
 
+/// The viewer loaded over HTTPS from the relay itself (`--https-bind`, no proxy), with the
+/// development certificate: Chromium accepts the page's certificate by its key
+/// (`--ignore-certificate-errors-spki-list`, as a developer would), the page finds the QUIC port
+/// in `/viewer.json` (no `?relay=`), pins the certificate by hash as `/viewer.json` says, and
+/// plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_plays_over_https_from_the_relay() {
+    require_browser_tools();
+    let _lock = tokio::task::spawn_blocking(BrowserLock::acquire)
+        .await
+        .unwrap();
+    init_tracing();
+    let web = web_dist();
+    let relay = TestRelay::start(&[
+        "--web-dir",
+        web.to_str().unwrap(),
+        "--https-bind",
+        "127.0.0.1:0",
+    ])
+    .await;
+    let dir = TempDir::new("browser-https");
+    let mut publish = publisher(&relay.url("https"), &relay.fingerprint, "demo", &[], &dir);
+    wait_announced(relay.http, "demo", &mut publish).await;
+    https_scenario(&relay, relay.fingerprint.clone(), &dir).await;
+    relay.stop().await;
+}
+
+/// Runs the basic scenario on `https://127.0.0.1:HTTPS/watch/demo`, Chromium trusting the
+/// relay's key for HTTPS, the viewer expected to pin `pinned`. (Chromium's
+/// `--ignore-certificate-errors*` flags do not reach WebTransport: an unpinned session needs a
+/// certificate from a CA the browser trusts, which this machine cannot make Chromium trust.)
+async fn https_scenario(relay: &TestRelay, pinned: String, dir: &TempDir) {
+    let spki = relay
+        .state
+        .tls
+        .current()
+        .spki_sha256_base64()
+        .expect("an ECDSA key");
+    let url = format!("https://{}/watch/demo", relay.https.unwrap());
+    let env = [
+        (
+            "MOQCAST_CHROMIUM_ARGS",
+            format!("--ignore-certificate-errors-spki-list={spki}"),
+        ),
+        ("MOQCAST_EXPECT_PINNED", pinned),
+    ];
+    let path = dir.0.clone();
+    tokio::task::spawn_blocking(move || run_scenario("basic-https", &url, &env, &path))
+        .await
+        .unwrap();
+}
+
 /// A caption track from `--captions` and a test dub from `--test-dub es`: cues on screen at
 /// their times, the caption menu, captions off and on, switching audio tracks, and a caption
 /// track found in the sidecar's namespace `<broadcast>/ai`.

@@ -229,6 +229,12 @@ async fn certificate_files_are_reloaded_without_dropping_sessions() {
     .await;
     let https = relay.https.unwrap();
     let old = relay.fingerprint.clone();
+    // Certificate files are a real certificate: the viewer is told not to pin it.
+    let config = https_get(https, "/viewer.json", &pinned_tls(&old), "h2")
+        .await
+        .unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config.body).unwrap();
+    assert_eq!(config["pinCertificate"], false);
     let moqt: url::Url = relay.url("moqt").parse().unwrap();
     let wt: url::Url = relay.url("https").parse().unwrap();
 

@@ -53,6 +53,9 @@ export interface Stats {
   jitterBufferMs: number;
   status: StatusKind;
   reconnects: number;
+  /** Hex SHA-256 the last WebTransport connection pinned (a development relay), or null: the
+   * browser verified the relay's certificate as usual. */
+  pinnedCertificate: string | null;
 }
 
 /** An object as the patched @moq/net hands it out (web/build/patch-moq.mjs). */
@@ -186,6 +189,7 @@ export class Viewer {
   #userCaptions = false;
   #relayConfig: { quicPort?: number | null; pinCertificate?: boolean } = {};
   #certificateHash: string | undefined;
+  #pinned: string | null = null;
 
   constructor(opts: ViewerOptions) {
     this.#opts = opts;
@@ -259,7 +263,9 @@ export class Viewer {
     const url = this.#opts.relayUrl ?? `https://${location.hostname}:${cfg.quicPort ?? 4443}/`;
     const webtransport: Moq.Connection.WebTransportProps = {};
     // A development relay's self-signed certificate is pinned by its hash; a real one is
-    // verified by the browser as usual.
+    // verified by the browser as usual. The hash is fetched again at every (re)connection: a
+    // relay renews its development certificate before it expires.
+    this.#pinned = null;
     if (cfg.pinCertificate !== false) {
       try {
         const r = await fetch("/certificate.sha256", { cache: "no-store", signal: AbortSignal.timeout(3000) });
@@ -270,6 +276,7 @@ export class Viewer {
       }
       if (this.#certificateHash) {
         webtransport.serverCertificateHashes = [{ algorithm: "sha-256", value: this.#certificateHash }];
+        this.#pinned = this.#certificateHash;
       }
     }
     return Moq.Connection.connect(new URL(url), {
@@ -573,6 +580,7 @@ export class Viewer {
       jitterBufferMs: Math.round(this.clock.jitterMs),
       status: this.status.kind,
       reconnects: this.reconnects,
+      pinnedCertificate: this.#pinned,
     };
   }
 }
