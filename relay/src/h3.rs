@@ -58,7 +58,7 @@ pub enum First {
     /// A WebTransport session request; keep `server` for as long as the session lives (it
     /// holds the HTTP/3 control streams).
     WebTransport {
-        request: web_transport_quinn::Request,
+        request: Box<web_transport_quinn::Request>,
         server: Server,
     },
     /// Ordinary HTTP/3: [`serve`] it.
@@ -110,7 +110,9 @@ pub async fn accept(conn: quinn::Connection) -> Result<First, Error> {
                 return Err(Error::NoWebTransport);
             }
             Ok(First::WebTransport {
-                request: web_transport_quinn::Request::from_parts(conn, request, send, recv),
+                request: Box::new(web_transport_quinn::Request::from_parts(
+                    conn, request, send, recv,
+                )),
                 server: Server {
                     h3,
                     _control: Some(control),

@@ -582,7 +582,7 @@ async fn handshake_and_run(
         let request = match first {
             h3::First::WebTransport { request, server } => {
                 _h3 = Some(server);
-                request
+                *request
             }
             h3::First::Http3(server) => {
                 // Ordinary HTTP/3 requests. The connection counts against --max-sessions
