@@ -86,7 +86,6 @@ impl From<FlvError> for TsError {
             FlvError::Incomplete => TsError::Malformed("truncated codec configuration"),
             FlvError::Malformed(m) => TsError::Malformed(m),
             FlvError::Unsupported(what) => TsError::Unsupported(what),
-            _ => TsError::Malformed("codec configuration"),
         }
     }
 }

@@ -16,9 +16,11 @@ pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod policy;
+pub mod push;
 pub mod rtmp;
 pub mod session;
 pub mod shard;
+pub mod srt;
 pub mod tls;
 pub mod track;
 pub mod udp;
@@ -60,8 +62,9 @@ pub struct RelayState {
     pub live: std::sync::Mutex<std::collections::HashMap<u64, moqcast_session::io::Session>>,
     /// Set once the relay drains (SIGTERM): new sessions get GOAWAY at once.
     pub draining: std::sync::atomic::AtomicBool,
-    /// RTMP-published broadcasts and who holds them (`--rtmp-bind`).
-    pub rtmp: Arc<rtmp::live::Ingests>,
+    /// Broadcasts pushed over RTMP/RTMPS and SRT, and who holds them (`--rtmp-bind`,
+    /// `--rtmps-bind`, `--srt-bind`).
+    pub ingests: Arc<push::Ingests>,
     next_session: AtomicU64,
 }
 
@@ -71,8 +74,10 @@ pub struct Relay {
     quic: Quic,
     quic_addr: SocketAddr,
     http: tokio::net::TcpListener,
-    /// The RTMP ingest's listener, with `--rtmp-bind`.
+    /// The push ingests' listeners: `--rtmp-bind`, `--rtmps-bind`, `--srt-bind`.
     rtmp: Option<rtmp::Listener>,
+    rtmps: Option<rtmp::Listener>,
+    srt: Option<srt::Listener>,
 }
 
 /// The relay's QUIC side, by `--runtime`.
@@ -203,14 +208,35 @@ impl Relay {
             .await
             .with_context(|| format!("could not bind TCP {}", config.http_bind))?;
         let auth = auth::Auth::new(&config.auth).map_err(anyhow::Error::msg)?;
-        let rtmp = match &config.rtmp {
-            Some(c) => Some(rtmp::Listener::bind(c).await?),
+        let rtmp = match config.rtmp.as_ref().and_then(|c| c.bind) {
+            Some(addr) => Some(rtmp::Listener::bind(addr, None).await?),
             None => None,
         };
-        let resume = config
-            .rtmp
-            .as_ref()
-            .map_or(rtmp::RtmpConfig::DEFAULT_RESUME, |c| c.resume);
+        let rtmps = match config.rtmp.as_ref().and_then(|c| c.tls_bind) {
+            Some(addr) => {
+                Some(rtmp::Listener::bind(addr, Some(rtmp::tls_config(&identity)?)).await?)
+            }
+            None => None,
+        };
+        let srt = match &config.srt {
+            Some(c) => Some(srt::Listener::bind(c).await?),
+            None => None,
+        };
+        let keys = push::keys::Keys::new(match &config.ingest_keys {
+            Some(path) => Some(push::keys::KeyFile::open(path)?),
+            None => None,
+        });
+        let ingests = push::Ingests::new(
+            keys,
+            config
+                .rtmp
+                .as_ref()
+                .map_or(rtmp::RtmpConfig::DEFAULT_RESUME, |c| c.resume),
+            config
+                .srt
+                .as_ref()
+                .map_or(rtmp::RtmpConfig::DEFAULT_RESUME, |c| c.resume),
+        );
         let metrics = Arc::new(metrics::Metrics::default());
         let budget = track::CacheBudget::new(config.cache_total_bytes, metrics.clone());
         let state = Arc::new(RelayState {
@@ -226,7 +252,7 @@ impl Relay {
             handshakes: limits::Slots::new(usize::MAX),
             live: Default::default(),
             draining: Default::default(),
-            rtmp: rtmp::live::Ingests::new(resume),
+            ingests,
             config,
             auth,
             next_session: AtomicU64::new(1),
@@ -237,6 +263,8 @@ impl Relay {
             quic_addr,
             http,
             rtmp,
+            rtmps,
+            srt,
         })
     }
 
@@ -253,6 +281,16 @@ impl Relay {
         self.rtmp.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The RTMPS ingest's address, with `--rtmps-bind`.
+    pub fn rtmps_addr(&self) -> Option<SocketAddr> {
+        self.rtmps.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The SRT ingest's address, with `--srt-bind`.
+    pub fn srt_addr(&self) -> Option<SocketAddr> {
+        self.srt.as_ref().map(srt::Listener::local_addr)
+    }
+
     pub fn state(&self) -> Arc<RelayState> {
         self.state.clone()
     }
@@ -265,6 +303,8 @@ impl Relay {
             quic,
             http,
             rtmp,
+            rtmps,
+            srt,
             ..
         } = self;
         let cancel = CancellationToken::default();
@@ -273,14 +313,23 @@ impl Relay {
             let cancel = cancel.clone();
             tokio::spawn(http::serve(http, app, state.clone(), cancel))
         };
-        let rtmp_task = match (rtmp, state.config.rtmp.clone()) {
-            (Some(listener), Some(config)) => Some(tokio::spawn(listener.serve(
+        let mut ingest_tasks = Vec::new();
+        if let Some(config) = &state.config.rtmp {
+            for listener in [rtmp, rtmps].into_iter().flatten() {
+                ingest_tasks.push(tokio::spawn(listener.serve(
+                    state.clone(),
+                    config.clone(),
+                    cancel.clone(),
+                )));
+            }
+        }
+        if let (Some(listener), Some(config)) = (srt, state.config.srt.clone()) {
+            ingest_tasks.push(tokio::spawn(listener.serve(
                 state.clone(),
                 config,
                 cancel.clone(),
-            ))),
-            _ => None,
-        };
+            )));
+        }
         // On shutdown, drain first: GOAWAY to every session, then wait (at most `--drain-ms`)
         // for them to leave; what remains is closed.
         let shutdown = {
@@ -350,7 +399,7 @@ impl Relay {
         };
         cancel.cancel();
         let _ = http_task.await;
-        if let Some(task) = rtmp_task {
+        for task in ingest_tasks {
             let _ = task.await;
         }
         res
