@@ -15,6 +15,10 @@
 //! * **Audio:** a PES packet holds one or more ADTS frames; each becomes one raw AAC frame,
 //!   timed from the PES timestamp by 1024 samples a frame. The ADTS header gives the
 //!   `AudioSpecificConfig`.
+//! * **Start:** frames are held (at most [`MAX_HELD`]) until every track the PMT lists has its
+//!   configuration, so that the broadcast is announced with all its tracks in its first
+//!   catalog (audio's configuration comes with its first frame, video's with the first
+//!   keyframe).
 //! * **Timestamps:** PTS (90 kHz, 33 bits) are unwrapped across the 26.5-hour wrap and made
 //!   relative to the stream's first timestamp, plus [`HEADROOM_US`] so that frames presented a
 //!   little before the first one seen (audio ahead of video) stay positive.
@@ -403,7 +407,16 @@ pub struct Demuxer {
     dropped: u64,
     /// The last refusal reported (reported once).
     unsupported_reported: bool,
+    /// Frames held until every track the PMT lists has its configuration (see
+    /// [`MAX_HELD`]), so that the first catalog names them all.
+    held: Vec<Event>,
+    /// Holding is over (all configurations known, or too many frames held).
+    flowing: bool,
 }
+
+/// Most frames held while a track the PMT lists waits for its configuration (about 5 s of
+/// AAC at 48 kHz, or 8 s of 30 fps video): then they flow without it.
+pub const MAX_HELD: usize = 240;
 
 impl Default for Demuxer {
     fn default() -> Self {
@@ -425,6 +438,8 @@ impl Demuxer {
             clock: Clock::default(),
             dropped: 0,
             unsupported_reported: false,
+            held: Vec::new(),
+            flowing: false,
         }
     }
 
@@ -501,13 +516,35 @@ impl Demuxer {
             }
         }
         for unit in std::mem::take(&mut self.ctx.units) {
+            let mut out = Vec::new();
             let res = match unit.codec {
-                Codec::H264 => self.video_unit(unit, events),
-                Codec::Adts => self.audio_unit(unit, events),
+                Codec::H264 => self.video_unit(unit, &mut out),
+                Codec::Adts => self.audio_unit(unit, &mut out),
             };
+            self.release(out, events);
             if let Err(e) = res {
                 first.get_or_insert(e);
             }
+        }
+    }
+
+    /// Hands `out` on, holding frames back while a listed track has no configuration.
+    fn release(&mut self, out: Vec<Event>, events: &mut Vec<Event>) {
+        if self.flowing {
+            events.extend(out);
+            return;
+        }
+        for event in out {
+            match event {
+                Event::Frame(..) => self.held.push(event),
+                config => events.push(config),
+            }
+        }
+        let ready = (!self.ctx.has_video || self.video.is_some())
+            && (!self.ctx.has_audio || self.audio.is_some());
+        if ready || self.held.len() >= MAX_HELD {
+            self.flowing = true;
+            events.append(&mut self.held);
         }
     }
 
@@ -832,18 +869,17 @@ mod tests {
             .filter(|e| matches!(e, Event::AudioConfig(a) if a.codec == "mp4a.40.2" && a.sample_rate == 48_000))
             .count();
         assert_eq!(configs, 1);
-        // The audio PES has a length: it leaves at its last byte, before the keyframe (whose
-        // end is the next video PES's start), and its time is the first one seen.
+        // The audio PES has a length: it is complete at its last byte, before the keyframe
+        // (whose end is the next video PES's start), and its time is the first one seen; but
+        // frames wait for both configurations, which come first.
+        assert!(matches!(events[0], Event::AudioConfig(_)));
+        assert!(matches!(events[1], Event::VideoConfig(_)));
         assert!(matches!(
             frames[0],
             (MediaKind::Audio, HEADROOM_US, true, _)
         ));
         // The keyframe keeps its parameter sets, loses its delimiter, in 4-byte AVCC.
         let (kind, pts, key, payload) = &frames[2];
-        assert!(
-            matches!(events[3], Event::VideoConfig(_)),
-            "the configuration comes first"
-        );
         assert_eq!(
             (*kind, *pts, *key),
             (MediaKind::Video, HEADROOM_US - 10_000, true)
@@ -928,6 +964,33 @@ mod tests {
         assert!(events.is_empty());
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].to_string().contains("HEVC"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn frames_wait_for_every_listed_track_but_not_forever() {
+        let mut m = Mux::new();
+        m.tables(&[(0x1b, VIDEO_PID), (0x0f, AUDIO_PID)]);
+        for i in 0..MAX_HELD as u64 + 10 {
+            m.pes(AUDIO_PID, 0xc0, i * 1920, &adts(&[1, 2]), true);
+        }
+        let mut d = Demuxer::new();
+        let mut events = Vec::new();
+        let packet = 188;
+        let audio = |events: &[Event]| {
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::Frame(MediaKind::Audio, _)))
+                .count()
+        };
+        // The first MAX_HELD - 1 frames are held for the video's configuration...
+        d.push(&m.out[..packet * (2 + MAX_HELD - 1)], &mut events)
+            .unwrap();
+        assert_eq!(audio(&events), 0);
+        assert!(matches!(events[..], [Event::AudioConfig(_)]));
+        // ... then they flow without it, in order.
+        d.push(&m.out[packet * (2 + MAX_HELD - 1)..], &mut events)
+            .unwrap();
+        assert_eq!(audio(&events), MAX_HELD + 10);
     }
 
     #[test]
