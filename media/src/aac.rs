@@ -154,6 +154,71 @@ pub fn adts_header_len(data: &[u8]) -> Option<usize> {
     (frame_length == data.len() && data.len() >= header).then_some(header)
 }
 
+/// The fields of an ADTS frame header (ISO/IEC 13818-7 §6.2.1) that configure a decoder and
+/// frame the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdtsHeader {
+    /// MPEG-4 audio object type (`profile + 1`: 2 is AAC-LC).
+    pub object_type: u8,
+    pub sample_rate: u32,
+    /// `channel_configuration` (0: a program config element in the stream).
+    pub channel_config: u8,
+    /// The header's length: 7 bytes, 9 with a CRC.
+    pub header_len: usize,
+    /// The whole frame's length, header included.
+    pub frame_len: usize,
+    /// Raw data blocks in the frame (`number_of_raw_data_blocks_in_frame + 1`).
+    pub raw_blocks: u8,
+}
+
+impl AdtsHeader {
+    /// Reads the ADTS header at the start of `data` (which may hold more frames after it).
+    /// [`AacError::Incomplete`] when `data` is shorter than the header; the frame itself may be
+    /// longer than `data` (check [`AdtsHeader::frame_len`]).
+    pub fn parse(data: &[u8]) -> Result<AdtsHeader, AacError> {
+        if data.len() < 2 {
+            return Err(AacError::Incomplete);
+        }
+        if data[0] != 0xff || data[1] & 0xf0 != 0xf0 {
+            return Err(AacError::Malformed("no ADTS sync word"));
+        }
+        if data[1] & 0x06 != 0 {
+            return Err(AacError::Malformed("ADTS layer is not 0"));
+        }
+        let header_len = if data[1] & 1 == 1 { 7 } else { 9 };
+        if data.len() < 7 {
+            return Err(AacError::Incomplete);
+        }
+        let index = usize::from((data[2] >> 2) & 0x0f);
+        let sample_rate = *SAMPLE_RATES.get(index).ok_or(AacError::Malformed(
+            "reserved ADTS sampling frequency index",
+        ))?;
+        let frame_len = (usize::from(data[3] & 0x03) << 11)
+            | (usize::from(data[4]) << 3)
+            | usize::from(data[5] >> 5);
+        if frame_len < header_len {
+            return Err(AacError::Malformed("ADTS frame shorter than its header"));
+        }
+        Ok(AdtsHeader {
+            object_type: (data[2] >> 6) + 1,
+            sample_rate,
+            channel_config: ((data[2] & 1) << 2) | (data[3] >> 6),
+            header_len,
+            frame_len,
+            raw_blocks: (data[6] & 0x03) + 1,
+        })
+    }
+
+    /// The `AudioSpecificConfig` this header describes (`None` for channel configuration 0).
+    pub fn audio_specific_config(&self) -> Option<Vec<u8>> {
+        audio_specific_config(
+            self.object_type,
+            self.sample_rate,
+            u32::from(self.channel_config),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +291,28 @@ mod tests {
         assert_eq!(adts_header_len(&adts), Some(7));
         assert_eq!(adts_header_len(&adts[..9]), None, "length field disagrees");
         assert_eq!(adts_header_len(&[0x21, 0x10, 0, 0, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn adts_headers_give_the_config_and_the_frame_length() {
+        let adts = [0xff, 0xf1, 0x4c, 0x80, 0x01, 0x5f, 0xfc, 0xde, 0xad, 0x00];
+        let h = AdtsHeader::parse(&adts).unwrap();
+        assert_eq!(
+            (h.object_type, h.sample_rate, h.channel_config),
+            (2, 48_000, 2)
+        );
+        assert_eq!((h.header_len, h.frame_len, h.raw_blocks), (7, 10, 1));
+        assert_eq!(h.audio_specific_config(), Some(vec![0x11, 0x90]));
+        assert_eq!(AdtsHeader::parse(&adts[..5]), Err(AacError::Incomplete));
+        assert!(matches!(
+            AdtsHeader::parse(&[0x12, 0x34, 0, 0, 0, 0, 0]),
+            Err(AacError::Malformed(_))
+        ));
+        // A frame length of 3: shorter than the header.
+        assert!(matches!(
+            AdtsHeader::parse(&[0xff, 0xf1, 0x4c, 0x80, 0x00, 0x7f, 0xfc]),
+            Err(AacError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -388,7 +388,7 @@ impl Repackager {
                 if self.avc.as_ref() == Some(&config) {
                     return Ok(None);
                 }
-                let info = self.video_info_for(&config)?;
+                let info = video_info(&config, self.framerate_hint)?;
                 self.avc = Some(config);
                 self.video = Some(info.clone());
                 Ok(Some(Event::VideoConfig(info)))
@@ -418,21 +418,6 @@ impl Repackager {
             }
             VideoTag::EndOfSequence | VideoTag::Ignored(_) => Ok(None),
         }
-    }
-
-    fn video_info_for(&self, config: &AvcConfig) -> Result<VideoInfo, FlvError> {
-        let sps = config.sps_info()?;
-        // Tracks carry 4-byte NAL lengths: the record says so.
-        let mut record = config.clone();
-        record.length_size = 4;
-        Ok(VideoInfo {
-            codec: config.codec_string(),
-            width: sps.width,
-            height: sps.height,
-            framerate: pick_framerate(sps.framerate, self.framerate_hint),
-            avcc: record.to_bytes(),
-            bitrate: None,
-        })
     }
 
     /// One audio message: its RTMP timestamp (milliseconds) and body.
@@ -491,8 +476,27 @@ fn pick_framerate(sps: Option<f64>, hint: Option<f64>) -> f64 {
         .unwrap_or(DEFAULT_FRAMERATE)
 }
 
+/// The video track configuration of an `avcC` record (any NAL length size: tracks carry 4-byte
+/// lengths, so the record says 4). `framerate_hint` fills in for an SPS without timing info.
+pub(crate) fn video_info(
+    config: &AvcConfig,
+    framerate_hint: Option<f64>,
+) -> Result<VideoInfo, FlvError> {
+    let sps = config.sps_info()?;
+    let mut record = config.clone();
+    record.length_size = 4;
+    Ok(VideoInfo {
+        codec: config.codec_string(),
+        width: sps.width,
+        height: sps.height,
+        framerate: pick_framerate(sps.framerate, framerate_hint),
+        avcc: record.to_bytes(),
+        bitrate: None,
+    })
+}
+
 /// The track configuration of an AAC `AudioSpecificConfig`.
-fn aac_info(asc: &[u8]) -> Result<AudioInfo, FlvError> {
+pub(crate) fn aac_info(asc: &[u8]) -> Result<AudioInfo, FlvError> {
     let config = AudioSpecificConfig::parse(asc)?;
     if !config.webcodecs_decodable() {
         return Err(FlvError::Unsupported(format!(

@@ -7,6 +7,7 @@
 //! * [`h264`]: H.264 framing (Annex-B <-> AVCC, `avcC` records, codec strings): converted in one place.
 //! * [`aac`]: AAC framing (`AudioSpecificConfig`, ADTS headers).
 //! * [`flv`]: FLV tag bodies (RTMP audio/video messages, Enhanced RTMP) into frames and configs.
+//! * [`ts`]: MPEG transport streams (SRT ingest: H.264 + AAC in ADTS) into frames and configs.
 //! * [`info`]: typed track configurations (video, audio) and the MSF catalog of a broadcast.
 //! * [`caption`]: WebVTT cues as JSON on event-timeline tracks (draft-wilaw-moq-webvtt-msf-00).
 //! * [`frame`]: the in-memory unit publishers and subscribers exchange (one encoded frame).
@@ -24,5 +25,6 @@ pub mod info;
 pub mod loc;
 pub mod moq;
 pub mod time;
+pub mod ts;
 
 pub use frame::{Frame, MediaKind};

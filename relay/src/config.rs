@@ -155,8 +155,14 @@ pub struct Args {
     /// names the broadcast). Off unless given; e.g. `0.0.0.0:1935`.
     #[arg(long, env = "MOQCAST_RTMP_BIND")]
     pub rtmp_bind: Option<SocketAddr>,
-    /// RTMP stream keys: a TOML file of `"KEY" = "BROADCAST"` lines, re-read when it changes.
-    /// Without it (and without --auth-key) the stream key is the broadcast name.
+    /// TCP address of the RTMPS ingest: RTMP over TLS with the relay's certificate (OBS:
+    /// server `rtmps://HOST:1936/live`). Off unless given; e.g. `0.0.0.0:1936`. Shares the
+    /// other `--rtmp-*` settings.
+    #[arg(long, env = "MOQCAST_RTMPS_BIND")]
+    pub rtmps_bind: Option<SocketAddr>,
+    /// Stream keys of the RTMP, RTMPS and SRT ingests: a TOML file of `"KEY" = "BROADCAST"`
+    /// lines, re-read when it changes. Without it (and without --auth-key) the stream key
+    /// (SRT: the streamid) is the broadcast name.
     #[arg(long, env = "MOQCAST_RTMP_KEYS")]
     pub rtmp_keys: Option<PathBuf>,
     /// An RTMP publisher silent this long (handshake included) is disconnected, ms. Default 10000.
@@ -169,6 +175,24 @@ pub struct Args {
     /// Concurrent RTMP connections; more are closed at once. Default 64.
     #[arg(long, env = "MOQCAST_RTMP_MAX_CONNECTIONS")]
     pub rtmp_max_connections: Option<usize>,
+    /// UDP address of the SRT ingest (OBS: server `srt://HOST:9000?streamid=KEY`, MPEG-TS
+    /// with H.264 and AAC). Off unless given; e.g. `0.0.0.0:9000`.
+    #[arg(long, env = "MOQCAST_SRT_BIND")]
+    pub srt_bind: Option<SocketAddr>,
+    /// An SRT publisher that sends no media this long is disconnected, ms. Default 10000.
+    #[arg(long, env = "MOQCAST_SRT_TIMEOUT_MS")]
+    pub srt_timeout_ms: Option<u64>,
+    /// How long an SRT broadcast whose publisher disconnected waits for the same key to
+    /// reconnect, viewers staying subscribed, ms. Default 5000; 0: it ends at once.
+    #[arg(long, env = "MOQCAST_SRT_RESUME_MS")]
+    pub srt_resume_ms: Option<u64>,
+    /// Concurrent SRT connections; more are refused at connect. Default 64.
+    #[arg(long, env = "MOQCAST_SRT_MAX_CONNECTIONS")]
+    pub srt_max_connections: Option<usize>,
+    /// The SRT receive latency the relay asks for, ms (the connection uses the larger of
+    /// both sides'); the time SRT has to recover lost packets. Default 120, libsrt's.
+    #[arg(long, env = "MOQCAST_SRT_LATENCY_MS")]
+    pub srt_latency_ms: Option<u64>,
 }
 
 /// The longest `--coalesce-ms`: a longer hold is a stall viewers see, and two or three frames
@@ -217,6 +241,12 @@ pub struct FileConfig {
     pub rtmp_timeout_ms: Option<u64>,
     pub rtmp_resume_ms: Option<u64>,
     pub rtmp_max_connections: Option<usize>,
+    pub rtmps_bind: Option<SocketAddr>,
+    pub srt_bind: Option<SocketAddr>,
+    pub srt_timeout_ms: Option<u64>,
+    pub srt_resume_ms: Option<u64>,
+    pub srt_max_connections: Option<usize>,
+    pub srt_latency_ms: Option<u64>,
 }
 
 /// How sessions map to threads (see `--runtime`, and [`crate::shard`]).
@@ -282,8 +312,12 @@ pub struct Config {
     pub retry_above: usize,
     /// GOAWAY, then this long for sessions to leave, on shutdown.
     pub drain: Duration,
-    /// The RTMP ingest, when `--rtmp-bind` is given.
+    /// The RTMP ingest, when `--rtmp-bind` or `--rtmps-bind` is given.
     pub rtmp: Option<crate::rtmp::RtmpConfig>,
+    /// The SRT ingest, when `--srt-bind` is given.
+    pub srt: Option<crate::srt::SrtConfig>,
+    /// Stream keys of the RTMP and SRT ingests (`--rtmp-keys`).
+    pub ingest_keys: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -355,6 +389,8 @@ impl Default for Config {
             retry_above: 64,
             drain: Duration::from_secs(2),
             rtmp: None,
+            srt: None,
+            ingest_keys: None,
         }
     }
 }
@@ -537,28 +573,60 @@ impl Config {
                 "--rtmp-timeout-ms and --rtmp-max-connections must be positive".into(),
             ));
         }
-        let rtmp_keys = args.rtmp_keys.or(file.rtmp_keys);
-        let rtmp = match args.rtmp_bind.or(file.rtmp_bind) {
-            Some(bind) => Some(crate::rtmp::RtmpConfig {
-                bind,
-                keys: rtmp_keys,
-                timeout: rtmp_timeout,
-                resume: args
-                    .rtmp_resume_ms
-                    .or(file.rtmp_resume_ms)
-                    .map(Duration::from_millis)
-                    .unwrap_or(crate::rtmp::RtmpConfig::DEFAULT_RESUME),
-                max_connections: rtmp_max_connections,
-            }),
-            None if rtmp_keys.is_some() => {
-                return Err(ConfigError::Invalid(
-                    "--rtmp-keys needs --rtmp-bind (the RTMP listener is off without it)".into(),
-                ))
+        let ingest_keys = args.rtmp_keys.or(file.rtmp_keys);
+        let rtmp_bind = args.rtmp_bind.or(file.rtmp_bind);
+        let rtmps_bind = args.rtmps_bind.or(file.rtmps_bind);
+        let rtmp = (rtmp_bind.is_some() || rtmps_bind.is_some()).then(|| crate::rtmp::RtmpConfig {
+            bind: rtmp_bind,
+            tls_bind: rtmps_bind,
+            timeout: rtmp_timeout,
+            resume: args
+                .rtmp_resume_ms
+                .or(file.rtmp_resume_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(crate::rtmp::RtmpConfig::DEFAULT_RESUME),
+            max_connections: rtmp_max_connections,
+        });
+        let srt = match args.srt_bind.or(file.srt_bind) {
+            Some(bind) => {
+                let d = crate::srt::SrtConfig::new(bind);
+                let config = crate::srt::SrtConfig {
+                    bind,
+                    timeout: args
+                        .srt_timeout_ms
+                        .or(file.srt_timeout_ms)
+                        .map_or(d.timeout, Duration::from_millis),
+                    resume: args
+                        .srt_resume_ms
+                        .or(file.srt_resume_ms)
+                        .map_or(d.resume, Duration::from_millis),
+                    max_connections: args
+                        .srt_max_connections
+                        .or(file.srt_max_connections)
+                        .unwrap_or(d.max_connections),
+                    latency: args
+                        .srt_latency_ms
+                        .or(file.srt_latency_ms)
+                        .map_or(d.latency, Duration::from_millis),
+                };
+                if config.timeout.is_zero() || config.max_connections == 0 {
+                    return Err(ConfigError::Invalid(
+                        "--srt-timeout-ms and --srt-max-connections must be positive".into(),
+                    ));
+                }
+                Some(config)
             }
             None => None,
         };
+        if ingest_keys.is_some() && rtmp.is_none() && srt.is_none() {
+            return Err(ConfigError::Invalid(
+                "--rtmp-keys needs --rtmp-bind, --rtmps-bind or --srt-bind (the ingests are off without them)".into(),
+            ));
+        }
         Ok(Self {
             rtmp,
+            srt,
+            ingest_keys,
             bind: args.bind.or(file.bind).unwrap_or(d.bind),
             http_bind: args.http_bind.or(file.http_bind).unwrap_or(d.http_bind),
             https_bind: args.https_bind.or(file.https_bind),

@@ -100,25 +100,24 @@ async fn metrics(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
         match &s.placement {
             Some(p) => s.metrics.render() + &crate::metrics::render_shards(p),
             None => s.metrics.render(),
-        } + &crate::metrics::render_rtmp(&s.rtmp.list())
+        } + &crate::metrics::render_ingests(&s.ingests.list())
             + &crate::metrics::render_tls(&s.tls),
     )
 }
 
 /// The live broadcasts and their cached tracks, as JSON.
 async fn broadcasts(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
-    let ingests = s.rtmp.list();
+    let ingests = s.ingests.list();
     let list: Vec<serde_json::Value> = s
         .origin
         .list()
         .iter()
         .map(|b| {
             let mut v = serde_json::json!({ "broadcast": b.path, "tracks": b.track_names() });
-            // An RTMP-published broadcast: whether its publisher is connected, and its counters.
-            if let Some((_, connected, stats)) = ingests.iter().find(|(n, _, _)| *n == b.path) {
-                let mut rtmp = serde_json::to_value(stats).unwrap_or_default();
-                rtmp["connected"] = (*connected).into();
-                v["rtmp"] = rtmp;
+            // A broadcast pushed over RTMP or SRT: whether its publisher is connected, and its
+            // counters, under "rtmp" or "srt".
+            if let Some(l) = ingests.iter().find(|l| l.name == b.path) {
+                v[l.protocol.name()] = l.to_json();
             }
             v
         })

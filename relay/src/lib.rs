@@ -17,9 +17,11 @@ pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod policy;
+pub mod push;
 pub mod rtmp;
 pub mod session;
 pub mod shard;
+pub mod srt;
 pub mod tls;
 pub mod track;
 pub mod udp;
@@ -61,8 +63,9 @@ pub struct RelayState {
     pub live: std::sync::Mutex<std::collections::HashMap<u64, moqcast_session::io::Session>>,
     /// Set once the relay drains (SIGTERM): new sessions get GOAWAY at once.
     pub draining: std::sync::atomic::AtomicBool,
-    /// RTMP-published broadcasts and who holds them (`--rtmp-bind`).
-    pub rtmp: Arc<rtmp::live::Ingests>,
+    /// Broadcasts pushed over RTMP/RTMPS and SRT, and who holds them (`--rtmp-bind`,
+    /// `--rtmps-bind`, `--srt-bind`).
+    pub ingests: Arc<push::Ingests>,
     next_session: AtomicU64,
 }
 
@@ -81,8 +84,10 @@ pub struct Relay {
     http: tokio::net::TcpListener,
     /// The public HTTPS listener, with `--https-bind`.
     https: Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
-    /// The RTMP ingest's listener, with `--rtmp-bind`.
+    /// The push ingests' listeners: `--rtmp-bind`, `--rtmps-bind`, `--srt-bind`.
     rtmp: Option<rtmp::Listener>,
+    rtmps: Option<rtmp::Listener>,
+    srt: Option<srt::Listener>,
 }
 
 /// The relay's QUIC side, by `--runtime`.
@@ -224,14 +229,33 @@ impl Relay {
             None => None,
         };
         let auth = auth::Auth::new(&config.auth).map_err(anyhow::Error::msg)?;
-        let rtmp = match &config.rtmp {
-            Some(c) => Some(rtmp::Listener::bind(c).await?),
+        let rtmp = match config.rtmp.as_ref().and_then(|c| c.bind) {
+            Some(addr) => Some(rtmp::Listener::bind(addr, None).await?),
             None => None,
         };
-        let resume = config
-            .rtmp
-            .as_ref()
-            .map_or(rtmp::RtmpConfig::DEFAULT_RESUME, |c| c.resume);
+        let rtmps = match config.rtmp.as_ref().and_then(|c| c.tls_bind) {
+            Some(addr) => Some(rtmp::Listener::bind(addr, Some(rtmp::tls_config(&store)?)).await?),
+            None => None,
+        };
+        let srt = match &config.srt {
+            Some(c) => Some(srt::Listener::bind(c).await?),
+            None => None,
+        };
+        let keys = push::keys::Keys::new(match &config.ingest_keys {
+            Some(path) => Some(push::keys::KeyFile::open(path)?),
+            None => None,
+        });
+        let ingests = push::Ingests::new(
+            keys,
+            config
+                .rtmp
+                .as_ref()
+                .map_or(rtmp::RtmpConfig::DEFAULT_RESUME, |c| c.resume),
+            config
+                .srt
+                .as_ref()
+                .map_or(rtmp::RtmpConfig::DEFAULT_RESUME, |c| c.resume),
+        );
         let metrics = Arc::new(metrics::Metrics::default());
         let budget = track::CacheBudget::new(config.cache_total_bytes, metrics.clone());
         let state = Arc::new(RelayState {
@@ -247,7 +271,7 @@ impl Relay {
             handshakes: limits::Slots::new(usize::MAX),
             live: Default::default(),
             draining: Default::default(),
-            rtmp: rtmp::live::Ingests::new(resume),
+            ingests,
             config,
             auth,
             next_session: AtomicU64::new(1),
@@ -259,6 +283,8 @@ impl Relay {
             http,
             https,
             rtmp,
+            rtmps,
+            srt,
         })
     }
 
@@ -280,6 +306,16 @@ impl Relay {
         self.rtmp.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The RTMPS ingest's address, with `--rtmps-bind`.
+    pub fn rtmps_addr(&self) -> Option<SocketAddr> {
+        self.rtmps.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The SRT ingest's address, with `--srt-bind`.
+    pub fn srt_addr(&self) -> Option<SocketAddr> {
+        self.srt.as_ref().map(srt::Listener::local_addr)
+    }
+
     pub fn state(&self) -> Arc<RelayState> {
         self.state.clone()
     }
@@ -293,6 +329,8 @@ impl Relay {
             http,
             https,
             rtmp,
+            rtmps,
+            srt,
             ..
         } = self;
         let cancel = CancellationToken::default();
@@ -330,14 +368,23 @@ impl Relay {
                 .clone()
                 .watch(tls::RELOAD_INTERVAL, cancel.clone()),
         ));
-        let rtmp_task = match (rtmp, state.config.rtmp.clone()) {
-            (Some(listener), Some(config)) => Some(tokio::spawn(listener.serve(
+        let mut ingest_tasks = Vec::new();
+        if let Some(config) = &state.config.rtmp {
+            for listener in [rtmp, rtmps].into_iter().flatten() {
+                ingest_tasks.push(tokio::spawn(listener.serve(
+                    state.clone(),
+                    config.clone(),
+                    cancel.clone(),
+                )));
+            }
+        }
+        if let (Some(listener), Some(config)) = (srt, state.config.srt.clone()) {
+            ingest_tasks.push(tokio::spawn(listener.serve(
                 state.clone(),
                 config,
                 cancel.clone(),
-            ))),
-            _ => None,
-        };
+            )));
+        }
         // On shutdown, drain first: GOAWAY to every session, then wait (at most `--drain-ms`)
         // for them to leave; what remains is closed.
         let shutdown = {
@@ -410,7 +457,7 @@ impl Relay {
         if let Some(task) = https_task {
             let _ = task.await;
         }
-        if let Some(task) = rtmp_task {
+        for task in ingest_tasks {
             let _ = task.await;
         }
         res

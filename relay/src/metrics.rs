@@ -7,6 +7,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::push::Protocol;
+
 use prometheus_client::{
     collector::Collector,
     encoding::{prometheus_text, DescriptorEncoder, EncodeMetric},
@@ -58,19 +60,10 @@ pub struct Metrics {
     pub sessions_rejected_per_address: AtomicU64,
     /// QUIC Retry packets sent (address validation while handshakes pile up).
     pub quic_retries: AtomicU64,
-    /// Open RTMP ingest connections.
-    pub rtmp_connections: AtomicU64,
-    /// RTMP publishers refused: unknown key or app, bad token, busy name, unsupported codec,
-    /// connection limit.
-    pub rtmp_refused: AtomicU64,
-    /// RTMP publishers disconnected for going silent.
-    pub rtmp_timeouts: AtomicU64,
-    /// Frames and media bytes RTMP publishers sent into the origin, and the connections that
-    /// resumed a broadcast.
-    pub rtmp_video_frames: AtomicU64,
-    pub rtmp_audio_frames: AtomicU64,
-    pub rtmp_bytes: AtomicU64,
-    pub rtmp_reconnects: AtomicU64,
+    /// The RTMP and RTMPS ingest (`--rtmp-bind`, `--rtmps-bind`).
+    pub rtmp: IngestCounters,
+    /// The SRT ingest (`--srt-bind`).
+    pub srt: IngestCounters,
     /// Requests the session layer refused by itself, shared by every session.
     pub refusals: std::sync::Arc<moqcast_session::io::Counters>,
 }
@@ -78,7 +71,7 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 41] = [
+        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 34] = [
             (
                 "moqcast_sessions",
                 MetricType::Gauge,
@@ -283,51 +276,11 @@ impl Metrics {
                 "Sessions that ended with an error",
                 &self.session_errors,
             ),
-            (
-                "moqcast_rtmp_connections",
-                MetricType::Gauge,
-                "Open RTMP ingest connections",
-                &self.rtmp_connections,
-            ),
-            (
-                "moqcast_rtmp_refused_total",
-                MetricType::Counter,
-                "RTMP publishers refused (key, token, app, busy name, codec, connection limit)",
-                &self.rtmp_refused,
-            ),
-            (
-                "moqcast_rtmp_timeouts_total",
-                MetricType::Counter,
-                "RTMP publishers disconnected for going silent",
-                &self.rtmp_timeouts,
-            ),
-            (
-                "moqcast_rtmp_ingest_video_frames_total",
-                MetricType::Counter,
-                "Video frames RTMP publishers sent into the origin",
-                &self.rtmp_video_frames,
-            ),
-            (
-                "moqcast_rtmp_ingest_audio_frames_total",
-                MetricType::Counter,
-                "Audio frames RTMP publishers sent into the origin",
-                &self.rtmp_audio_frames,
-            ),
-            (
-                "moqcast_rtmp_ingest_bytes_total",
-                MetricType::Counter,
-                "Media payload bytes RTMP publishers sent into the origin",
-                &self.rtmp_bytes,
-            ),
-            (
-                "moqcast_rtmp_ingest_reconnects_total",
-                MetricType::Counter,
-                "RTMP connections that resumed a broadcast within the resume window",
-                &self.rtmp_reconnects,
-            ),
         ];
         let families = rows
             .into_iter()
+            .chain(self.rtmp.rows(Protocol::Rtmp))
+            .chain(self.srt.rows(Protocol::Srt))
             .map(|(name, kind, help, value)| Family {
                 name,
                 kind,
@@ -336,6 +289,69 @@ impl Metrics {
             })
             .collect();
         encode(families)
+    }
+}
+
+/// Counters of one push ingest (RTMP or SRT); see [`crate::push`].
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    /// Open connections.
+    pub connections: AtomicU64,
+    /// Publishers refused: unknown key or app, bad token, busy name, unsupported codec,
+    /// connection limit, malformed input.
+    pub refused: AtomicU64,
+    /// Publishers disconnected for going silent.
+    pub timeouts: AtomicU64,
+    /// Frames and media bytes publishers sent into the origin, and the connections that
+    /// resumed a broadcast.
+    pub video_frames: AtomicU64,
+    pub audio_frames: AtomicU64,
+    pub bytes: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+impl IngestCounters {
+    /// The rows of `protocol`'s families: `moqcast_rtmp_*` or `moqcast_srt_*`.
+    fn rows(
+        &self,
+        protocol: Protocol,
+    ) -> [(&'static str, MetricType, &'static str, &AtomicU64); 7] {
+        use MetricType::{Counter, Gauge};
+        let names = match protocol {
+            Protocol::Rtmp => [
+                ("moqcast_rtmp_connections", "Open RTMP and RTMPS ingest connections"),
+                ("moqcast_rtmp_refused_total", "RTMP publishers refused (key, token, app, busy name, codec, connection limit)"),
+                ("moqcast_rtmp_timeouts_total", "RTMP publishers disconnected for going silent"),
+                ("moqcast_rtmp_ingest_video_frames_total", "Video frames RTMP publishers sent into the origin"),
+                ("moqcast_rtmp_ingest_audio_frames_total", "Audio frames RTMP publishers sent into the origin"),
+                ("moqcast_rtmp_ingest_bytes_total", "Media payload bytes RTMP publishers sent into the origin"),
+                ("moqcast_rtmp_ingest_reconnects_total", "RTMP connections that resumed a broadcast within the resume window"),
+            ],
+            Protocol::Srt => [
+                ("moqcast_srt_connections", "Open SRT ingest connections"),
+                ("moqcast_srt_refused_total", "SRT publishers refused (stream id, key, token, busy name, codec, connection limit, malformed MPEG-TS)"),
+                ("moqcast_srt_timeouts_total", "SRT publishers disconnected for sending no media"),
+                ("moqcast_srt_ingest_video_frames_total", "Video frames SRT publishers sent into the origin"),
+                ("moqcast_srt_ingest_audio_frames_total", "Audio frames SRT publishers sent into the origin"),
+                ("moqcast_srt_ingest_bytes_total", "Media payload bytes SRT publishers sent into the origin"),
+                ("moqcast_srt_ingest_reconnects_total", "SRT connections that resumed a broadcast within the resume window"),
+            ],
+        };
+        let values = [
+            (Gauge, &self.connections),
+            (Counter, &self.refused),
+            (Counter, &self.timeouts),
+            (Counter, &self.video_frames),
+            (Counter, &self.audio_frames),
+            (Counter, &self.bytes),
+            (Counter, &self.reconnects),
+        ];
+        let mut i = 0;
+        values.map(|(kind, value)| {
+            let (name, help) = names[i];
+            i += 1;
+            (name, kind, help, value)
+        })
     }
 }
 
@@ -372,43 +388,61 @@ pub fn render_shards(p: &crate::shard::Placement) -> String {
     ])
 }
 
-/// Per-broadcast gauges of the RTMP ingests, labelled `broadcast="NAME"`: whether a
-/// publisher is connected, its bitrate, frames and reconnections.
-pub fn render_rtmp(ingests: &[(String, bool, crate::rtmp::live::IngestStats)]) -> String {
-    if ingests.is_empty() {
-        return String::new();
+/// Per-broadcast gauges of the push ingests, labelled `broadcast="NAME"`, one set of families
+/// per protocol (`moqcast_rtmp_ingest_*`, `moqcast_srt_ingest_*`): whether a publisher is
+/// connected, its bitrate, frames and reconnections.
+pub fn render_ingests(ingests: &[crate::push::Listed]) -> String {
+    let mut out = String::new();
+    for protocol in [Protocol::Rtmp, Protocol::Srt] {
+        let listed: Vec<&crate::push::Listed> =
+            ingests.iter().filter(|l| l.protocol == protocol).collect();
+        if listed.is_empty() {
+            continue;
+        }
+        let labelled = |value: &dyn Fn(&crate::push::Listed) -> Value| {
+            Samples::Labelled(
+                "broadcast",
+                listed.iter().map(|l| (l.name.clone(), value(l))).collect(),
+            )
+        };
+        let names = match protocol {
+            Protocol::Rtmp => [
+                ("moqcast_rtmp_ingest_connected", "1 while an RTMP publisher is connected, 0 while its broadcast waits for it to reconnect"),
+                ("moqcast_rtmp_ingest_bitrate_bps", "Media bits per second an RTMP publisher sent over the last whole second"),
+                ("moqcast_rtmp_ingest_frames", "Frames (video and audio) of an RTMP-published broadcast so far"),
+                ("moqcast_rtmp_ingest_reconnects", "Reconnections that resumed an RTMP-published broadcast so far"),
+            ],
+            Protocol::Srt => [
+                ("moqcast_srt_ingest_connected", "1 while an SRT publisher is connected, 0 while its broadcast waits for it to reconnect"),
+                ("moqcast_srt_ingest_bitrate_bps", "Media bits per second an SRT publisher sent over the last whole second"),
+                ("moqcast_srt_ingest_frames", "Frames (video and audio) of an SRT-published broadcast so far"),
+                ("moqcast_srt_ingest_reconnects", "Reconnections that resumed an SRT-published broadcast so far"),
+            ],
+        };
+        out += &encode(vec![
+            gauge(
+                names[0].0,
+                names[0].1,
+                labelled(&|l| Value::Int(u64::from(l.connected))),
+            ),
+            gauge(
+                names[1].0,
+                names[1].1,
+                labelled(&|l| Value::Int(l.stats.bitrate_bps)),
+            ),
+            gauge(
+                names[2].0,
+                names[2].1,
+                labelled(&|l| Value::Int(l.stats.video_frames + l.stats.audio_frames)),
+            ),
+            gauge(
+                names[3].0,
+                names[3].1,
+                labelled(&|l| Value::Int(l.stats.reconnects)),
+            ),
+        ]);
     }
-    let labelled = |value: &dyn Fn(bool, &crate::rtmp::live::IngestStats) -> Value| {
-        Samples::Labelled(
-            "broadcast",
-            ingests
-                .iter()
-                .map(|(name, connected, stats)| (name.clone(), value(*connected, stats)))
-                .collect(),
-        )
-    };
-    encode(vec![
-        gauge(
-            "moqcast_rtmp_ingest_connected",
-            "1 while an RTMP publisher is connected, 0 while its broadcast waits for it to reconnect",
-            labelled(&|c, _| Value::Int(u64::from(c))),
-        ),
-        gauge(
-            "moqcast_rtmp_ingest_bitrate_bps",
-            "Media bits per second an RTMP publisher sent over the last whole second",
-            labelled(&|_, s| Value::Int(s.bitrate_bps)),
-        ),
-        gauge(
-            "moqcast_rtmp_ingest_frames",
-            "Frames (video and audio) of an RTMP-published broadcast so far",
-            labelled(&|_, s| Value::Int(s.video_frames + s.audio_frames)),
-        ),
-        gauge(
-            "moqcast_rtmp_ingest_reconnects",
-            "Reconnections that resumed an RTMP-published broadcast so far",
-            labelled(&|_, s| Value::Int(s.reconnects)),
-        ),
-    ])
+    out
 }
 
 /// The certificate's reloads, and when a generated one expires.
@@ -560,9 +594,9 @@ mod tests {
              moqcast_sessions_total 0\n"
         ));
         assert!(!text.contains("_total_total"));
-        // Every family once, in order, each with one sample.
+        // Every family once, in order, each with one sample: 34 of the relay, 7 of each ingest.
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 41);
-        assert_eq!(text.lines().count(), 3 * 41);
+        assert_eq!(types, 48);
+        assert_eq!(text.lines().count(), 3 * 48);
     }
 }

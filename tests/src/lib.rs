@@ -9,6 +9,8 @@ use std::{
 
 use moqcast_relay::{Args, Config, Relay};
 
+pub mod ingest;
+
 /// A relay running on loopback for the duration of a test.
 pub struct TestRelay {
     pub quic: std::net::SocketAddr,
@@ -19,6 +21,10 @@ pub struct TestRelay {
     pub state: std::sync::Arc<moqcast_relay::RelayState>,
     /// The RTMP ingest's address, when started with `--rtmp-bind`.
     pub rtmp: Option<std::net::SocketAddr>,
+    /// The RTMPS ingest's address, when started with `--rtmps-bind`.
+    pub rtmps: Option<std::net::SocketAddr>,
+    /// The SRT ingest's (UDP) address, when started with `--srt-bind`.
+    pub srt: Option<std::net::SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -48,6 +54,8 @@ impl TestRelay {
         let http = relay.http_addr();
         let https = relay.https_addr();
         let rtmp = relay.rtmp_addr();
+        let rtmps = relay.rtmps_addr();
+        let srt = relay.srt_addr();
         let state = relay.state();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(relay.run(async move {
@@ -60,6 +68,8 @@ impl TestRelay {
             fingerprint: state.fingerprint(),
             state,
             rtmp,
+            rtmps,
+            srt,
             stop: Some(tx),
             task: Some(task),
         }
@@ -497,8 +507,24 @@ impl Drop for ChildGuard {
 
 /// `ffmpeg -re` pushing a 320x240 30 fps test pattern (libx264 at x264's `veryfast`, so with
 /// B-frames, a keyframe every 2 s) and a 440 Hz tone (AAC, 48 kHz) for `seconds` to an RTMP
-/// `url`, the way OBS publishes (`-f flv rtmp://HOST:PORT/live/KEY`).
+/// `url`, the way OBS publishes (`-f flv rtmp://HOST:PORT/live/KEY`, or `rtmps://`).
 pub fn ffmpeg_rtmp_push(name: &str, url: &str, seconds: u32, dir: &std::path::Path) -> ChildGuard {
+    ffmpeg_push(name, "flv", url, seconds, dir)
+}
+
+/// The same media as [`ffmpeg_rtmp_push`] in MPEG-TS to an SRT `url`, the way OBS publishes
+/// over SRT (`-f mpegts "srt://HOST:PORT?streamid=KEY"`).
+pub fn ffmpeg_srt_push(name: &str, url: &str, seconds: u32, dir: &std::path::Path) -> ChildGuard {
+    ffmpeg_push(name, "mpegts", url, seconds, dir)
+}
+
+fn ffmpeg_push(
+    name: &str,
+    format: &str,
+    url: &str,
+    seconds: u32,
+    dir: &std::path::Path,
+) -> ChildGuard {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-v", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
@@ -507,7 +533,7 @@ pub fn ffmpeg_rtmp_push(name: &str, url: &str, seconds: u32, dir: &std::path::Pa
         .args([
             "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
         ])
-        .args(["-g", "60", "-c:a", "aac", "-b:a", "96k", "-f", "flv", url]);
+        .args(["-g", "60", "-c:a", "aac", "-b:a", "96k", "-f", format, url]);
     ChildGuard::spawn(name, &mut cmd, dir)
 }
 

@@ -8,111 +8,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use moqcast_tests::{command, init_tracing, ChildGuard, TempDir, TestRelay};
-
-const FPS: f64 = 30.0;
+use moqcast_tests::ingest::{check_recording, finish, metric, record};
+use moqcast_tests::{init_tracing, ChildGuard, TempDir, TestRelay};
 
 fn push(name: &str, url: &str, seconds: u32, dir: &Path) -> ChildGuard {
     moqcast_tests::ffmpeg_rtmp_push(name, url, seconds, dir)
 }
 
-/// `moqcast-subscribe --output` recording `broadcast` for `seconds`.
-fn record(relay: &TestRelay, broadcast: &str, out: &Path, seconds: f64, dir: &Path) -> ChildGuard {
-    let mut cmd = command("moqcast-subscribe");
-    cmd.args(["--url", &relay.url("moqt"), "--broadcast", broadcast])
-        .args(["--tls-fingerprint", &relay.fingerprint])
-        .args(["--output", out.to_str().unwrap()])
-        .args(["--duration", &seconds.to_string(), "--wait", "20", "--json"]);
-    ChildGuard::spawn(
-        &format!("record-{}", broadcast.replace('/', "_")),
-        &mut cmd,
-        dir,
-    )
-}
-
 fn rtmp_url(relay: &TestRelay, key: &str) -> String {
     let addr = relay.rtmp.expect("the relay has --rtmp-bind");
     format!("rtmp://127.0.0.1:{}/live/{key}", addr.port())
-}
-
-/// Presentation times (seconds) of a recording's video frames, in order.
-fn video_frame_times(path: &Path) -> Vec<f64> {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0"])
-        .args([
-            "-show_entries",
-            "frame=best_effort_timestamp_time",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe runs");
-    assert!(
-        out.status.success(),
-        "ffprobe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times
-}
-
-/// Checks a recording of `seconds` of 30 fps video: at least 95% of the frames, with audio,
-/// 1/30 s apart (a gap of at most `max_gap` seconds where the publisher reconnected).
-fn check_recording(path: &Path, seconds: f64, max_gap: f64, context: &str) -> Vec<f64> {
-    let frames = moqcast_tests::h264_video_frames_with_audio(path, context);
-    let times = video_frame_times(path);
-    assert_eq!(times.len() as u64, frames, "{context}");
-    let published = seconds * FPS;
-    assert!(
-        frames as f64 >= 0.95 * published,
-        "{context}: recorded {frames} of {published} video frames"
-    );
-    let steps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
-    let mut sorted = steps.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    assert!(
-        (median - 1.0 / FPS).abs() < 0.002,
-        "{context}: frames are {median} s apart, not 1/30 s"
-    );
-    let largest = sorted.last().copied().unwrap_or(0.0);
-    println!(
-        "{context}: {frames} video frames over {:.3} s, median step {median:.4} s, largest {largest:.3} s",
-        times.last().unwrap_or(&0.0) - times.first().unwrap_or(&0.0)
-    );
-    assert!(
-        largest <= max_gap,
-        "{context}: a {largest} s hole in the video timestamps"
-    );
-    assert!(
-        steps.iter().all(|&s| s > 0.0),
-        "{context}: repeated timestamps"
-    );
-    times
-}
-
-fn finish(child: &mut ChildGuard, within: Duration) {
-    let name = child.name().to_string();
-    let status = child
-        .wait_timeout(within)
-        .unwrap_or_else(|| panic!("{name} did not finish: {}", child.stderr_tail(10)));
-    assert!(
-        status.success(),
-        "{name} failed ({status}): {}",
-        child.stderr_tail(10)
-    );
-}
-
-fn metric(relay: &TestRelay, name: &str) -> u64 {
-    let text = relay.http_get("/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 /// The main path: FFmpeg publishes over RTMP with the key as the broadcast name
@@ -362,5 +267,49 @@ async fn a_silent_publisher_times_out() {
         "a client silent in the handshake was not disconnected"
     );
     assert_eq!(metric(&relay, "moqcast_rtmp_timeouts_total"), 2);
+    relay.stop().await;
+}
+
+/// RTMPS: FFmpeg pushes `-f flv rtmps://...` to `--rtmps-bind` (TLS with the relay's own,
+/// here generated, certificate; FFmpeg does not verify it by default), and the recorder gets
+/// the frames; plain RTMP on the TLS port fails without publishing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_over_rtmps_is_recorded_over_moq() {
+    init_tracing();
+    let relay = TestRelay::start(&["--rtmps-bind", "127.0.0.1:0"]).await;
+    assert!(
+        relay.rtmp.is_none(),
+        "no plain RTMP listener without --rtmp-bind"
+    );
+    let port = relay.rtmps.expect("the relay has --rtmps-bind").port();
+    let dir = TempDir::new("rtmps");
+    let out = dir.path("rec.mp4");
+    let seconds = 6;
+    let mut plain = push(
+        "plain",
+        &format!("rtmp://127.0.0.1:{port}/live/clear"),
+        2,
+        &dir.0,
+    );
+    let mut recorder = record(&relay, "secure", &out, f64::from(seconds) + 5.0, &dir.0);
+    let mut publisher = push(
+        "ffmpeg",
+        &format!("rtmps://127.0.0.1:{port}/live/secure"),
+        seconds,
+        &dir.0,
+    );
+    tokio::task::spawn_blocking(move || {
+        let s = plain.wait_timeout(Duration::from_secs(15));
+        assert!(
+            matches!(s, Some(s) if !s.success()),
+            "plain RTMP on the RTMPS port should fail: {s:?}"
+        );
+        finish(&mut publisher, Duration::from_secs(20));
+        finish(&mut recorder, Duration::from_secs(20));
+    })
+    .await
+    .unwrap();
+    check_recording(&out, f64::from(seconds), 0.2, "RTMPS recording");
+    assert!(metric(&relay, "moqcast_rtmp_ingest_video_frames_total") as f64 >= 0.95 * 180.0);
     relay.stop().await;
 }

@@ -1,20 +1,20 @@
-//! RTMP ingest (`--rtmp-bind`): OBS, FFmpeg and hardware encoders publish straight into the
-//! relay's origin, with no other hop.
+//! RTMP ingest (`--rtmp-bind`), and RTMPS (`--rtmps-bind`: the same over TLS with the relay's
+//! certificate): OBS, FFmpeg and hardware encoders publish straight into the relay's origin,
+//! with no other hop.
 //!
-//! One task per TCP connection ([`connection`]) runs the RTMP handshake and chunk stream with
-//! `rml_rtmp` (sans-IO: bytes in, packets and events out), accepts `connect` on the app `live`
-//! and `publish` with a stream key that [`keys`] turns into a broadcast name (or refuses), and
-//! hands the FLV audio/video message bodies to [`moqcast_media::flv::Repackager`], whose
-//! configurations and frames [`live::LiveBroadcast`] writes into the origin's track caches.
+//! One task per TCP connection ([`connection`]) runs the TLS handshake (RTMPS), then the RTMP
+//! handshake and chunk stream with `rml_rtmp` (sans-IO: bytes in, packets and events out),
+//! accepts `connect` on the app `live` and `publish` with a stream key that
+//! [`crate::push::keys`] turns into a broadcast name (or refuses), and hands the FLV audio/video
+//! message bodies to [`moqcast_media::flv::Repackager`], whose configurations and frames the
+//! shared push-ingest core ([`crate::push`]) writes into the origin's track caches.
 //!
-//! Bounds: at most `--rtmp-max-connections` connections (more are closed at once), one read
-//! buffer of [`READ_CHUNK`] bytes each, no queue between the socket and the caches (a frame is
-//! cached before the next read), and a connection that sends nothing for `--rtmp-timeout-ms`
-//! (handshake included) is closed. A connection's malformed input ends that connection only.
-//! The listener owns the connection tasks: they end when it does.
-
-pub mod keys;
-pub mod live;
+//! Bounds: at most `--rtmp-max-connections` connections per listener (more are closed at
+//! once), one read buffer of [`READ_CHUNK`] bytes each, no queue between the socket and the
+//! caches (a frame is cached before the next read), and a connection that sends nothing for
+//! `--rtmp-timeout-ms` (TLS and RTMP handshakes included) is closed. A connection's malformed
+//! input ends that connection only. The listener owns the connection tasks: they end when it
+//! does.
 
 use std::{net::SocketAddr, sync::atomic::Ordering, sync::Arc, time::Duration};
 
@@ -23,14 +23,18 @@ use rml_rtmp::{
     handshake::{Handshake, HandshakeProcessResult, PeerType},
     sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult},
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::RelayState;
+use crate::{
+    push::{self, Protocol},
+    RelayState,
+};
 
 /// The RTMP application publishers connect to: `rtmp://HOST:1935/live`.
 pub const APP: &str = "live";
@@ -41,9 +45,10 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Settings of the RTMP listener.
 #[derive(Debug, Clone)]
 pub struct RtmpConfig {
-    pub bind: SocketAddr,
-    /// `"KEY" = "BROADCAST"` file (`--rtmp-keys`).
-    pub keys: Option<std::path::PathBuf>,
+    /// `--rtmp-bind` (none with only `--rtmps-bind`).
+    pub bind: Option<SocketAddr>,
+    /// `--rtmps-bind`: RTMP over TLS with the relay's certificate.
+    pub tls_bind: Option<SocketAddr>,
     /// A connection silent this long is closed.
     pub timeout: Duration,
     /// How long a broadcast waits for its publisher to reconnect.
@@ -64,6 +69,9 @@ enum ConnError {
     Timeout(Duration),
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
+    /// The RTMPS client's TLS handshake failed.
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
     #[error("RTMP handshake: {0}")]
     Handshake(String),
     #[error("RTMP session: {0}")]
@@ -73,26 +81,27 @@ enum ConnError {
     Refused(String),
 }
 
-/// The bound RTMP listener and what it needs.
+/// A bound RTMP (or RTMPS) listener.
 pub struct Listener {
     listener: TcpListener,
-    keys: Arc<keys::Keys>,
+    /// RTMPS: the TLS side of every connection.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Listener {
-    /// Binds the TCP socket and reads the key file (an unusable one is an error at start).
-    pub async fn bind(config: &RtmpConfig) -> anyhow::Result<Self> {
+    /// Binds the TCP socket; with `tls`, connections are RTMPS.
+    pub async fn bind(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let file = match &config.keys {
-            Some(path) => Some(keys::KeyFile::open(path)?),
-            None => None,
-        };
-        let listener = TcpListener::bind(config.bind)
+        let what = if tls.is_some() { "RTMPS" } else { "RTMP" };
+        let listener = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("could not bind RTMP on TCP {}", config.bind))?;
+            .with_context(|| format!("could not bind {what} on TCP {addr}"))?;
         Ok(Self {
             listener,
-            keys: Arc::new(keys::Keys::new(file)),
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
         })
     }
 
@@ -109,8 +118,15 @@ impl Listener {
     ) {
         let slots = crate::limits::Slots::new(config.max_connections);
         let mut connections = JoinSet::new();
-        let mut next_id = 0u64;
-        tracing::info!(addr = %config.bind, app = APP, "RTMP ingest listening");
+        let tls = self.tls.clone();
+        let scheme = if tls.is_some() { "rtmps" } else { "rtmp" };
+        tracing::info!(
+            addr = %self.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            app = APP,
+            scheme,
+            "RTMP ingest listening"
+        );
+        let counters = || Protocol::Rtmp.counters(&state.metrics);
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
@@ -123,28 +139,38 @@ impl Listener {
                         }
                     };
                     let Some(slot) = slots.try_acquire() else {
-                        state.metrics.rtmp_refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%peer, limit = config.max_connections, reason = "connection_limit", "RTMP connection refused");
+                        counters().refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, scheme, limit = config.max_connections, reason = "connection_limit", "RTMP connection refused");
                         continue;
                     };
-                    next_id += 1;
-                    let (state, keys, config) = (state.clone(), self.keys.clone(), config.clone());
+                    let id = state.ingests.connection_id();
+                    let (state, config, tls) = (state.clone(), config.clone(), tls.clone());
                     let span = tracing::info_span!(
                         "rtmp",
-                        id = next_id,
+                        id,
                         %peer,
+                        scheme,
                         broadcast = tracing::field::Empty
                     );
                     connections.spawn(tracing::Instrument::instrument(
                         async move {
-                            state.metrics.rtmp_connections.fetch_add(1, Ordering::Relaxed);
-                            let res = connection(&state, &keys, &config, stream, next_id).await;
-                            state.metrics.rtmp_connections.fetch_sub(1, Ordering::Relaxed);
+                            let counters = Protocol::Rtmp.counters(&state.metrics);
+                            counters.connections.fetch_add(1, Ordering::Relaxed);
+                            let _ = stream.set_nodelay(true);
+                            let res = match tls {
+                                None => connection(&state, &config, stream, id).await,
+                                Some(tls) => match tokio::time::timeout(config.timeout, tls.accept(stream)).await {
+                                    Ok(Ok(stream)) => connection(&state, &config, stream, id).await,
+                                    Ok(Err(e)) => Err(ConnError::Tls(e)),
+                                    Err(_) => Err(ConnError::Timeout(config.timeout)),
+                                },
+                            };
+                            counters.connections.fetch_sub(1, Ordering::Relaxed);
                             match res {
                                 Ok(()) => tracing::info!("RTMP publisher finished"),
                                 Err(ConnError::Refused(_)) => {}
                                 Err(ConnError::Timeout(t)) => {
-                                    state.metrics.rtmp_timeouts.fetch_add(1, Ordering::Relaxed);
+                                    counters.timeouts.fetch_add(1, Ordering::Relaxed);
                                     tracing::warn!(timeout_ms = t.as_millis() as u64, "RTMP publisher went silent: closed");
                                 }
                                 Err(e) => tracing::info!(error = %e, "RTMP connection ended"),
@@ -163,6 +189,19 @@ impl Listener {
     }
 }
 
+/// The RTMPS listener's TLS configuration: the relay's certificate, TLS 1.2 and 1.3 (encoders
+/// are not all on 1.3), no ALPN.
+pub fn tls_config(store: &Arc<crate::tls::CertStore>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // The store answers every handshake with the current certificate, so RTMPS follows
+    // certificate reloads like the QUIC and HTTPS sides.
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(store.clone());
+    Ok(Arc::new(config))
+}
+
 /// Runs a call into `rml_rtmp` on a connection's input. rml_rtmp 0.8.0 panics on some malformed
 /// chunk streams (an arithmetic overflow in its chunk deserializer, found by
 /// `fuzz/fuzz_targets/rtmp_session.rs`): the panic is caught here and ends that connection only,
@@ -173,8 +212,8 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, ConnError> {
 }
 
 /// Reads what the peer sent next, at most `timeout` after asking.
-async fn read(
-    stream: &mut TcpStream,
+async fn read<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut [u8],
     timeout: Duration,
 ) -> Result<usize, ConnError> {
@@ -184,7 +223,11 @@ async fn read(
     }
 }
 
-async fn write(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> Result<(), ConnError> {
+async fn write<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), ConnError> {
     match tokio::time::timeout(timeout, stream.write_all(bytes)).await {
         Ok(res) => Ok(res?),
         Err(_) => Err(ConnError::Timeout(timeout)),
@@ -193,20 +236,18 @@ async fn write(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> Resul
 
 /// What a connection has become.
 struct Publishing {
-    claim: live::Claim,
+    claim: push::Claim,
     repackager: Repackager,
     malformed: u64,
 }
 
 /// Serves one RTMP connection until its publisher finishes, it fails, or it goes silent.
-async fn connection(
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     state: &Arc<RelayState>,
-    keys: &keys::Keys,
     config: &RtmpConfig,
-    mut stream: TcpStream,
+    mut stream: S,
     id: u64,
 ) -> Result<(), ConnError> {
-    let _ = stream.set_nodelay(true);
     let mut buf = vec![0u8; READ_CHUNK];
 
     // Handshake (C0/C1/C2 in, S0/S1/S2 out).
@@ -257,7 +298,6 @@ async fn connection(
                 ServerSessionResult::RaisedEvent(event) => {
                     let (more, end) = handle_event(
                         state,
-                        keys,
                         &mut session,
                         &mut publishing,
                         event,
@@ -303,7 +343,6 @@ async fn connection(
 /// connection ends, if it does.
 fn handle_event(
     state: &Arc<RelayState>,
-    keys: &keys::Keys,
     session: &mut ServerSession,
     publishing: &mut Option<Publishing>,
     event: ServerSessionEvent,
@@ -343,13 +382,15 @@ fn handle_event(
                 refuse(state, "second_publish", &reason);
                 return (Vec::new(), Some(ConnError::Refused(reason)));
             }
-            let claim = keys
+            let claim = state
+                .ingests
+                .keys()
                 .resolve(&stream_key, &state.auth)
                 .map_err(|e| (e.reason(), e.to_string()))
                 .and_then(|name| {
                     state
-                        .rtmp
-                        .claim(state, &name, id)
+                        .ingests
+                        .claim(state, &name, id, Protocol::Rtmp)
                         .map_err(|e| (e.reason(), e.to_string()))
                 });
             match claim {
@@ -419,8 +460,7 @@ fn handle_event(
 
 /// Counts and logs a refusal.
 fn refuse(state: &RelayState, label: &'static str, reason: &str) {
-    state.metrics.rtmp_refused.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(reason = label, detail = %reason, "RTMP publisher refused");
+    push::refused(&state.metrics, Protocol::Rtmp, label, reason);
 }
 
 /// Most malformed media messages a connection may send before it is closed.
@@ -454,17 +494,6 @@ fn media(
             return Ok(());
         }
     };
-    let mut live = p.claim.live.lock().expect("poisoned");
-    match event {
-        Event::VideoConfig(info) => live.set_video(info),
-        Event::AudioConfig(info) => live.set_audio(info),
-        Event::Frame(kind, frame) => live.frame(
-            &state.origin,
-            &state.metrics,
-            kind,
-            frame,
-            tokio::time::Instant::now(),
-        ),
-    }
+    p.claim.apply(state, event, tokio::time::Instant::now());
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Who may publish what over RTMP: a stream key becomes a broadcast name, or the connection is
+//! Who may publish what over RTMP or SRT: a stream key (RTMP's `rtmp://HOST/live/KEY`, SRT's
+//! `streamid`, read by [`crate::srt::stream_key`]) becomes a broadcast name, or the connection is
 //! refused with a reason.
 //!
 //! In order:
@@ -10,7 +11,7 @@
 //!    `put` claim names: `TOKEN` alone when the token grants exactly one broadcast, or
 //!    `BROADCAST?jwt=TOKEN` to pick one the token covers.
 //! 3. With neither configured (development), the key is the broadcast name:
-//!    `rtmp://host:1935/live/demo` publishes `demo`.
+//!    `rtmp://host:1935/live/demo` and `srt://host:9000?streamid=demo` publish `demo`.
 //!
 //! With `--auth-key`, a plain name under an `--auth-public` or `--auth-public-publish` prefix is
 //! accepted as in 3. Anything else is refused: an unknown key once keys or tokens are configured, a token that

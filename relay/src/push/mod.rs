@@ -1,4 +1,8 @@
-//! RTMP-published broadcasts in the relay's origin, and who holds each of them.
+//! Push ingest: broadcasts that RTMP/RTMPS ([`crate::rtmp`]) and SRT ([`crate::srt`]) publishers
+//! push into the relay's origin, and who holds each of them. Both listeners share this core:
+//! they turn a stream key into a broadcast name ([`keys`]), claim the broadcast here, and hand
+//! it the track configurations and frames their demuxers make ([`moqcast_media::flv`],
+//! [`moqcast_media::ts`]).
 //!
 //! A [`LiveBroadcast`] writes one broadcast straight into the origin's track caches, as a
 //! publisher's PUBLISH would fill them: the MSF catalog on `catalog` (one group per catalog
@@ -8,11 +12,14 @@
 //! by then; a track that appears or changes later gets a new catalog version.
 //!
 //! [`Ingests`] maps broadcast names to the connection publishing them. When that connection
-//! ends, the broadcast waits (`--rtmp-resume-ms`, 5 s by default) with its tracks open, so
-//! viewers stay subscribed: the same key reconnecting within that time resumes it, its
-//! timeline going on from where it stopped by the wall-clock time in between (RTMP timestamps
-//! restart at 0 on every connection). A second publisher on a broadcast that is live is
-//! refused, as is a name a MoQ publisher holds. Time is passed in (`now`).
+//! ends, the broadcast waits (`--rtmp-resume-ms` / `--srt-resume-ms`, 5 s by default) with its
+//! tracks open, so viewers stay subscribed: the same key reconnecting within that time (over
+//! either protocol) resumes it, its timeline going on from where it stopped by the wall-clock
+//! time in between (RTMP timestamps restart at 0 on every connection, MPEG-TS ones anywhere).
+//! A second publisher on a broadcast that is live is refused, as is a name a MoQ publisher
+//! holds. Time is passed in (`now`).
+
+pub mod keys;
 
 use std::{
     collections::HashMap,
@@ -30,14 +37,69 @@ use moqcast_media::{
 use tokio::time::Instant;
 
 use crate::{
-    cache::CachedObject, ingest::IngestRoutes, metrics::Metrics, origin::Origin, track::TrackCache,
+    cache::CachedObject,
+    ingest::IngestRoutes,
+    metrics::{IngestCounters, Metrics},
+    origin::Origin,
+    track::TrackCache,
 };
+
+/// Which listener a publisher came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// RTMP, and RTMPS (RTMP over TLS).
+    Rtmp,
+    Srt,
+}
+
+impl Protocol {
+    /// Lower-case name: the metric prefix and the `/broadcasts` key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Rtmp => "rtmp",
+            Protocol::Srt => "srt",
+        }
+    }
+
+    /// Name in log lines.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Rtmp => "RTMP",
+            Protocol::Srt => "SRT",
+        }
+    }
+
+    /// This ingest's counters.
+    pub fn counters(self, metrics: &Metrics) -> &IngestCounters {
+        match self {
+            Protocol::Rtmp => &metrics.rtmp,
+            Protocol::Srt => &metrics.srt,
+        }
+    }
+}
+
+/// Counts and logs a refused publisher: one line with the protocol, a short reason label and
+/// the reason in words.
+pub fn refused(metrics: &Metrics, protocol: Protocol, label: &'static str, reason: &str) {
+    protocol
+        .counters(metrics)
+        .refused
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(
+        protocol = protocol.name(),
+        reason = label,
+        detail = %reason,
+        "{} publisher refused",
+        protocol.label()
+    );
+}
 
 /// Why a publisher may not have a broadcast.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClaimError {
-    #[error("another RTMP publisher is live on {0:?}")]
+    #[error("another publisher is live on {0:?}")]
     Busy(String),
     #[error("{0:?} is published by a MoQ session on this relay")]
     NameInUse(String),
@@ -52,7 +114,7 @@ impl ClaimError {
     }
 }
 
-/// Counters of one RTMP-published broadcast, across its connections.
+/// Counters of one pushed broadcast, across its connections.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct IngestStats {
     pub video_frames: u64,
@@ -155,7 +217,7 @@ impl Timeline {
 /// One second, the audio group length and the bitrate window.
 const SECOND_US: u64 = 1_000_000;
 
-/// An RTMP-published broadcast in the origin; see the [module documentation](self).
+/// A pushed broadcast in the origin; see the [module documentation](self).
 pub struct LiveBroadcast {
     pub name: String,
     namespace: TrackNamespace,
@@ -266,7 +328,7 @@ impl LiveBroadcast {
     pub fn frame(
         &mut self,
         origin: &Origin,
-        metrics: &Metrics,
+        metrics: &IngestCounters,
         kind: MediaKind,
         frame: Frame,
         now: Instant,
@@ -305,15 +367,15 @@ impl LiveBroadcast {
         match kind {
             MediaKind::Video => {
                 self.stats.video_frames += 1;
-                metrics.rtmp_video_frames.fetch_add(1, Ordering::Relaxed);
+                metrics.video_frames.fetch_add(1, Ordering::Relaxed);
             }
             MediaKind::Audio => {
                 self.stats.audio_frames += 1;
-                metrics.rtmp_audio_frames.fetch_add(1, Ordering::Relaxed);
+                metrics.audio_frames.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.stats.bytes += bytes;
-        metrics.rtmp_bytes.fetch_add(bytes, Ordering::Relaxed);
+        metrics.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.count_bitrate(bytes, now);
     }
 
@@ -355,15 +417,42 @@ enum Holder {
 struct Entry {
     live: Arc<Mutex<LiveBroadcast>>,
     holder: Holder,
+    /// The protocol of the connection that holds it, or held it last.
+    protocol: Protocol,
 }
 
-/// The RTMP-published broadcasts of the relay; see the [module documentation](self).
+/// One pushed broadcast as `/broadcasts` and `/metrics` show it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub name: String,
+    pub protocol: Protocol,
+    /// A connection publishes it now (else it waits for one to resume it).
+    pub connected: bool,
+    pub stats: IngestStats,
+}
+
+impl Listed {
+    /// The counters and `connected`, as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.stats).unwrap_or_default();
+        v["connected"] = self.connected.into();
+        v
+    }
+}
+
+/// The pushed broadcasts of the relay; see the [module documentation](self).
 pub struct Ingests {
     entries: Mutex<HashMap<String, Entry>>,
-    /// How long a broadcast whose connection ended waits to be resumed.
-    resume: Duration,
+    /// Stream keys to broadcast names, for both listeners.
+    keys: keys::Keys,
+    /// How long a broadcast whose connection ended waits to be resumed, by the protocol of the
+    /// connection that left.
+    resume_rtmp: Duration,
+    resume_srt: Duration,
     /// Origin session ids for broadcasts: counting down from the top, never a MoQ session's.
     next_session: std::sync::atomic::AtomicU64,
+    /// Ids of the connections of both listeners.
+    next_connection: std::sync::atomic::AtomicU64,
 }
 
 /// A connection's hold on its broadcast. Dropping it releases the broadcast: it waits to be
@@ -372,6 +461,7 @@ pub struct Claim {
     pub live: Arc<Mutex<LiveBroadcast>>,
     /// Whether this connection resumed a broadcast that was waiting.
     pub resumed: bool,
+    pub protocol: Protocol,
     ingests: Arc<Ingests>,
     origin: Weak<crate::RelayState>,
     name: String,
@@ -385,13 +475,59 @@ impl Drop for Claim {
     }
 }
 
+impl Claim {
+    /// Writes one event of the publisher's demuxer into the broadcast.
+    pub fn apply(&self, state: &crate::RelayState, event: moqcast_media::flv::Event, now: Instant) {
+        use moqcast_media::flv::Event;
+        let mut live = self.live.lock().expect("poisoned");
+        match event {
+            Event::VideoConfig(info) => live.set_video(info),
+            Event::AudioConfig(info) => live.set_audio(info),
+            Event::Frame(kind, frame) => live.frame(
+                &state.origin,
+                self.protocol.counters(&state.metrics),
+                kind,
+                frame,
+                now,
+            ),
+        }
+    }
+
+    /// The broadcast's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 impl Ingests {
-    pub fn new(resume: Duration) -> Arc<Self> {
+    /// `keys` turn stream keys into names; `resume_rtmp` and `resume_srt`: how long a broadcast waits for its publisher to come
+    /// back after an RTMP or an SRT connection ended.
+    pub fn new(keys: keys::Keys, resume_rtmp: Duration, resume_srt: Duration) -> Arc<Self> {
         Arc::new(Self {
             entries: Mutex::new(HashMap::new()),
-            resume,
+            keys,
+            resume_rtmp,
+            resume_srt,
             next_session: std::sync::atomic::AtomicU64::new(u64::MAX),
+            next_connection: std::sync::atomic::AtomicU64::new(1),
         })
+    }
+
+    /// What stream keys publish.
+    pub fn keys(&self) -> &keys::Keys {
+        &self.keys
+    }
+
+    /// A new connection id (unique across both listeners).
+    pub fn connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn resume(&self, protocol: Protocol) -> Duration {
+        match protocol {
+            Protocol::Rtmp => self.resume_rtmp,
+            Protocol::Srt => self.resume_srt,
+        }
     }
 
     /// Takes broadcast `name` for `connection`: a new one, or one waiting to be resumed.
@@ -400,6 +536,7 @@ impl Ingests {
         state: &Arc<crate::RelayState>,
         name: &str,
         connection: u64,
+        protocol: Protocol,
     ) -> Result<Claim, ClaimError> {
         let mut entries = self.entries.lock().expect("poisoned");
         let (live, resumed) = match entries.get_mut(name) {
@@ -410,10 +547,11 @@ impl Ingests {
             Some(entry) => {
                 // Dropping the waiting holder cancels its expiry.
                 entry.holder = Holder::Connected(connection);
+                entry.protocol = protocol;
                 entry.live.lock().expect("poisoned").stats.reconnects += 1;
-                state
-                    .metrics
-                    .rtmp_reconnects
+                protocol
+                    .counters(&state.metrics)
+                    .reconnects
                     .fetch_add(1, Ordering::Relaxed);
                 (entry.live.clone(), true)
             }
@@ -430,6 +568,7 @@ impl Ingests {
                     Entry {
                         live: live.clone(),
                         holder: Holder::Connected(connection),
+                        protocol,
                     },
                 );
                 (live, false)
@@ -438,6 +577,7 @@ impl Ingests {
         Ok(Claim {
             live,
             resumed,
+            protocol,
             ingests: self.clone(),
             origin: Arc::downgrade(state),
             name: name.to_string(),
@@ -458,7 +598,9 @@ impl Ingests {
             live.pause();
             live.announced()
         };
-        if !announced || self.resume.is_zero() || tokio::runtime::Handle::try_current().is_err() {
+        let protocol = entry.protocol;
+        let resume = self.resume(protocol);
+        if !announced || resume.is_zero() || tokio::runtime::Handle::try_current().is_err() {
             let entry = entries.remove(name).expect("present");
             drop(entries);
             end(&entry, state);
@@ -466,7 +608,7 @@ impl Ingests {
         }
         let since = Instant::now();
         let expiry = {
-            let (ingests, name, resume) = (Arc::downgrade(self), name.to_string(), self.resume);
+            let (ingests, name) = (Arc::downgrade(self), name.to_string());
             tokio::spawn(async move {
                 tokio::time::sleep(resume).await;
                 if let Some(ingests) = ingests.upgrade() {
@@ -478,7 +620,13 @@ impl Ingests {
             since,
             _expiry: crate::OwnedTask(expiry),
         };
-        tracing::info!(broadcast = %name, resume_ms = self.resume.as_millis() as u64, "RTMP publisher left: waiting for it to reconnect");
+        tracing::info!(
+            broadcast = %name,
+            protocol = protocol.name(),
+            resume_ms = resume.as_millis() as u64,
+            "{} publisher left: waiting for it to reconnect",
+            protocol.label()
+        );
     }
 
     fn expire(&self, name: &str, since: Instant, state: Weak<crate::RelayState>) {
@@ -490,7 +638,12 @@ impl Ingests {
         if waiting {
             let entry = entries.remove(name).expect("present");
             drop(entries);
-            tracing::info!(broadcast = %name, "RTMP publisher did not reconnect: broadcast ended");
+            tracing::info!(
+                broadcast = %name,
+                protocol = entry.protocol.name(),
+                "{} publisher did not reconnect: broadcast ended",
+                entry.protocol.label()
+            );
             // (The expiry task dropped with the entry is this one, which ends here anyway.)
             let live = entry.live.lock().expect("poisoned");
             if let Some(state) = state.upgrade() {
@@ -499,20 +652,19 @@ impl Ingests {
         }
     }
 
-    /// The broadcasts, each with whether a connection publishes it now and its counters.
-    pub fn list(&self) -> Vec<(String, bool, IngestStats)> {
+    /// The broadcasts, by name, each with whether a connection publishes it now and its counters.
+    pub fn list(&self) -> Vec<Listed> {
         let entries = self.entries.lock().expect("poisoned");
-        let mut v: Vec<_> = entries
+        let mut v: Vec<Listed> = entries
             .iter()
-            .map(|(name, e)| {
-                (
-                    name.clone(),
-                    matches!(e.holder, Holder::Connected(_)),
-                    e.live.lock().expect("poisoned").stats.clone(),
-                )
+            .map(|(name, e)| Listed {
+                name: name.clone(),
+                protocol: e.protocol,
+                connected: matches!(e.holder, Holder::Connected(_)),
+                stats: e.live.lock().expect("poisoned").stats.clone(),
             })
             .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
 }
