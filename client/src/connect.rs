@@ -209,6 +209,17 @@ impl Client {
         })
     }
 
+    /// Binds a client endpoint on this local address (a source address of the caller's choice,
+    /// e.g. `127.0.0.2:0` on loopback, for tools that play many hosts).
+    pub fn bind(tls: &ClientTls, local: SocketAddr) -> Result<Self, ConnectError> {
+        let endpoint = quinn::Endpoint::client(local).map_err(ConnectError::Bind)?;
+        Ok(Self {
+            endpoint,
+            crypto: Arc::new(tls.rustls_config()?),
+            token: tls.token.clone(),
+        })
+    }
+
     /// Connects and performs the MoQ SETUP exchange. `https://` uses WebTransport,
     /// `moqt://` raw QUIC.
     pub async fn connect(&self, url: &Url) -> Result<Connected, ConnectError> {

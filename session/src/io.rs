@@ -39,7 +39,7 @@ use crate::{
 
 /// How long a request stream waits for the peer to end its side after ours ended.
 const LINGER: Duration = Duration::from_secs(10);
-/// Bytes read per call on a request or control stream.
+/// Most bytes read per call on a request or control stream.
 const READ_CHUNK: usize = 16 * 1024;
 /// Inbound data streams waiting for the application.
 const DATA_QUEUE: usize = 256;
@@ -186,7 +186,14 @@ impl Shared {
     fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut State) -> R) -> R {
         let mut wake_control = false;
         let (r, spawn, deadline_moved) = {
-            let mut s = self.state.lock().expect("session state poisoned");
+            let mut s = self.state.lock().unwrap_or_else(|poisoned| {
+                // A task of this session panicked while it held the state (a bug): end the
+                // session rather than leave it open and wedged, and let its tasks wind down.
+                tracing::error!("session state poisoned by a panic: closing the session");
+                self.wt
+                    .close(proto::code::INTERNAL_ERROR as u32, b"internal error");
+                poisoned.into_inner()
+            });
             let released = std::mem::take(&mut *self.released.lock().expect("poisoned"));
             for id in released {
                 s.streams.remove(&id);
@@ -381,7 +388,9 @@ async fn run_stream(
     mut send: wt::SendStream,
     mut recv: wt::RecvStream,
 ) {
-    let mut buf = vec![0u8; READ_CHUNK];
+    // Chunks as QUIC holds them, not a buffer of our own: a session may hold thousands of
+    // request streams open (a subscription each), and a 16 KiB buffer apiece was 80 MB for
+    // 5,000 of them.
     let mut reading = true;
     let mut writing = true;
     let mut linger: Option<tokio::time::Instant> = None;
@@ -430,10 +439,9 @@ async fn run_stream(
         }
         let deadline = linger.unwrap_or_else(|| tokio::time::Instant::now() + LINGER * 1000);
         tokio::select! {
-            r = recv.read(&mut buf), if reading => match r {
-                Ok(Some(n)) => {
-                    let data = &buf[..n];
-                    shared.with(|s| s.core.handle_stream(ss.id, data, false));
+            r = recv.read_chunk(READ_CHUNK, true), if reading => match r {
+                Ok(Some(chunk)) => {
+                    shared.with(|s| s.core.handle_stream(ss.id, &chunk.bytes, false));
                 }
                 Ok(None) => {
                     reading = false;

@@ -642,8 +642,9 @@ impl Core {
         let Some(r) = self.streams.get_mut(&stream) else {
             return;
         };
-        if r.phase == Phase::Done && !r.inbound {
-            // Our request was cancelled: nothing more is read.
+        if r.phase == Phase::Done && (!r.inbound || r.kind.is_none()) {
+            // Our request was cancelled, or the peer's stream was reset or stopped before its
+            // request arrived: nothing more is read.
             return;
         }
         r.rx.extend_from_slice(data);
@@ -807,7 +808,10 @@ impl Core {
             .streams
             .get_mut(&stream)
             .expect("checked by the caller");
-        let kind = r.kind.expect("a request past Opening has a kind");
+        let Some(kind) = r.kind else {
+            // Unreachable through `handle_stream`; a violation rather than a panic if not.
+            return self.violation("a message on a request stream without a request");
+        };
         let allowed = if r.inbound {
             kind.later_from_requester(&message)
         } else if r.phase == Phase::Pending {
@@ -822,8 +826,13 @@ impl Core {
                 message.name()
             ));
         }
+        // Our request ends with REQUEST_ERROR or PUBLISH_DONE: the responder finished its
+        // side, and we finish ours at once, so neither end holds the stream open (a responder
+        // waits for our FIN before it forgets the request).
+        let mut finish_ours = false;
         if !r.inbound && r.phase == Phase::Pending {
             r.phase = if matches!(message, Response::RequestError { .. }) {
+                finish_ours = true;
                 Phase::Done
             } else {
                 Phase::Open
@@ -833,7 +842,15 @@ impl Core {
             message,
             Response::PublishDone { .. } | Response::Unsubscribe
         ) {
+            finish_ours |= !r.inbound && r.phase != Phase::Done;
             r.phase = Phase::Done;
+        }
+        if finish_ours {
+            self.actions.push_back(Action::Send {
+                stream,
+                bytes: Bytes::new(),
+                fin: true,
+            });
         }
         if r.queued >= max_queued {
             // The application does not keep up with this request: end it, not the session.
@@ -1176,6 +1193,31 @@ mod tests {
         }
     }
 
+    /// Found by the hostile-peer suite: a peer opens a request stream, stops reading the
+    /// relay's side at once (STOP_SENDING, which the glue reports as a reset), then sends a
+    /// response message where its request should be. The core panicked ("a request past
+    /// Opening has a kind") and poisoned the session; now the bytes are dropped.
+    #[test]
+    fn a_stream_stopped_before_its_request_ignores_what_follows() {
+        for bytes in [
+            &[0x07u8, 0x00, 0x01, 0x00][..],
+            &[0x07, 0x00],
+            &[0x99, 0x12, 0x00],
+        ] {
+            let mut p = Pair::new(Config::default());
+            let s = p.server.accept_stream();
+            p.server.handle_stream_reset(s, 0);
+            p.server.handle_stream(s, bytes, false);
+            p.server.handle_stream(s, &[], true);
+            p.run();
+            assert!(!p.server.is_closed());
+            // The session goes on.
+            p.client.open(subscribe("after")).unwrap();
+            p.run();
+            assert_eq!(p.server_requests().len(), 1);
+        }
+    }
+
     #[test]
     fn a_subscription_is_answered_and_publish_done_counts_the_streams_opened() {
         let mut p = Pair::new(Config::default());
@@ -1218,6 +1260,29 @@ mod tests {
         // Nothing can follow PUBLISH_DONE.
         assert!(p.server.data_stream_opened(s).is_err());
         assert!(p.server.publish_done(s, 2, "again").is_err());
+        assert!(p.closed.is_empty());
+    }
+
+    /// Found by the hostile-peer suite: a requester whose request was refused kept its side
+    /// of the stream open, so the relay held every refused request for its 10 s linger (and,
+    /// with a 16 KiB read buffer each, 22,000 refused SUBSCRIBEs took it from 30 to 418 MB).
+    #[test]
+    fn a_refused_or_finished_request_finishes_the_requesters_side() {
+        let mut p = Pair::new(config(1));
+        let first = p.client.open(subscribe("a")).unwrap();
+        let refused = p.client.open(subscribe("b")).unwrap();
+        p.run();
+        let reqs = p.server_requests();
+        assert_eq!(reqs.len(), 1);
+        assert!(p.fins.contains(&(Role::Client, refused)), "{:?}", p.fins);
+        // A subscription that ends with PUBLISH_DONE: both sides finish.
+        let (s, _) = reqs[0];
+        p.server.respond(s, ok(1)).unwrap();
+        p.run();
+        p.server.publish_done(s, 2, "track ended").unwrap();
+        p.run();
+        assert!(p.fins.contains(&(Role::Server, s)));
+        assert!(p.fins.contains(&(Role::Client, first)), "{:?}", p.fins);
         assert!(p.closed.is_empty());
     }
 
