@@ -64,6 +64,12 @@ pub struct Args {
     /// past it gets REQUEST_ERROR EXCESSIVE_LOAD and the session stays up. Default 10000.
     #[arg(long, env = "MOQCAST_MAX_SUBSCRIPTIONS_PER_SESSION")]
     pub max_subscriptions_per_session: Option<usize>,
+    /// New requests a session may open per second on average, after a burst of
+    /// --max-requests-per-session; past it the relay stops accepting that session's request
+    /// streams until the rate allows (QUIC flow control holds the peer back). 0: no limit.
+    /// Default 1000.
+    #[arg(long, env = "MOQCAST_MAX_REQUEST_RATE")]
+    pub max_request_rate: Option<f64>,
     /// Maximum concurrent QUIC streams a peer may open per session (each direction).
     #[arg(long, env = "MOQCAST_MAX_STREAMS")]
     pub max_streams: Option<u32>,
@@ -216,6 +222,7 @@ pub struct FileConfig {
     pub max_sessions: Option<usize>,
     pub max_requests_per_session: Option<usize>,
     pub max_subscriptions_per_session: Option<usize>,
+    pub max_request_rate: Option<f64>,
     pub max_streams: Option<u32>,
     pub subscriber_backlog_bytes: Option<u64>,
     pub udp_buffer_bytes: Option<usize>,
@@ -286,6 +293,8 @@ pub struct Config {
     pub max_sessions: usize,
     pub max_requests_per_session: usize,
     pub max_subscriptions_per_session: usize,
+    /// Requests per second per session after a burst of the request limit (0: none).
+    pub max_request_rate: f64,
     pub max_streams: u32,
     pub subscriber_backlog_bytes: u64,
     /// Kernel receive buffer asked for the UDP socket (0: the system's default).
@@ -371,6 +380,7 @@ impl Default for Config {
             max_sessions: 10_000,
             max_requests_per_session: 10_000,
             max_subscriptions_per_session: 10_000,
+            max_request_rate: 1000.0,
             max_streams: 1024,
             subscriber_backlog_bytes: 4 * 1024 * 1024,
             udp_buffer_bytes: 0,
@@ -474,6 +484,15 @@ impl Config {
         if !(1..=max_requests_per_session).contains(&max_subscriptions_per_session) {
             return Err(ConfigError::Invalid(format!(
                 "max subscriptions per session must be 1 to the request limit ({max_requests_per_session})"
+            )));
+        }
+        let max_request_rate = args
+            .max_request_rate
+            .or(file.max_request_rate)
+            .unwrap_or(d.max_request_rate);
+        if !(max_request_rate.is_finite() && max_request_rate >= 0.0) {
+            return Err(ConfigError::Invalid(format!(
+                "max request rate must be 0 (no limit) or a positive number, not {max_request_rate}"
             )));
         }
         let worker_threads = args.worker_threads.or(file.worker_threads);
@@ -639,6 +658,7 @@ impl Config {
                 .max_sessions
                 .or(file.max_sessions)
                 .unwrap_or(d.max_sessions),
+            max_request_rate,
             max_streams: args
                 .max_streams
                 .or(file.max_streams)

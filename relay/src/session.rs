@@ -55,6 +55,8 @@ pub async fn run(
     let config = moqcast_session::Config {
         max_requests: state.config.max_requests_per_session,
         setup_timeout: SETUP_TIMEOUT,
+        request_rate: state.config.max_request_rate,
+        request_burst: state.config.max_requests_per_session as u64,
         ..Default::default()
     };
     let (session, incoming, driver) =

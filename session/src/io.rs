@@ -488,6 +488,8 @@ pub fn establish(
     let (requests_tx, requests) = mpsc::channel(config.max_requests.clamp(1, 1 << 20));
     let (data_tx, data) = mpsc::channel(DATA_QUEUE);
     let (status, _) = watch::channel(Status::Starting);
+    let request_rate =
+        proto::RateLimit::new(config.request_rate, config.request_burst, Instant::now());
     let core = Core::new(role, config, Instant::now());
     let shared = Arc::new(Shared {
         wt: session,
@@ -520,6 +522,7 @@ pub fn establish(
         Driver {
             shared,
             data: Some(data_tx),
+            request_rate,
         },
     )
 }
@@ -529,6 +532,8 @@ pub fn establish(
 pub struct Driver {
     shared: Arc<Shared>,
     data: Option<mpsc::Sender<DataStream>>,
+    /// How fast the peer's request streams are accepted ([`Config::request_rate`]).
+    request_rate: Option<proto::RateLimit>,
 }
 
 impl Drop for Driver {
@@ -545,10 +550,22 @@ impl Driver {
         shared.spawn(control_writer(shared.clone()));
         shared.spawn(timer(shared.clone()));
         let wt = shared.wt.clone();
+        let mut rate = self.request_rate.take();
         loop {
+            // Past the request rate, the peer's next request stream waits in QUIC (which holds
+            // the peer back by flow control) until a token is there.
+            let accept_at = rate
+                .as_mut()
+                .and_then(|r| r.ready_at(Instant::now()))
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
-                bi = wt.accept_bi() => match bi {
+                () = tokio::time::sleep_until(accept_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if accept_at.is_some() => {}
+                bi = wt.accept_bi(), if accept_at.is_none() => match bi {
                     Ok((send, recv)) => {
+                        if let Some(r) = rate.as_mut() {
+                            r.take(Instant::now());
+                        }
                         let ss = shared.with(|s| {
                             let id = s.core.accept_stream();
                             let ss = Arc::new(StreamShared::new(id, Arc::downgrade(&shared)));

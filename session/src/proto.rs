@@ -85,6 +85,13 @@ pub struct Config {
     /// it, up to [`Config::stream_credit`]: QUIC endpoints reserve state for every stream they
     /// allow, so a session that makes few requests should not pay for ten thousand.
     pub initial_stream_credit: u64,
+    /// New requests the peer may open per second, on average (0: no limit), after a burst of
+    /// [`Config::request_burst`]. Past it the session stops accepting the peer's request
+    /// streams until the rate allows: QUIC flow control holds the peer back, and a flood of
+    /// requests costs the relay no more than this rate.
+    pub request_rate: f64,
+    /// Requests the peer may open at once before [`Config::request_rate`] applies.
+    pub request_burst: u64,
 }
 
 impl Default for Config {
@@ -95,6 +102,8 @@ impl Default for Config {
             max_queued: 1024,
             setup_options: KeyValuePairs::default(),
             initial_stream_credit: 128,
+            request_rate: 0.0,
+            request_burst: 10_000,
         }
     }
 }
@@ -104,6 +113,53 @@ impl Config {
     /// room for requests that are refused with EXCESSIVE_LOAD while the limit is reached.
     pub fn stream_credit(&self) -> u64 {
         (self.max_requests as u64).saturating_add(self.max_requests as u64 / 16 + 16)
+    }
+}
+
+/// A token bucket: on average at most `rate` a second, `burst` at once. Time is passed in.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    /// A full bucket; `None` when `rate` is not positive (no limit).
+    pub fn new(rate: f64, burst: u64, now: Instant) -> Option<Self> {
+        (rate > 0.0).then(|| {
+            let burst = (burst as f64).max(1.0);
+            Self {
+                rate,
+                burst,
+                tokens: burst,
+                at: now,
+            }
+        })
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+    }
+
+    /// When the next token is there: `None` if it is now.
+    pub fn ready_at(&mut self, now: Instant) -> Option<Instant> {
+        self.refill(now);
+        (self.tokens < 1.0).then(|| now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+    }
+
+    /// Takes a token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -1284,6 +1340,27 @@ mod tests {
         assert!(p.fins.contains(&(Role::Server, s)));
         assert!(p.fins.contains(&(Role::Client, first)), "{:?}", p.fins);
         assert!(p.closed.is_empty());
+    }
+
+    #[test]
+    fn the_request_rate_allows_a_burst_then_its_rate() {
+        let t0 = Instant::now();
+        assert!(RateLimit::new(0.0, 10, t0).is_none(), "0 is no limit");
+        let mut l = RateLimit::new(100.0, 5, t0).unwrap();
+        for _ in 0..5 {
+            assert_eq!(l.ready_at(t0), None);
+            assert!(l.take(t0));
+        }
+        assert!(!l.take(t0));
+        let next = l.ready_at(t0).expect("empty");
+        assert_eq!(next - t0, Duration::from_millis(10));
+        assert!(l.take(next));
+        // A long pause refills up to the burst, no more.
+        let later = next + Duration::from_secs(60);
+        for _ in 0..5 {
+            assert!(l.take(later));
+        }
+        assert!(!l.take(later));
     }
 
     #[test]

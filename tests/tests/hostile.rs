@@ -164,3 +164,88 @@ async fn sessions_are_capped_per_address_and_validated_under_load() {
     client.close().await;
     relay.stop().await;
 }
+
+/// Runs `moqcast-hostile` (the hostile-peer suite) with these attacks against a relay binary of
+/// its own, and checks the suite's verdicts: the relay admits the bystander's new subscribers
+/// during every attack, loses none of its groups, answers `/healthz`, stays within a 256 MB
+/// resident set, never panics, and the bystander's p50 and p99 stay within 10% of the quiet run
+/// beside each attack plus a fixed slack (2 ms p50, 25 ms p99): one 3-second round on a 2-core
+/// machine that also runs the attacker swings p99 by 10 ms or more between quiet runs. The
+/// findings this suite made (p50 1 -> 25 ms, p99 4.9 s, 418 MB) are far outside it; the strict
+/// figures (no slack, three rounds, release build) are in docs/security.md.
+async fn hostile_suite(attacks: &str) {
+    init_tracing();
+    let port = moqcast_tests::free_udp_port();
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = moqcast_tests::TempDir::new("hostile-suite");
+    let log = dir.path("relay.log");
+    let web = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web/dist");
+    let mut relay = moqcast_tests::command("moqcast-relay")
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--http-bind", &http.to_string()])
+        .args(["--tls-generate", "localhost,127.0.0.1"])
+        .args(["--web-dir", &web.display().to_string()])
+        .args(["--cache-total-bytes", &(64 << 20).to_string()])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(http).is_err()
+        || moqcast_tests::http_get(http, "/healthz").trim() != "ok"
+    {
+        assert!(std::time::Instant::now() < deadline, "relay never healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = relay.id().to_string();
+    let url = format!("moqt://127.0.0.1:{port}");
+    let http_arg = http.to_string();
+    let attacks = attacks.to_string();
+    let run = tokio::task::spawn_blocking(move || {
+        moqcast_tests::command("moqcast-hostile")
+            .args(["--url", &url, "--http", &http_arg, "--relay-pid", &pid])
+            .args(["--attacks", &attacks, "--duration", "3"])
+            .args(["--subscribers", "8", "--fps", "60"])
+            .args(["--max-rss-mb", "256", "--tolerance", "0.10"])
+            .args(["--slack-p50-ms", "2", "--slack-p99-ms", "25"])
+            .output()
+            .unwrap()
+    });
+    let out = tokio::time::timeout(Duration::from_secs(150), run)
+        .await
+        .expect("the suite finishes")
+        .unwrap();
+    let alive = relay.try_wait().unwrap().is_none();
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let relay_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(alive, "the relay died:\n{relay_log}");
+    assert!(
+        !relay_log.contains("panicked"),
+        "the relay panicked:\n{relay_log}"
+    );
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_suite_malformed_and_out_of_order_messages() {
+    hostile_suite("garbage,truncated,oversize,out-of-order,unknown-params").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_suite_floods_and_silent_handshakes() {
+    hostile_suite("request-flood,stream-flood,no-setup,handshake-flood,garbage-datagrams").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_suite_announcement_churn_and_slow_http_clients() {
+    hostile_suite("announce-churn,slowloris,slow-readers").await;
+}
