@@ -121,6 +121,12 @@ impl Metrics {
                 &self.refusals.refused_going_away,
             ),
             (
+                "moqcast_requests_rate_limited_total",
+                MetricType::Counter,
+                "Times a session's next request waited for --max-request-rate",
+                &self.refusals.rate_limited,
+            ),
+            (
                 "moqcast_auth_refused_sessions_total",
                 MetricType::Counter,
                 "Sessions refused for their token: missing, malformed, forged, expired, or no access at their path",

@@ -128,6 +128,9 @@ pub struct Counters {
     pub refused_excessive: std::sync::atomic::AtomicU64,
     /// Requests refused with GOING_AWAY (at or past our GOAWAY's Request ID).
     pub refused_going_away: std::sync::atomic::AtomicU64,
+    /// Times a session's next request stream waited for its request rate
+    /// ([`Config::request_rate`]).
+    pub rate_limited: std::sync::atomic::AtomicU64,
 }
 
 impl State {
@@ -558,6 +561,13 @@ impl Driver {
                 .as_mut()
                 .and_then(|r| r.ready_at(Instant::now()))
                 .map(tokio::time::Instant::from_std);
+            if accept_at.is_some() {
+                let counters = shared.with(|s| s.counters.clone());
+                if let Some(c) = counters {
+                    c.rate_limited
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             tokio::select! {
                 () = tokio::time::sleep_until(accept_at.unwrap_or_else(tokio::time::Instant::now)),
                     if accept_at.is_some() => {}
