@@ -71,7 +71,7 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 34] = [
+        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 35] = [
             (
                 "moqcast_sessions",
                 MetricType::Gauge,
@@ -600,9 +600,9 @@ mod tests {
              moqcast_sessions_total 0\n"
         ));
         assert!(!text.contains("_total_total"));
-        // Every family once, in order, each with one sample: 34 of the relay, 7 of each ingest.
+        // Every family once, in order, each with one sample: 35 of the relay, 7 of each ingest.
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 48);
-        assert_eq!(text.lines().count(), 3 * 48);
+        assert_eq!(types, 49);
+        assert_eq!(text.lines().count(), 3 * 49);
     }
 }
