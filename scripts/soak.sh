@@ -113,6 +113,14 @@ if [ "$SIDECAR" = 1 ]; then
         >"$OUT/soak-sidecar-$stamp.log" 2>&1 &
     sidecar=$!
     pids+=("$sidecar")
+    # The sidecar captions and translates only what is watched: two viewers read the English
+    # and the Spanish captions for the whole run.
+    for lang in en es; do
+        RUST_LOG=error "$BIN/moqcast-subscribe" --url "$url" --broadcast soak-0 --tls-disable-verify \
+            --duration "$((DURATION > 20 ? DURATION - 10 : 10))" --captions "$OUT/soak-captions-$lang-$stamp.vtt" \
+            --caption-lang "$lang" --wait 30 >"$OUT/soak-captions-$lang-$stamp.log" 2>&1 &
+        pids+=("$!")
+    done
 fi
 sidecar_metric() { # NAME: the sum of a sidecar metric's samples (0 if absent)
     [ -n "$sidecar" ] || { echo 0; return; }
@@ -175,4 +183,15 @@ awk -F'\t' -v warmup="$WARMUP" -v ok="$ok" -v failed="$failed" -v dur="$DURATION
         if (sidecar == 1)
             printf "sidecar RSS: start %.1f MiB, end %.1f MiB, max %.1f MiB; %d inferences, %d translated cues\n", sstart / mib, slast / mib, smax / mib, inf, cues
     }' "$samples" | tee "$summary"
+if [ "$SIDECAR" = 1 ]; then
+    # The caption viewers write their WebVTT files when their --duration ends, just before this.
+    for _ in $(seq 30); do
+        [ -s "$OUT/soak-captions-es-$stamp.vtt" ] && [ -s "$OUT/soak-captions-en-$stamp.vtt" ] && break
+        sleep 1
+    done
+    for lang in en es; do
+        f="$OUT/soak-captions-$lang-$stamp.vtt"
+        printf 'captions %s: %s cues\n' "$lang" "$(grep -c -- '-->' "$f" 2>/dev/null || echo 0)" | tee -a "$summary"
+    done
+fi
 log "samples: $samples; summary: $summary"
