@@ -623,6 +623,24 @@ async fn session(
 }
 
 async fn request_flood(t: Arc<Target>, worker: usize, until: Instant, tally: Arc<Tally>) {
+    subscribe_loop(t, worker, until, tally, 256, None, "missing").await
+}
+
+async fn rendezvous_waiter(t: Arc<Target>, worker: usize, until: Instant, tally: Arc<Tally>) {
+    subscribe_loop(t, worker, until, tally, 100, Some(3_000), "wait").await
+}
+
+/// Sessions keeping `in_flight` SUBSCRIBEs to names nobody publishes (`PREFIX-WORKER-N`)
+/// asked, each answered (refused, or after `rendezvous_ms` of waiting) before the next.
+async fn subscribe_loop(
+    t: Arc<Target>,
+    worker: usize,
+    until: Instant,
+    tally: Arc<Tally>,
+    in_flight: usize,
+    rendezvous_ms: Option<u64>,
+    prefix: &'static str,
+) {
     while Instant::now() < until {
         let Some((_client, session, _incoming, driver)) = session(&t, source(worker, 32)).await
         else {
@@ -630,11 +648,11 @@ async fn request_flood(t: Arc<Target>, worker: usize, until: Instant, tally: Arc
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let mut inflight = JoinSet::new();
+        let mut asked = JoinSet::new();
         let mut i = 0u64;
         while Instant::now() < until && !driver.is_finished() {
-            while inflight.len() >= 256 {
-                if let Some(Ok(answered)) = inflight.join_next().await {
+            while asked.len() >= in_flight {
+                if let Some(Ok(answered)) = asked.join_next().await {
                     Tally::add(if answered {
                         &tally.answered
                     } else {
@@ -645,19 +663,23 @@ async fn request_flood(t: Arc<Target>, worker: usize, until: Instant, tally: Arc
             i += 1;
             Tally::add(&tally.attempts);
             let s = session.clone();
-            inflight.spawn(async move {
+            asked.spawn(async move {
+                let mut params = KeyValuePairs::default();
+                if let Some(ms) = rendezvous_ms {
+                    params.set_rendezvous_timeout(ms);
+                }
                 let ask = s.subscribe(
-                    moq::namespace(&format!("missing-{worker}-{i}")),
+                    moq::namespace(&format!("{prefix}-{worker}-{i}")),
                     "video",
-                    KeyValuePairs::default(),
+                    params,
                 );
                 // Refused or (never) served: either is an answer; silence is not.
-                tokio::time::timeout(Duration::from_secs(5), ask)
+                tokio::time::timeout(Duration::from_secs(8), ask)
                     .await
                     .is_ok()
             });
         }
-        inflight.shutdown().await;
+        asked.shutdown().await;
         driver.abort();
     }
 }
@@ -806,47 +828,6 @@ async fn garbage_datagrams(t: Arc<Target>, rate: usize, until: Instant, tally: A
             Tally::add(&tally.attempts);
             let _ = senders[i % senders.len()].send_to(&datagram, t.quic).await;
         }
-    }
-}
-
-async fn rendezvous_waiter(t: Arc<Target>, worker: usize, until: Instant, tally: Arc<Tally>) {
-    while Instant::now() < until {
-        let Some((_client, session, _incoming, driver)) = session(&t, source(worker, 32)).await
-        else {
-            Tally::add(&tally.refused);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        let mut waits = JoinSet::new();
-        let mut i = 0u64;
-        while Instant::now() < until && !driver.is_finished() {
-            while waits.len() >= 100 {
-                if let Some(Ok(answered)) = waits.join_next().await {
-                    Tally::add(if answered {
-                        &tally.answered
-                    } else {
-                        &tally.unexpected
-                    });
-                }
-            }
-            i += 1;
-            Tally::add(&tally.attempts);
-            let s = session.clone();
-            waits.spawn(async move {
-                let mut params = KeyValuePairs::default();
-                params.set_rendezvous_timeout(3_000);
-                let ask = s.subscribe(
-                    moq::namespace(&format!("wait-{worker}-{i}")),
-                    "video",
-                    params,
-                );
-                tokio::time::timeout(Duration::from_secs(8), ask)
-                    .await
-                    .is_ok()
-            });
-        }
-        waits.shutdown().await;
-        driver.abort();
     }
 }
 
