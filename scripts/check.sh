@@ -14,6 +14,11 @@
 #           setup has built it into web/dist for the browser tests)
 #   test    cargo nextest run --workspace --profile ci (.config/nextest.toml)
 #   fuzz    scripts/fuzz.sh, FUZZ_SECONDS per target
+#
+# MOQCAST_CHECK_LEAN=1 (set by .ci/run) keeps the disk footprint small on a fresh machine: no
+# incremental compilation (CARGO_INCREMENTAL=0), and the workspace's debug build (several GB) is
+# removed once the tests have passed, before the fuzz step builds its own. Each step prints the
+# free disk space, so a full disk shows in the log.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,6 +28,14 @@ if [ -d "$HOME/.cargo/bin" ]; then
 fi
 
 started=$SECONDS
+lean=${MOQCAST_CHECK_LEAN:-0}
+if [ "$lean" = 1 ]; then
+    export CARGO_INCREMENTAL=0
+fi
+
+free_disk() {
+    df -Pk . | awk 'NR == 2 { printf "%.1f GiB free", $4 / 1048576 }'
+}
 
 # step NAME COMMAND...: runs COMMAND with a header and its elapsed time; exits on failure.
 step() {
@@ -30,11 +43,11 @@ step() {
     shift
     local t0=$SECONDS
     echo
-    echo "==> check: $name: $*"
+    echo "==> check: $name: $* ($(free_disk))"
     local rc=0
     "$@" || rc=$?
     if [ "$rc" -ne 0 ]; then
-        echo "==> check: $name FAILED (exit $rc) after $((SECONDS - t0))s" >&2
+        echo "==> check: $name FAILED (exit $rc) after $((SECONDS - t0))s ($(free_disk))" >&2
         exit "$rc"
     fi
     echo "==> check: $name ok in $((SECONDS - t0))s"
@@ -49,6 +62,10 @@ if [ -f web/package.json ]; then
     step web npm --prefix web test
 fi
 step test cargo nextest run --workspace --profile ci
+if [ "$lean" = 1 ] && [ -d target/debug ]; then
+    echo "==> check: lean: removing target/debug ($(du -sh target/debug | cut -f1)) before the fuzz build"
+    rm -rf target/debug
+fi
 step fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz.sh
 
 echo
