@@ -6,7 +6,8 @@
 //! * every video frame is 4-byte AVCC whose NAL units all frame, it is a keyframe exactly when
 //!   it holds an IDR slice, and it holds no access unit delimiter;
 //! * every configuration parses again (`avcC` with 4-byte lengths, an AAC `AudioSpecificConfig`
-//!   browsers decode) and a track's frames come after its configuration.
+//!   browsers decode, or a mono or stereo `OpusHead`) and a track's frames come after its
+//!   configuration; every Opus frame has a valid TOC.
 //!
 //! Input layout: `chunk size (1 byte, 0 = whole input) | transport stream bytes`.
 
@@ -15,6 +16,7 @@
 use libfuzzer_sys::fuzz_target;
 use moqcast_media::aac::AudioSpecificConfig;
 use moqcast_media::h264::{avcc_nals, nal_type, AvcConfig, NAL_AUD, NAL_IDR};
+use moqcast_media::opus::packet_samples;
 use moqcast_media::ts::{Demuxer, Event};
 use moqcast_media::MediaKind;
 
@@ -34,7 +36,7 @@ fuzz_target!(|input: &[u8]| {
     let chunk = if chunk == 0 { data.len() } else { usize::from(chunk) };
     let events = demux(data, chunk);
     assert_eq!(events, demux(data, 1316), "the chunking changed the events");
-    let (mut video, mut audio) = (false, false);
+    let (mut video, mut audio, mut opus) = (false, false, false);
     for event in &events {
         match event {
             Event::VideoConfig(info) => {
@@ -44,12 +46,18 @@ fuzz_target!(|input: &[u8]| {
                 assert!(info.width > 0 && info.height > 0);
                 video = true;
             }
+            Event::AudioConfig(info) if info.codec == "opus" => {
+                let head = info.description.as_deref().expect("Opus configs carry one");
+                assert_eq!(&head[..8], b"OpusHead");
+                assert!(matches!(head[9], 1 | 2) && u32::from(head[9]) == info.channels);
+                (audio, opus) = (true, true);
+            }
             Event::AudioConfig(info) => {
                 let desc = info.description.as_deref().expect("AAC configs carry one");
                 let asc = AudioSpecificConfig::parse(desc).expect("the ASC parses");
                 assert_eq!(asc.codec_string(), info.codec);
                 assert!(asc.webcodecs_decodable() && info.channels > 0);
-                audio = true;
+                (audio, opus) = (true, false);
             }
             Event::Frame(MediaKind::Video, frame) => {
                 assert!(video, "a video frame before its configuration");
@@ -64,6 +72,7 @@ fuzz_target!(|input: &[u8]| {
             Event::Frame(MediaKind::Audio, frame) => {
                 assert!(audio, "an audio frame before its configuration");
                 assert!(frame.keyframe && !frame.payload.is_empty());
+                assert!(!opus || packet_samples(&frame.payload).is_some());
             }
         }
     }

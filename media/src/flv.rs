@@ -517,7 +517,7 @@ pub(crate) fn aac_info(asc: &[u8]) -> Result<AudioInfo, FlvError> {
 }
 
 /// The track configuration of an `OpusHead` (RFC 7845 §5.1): Opus always decodes at 48 kHz.
-fn opus_info(head: &[u8]) -> Result<AudioInfo, FlvError> {
+pub(crate) fn opus_info(head: &[u8]) -> Result<AudioInfo, FlvError> {
     if head.len() < 19 {
         return Err(FlvError::Incomplete);
     }

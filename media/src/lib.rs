@@ -24,6 +24,7 @@ pub mod h264;
 pub mod info;
 pub mod loc;
 pub mod moq;
+pub mod opus;
 pub mod time;
 pub mod ts;
 

@@ -2,9 +2,9 @@
 //! frames and track configurations without transcoding.
 //!
 //! `mpeg2ts-reader` reads the packets, the PAT and the PMT; this module reassembles the PES
-//! packets of the program's first H.264 stream (`stream_type` 0x1b) and first AAC stream in
-//! ADTS (0x0f), and turns their payloads into the same [`Event`]s the RTMP path makes
-//! ([`crate::flv::Repackager`]):
+//! packets of the program's first H.264 stream (`stream_type` 0x1b) and first audio stream,
+//! AAC in ADTS (0x0f) or Opus (private data, 0x06, registered as `Opus`), and turns their
+//! payloads into the same [`Event`]s the RTMP path makes ([`crate::flv::Repackager`]):
 //!
 //! * **Video:** each PES packet is one Annex-B access unit. Parameter sets in band (before each
 //!   keyframe, as x264 and OBS send them) become the `avcC` record of the track configuration
@@ -15,6 +15,14 @@
 //! * **Audio:** a PES packet holds one or more ADTS frames; each becomes one raw AAC frame,
 //!   timed from the PES timestamp by 1024 samples a frame. The ADTS header gives the
 //!   `AudioSpecificConfig`.
+//! * **Opus** (the ETSI draft "Opus Interactive Audio Codec: Transport Multiplexing Standard",
+//!   "OpusTS" on the Xiph wiki, as FFmpeg writes and reads it): a PES packet holds one or more access units, each an
+//!   `opus_control_header` (the 11-bit prefix `0x3ff`, trim and extension flags, the size as a
+//!   run of `0xff` bytes) and one Opus packet. Each packet becomes one frame, timed from the PES
+//!   timestamp by the durations its TOC bytes give ([`crate::opus::packet_samples`]). The
+//!   channel count comes from the PMT's Opus audio descriptor (extension tag 0x80; stereo when
+//!   it is missing), and the configuration is the `OpusHead` FFmpeg's demuxer makes of it
+//!   (pre-skip 312). Trim values are read past, not applied.
 //! * **Start:** frames are held (at most [`MAX_HELD`]) until every track the PMT lists has its
 //!   configuration, so that the broadcast is announced with all its tracks in its first
 //!   catalog (audio's configuration comes with its first frame, video's with the first
@@ -23,7 +31,7 @@
 //!   relative to the stream's first timestamp, plus [`HEADROOM_US`] so that frames presented a
 //!   little before the first one seen (audio ahead of video) stay positive.
 //!
-//! HEVC, MPEG audio, AC-3 and other codecs in the PMT are refused with [`TsError::Unsupported`],
+//! HEVC, MPEG audio, AC-3, Opus with more than two channels and other codecs in the PMT are refused with [`TsError::Unsupported`],
 //! which names the codec; data streams (SCTE-35, metadata) are ignored.
 //!
 //! Bytes may arrive in any chunks ([`Demuxer::push`] keeps a partial packet). Pure logic without
@@ -34,12 +42,12 @@
 //! lost to continuity-counter gaps (a packet the network dropped) are counted, not errors.
 
 use bytes::Bytes;
-use mpeg2ts_reader::{demultiplex, packet, pes, psi, StreamType};
+use mpeg2ts_reader::{demultiplex, descriptor, packet, pes, psi, StreamType};
 
 use crate::aac::{AacError, AdtsHeader};
-use crate::flv::{aac_info, video_info, FlvError};
+use crate::flv::{aac_info, opus_info, video_info, FlvError};
 use crate::h264::{self, AvcConfig, H264Error};
-use crate::info::{AudioInfo, VideoInfo};
+use crate::info::{opus_head, AudioInfo, VideoInfo};
 use crate::{Frame, MediaKind};
 
 pub use crate::flv::Event;
@@ -62,7 +70,7 @@ pub enum TsError {
     #[error("malformed MPEG-TS: {0}")]
     Malformed(&'static str),
     /// A codec moqcast does not carry (it names it).
-    #[error("unsupported {0}: moqcast carries H.264 video and AAC audio over MPEG-TS")]
+    #[error("unsupported {0}: moqcast carries H.264 video and AAC or Opus audio over MPEG-TS")]
     Unsupported(String),
 }
 
@@ -99,6 +107,106 @@ impl From<FlvError> for TsError {
 enum Codec {
     H264,
     Adts,
+    /// Opus access units, mono or stereo.
+    Opus {
+        channels: u8,
+    },
+}
+
+/// The pre-skip of the `OpusHead` made for Opus over MPEG-TS, which carries none (FFmpeg's
+/// demuxer uses the same: 312 samples, libopus's encoder delay at 48 kHz).
+const OPUS_PRE_SKIP: u16 = 312;
+
+/// A descriptor's tag and payload (`mpeg2ts-reader`'s own types cover ISO/IEC 13818-1 only).
+struct RawDescriptor<'buf> {
+    tag: u8,
+    payload: &'buf [u8],
+}
+
+impl<'buf> descriptor::Descriptor<'buf> for RawDescriptor<'buf> {
+    fn from_bytes(buf: &'buf [u8]) -> Result<Self, descriptor::DescriptorError> {
+        // The iterator hands whole descriptors: tag, length (checked), payload.
+        match buf {
+            [tag, _, payload @ ..] => Ok(Self { tag: *tag, payload }),
+            _ => Err(descriptor::DescriptorError::BufferTooShort { buflen: buf.len() }),
+        }
+    }
+}
+
+/// What a private-data stream (`stream_type` 0x06) carries, from its descriptors: Opus
+/// (registered as `Opus`, with its channel count), AC-3 (refused by name), or data.
+fn private_stream(info: &psi::pmt::StreamInfo<'_>) -> Option<Result<Codec, TsError>> {
+    let mut opus = false;
+    let mut ac3 = false;
+    let mut channel_code = None;
+    for d in info.descriptors::<RawDescriptor<'_>>().flatten() {
+        match (d.tag, d.payload) {
+            (0x05, [b'O', b'p', b'u', b's', ..]) => opus = true,
+            (0x05, [b'A' | b'E', b'C', b'-', b'3', ..]) | (0x6a | 0x7a, _) => ac3 = true,
+            // The extension descriptor with Opus's tag extension: channel_config_code.
+            (0x7f, [0x80, code, ..]) => channel_code = Some(*code),
+            _ => {}
+        }
+    }
+    if ac3 {
+        return Some(Err(TsError::Unsupported("AC-3/E-AC-3 audio".into())));
+    }
+    if !opus {
+        return None;
+    }
+    Some(match channel_code {
+        // No descriptor: stereo, as FFmpeg assumes.
+        None => Ok(Codec::Opus { channels: 2 }),
+        Some(channels @ 1..=2) => Ok(Codec::Opus { channels }),
+        Some(0) => Err(TsError::Unsupported("dual-mono Opus".into())),
+        Some(code) => Err(TsError::Unsupported(format!(
+            "Opus with channel configuration {code:#04x} (moqcast carries mono and stereo Opus)"
+        ))),
+    })
+}
+
+/// Splits the first Opus access unit off `data`: its `opus_control_header` is read past and
+/// the Opus packet returned, with what follows.
+fn opus_access_unit(data: &[u8]) -> Result<(&[u8], &[u8]), TsError> {
+    const TRUNCATED: TsError = TsError::Malformed("a truncated Opus access unit header");
+    let [0x7f, flags, ..] = data else {
+        return Err(TsError::Malformed(
+            "an Opus access unit without its control header (0x7fe)",
+        ));
+    };
+    if flags & 0xe0 != 0xe0 {
+        return Err(TsError::Malformed(
+            "an Opus access unit without its control header (0x7fe)",
+        ));
+    }
+    let mut i = 2;
+    let mut size = 0usize;
+    loop {
+        let b = *data.get(i).ok_or(TRUNCATED)?;
+        i += 1;
+        size += usize::from(b);
+        if b != 0xff {
+            break;
+        }
+    }
+    // start_trim and end_trim: 16 bits each.
+    i += 2 * usize::from(flags & 0x10 != 0) + 2 * usize::from(flags & 0x08 != 0);
+    if flags & 0x04 != 0 {
+        i += 1 + usize::from(*data.get(i).ok_or(TRUNCATED)?);
+    }
+    if i > data.len() {
+        return Err(TRUNCATED);
+    }
+    if size == 0 {
+        return Err(TsError::Malformed("an empty Opus access unit"));
+    }
+    let end = i
+        .checked_add(size)
+        .filter(|&end| end <= data.len())
+        .ok_or(TsError::Malformed(
+            "an Opus access unit longer than its PES packet",
+        ))?;
+    Ok((&data[i..end], &data[end..]))
 }
 
 /// One reassembled PES payload.
@@ -180,7 +288,7 @@ impl Ctx {
     fn stream_filter(
         &mut self,
         stream_type: StreamType,
-        _info: &psi::pmt::StreamInfo<'_>,
+        info: &psi::pmt::StreamInfo<'_>,
     ) -> Filter {
         let collect = |codec| Filter::Pes(Collector::new(codec));
         match stream_type {
@@ -193,6 +301,18 @@ impl Ctx {
                 collect(Codec::Adts)
             }
             StreamType::H264 | StreamType::ADTS => Filter::Null(Default::default()),
+            StreamType(0x06) => match private_stream(info) {
+                Some(Ok(codec)) if !self.has_audio => {
+                    self.has_audio = true;
+                    collect(codec)
+                }
+                Some(Err(e)) => {
+                    self.fail(e);
+                    Filter::Null(Default::default())
+                }
+                // A second audio stream, or data (subtitles, metadata).
+                _ => Filter::Null(Default::default()),
+            },
             other => {
                 let name = match other.0 {
                     0x01 | 0x02 => Some("MPEG-1/2 video"),
@@ -520,6 +640,7 @@ impl Demuxer {
             let res = match unit.codec {
                 Codec::H264 => self.video_unit(unit, &mut out),
                 Codec::Adts => self.audio_unit(unit, &mut out),
+                Codec::Opus { channels } => self.opus_unit(unit, channels, &mut out),
             };
             self.release(out, events);
             if let Err(e) = res {
@@ -590,6 +711,49 @@ impl Demuxer {
                 payload: Bytes::from(payload),
             },
         ));
+        Ok(())
+    }
+
+    /// A PES packet of Opus access units: one frame each, timed by their TOCs.
+    fn opus_unit(
+        &mut self,
+        unit: Unit,
+        channels: u8,
+        events: &mut Vec<Event>,
+    ) -> Result<(), TsError> {
+        let Some(pts) = unit.pts else {
+            self.dropped += 1;
+            return Ok(());
+        };
+        let current = self
+            .audio
+            .as_ref()
+            .is_some_and(|a| a.codec == "opus" && a.channels == u32::from(channels));
+        if !current {
+            let info = opus_info(&opus_head(u32::from(channels), OPUS_PRE_SKIP, 48_000))?;
+            self.audio = Some(info.clone());
+            events.push(Event::AudioConfig(info));
+        }
+        let start_us = self.clock.micros(pts);
+        let mut rest = &unit.data[..];
+        let mut samples: u64 = 0;
+        while !rest.is_empty() {
+            let (packet, tail) = opus_access_unit(rest).inspect_err(|_| self.dropped += 1)?;
+            rest = tail;
+            let Some(n) = crate::opus::packet_samples(packet) else {
+                self.dropped += 1;
+                return Err(TsError::Malformed("an Opus packet with a broken TOC"));
+            };
+            events.push(Event::Frame(
+                MediaKind::Audio,
+                Frame {
+                    pts_us: start_us + samples * 1_000_000 / 48_000,
+                    keyframe: true,
+                    payload: Bytes::copy_from_slice(packet),
+                },
+            ));
+            samples += u64::from(n);
+        }
         Ok(())
     }
 
@@ -742,10 +906,21 @@ mod tests {
         }
 
         fn tables(&mut self, streams: &[(u8, u16)]) {
+            let streams: Vec<(u8, u16, &[u8])> = streams
+                .iter()
+                .map(|&(st, pid)| (st, pid, &[][..]))
+                .collect();
+            self.tables_with(&streams);
+        }
+
+        /// The PAT and a PMT whose streams carry the given descriptors.
+        fn tables_with(&mut self, streams: &[(u8, u16, &[u8])]) {
             self.section(0, 0, &[0, 1, 0xe0 | (PMT_PID >> 8) as u8, PMT_PID as u8]);
             let mut pmt = vec![0xe0 | (VIDEO_PID >> 8) as u8, VIDEO_PID as u8, 0xf0, 0];
-            for &(st, pid) in streams {
-                pmt.extend_from_slice(&[st, 0xe0 | (pid >> 8) as u8, pid as u8, 0xf0, 0]);
+            for &(st, pid, desc) in streams {
+                pmt.extend_from_slice(&[st, 0xe0 | (pid >> 8) as u8, pid as u8]);
+                pmt.extend_from_slice(&[0xf0 | (desc.len() >> 8) as u8, desc.len() as u8]);
+                pmt.extend_from_slice(desc);
             }
             self.section(PMT_PID, 2, &pmt);
         }
@@ -1004,5 +1179,168 @@ mod tests {
         d.push(&m.out, &mut events).unwrap();
         assert!(events.is_empty());
         assert_eq!(d.dropped(), 1);
+    }
+
+    /// The descriptors FFmpeg writes for an Opus stream with `code` as channel_config_code.
+    fn opus_descriptors(code: u8) -> Vec<u8> {
+        vec![0x05, 4, b'O', b'p', b'u', b's', 0x7f, 2, 0x80, code]
+    }
+
+    /// An Opus access unit: the control header (with the given flag bits for start trim, end
+    /// trim and a control extension) and `packet`.
+    fn opus_au(flags: u8, packet: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x7f, 0xe0 | flags];
+        let mut size = packet.len();
+        while size >= 255 {
+            v.push(0xff);
+            size -= 255;
+        }
+        v.push(size as u8);
+        if flags & 0x10 != 0 {
+            v.extend_from_slice(&[0x01, 0x38]);
+        }
+        if flags & 0x08 != 0 {
+            v.extend_from_slice(&[0x00, 0x10]);
+        }
+        if flags & 0x04 != 0 {
+            v.extend_from_slice(&[2, 0xaa, 0xbb]);
+        }
+        v.extend_from_slice(packet);
+        v
+    }
+
+    fn audio_frames(events: &[Event]) -> Vec<(u64, Vec<u8>)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Frame(MediaKind::Audio, f) => Some((f.pts_us, f.payload.to_vec())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn opus_access_units_become_frames_timed_by_their_tocs() {
+        let mut m = Mux::new();
+        let desc = opus_descriptors(2);
+        m.tables_with(&[(0x06, AUDIO_PID, &desc)]);
+        // 20 ms CELT (config 31), a 300-byte one (its size a run of 0xff), then a 40 ms packet
+        // (two 20 ms frames) with trims and a control extension, then 10 ms (config 30).
+        let mut long = vec![7u8; 300];
+        long[0] = 31 << 3;
+        let mut pes = opus_au(0, &[31 << 3, 1, 2]);
+        pes.extend(opus_au(0, &long));
+        pes.extend(opus_au(0x1c, &[(31 << 3) | 1, 9]));
+        pes.extend(opus_au(0, &[30 << 3, 4]));
+        m.pes(AUDIO_PID, 0xc0, 90_000, &pes, true);
+        m.pes(
+            AUDIO_PID,
+            0xc0,
+            90_000 + 90 * 90,
+            &opus_au(0, &[31 << 3, 5]),
+            true,
+        );
+        for chunk in [1, 188, 1316] {
+            let (events, errors) = demux_all(&m.out, chunk);
+            assert!(errors.is_empty(), "{errors:?}");
+            let Some(Event::AudioConfig(a)) = events.first() else {
+                panic!("{events:?}")
+            };
+            assert_eq!(
+                (a.codec.as_str(), a.sample_rate, a.channels),
+                ("opus", 48_000, 2)
+            );
+            assert_eq!(
+                a.description.as_deref(),
+                Some(&opus_head(2, OPUS_PRE_SKIP, 48_000)[..])
+            );
+            let frames = audio_frames(&events);
+            let base = HEADROOM_US;
+            let times: Vec<u64> = frames.iter().map(|f| f.0 - base).collect();
+            assert_eq!(
+                times,
+                [0, 20_000, 40_000, 80_000, 90_000],
+                "chunks of {chunk}"
+            );
+            assert_eq!(frames[0].1, [31 << 3, 1, 2]);
+            assert_eq!(frames[1].1, long);
+            assert_eq!(frames[2].1, [(31 << 3) | 1, 9]);
+        }
+    }
+
+    #[test]
+    fn broken_opus_access_units_are_malformed_and_what_came_before_stays() {
+        let mut m = Mux::new();
+        let desc = opus_descriptors(1);
+        m.tables_with(&[(0x06, AUDIO_PID, &desc)]);
+        let mut pes = opus_au(0, &[31 << 3, 1]);
+        pes.extend_from_slice(&[0x12, 0x34, 0x56]);
+        m.pes(AUDIO_PID, 0xc0, 0, &pes, true);
+        // A size past the PES end, then a broken TOC (code 3 without its count).
+        let mut long = opus_au(0, &[31 << 3; 10]);
+        long.truncate(8);
+        m.pes(AUDIO_PID, 0xc0, 1800, &long, true);
+        m.pes(AUDIO_PID, 0xc0, 3600, &opus_au(0, &[(31 << 3) | 3]), true);
+        m.pes(AUDIO_PID, 0xc0, 5400, &opus_au(0, &[31 << 3, 2]), true);
+        let mut d = Demuxer::new();
+        let mut events = Vec::new();
+        let mut errors = Vec::new();
+        for p in m.out.chunks(PACKET) {
+            if let Err(e) = d.push(p, &mut events) {
+                errors.push(e.to_string());
+            }
+        }
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("control header"), "{errors:?}");
+        assert!(errors[1].contains("longer than its PES"), "{errors:?}");
+        assert!(errors[2].contains("TOC"), "{errors:?}");
+        let Some(Event::AudioConfig(a)) = events.first() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(a.channels, 1);
+        let payloads: Vec<Vec<u8>> = audio_frames(&events).into_iter().map(|f| f.1).collect();
+        assert_eq!(payloads, [vec![31 << 3, 1], vec![31 << 3, 2]]);
+        assert_eq!(d.dropped(), 3);
+    }
+
+    #[test]
+    fn private_streams_are_opus_refused_by_name_or_ignored() {
+        let cases: [(Vec<u8>, Option<&str>); 4] = [
+            (
+                opus_descriptors(6),
+                Some("Opus with channel configuration 0x06"),
+            ),
+            (opus_descriptors(0), Some("dual-mono Opus")),
+            (vec![0x6a, 1, 0], Some("AC-3")),
+            (vec![0x59, 0], None),
+        ];
+        for (desc, refused) in cases {
+            let mut m = Mux::new();
+            m.tables_with(&[(0x1b, VIDEO_PID, &[]), (0x06, AUDIO_PID, &desc)]);
+            m.pes(AUDIO_PID, 0xc0, 0, &opus_au(0, &[31 << 3]), true);
+            let (events, errors) = demux_all(&m.out, 188);
+            assert!(events.is_empty(), "{events:?}");
+            match refused {
+                Some(name) => {
+                    assert_eq!(errors.len(), 1, "{errors:?}");
+                    assert!(errors[0].to_string().contains(name), "{}", errors[0]);
+                }
+                None => assert!(errors.is_empty(), "{errors:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_opus_stream_without_its_channel_descriptor_is_stereo() {
+        let mut m = Mux::new();
+        let desc = [0x05, 4, b'O', b'p', b'u', b's'];
+        m.tables_with(&[(0x06, AUDIO_PID, &desc)]);
+        m.pes(AUDIO_PID, 0xc0, 0, &opus_au(0, &[31 << 3]), true);
+        let (events, errors) = demux_all(&m.out, 188);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            matches!(&events[..], [Event::AudioConfig(a), Event::Frame(MediaKind::Audio, _)] if a.channels == 2),
+            "{events:?}"
+        );
     }
 }

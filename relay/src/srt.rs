@@ -373,8 +373,9 @@ async fn connection(
         match res {
             Ok(Ok(())) => {}
             Ok(Err(TsError::Unsupported(what))) => {
-                let reason =
-                    format!("unsupported {what}: publish H.264 video with AAC audio in MPEG-TS");
+                let reason = format!(
+                    "unsupported {what}: publish H.264 video with AAC or Opus audio in MPEG-TS"
+                );
                 push::refused(&state.metrics, Protocol::Srt, "unsupported_codec", &reason);
                 close(socket).await;
                 return Err(ConnError::Refused(reason));

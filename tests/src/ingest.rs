@@ -30,8 +30,17 @@ pub fn record(
 
 /// Presentation times (seconds) of a recording's video frames, in order.
 pub fn video_frame_times(path: &Path) -> Vec<f64> {
+    frame_times(path, "v:0")
+}
+
+/// Presentation times (seconds) of a recording's decoded audio frames, in order.
+pub fn audio_frame_times(path: &Path) -> Vec<f64> {
+    frame_times(path, "a:0")
+}
+
+fn frame_times(path: &Path, stream: &str) -> Vec<f64> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-v", "error", "-select_streams", stream])
         .args([
             "-show_entries",
             "frame=best_effort_timestamp_time",

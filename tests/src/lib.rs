@@ -509,14 +509,28 @@ impl Drop for ChildGuard {
 /// B-frames, a keyframe every 2 s) and a 440 Hz tone (AAC, 48 kHz) for `seconds` to an RTMP
 /// `url`, the way OBS publishes (`-f flv rtmp://HOST:PORT/live/KEY`, or `rtmps://`).
 pub fn ffmpeg_rtmp_push(name: &str, url: &str, seconds: u32, dir: &std::path::Path) -> ChildGuard {
-    ffmpeg_push(name, "flv", url, seconds, dir)
+    ffmpeg_push(name, "flv", url, seconds, dir, AAC)
 }
 
 /// The same media as [`ffmpeg_rtmp_push`] in MPEG-TS to an SRT `url`, the way OBS publishes
 /// over SRT (`-f mpegts "srt://HOST:PORT?streamid=KEY"`).
 pub fn ffmpeg_srt_push(name: &str, url: &str, seconds: u32, dir: &std::path::Path) -> ChildGuard {
-    ffmpeg_push(name, "mpegts", url, seconds, dir)
+    ffmpeg_push(name, "mpegts", url, seconds, dir, AAC)
 }
+
+/// As [`ffmpeg_srt_push`], with Opus audio (libopus, 20 ms packets) in the MPEG-TS.
+pub fn ffmpeg_srt_push_opus(
+    name: &str,
+    url: &str,
+    seconds: u32,
+    dir: &std::path::Path,
+) -> ChildGuard {
+    let opus = &["-c:a", "libopus", "-b:a", "64k", "-frame_duration", "20"];
+    ffmpeg_push(name, "mpegts", url, seconds, dir, opus)
+}
+
+/// FFmpeg's audio encoder arguments for AAC, the default of the pushes.
+const AAC: &[&str] = &["-c:a", "aac", "-b:a", "96k"];
 
 fn ffmpeg_push(
     name: &str,
@@ -524,6 +538,7 @@ fn ffmpeg_push(
     url: &str,
     seconds: u32,
     dir: &std::path::Path,
+    audio: &[&str],
 ) -> ChildGuard {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-v", "error", "-re"])
@@ -533,7 +548,9 @@ fn ffmpeg_push(
         .args([
             "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
         ])
-        .args(["-g", "60", "-c:a", "aac", "-b:a", "96k", "-f", format, url]);
+        .args(["-g", "60"])
+        .args(audio)
+        .args(["-f", format, url]);
     ChildGuard::spawn(name, &mut cmd, dir)
 }
 

@@ -9,8 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use moqcast_tests::ingest::{check_recording, finish, metric, record};
-use moqcast_tests::{init_tracing, ChildGuard, TempDir, TestRelay};
+use moqcast_tests::ingest::{audio_frame_times, check_recording, finish, metric, record};
+use moqcast_tests::{init_tracing, probe, ChildGuard, TempDir, TestRelay};
 
 fn push(name: &str, url: &str, seconds: u32, dir: &Path) -> ChildGuard {
     moqcast_tests::ffmpeg_srt_push(name, url, seconds, dir)
@@ -102,6 +102,60 @@ async fn ffmpeg_over_srt_is_recorded_over_moq() {
     assert!(audio as f64 >= 0.95 * 281.0, "{audio} audio frames of 281");
     assert_eq!(metric(&relay, "moqcast_srt_refused_total"), 0);
     assert_eq!(metric(&relay, "moqcast_rtmp_ingest_video_frames_total"), 0);
+    relay.stop().await;
+}
+
+/// Opus in MPEG-TS (FFmpeg's libopus through its mpegts muxer): the Opus packets are carried
+/// as they came (no transcoding), so the recording's audio is Opus that decodes, at least 95% of
+/// the 20 ms packets, 20 ms apart, beside the H.264 video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opus_over_srt_is_recorded_over_moq() {
+    init_tracing();
+    let relay = TestRelay::start(&["--srt-bind", "127.0.0.1:0"]).await;
+    let dir = TempDir::new("srt-opus");
+    let out = dir.path("rec.mp4");
+    let seconds = 6;
+    let mut recorder = record(&relay, "opus", &out, f64::from(seconds) + 5.0, &dir.0);
+    let url = srt_url(&relay, "opus");
+    let mut publisher = moqcast_tests::ffmpeg_srt_push_opus("ffmpeg", &url, seconds, &dir.0);
+    let listed = wait_listed(&relay, "\"srt\"", "the SRT Opus publisher never went live").await;
+    assert!(listed.contains("\"opus\""), "{listed}");
+    tokio::task::spawn_blocking(move || {
+        finish(&mut publisher, Duration::from_secs(20));
+        finish(&mut recorder, Duration::from_secs(20));
+    })
+    .await
+    .unwrap();
+
+    check_recording(&out, f64::from(seconds), 0.2, "SRT Opus recording");
+    let streams = probe(&out);
+    let audio = streams
+        .iter()
+        .find(|s| s.0 == "audio")
+        .unwrap_or_else(|| panic!("no audio in {streams:?}"));
+    assert_eq!(audio.1, "opus", "{streams:?}");
+    let packets = f64::from(seconds) * 50.0;
+    assert!(
+        audio.2 as f64 >= 0.95 * packets,
+        "{} Opus frames decoded of {packets}",
+        audio.2
+    );
+    let times = audio_frame_times(&out);
+    let mut steps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    steps.sort_by(f64::total_cmp);
+    let median = steps[steps.len() / 2];
+    assert!(
+        (median - 0.02).abs() < 0.001,
+        "Opus frames {median} s apart"
+    );
+    assert!(steps[0] > 0.0, "repeated audio timestamps");
+    let ingested = metric(&relay, "moqcast_srt_ingest_audio_frames_total");
+    eprintln!(
+        "SRT Opus: {ingested} audio frames ingested, {} decoded, largest step {:.3} s",
+        audio.2,
+        steps.last().unwrap()
+    );
+    assert!(ingested as f64 >= 0.95 * packets, "{ingested} of {packets}");
     relay.stop().await;
 }
 
