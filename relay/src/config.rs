@@ -199,6 +199,30 @@ pub struct Args {
     /// both sides'); the time SRT has to recover lost packets. Default 120, libsrt's.
     #[arg(long, env = "MOQCAST_SRT_LATENCY_MS")]
     pub srt_latency_ms: Option<u64>,
+    /// Joins a cluster whose registry is this Redis server (`redis://HOST:PORT`): the relay
+    /// registers the broadcasts published to it and serves every broadcast of the cluster.
+    #[arg(long, env = "MOQCAST_CLUSTER_REGISTRY")]
+    pub cluster_registry: Option<String>,
+    /// How the other relays of the cluster reach this one: `moqt://HOST:PORT` (raw QUIC on
+    /// this relay's QUIC port). Needed with --cluster-registry.
+    #[arg(long, env = "MOQCAST_CLUSTER_ADVERTISE")]
+    pub cluster_advertise: Option<String>,
+    /// origin (default): takes publishers and registers their broadcasts; edge: takes no
+    /// publisher, serves what the origins have.
+    #[arg(long, env = "MOQCAST_CLUSTER_ROLE")]
+    pub cluster_role: Option<crate::cluster::ClusterRole>,
+    /// A file holding the token (JWT) this relay presents to the other relays (checked by
+    /// their --auth-key; it needs subscribe rights on the broadcasts it pulls).
+    #[arg(long, env = "MOQCAST_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
+    /// How long a broadcast's registration lives unless refreshed, ms (a dead relay's
+    /// broadcasts expire after it). Default 10000.
+    #[arg(long, env = "MOQCAST_CLUSTER_TTL_MS")]
+    pub cluster_ttl_ms: Option<u64>,
+    /// Accept peer relays' certificates by SHA-256 fingerprint (hex, comma separated), for
+    /// relays with self-signed certificates; without it, the system roots.
+    #[arg(long, env = "MOQCAST_CLUSTER_TLS_FINGERPRINT", value_delimiter = ',')]
+    pub cluster_tls_fingerprint: Option<Vec<String>>,
 }
 
 /// The longest `--coalesce-ms`: a longer hold is a stall viewers see, and two or three frames
@@ -254,6 +278,12 @@ pub struct FileConfig {
     pub srt_resume_ms: Option<u64>,
     pub srt_max_connections: Option<usize>,
     pub srt_latency_ms: Option<u64>,
+    pub cluster_registry: Option<String>,
+    pub cluster_advertise: Option<String>,
+    pub cluster_role: Option<crate::cluster::ClusterRole>,
+    pub cluster_token_file: Option<PathBuf>,
+    pub cluster_ttl_ms: Option<u64>,
+    pub cluster_tls_fingerprint: Option<Vec<String>>,
 }
 
 /// How sessions map to threads (see `--runtime`, and [`crate::shard`]).
@@ -325,6 +355,8 @@ pub struct Config {
     pub rtmp: Option<crate::rtmp::RtmpConfig>,
     /// The SRT ingest, when `--srt-bind` is given.
     pub srt: Option<crate::srt::SrtConfig>,
+    /// The cluster this relay joins (`--cluster-registry`).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Stream keys of the RTMP and SRT ingests (`--rtmp-keys`).
     pub ingest_keys: Option<PathBuf>,
 }
@@ -400,6 +432,7 @@ impl Default for Config {
             drain: Duration::from_secs(2),
             rtmp: None,
             srt: None,
+            cluster: None,
             ingest_keys: None,
         }
     }
@@ -421,6 +454,15 @@ impl Config {
             }
             None => FileConfig::default(),
         };
+        let cluster_args = ClusterArgs {
+            registry: args.cluster_registry.clone(),
+            advertise: args.cluster_advertise.clone(),
+            role: args.cluster_role,
+            token_file: args.cluster_token_file.clone(),
+            ttl_ms: args.cluster_ttl_ms,
+            fingerprints: args.cluster_tls_fingerprint.clone(),
+        };
+        let cluster = cluster_config(&cluster_args, &file)?;
         let d = Config::default();
         let tls = match (
             args.tls_cert.or(file.tls_cert),
@@ -642,7 +684,17 @@ impl Config {
                 "--rtmp-keys needs --rtmp-bind, --rtmps-bind or --srt-bind (the ingests are off without them)".into(),
             ));
         }
+        if cluster
+            .as_ref()
+            .is_some_and(|c| c.role == crate::cluster::ClusterRole::Edge)
+            && (rtmp.is_some() || srt.is_some())
+        {
+            return Err(ConfigError::Invalid(
+                "an edge relay (--cluster-role edge) takes no publishers: drop --rtmp-bind, --rtmps-bind and --srt-bind".into(),
+            ));
+        }
         Ok(Self {
+            cluster,
             rtmp,
             srt,
             ingest_keys,
@@ -917,4 +969,87 @@ mod tests {
         let err = Config::resolve(Args::parse_from(["moqcast-relay"])).unwrap_err();
         assert!(matches!(err, ConfigError::NoTls));
     }
+}
+
+/// The `--cluster-*` flags (taken out of [`Args`] before it is consumed).
+struct ClusterArgs {
+    registry: Option<String>,
+    advertise: Option<String>,
+    role: Option<crate::cluster::ClusterRole>,
+    token_file: Option<PathBuf>,
+    ttl_ms: Option<u64>,
+    fingerprints: Option<Vec<String>>,
+}
+
+/// `--cluster-*` flags over the file's keys; `None` without a registry.
+fn cluster_config(
+    args: &ClusterArgs,
+    file: &FileConfig,
+) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
+    let registry = args.registry.clone().or(file.cluster_registry.clone());
+    let advertise = args.advertise.clone().or(file.cluster_advertise.clone());
+    let role = args.role.or(file.cluster_role);
+    let token_file = args.token_file.clone().or(file.cluster_token_file.clone());
+    let Some(registry) = registry else {
+        if advertise.is_some() || role.is_some() || token_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "--cluster-advertise, --cluster-role and --cluster-token-file need --cluster-registry".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if !registry.starts_with("redis://") {
+        return Err(ConfigError::Invalid(format!(
+            "--cluster-registry {registry:?}: expected redis://HOST:PORT"
+        )));
+    }
+    let advertise = advertise.ok_or_else(|| {
+        ConfigError::Invalid(
+            "--cluster-registry needs --cluster-advertise moqt://HOST:PORT (how the other relays reach this one)".into(),
+        )
+    })?;
+    let advertise: url::Url = advertise
+        .parse()
+        .ok()
+        .filter(|u: &url::Url| u.scheme() == "moqt" && u.host_str().is_some() && u.port().is_some())
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "--cluster-advertise {advertise:?}: expected moqt://HOST:PORT"
+            ))
+        })?;
+    let token = match token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "--cluster-token-file {}: {e}",
+                        path.display()
+                    ))
+                })?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let ttl = args
+        .ttl_ms
+        .or(file.cluster_ttl_ms)
+        .map_or(crate::cluster::ClusterConfig::DEFAULT_TTL, Duration::from_millis);
+    if ttl < Duration::from_millis(500) {
+        return Err(ConfigError::Invalid(
+            "--cluster-ttl-ms must be at least 500".into(),
+        ));
+    }
+    Ok(Some(crate::cluster::ClusterConfig {
+        registry,
+        advertise,
+        role: role.unwrap_or_default(),
+        token,
+        ttl,
+        fingerprints: args
+            .fingerprints
+            .clone()
+            .or(file.cluster_tls_fingerprint.clone())
+            .unwrap_or_default(),
+    }))
 }

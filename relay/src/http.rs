@@ -101,7 +101,8 @@ async fn metrics(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
             Some(p) => s.metrics.render() + &crate::metrics::render_shards(p),
             None => s.metrics.render(),
         } + &crate::metrics::render_ingests(&s.ingests.list())
-            + &crate::metrics::render_tls(&s.tls),
+            + &crate::metrics::render_tls(&s.tls)
+            + &s.cluster.as_ref().map(|c| c.render()).unwrap_or_default(),
     )
 }
 
@@ -118,6 +119,10 @@ async fn broadcasts(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
             // counters, under "rtmp" or "srt".
             if let Some(l) = ingests.iter().find(|l| l.name == b.path) {
                 v[l.protocol.name()] = l.to_json();
+            }
+            // A broadcast served from another relay of the cluster: which one.
+            if let Some(peer) = s.cluster.as_ref().and_then(|c| c.served_from(b.session)) {
+                v["cluster"] = serde_json::json!({ "from": peer });
             }
             v
         })

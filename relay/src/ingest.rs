@@ -89,6 +89,11 @@ impl IngestRoutes {
         self.0.lock().expect("poisoned").is_empty()
     }
 
+    /// Upstream subscriptions routed now.
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("poisoned").len()
+    }
+
     fn get(&self, alias: u64) -> Option<Route> {
         self.0.lock().expect("poisoned").get(&alias).cloned()
     }

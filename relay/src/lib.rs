@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod budget;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod fanout;
 pub mod h3;
@@ -66,10 +67,17 @@ pub struct RelayState {
     /// Broadcasts pushed over RTMP/RTMPS and SRT, and who holds them (`--rtmp-bind`,
     /// `--rtmps-bind`, `--srt-bind`).
     pub ingests: Arc<push::Ingests>,
+    /// The relay's part in a cluster (`--cluster-registry`).
+    pub cluster: Option<Arc<cluster::Cluster>>,
     next_session: AtomicU64,
 }
 
 impl RelayState {
+    /// A new session id (sessions, cluster links).
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Hex SHA-256 of the certificate served now.
     pub fn fingerprint(&self) -> String {
         self.tls.fingerprint_hex()
@@ -256,6 +264,12 @@ impl Relay {
                 .as_ref()
                 .map_or(rtmp::RtmpConfig::DEFAULT_RESUME, |c| c.resume),
         );
+        let cluster = match &config.cluster {
+            Some(c) => Some(Arc::new(
+                cluster::Cluster::new(c.clone()).map_err(anyhow::Error::from)?,
+            )),
+            None => None,
+        };
         let metrics = Arc::new(metrics::Metrics::default());
         let budget = track::CacheBudget::new(config.cache_total_bytes, metrics.clone());
         let state = Arc::new(RelayState {
@@ -272,10 +286,14 @@ impl Relay {
             live: Default::default(),
             draining: Default::default(),
             ingests,
+            cluster,
             config,
             auth,
             next_session: AtomicU64::new(1),
         });
+        if let Some(c) = &state.cluster {
+            c.attach(&state);
+        }
         Ok(Self {
             state,
             quic,
@@ -368,6 +386,10 @@ impl Relay {
                 .clone()
                 .watch(tls::RELOAD_INTERVAL, cancel.clone()),
         ));
+        let _cluster = state
+            .cluster
+            .clone()
+            .map(|c| OwnedTask(tokio::spawn(c.run())));
         let mut ingest_tasks = Vec::new();
         if let Some(config) = &state.config.rtmp {
             for listener in [rtmp, rtmps].into_iter().flatten() {
@@ -583,7 +605,7 @@ async fn serve(
 
 async fn accept(state: Arc<RelayState>, incoming: quinn::Incoming, handshake: limits::Slot) {
     let peer = incoming.remote_address();
-    let id = state.next_session.fetch_add(1, Ordering::Relaxed);
+    let id = state.next_session_id();
     let span = tracing::info_span!("session", id, %peer);
     let _enter = span.clone();
     let _placed = state

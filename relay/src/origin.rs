@@ -51,6 +51,19 @@ const HANDBACK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Broadcasts taken over by a newer session while theirs is still up, by path, newest last.
 type Standby = Arc<Mutex<HashMap<String, Vec<Arc<Broadcast>>>>>;
 
+/// Broadcasts whose upstream went away while another may take them over (a cluster link
+/// closed, [`Origin::park`]), by path, with the time until which their tracks wait.
+type Parked = Arc<Mutex<HashMap<String, std::time::Instant>>>;
+
+/// Where an upstream subscription looks, when it ends, for a reason to keep its track a while:
+/// a publisher on standby, or a parked broadcast.
+#[derive(Clone)]
+struct Handback {
+    standby: Standby,
+    parked: Parked,
+    path: String,
+}
+
 /// A track of a broadcast that the relay subscribed to upstream.
 struct TrackEntry {
     cache: Weak<TrackCache>,
@@ -75,7 +88,7 @@ async fn subscribe_upstream(
     cache: Weak<TrackCache>,
     epoch: u64,
     handed_over: bool,
-    standby: (Standby, String),
+    handback: Handback,
 ) -> Result<(), TrackError> {
     let Upstream { session, ingest } = upstream;
     let res = async {
@@ -108,7 +121,11 @@ async fn subscribe_upstream(
     .await;
     // A publisher that took the name over is leaving: its previous publisher, still up,
     // gets the track back (which aborts this task) rather than its subscribers losing it.
-    let (standby, path) = standby;
+    let Handback {
+        standby,
+        parked,
+        path,
+    } = handback;
     let waiting = standby
         .lock()
         .expect("poisoned")
@@ -116,6 +133,12 @@ async fn subscribe_upstream(
         .is_some_and(|v| !v.is_empty());
     if waiting && !matches!(res, Err(TrackError::NotWithNewPublisher)) {
         tokio::time::sleep(HANDBACK_GRACE).await;
+    }
+    // A parked broadcast's track waits for its new upstream (which aborts this task) until
+    // the parking ends.
+    let until = parked.lock().expect("poisoned").get(&path).copied();
+    if let Some(until) = until {
+        tokio::time::sleep_until(until.into()).await;
     }
     res
 }
@@ -243,6 +266,8 @@ pub struct Origin {
     /// Broadcasts taken over by a newer session while theirs is still up, newest last: when the
     /// newer one leaves, the previous one serves the name again.
     standby: Standby,
+    /// Broadcasts whose tracks wait for a new upstream ([`Self::park`]).
+    parked: Parked,
     events: tokio::sync::broadcast::Sender<Announcement>,
     /// Rendezvous waits (SUBSCRIBEs with RENDEZVOUS_TIMEOUT) by the broadcast path they wait
     /// for: an announcement or a PUBLISH wakes only the waiters of that name and the names below
@@ -259,6 +284,7 @@ impl Origin {
         Self {
             broadcasts: Mutex::new(HashMap::new()),
             standby: Arc::default(),
+            parked: Arc::default(),
             events: tokio::sync::broadcast::channel(1024).0,
             waiters: Mutex::new(HashMap::new()),
             limits,
@@ -269,6 +295,28 @@ impl Origin {
 
     pub fn budget(&self) -> &Arc<CacheBudget> {
         &self.budget
+    }
+
+    fn handback(&self, path: &str) -> Handback {
+        Handback {
+            standby: self.standby.clone(),
+            parked: self.parked.clone(),
+            path: path.to_string(),
+        }
+    }
+
+    /// Keeps `path`'s tracks (their subscribers waiting) when their upstream ends, until
+    /// `until` or until the broadcast is announced again ([`Self::unpark`]).
+    pub fn park(&self, path: &str, until: std::time::Instant) {
+        let mut parked = self.parked.lock().expect("poisoned");
+        let now = std::time::Instant::now();
+        parked.retain(|_, t| *t > now);
+        parked.insert(path.to_string(), until);
+    }
+
+    /// Ends `path`'s parking.
+    pub fn unpark(&self, path: &str) {
+        self.parked.lock().expect("poisoned").remove(path);
     }
 
     /// Registers a broadcast announced by `session`; replaces an older one of the same path.
@@ -500,7 +548,7 @@ impl Origin {
                 Arc::downgrade(&cache),
                 cache.epoch(),
                 false,
-                (self.standby.clone(), b.path.clone()),
+                self.handback(&b.path),
             ),
         );
         tracks.retain(|_, t| t.cache.strong_count() > 0);
@@ -522,7 +570,7 @@ impl Origin {
             let repointed = match &to.upstream {
                 Some(upstream) => {
                     let weak = Arc::downgrade(&m.cache);
-                    let standby = (self.standby.clone(), to.path.clone());
+                    let standby = self.handback(&to.path);
                     m.cache.repoint(to.home.as_ref(), |epoch| {
                         subscribe_upstream(
                             upstream.clone(),

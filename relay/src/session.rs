@@ -82,6 +82,15 @@ pub async fn run(
                 None => return std::future::pending().await,
             },
         };
+        // Another relay's cluster link: what it asks for is never pulled from a third relay.
+        let peer_link = match session.ready().await {
+            Ok(options) => options.0.iter().any(|kv| {
+                kv.key == 0x7
+                    && matches!(&kv.value, moqcast_media::moq::transport::coding::Value::BytesValue(b)
+                        if b == crate::cluster::LINK_IMPLEMENTATION.as_bytes())
+            }),
+            Err(_) => return std::future::pending().await,
+        };
         let ctx = Ctx {
             state: state.clone(),
             session: session.clone(),
@@ -90,6 +99,7 @@ pub async fn run(
             routes: routes.clone(),
             id,
             grant: Arc::new(grant),
+            peer_link,
         };
         tokio::join!(
             expire(&ctx),
@@ -143,6 +153,8 @@ struct Ctx {
     id: u64,
     /// What the session's token (or the public prefixes) allow.
     grant: Arc<Grant>,
+    /// The peer is another relay's cluster link.
+    peer_link: bool,
 }
 
 /// The grant of a raw QUIC session, from its SETUP; on a refusal the session is closed with
@@ -208,6 +220,17 @@ async fn expire(ctx: &Ctx) {
 /// Whether the session's grant covers `name` (a broadcast, or a namespace prefix); when not,
 /// counts it and says why, for a REQUEST_ERROR UNAUTHORIZED.
 fn authorized(ctx: &Ctx, name: &str, publish: bool) -> Result<(), String> {
+    let edge = ctx
+        .state
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.config.role == crate::cluster::ClusterRole::Edge);
+    if publish && edge {
+        tracing::info!(broadcast = name, "publisher refused: this relay is a cluster edge");
+        return Err(format!(
+            "this relay is a cluster edge and takes no publishers: publish {name:?} to an origin relay"
+        ));
+    }
     let ok = if publish {
         ctx.grant.may_publish(name)
     } else {
@@ -344,7 +367,10 @@ async fn resolve(
     namespace: &TrackNamespace,
     name: &str,
     rendezvous: Option<Duration>,
+    pull: bool,
 ) -> Result<(Arc<TrackCache>, bool), TrackError> {
+    // In a cluster, a broadcast not known here is looked up in the registry once.
+    let mut pull = state.cluster.as_ref().filter(|_| pull);
     let deadline = rendezvous.map(|d| tokio::time::Instant::now() + d);
     // Woken only when this name (or a prefix of it) is announced or gets a PUBLISH.
     let waiter = deadline.map(|_| state.origin.waiter(namespace));
@@ -357,6 +383,12 @@ async fn resolve(
         }
         match state.origin.track(namespace, name) {
             Ok(found) => break found,
+            Err(LookupError::NoBroadcast(_)) if pull.is_some() => {
+                if let Some(cluster) = pull.take() {
+                    // Then the lookup runs again, whatever the registry said.
+                    let _ = tokio::time::timeout(UPSTREAM_WAIT, cluster.pull(namespace)).await;
+                }
+            }
             Err(LookupError::NoBroadcast(_) | LookupError::NoTrack(..)) => {
                 let (Some(deadline), Some(n)) = (deadline, notified.as_pin_mut()) else {
                     return Err(TrackError::NotFound);
@@ -395,7 +427,15 @@ async fn serve_subscription(ctx: Ctx, sub: moqt::SubscribeRequest, _slot: Slot) 
     let namespace = sub.msg.track_namespace.clone();
     let mut window = window_of(&sub.msg.params);
     let (cache, waited) =
-        match resolve(state, &namespace, &name, rendezvous_of(&sub.msg.params)).await {
+        match resolve(
+            state,
+            &namespace,
+            &name,
+            rendezvous_of(&sub.msg.params),
+            !ctx.peer_link,
+        )
+        .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "subscription refused");
@@ -530,7 +570,7 @@ async fn serve_namespaces(state: Arc<RelayState>, req: moqt::NamespaceSubscripti
 async fn serve_track_status(state: Arc<RelayState>, req: moqt::TrackStatusRequest) {
     let namespace = req.msg.track_namespace.clone();
     let name = req.msg.track_name.to_string_lossy().into_owned();
-    let cache = match resolve(&state, &namespace, &name, rendezvous_of(&req.msg.params)).await {
+    let cache = match resolve(&state, &namespace, &name, rendezvous_of(&req.msg.params), true).await {
         Ok((c, _)) => c,
         Err(e) => {
             req.reject(RequestErrorCode::DoesNotExist as u64, &e.to_string());
@@ -554,7 +594,7 @@ async fn serve_fetch(state: Arc<RelayState>, req: moqt::FetchRequest) {
         return;
     };
     let name = range.track_name.to_string_lossy().into_owned();
-    let cache = match resolve(&state, &range.track_namespace, &name, None).await {
+    let cache = match resolve(&state, &range.track_namespace, &name, None, true).await {
         Ok((c, _)) => c,
         Err(e) => {
             req.reject(RequestErrorCode::DoesNotExist as u64, &e.to_string());

@@ -33,10 +33,16 @@ impl TestRelay {
     /// Starts a relay with a generated certificate on `[::]:0` (so both `localhost` families
     /// work) and `127.0.0.1:0`. `extra` are more command-line flags.
     pub async fn start(extra: &[&str]) -> Self {
+        Self::start_on(0, extra).await
+    }
+
+    /// As [`Self::start`], with the QUIC port given (0: any free one).
+    pub async fn start_on(port: u16, extra: &[&str]) -> Self {
+        let bind = format!("[::]:{port}");
         let mut argv = vec![
             "moqcast-relay",
             "--bind",
-            "[::]:0",
+            &bind,
             "--http-bind",
             "127.0.0.1:0",
             "--tls-generate",
