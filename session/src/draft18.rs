@@ -99,8 +99,8 @@ pub enum WireError {
     /// A request stream that starts with [`LEGACY_CLIENT_SETUP_TYPE`]: the peer did not
     /// negotiate draft-18.
     #[error(
-        "a CLIENT_SETUP of drafts 11-16 (type {0:#x}) opened a request stream: the peer did not \
-         negotiate moqt-18 (by ALPN, or by WebTransport subprotocol) and offers older drafts only"
+        "a CLIENT_SETUP of drafts 11-16 (type {0:#x}): the peer did not negotiate moqt-18 (by ALPN, \
+         or by WebTransport subprotocol) and offers older drafts only"
     )]
     LegacySetup(u64),
     #[error("message type {0:#x} is not allowed here")]
