@@ -19,7 +19,7 @@
 #     `npm --prefix web ci` when web/node_modules is missing or older than the lock file, and
 #     `npm --prefix web run build` (into web/dist, which the relay serves) when the build is
 #     missing or older than the viewer's sources.
-#   * Test tools: Debian's chromium (the browser tests), cargo-nextest, the nightly toolchain
+#   * Test tools: Debian's chromium and firefox-esr (the browser tests), cargo-nextest, the nightly toolchain
 #     that scripts/fuzz.sh uses, and the independent draft-18 MoQ peers that the interop tests
 #     run against (moq-relay-ietf, moq-clock-ietf, moq-test-client; built from source by
 #     `cargo install`, which is slow).
@@ -156,14 +156,16 @@ if [ "${MOQCAST_SKIP_PEERS:-0}" = 1 ]; then
 fi
 
 if [ "$skip_test_tools" = 1 ]; then
-    say "MOQCAST_SKIP_PEERS=1: skipping test tools (chromium, cargo-nextest, nightly, interop peers)"
+    say "MOQCAST_SKIP_PEERS=1: skipping test tools (chromium, firefox-esr, cargo-nextest, nightly, interop peers)"
     say "done"
     exit 0
 fi
 
-# The browser tests drive Debian's chromium (/usr/bin/chromium) through playwright-core.
-apt_install chromium fonts-dejavu-core
+# The browser tests drive Debian's chromium (/usr/bin/chromium) through playwright-core, and
+# Debian's firefox-esr (/usr/bin/firefox-esr) through puppeteer-core (WebDriver BiDi).
+apt_install chromium fonts-dejavu-core firefox-esr
 say "chromium: $(chromium --version 2>/dev/null | head -n1 || echo installed)"
+say "firefox: $(firefox-esr --version 2>/dev/null | head -n1 || echo installed)"
 
 if cargo nextest --version >/dev/null 2>&1; then
     say "cargo-nextest: $(cargo nextest --version 2>/dev/null | head -n1)"

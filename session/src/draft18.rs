@@ -40,6 +40,12 @@ pub const FETCH_HEADER_TYPE: u64 = 0x05;
 /// Stream type of a padding stream (§3.4, §10.6): read and discarded.
 pub const PADDING_TYPE: u64 = 0x132B_3E28;
 
+/// CLIENT_SETUP's message type in drafts 11-16, where it opened the session on a bidirectional
+/// stream. Draft-18 negotiates its version by ALPN or WebTransport subprotocol only (§3.1), so a
+/// client that negotiated neither may fall back to this older handshake: it starts what would
+/// be a draft-18 request stream.
+pub const LEGACY_CLIENT_SETUP_TYPE: u64 = 0x20;
+
 /// The longest message payload the 16-bit Length field allows.
 pub const MAX_MESSAGE: usize = u16::MAX as usize;
 /// The longest New Session URI of a GOAWAY (§9.4).
@@ -90,6 +96,13 @@ pub enum WireError {
     UnknownMessage(u64),
     #[error("message type {0:#x} cannot start a request stream")]
     NotARequest(u64),
+    /// A request stream that starts with [`LEGACY_CLIENT_SETUP_TYPE`]: the peer did not
+    /// negotiate draft-18.
+    #[error(
+        "a CLIENT_SETUP of drafts 11-16 (type {0:#x}): the peer did not negotiate moqt-18 (by ALPN, \
+         or by WebTransport subprotocol) and offers older drafts only"
+    )]
+    LegacySetup(u64),
     #[error("message type {0:#x} is not allowed here")]
     Unexpected(u64),
     #[error("unknown unidirectional stream type {0:#x}")]
@@ -393,6 +406,11 @@ impl Request {
 
 /// Decodes the first message of a request stream.
 pub fn decode_request(buf: &[u8]) -> Result<Option<(Request, usize)>, WireError> {
+    // Said as soon as the type is read: the old handshake's framing need not match ours, and its
+    // sender waits for an answer.
+    if let Some((LEGACY_CLIENT_SETUP_TYPE, _)) = peek_varint(buf)? {
+        return Err(WireError::LegacySetup(LEGACY_CLIENT_SETUP_TYPE));
+    }
     let Some(f) = frame(buf)? else {
         return Ok(None);
     };
@@ -975,6 +993,17 @@ mod tests {
             decode_response(&unknown).unwrap_err(),
             WireError::UnknownMessage(0x3f)
         );
+        // A client that negotiated no version (Firefox ESR 153's WebTransport sends no
+        // subprotocol) and fell back to the drafts 11-16 handshake is told so, from its first
+        // byte on.
+        assert_eq!(
+            decode_request(&[0x20]).unwrap_err(),
+            WireError::LegacySetup(LEGACY_CLIENT_SETUP_TYPE)
+        );
+        assert!(decode_request(&[0x20, 0x00, 0x40, 0x02])
+            .unwrap_err()
+            .to_string()
+            .contains("did not negotiate moqt-18"));
         // A response type cannot open a request stream.
         let ok = Response::PublishNamespaceDone.encode().unwrap();
         assert_eq!(

@@ -1,7 +1,9 @@
 // Drives the moqcast viewer in a real headless Chromium (Debian's /usr/bin/chromium, through
-// playwright-core from web/node_modules) against a running relay and publisher, and checks
-// what a person would see. tests/tests/browser.rs starts the relay and publishers and runs
-// this script; run it by hand the same way:
+// playwright-core from web/node_modules), or in a real headless Firefox (Debian's
+// /usr/bin/firefox-esr, through puppeteer-core over WebDriver BiDi: Playwright cannot drive a
+// stock Firefox), against a running relay and publisher, and checks what a person would see.
+// tests/tests/browser.rs starts the relay and publishers and runs this script; run it by hand
+// the same way:
 //
 //   MOQCAST_VIEWER_URL=http://127.0.0.1:8080/watch/demo MOQCAST_SCENARIO=basic \
 //     node tests/browser/viewer.test.mjs
@@ -9,6 +11,11 @@
 // Environment:
 //   MOQCAST_VIEWER_URL   the watch page (with ?relay=... when the relay's QUIC port is not in /viewer.json)
 //   MOQCAST_SCENARIO     basic | basic-https | captions | live-captions | reconnect
+//   MOQCAST_BROWSER      chromium (default) | firefox (the basic scenario only)
+//   MOQCAST_EXPECT_NO_RECONNECT (basic, optional) 1: the viewer must play on its first
+//                        connection (no reconnect, status live)
+//   MOQCAST_EXPECT_LEAVE_CLOSES (basic, optional) 1: leaving the page ends its relay session at
+//                        once (the relay's /metrics, on the page's origin, counts one session less)
 //   MOQCAST_VTT          (captions) the WebVTT file the publisher was given
 //   MOQCAST_SIDECAR_TRACK (captions) "KEY<tab>MENU LABEL<tab>CUE TEXT" of a caption track in <broadcast>/ai
 //   MOQCAST_EXPECT_WORDS (live-captions) comma-separated words, one of which the live captions must show
@@ -34,22 +41,19 @@ import { fileURLToPath } from "node:url";
 const here = dirname(fileURLToPath(import.meta.url));
 const webDir = join(here, "../../web");
 const CHROMIUM = process.env.MOQCAST_CHROMIUM ?? "/usr/bin/chromium";
+const FIREFOX = process.env.MOQCAST_FIREFOX ?? "/usr/bin/firefox-esr";
+const BROWSER = process.env.MOQCAST_BROWSER ?? "chromium";
+const requireWeb = createRequire(join(webDir, "package.json"));
 
 function fail(message) {
   console.error(`viewer test: ${message}`);
   process.exit(2);
 }
 
-if (!existsSync(CHROMIUM)) fail(`${CHROMIUM} is missing: run scripts/setup.sh (it installs Debian's chromium)`);
-let chromium;
-try {
-  chromium = createRequire(join(webDir, "package.json"))("playwright-core").chromium;
-} catch {
-  fail("playwright-core is not installed in web/node_modules: run scripts/setup.sh (npm --prefix web ci)");
-}
-
 const url = process.env.MOQCAST_VIEWER_URL ?? fail("MOQCAST_VIEWER_URL is not set");
 const scenario = process.env.MOQCAST_SCENARIO ?? "basic";
+if (BROWSER !== "chromium" && BROWSER !== "firefox") fail(`unknown MOQCAST_BROWSER ${BROWSER}`);
+if (BROWSER === "firefox" && scenario !== "basic") fail(`the ${scenario} scenario runs in chromium only`);
 const started = Date.now();
 const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -66,17 +70,59 @@ async function waitFor(what, probe, done, timeoutMs) {
   }
 }
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: [
-    // Chromium refuses to run its sandbox as root (CI containers).
-    ...(process.getuid?.() === 0 ? ["--no-sandbox"] : []),
-    // Let WebAudio start without a click, as after a user gesture.
-    "--autoplay-policy=no-user-gesture-required",
-    ...(process.env.MOQCAST_CHROMIUM_ARGS ?? "").split(" ").filter(Boolean),
-  ],
-});
-const page = await browser.newPage({ viewport: { width: 800, height: 540 } });
+/** Chromium through playwright-core. */
+async function launchChromium() {
+  if (!existsSync(CHROMIUM)) fail(`${CHROMIUM} is missing: run scripts/setup.sh (it installs Debian's chromium)`);
+  let chromium;
+  try {
+    chromium = requireWeb("playwright-core").chromium;
+  } catch {
+    fail("playwright-core is not installed in web/node_modules: run scripts/setup.sh (npm --prefix web ci)");
+  }
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      // Chromium refuses to run its sandbox as root (CI containers).
+      ...(process.getuid?.() === 0 ? ["--no-sandbox"] : []),
+      // Let WebAudio start without a click, as after a user gesture.
+      "--autoplay-policy=no-user-gesture-required",
+      ...(process.env.MOQCAST_CHROMIUM_ARGS ?? "").split(" ").filter(Boolean),
+    ],
+  });
+  return { browser, page: await browser.newPage({ viewport: { width: 800, height: 540 } }) };
+}
+
+/** Firefox through puppeteer-core and WebDriver BiDi, in a fresh temporary profile. The
+ * development certificate needs no pref: Firefox honours `serverCertificateHashes`. */
+async function launchFirefox() {
+  if (!existsSync(FIREFOX)) fail(`${FIREFOX} is missing: run scripts/setup.sh (it installs Debian's firefox-esr)`);
+  let puppeteer;
+  try {
+    puppeteer = requireWeb("puppeteer-core");
+  } catch {
+    fail("puppeteer-core is not installed in web/node_modules: run scripts/setup.sh (npm --prefix web ci)");
+  }
+  const browser = await puppeteer.launch({
+    browser: "firefox",
+    executablePath: FIREFOX,
+    headless: true,
+    protocol: "webDriverBiDi",
+    defaultViewport: { width: 800, height: 540 },
+    // Let media and WebAudio start without a click, as after a user gesture. (On a machine
+    // with no sound device, no /dev/snd and no sound server, Firefox's AudioContext stays
+    // suspended whatever the prefs: audio frames still decode, which is what is checked.)
+    extraPrefsFirefox: {
+      "media.autoplay.default": 0,
+      "media.autoplay.blocking_policy": 0,
+      "media.autoplay.block-webaudio": false,
+    },
+  });
+  return { browser, page: await browser.newPage() };
+}
+
+const launchStarted = Date.now();
+const { browser, page } = BROWSER === "firefox" ? await launchFirefox() : await launchChromium();
+log(`${BROWSER} ${await browser.version()} launched in ${Date.now() - launchStarted} ms`);
 const consoleLines = [];
 page.on("console", (m) => {
   if (m.type() !== "debug") consoleLines.push(`${m.type()}: ${m.text()}`);
@@ -138,7 +184,7 @@ async function playsWithin10s() {
   assert.ok(px.variance > 500 && px.colours >= 8, `the canvas shows the test pattern, not a blank picture: ${JSON.stringify(px)}`);
   const withLatency = await waitFor("a latency readout", stats, (s) => typeof s.latencyMs === "number", 3000);
   assert.ok(withLatency.latencyMs > 0 && withLatency.latencyMs < 5000, `latency is plausible: ${withLatency.latencyMs} ms`);
-  const readout = await page.locator("#latency").innerText();
+  const readout = await page.evaluate(() => document.getElementById("latency").innerText);
   assert.match(readout, /latency \d+ ms/);
   log(`latency ${withLatency.latencyMs} ms ("${readout}"), jitter buffer ${withLatency.jitterBufferMs} ms`);
   return withLatency;
@@ -314,10 +360,32 @@ async function liveCaptionsScenario() {
   await screenshot();
 }
 
+/** Leaves the page; the relay's count of open sessions (its /metrics) drops by one soon after. */
+async function leaveClosesSession() {
+  const metrics = new URL("/metrics", url);
+  const openSessions = async () => {
+    const text = await (await fetch(metrics)).text();
+    return Number(text.match(/^moqcast_sessions (\d+)$/m)?.[1]);
+  };
+  const before = await openSessions();
+  assert.ok(before >= 1, `the relay counts the viewer's session: ${before}`);
+  const t0 = Date.now();
+  await page.goto("about:blank");
+  await waitFor("the relay to see the viewer's session end", openSessions, (n) => n === before - 1, 5000);
+  log(`left the page: the relay's open sessions went from ${before} to ${before - 1} in ${Date.now() - t0} ms`);
+}
+
 let ok = false;
 try {
   if (scenario === "basic" || scenario === "basic-https") {
     const s = await playsWithin10s();
+    if (process.env.MOQCAST_EXPECT_NO_RECONNECT === "1") {
+      // The failure this guards against: a session the relay ends at once, and a viewer that
+      // reconnects in a loop (Firefox ESR 153 before the moqt-18 fallback).
+      assert.equal(s.reconnects, 0, `played on the first connection: ${JSON.stringify(s)}`);
+      assert.equal(s.status, "live", `status is live: ${JSON.stringify(s)}`);
+      log("played on the first connection, no reconnect");
+    }
     const pinned = process.env.MOQCAST_EXPECT_PINNED;
     if (pinned) {
       assert.equal(s.pinnedCertificate, pinned === "none" ? null : pinned, "the certificate the viewer pinned");
@@ -325,6 +393,7 @@ try {
     }
     log(`page: ${page.url()}`);
     await screenshot();
+    if (process.env.MOQCAST_EXPECT_LEAVE_CLOSES === "1") await leaveClosesSession();
   } else if (scenario === "captions") {
     await captionsScenario();
   } else if (scenario === "live-captions") {

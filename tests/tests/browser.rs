@@ -1,8 +1,9 @@
-//! The browser viewer (web/) in a real headless Chromium: a relay serving the built viewer,
-//! `moqcast-publish` processes, and tests/browser/viewer.test.mjs driving Debian's chromium
-//! through playwright-core. Nothing is built here: scripts/setup.sh installs chromium and builds
-//! the viewer (`npm --prefix web ci && npm --prefix web run build`). When any of that is missing
-//! these tests fail and say so; they never skip.
+//! The browser viewer (web/) in a real headless Chromium, and in a real headless Firefox: a
+//! relay serving the built viewer, `moqcast-publish` processes, and
+//! tests/browser/viewer.test.mjs driving Debian's chromium through playwright-core, or Debian's
+//! firefox-esr through puppeteer-core (WebDriver BiDi). Nothing is built here: scripts/setup.sh
+//! installs both browsers and builds the viewer (`npm --prefix web ci && npm --prefix web run
+//! build`). When any of that is missing these tests fail and say so; they never skip.
 //!
 //! The browser tests take a lock so that only one Chromium decodes video at a time on a
 //! 2-core machine, whatever the test runner's parallelism.
@@ -17,8 +18,17 @@ use std::{
 use moqcast_relay::{Args, Config, Relay};
 use moqcast_tests::{command, free_udp_port, init_tracing, ChildGuard, TempDir, TestRelay};
 
-const SETUP_HINT: &str = "run scripts/setup.sh (it installs Debian's chromium and runs \
-                          `npm --prefix web ci && npm --prefix web run build`)";
+const SETUP_HINT: &str = "run scripts/setup.sh (it installs Debian's chromium and firefox-esr \
+                          and runs `npm --prefix web ci && npm --prefix web run build`)";
+
+/// The browsers the scenarios run in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Browser {
+    /// Debian's chromium, through playwright-core.
+    Chromium,
+    /// Debian's firefox-esr, through puppeteer-core.
+    Firefox,
+}
 
 /// Longest a viewer scenario may run.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,9 +59,18 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
 /// Panics (the test fails, it does not skip) when chromium, node, playwright-core or the
 /// built viewer is missing, or the build is older than the viewer's sources.
 fn require_browser_tools() {
+    require_browser(Browser::Chromium);
+}
+
+/// [`require_browser_tools`] for `browser`: its program and its driver from npm.
+fn require_browser(browser: Browser) {
     let mut missing = Vec::new();
-    if !Path::new("/usr/bin/chromium").exists() {
-        missing.push("Debian's chromium (/usr/bin/chromium)".to_string());
+    let (program, driver) = match browser {
+        Browser::Chromium => ("/usr/bin/chromium", "playwright-core"),
+        Browser::Firefox => ("/usr/bin/firefox-esr", "puppeteer-core"),
+    };
+    if !Path::new(program).exists() {
+        missing.push(format!("Debian's {program}"));
     }
     if Command::new("node")
         .arg("--version")
@@ -61,7 +80,7 @@ fn require_browser_tools() {
     {
         missing.push("node".to_string());
     }
-    if !repo().join("web/node_modules/playwright-core").is_dir() {
+    if !repo().join("web/node_modules").join(driver).is_dir() {
         missing.push("web/node_modules (npm --prefix web ci)".to_string());
     }
     let bundle = web_dist().join("assets/viewer.js");
@@ -250,6 +269,63 @@ async fn viewer_plays_the_test_source() {
     tokio::task::spawn_blocking(move || run_scenario("basic", &url, &[], &path))
         .await
         .unwrap();
+    assert!(
+        publish.try_wait().is_none(),
+        "the publisher kept running: {}",
+        publish.stderr_tail(20)
+    );
+    relay.stop().await;
+}
+
+/// The viewer in headless Firefox (Debian's firefox-esr 153, driven by puppeteer-core over
+/// WebDriver BiDi) plays `moqcast-publish --input testsrc` as in Chromium: 100 video and 100
+/// audio frames within 10 s, the test pattern on the canvas, a latency readout, on its first
+/// connection; leaving the page ends its relay session at once. Firefox's WebTransport sends no subprotocol and has no `protocol` attribute, so
+/// the relay and the viewer both fall back to moqt-18 (web/build/patch-moq.mjs); before that
+/// fallback every session ended at once ("unknown message type 0x20") and the viewer
+/// reconnected in a loop, which the relay's session count below would show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_plays_in_firefox() {
+    require_browser(Browser::Firefox);
+    let _lock = tokio::task::spawn_blocking(BrowserLock::acquire)
+        .await
+        .unwrap();
+    init_tracing();
+    let web = web_dist();
+    let relay = TestRelay::start(&["--web-dir", web.to_str().unwrap()]).await;
+    let dir = TempDir::new("browser-firefox");
+    let mut publish = publisher(&relay.url("https"), &relay.fingerprint, "demo", &[], &dir);
+    wait_announced(relay.http, "demo", &mut publish).await;
+
+    let url = watch_url(relay.http, relay.port(), "demo");
+    let path = dir.0.clone();
+    let env = [
+        ("MOQCAST_BROWSER", "firefox".to_string()),
+        ("MOQCAST_EXPECT_NO_RECONNECT", "1".to_string()),
+        // Firefox keeps a page's WebTransport session after the page is left; the viewer
+        // closes it on `pagehide`.
+        ("MOQCAST_EXPECT_LEAVE_CLOSES", "1".to_string()),
+        // The development certificate, pinned by hash as in Chromium.
+        ("MOQCAST_EXPECT_PINNED", relay.fingerprint.clone()),
+        (
+            "MOQCAST_SCREENSHOT",
+            screenshot_path("basic-firefox").display().to_string(),
+        ),
+    ];
+    tokio::task::spawn_blocking(move || run_scenario("basic", &url, &env, &path))
+        .await
+        .unwrap();
+    // The publisher's session and one of the viewer: a relay that ended the viewer's session
+    // would have seen it come back again and again.
+    let sessions = relay
+        .state
+        .metrics
+        .sessions_total
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        sessions, 2,
+        "the relay accepted the publisher's session and one viewer session"
+    );
     assert!(
         publish.try_wait().is_none(),
         "the publisher kept running: {}",

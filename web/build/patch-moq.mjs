@@ -13,6 +13,17 @@
 //    come out stamped with the local receive time. The patch keeps each object's raw property
 //    block on the frame (`frame.properties`, a Uint8Array) so the viewer can read TIMESTAMP,
 //    TIMESCALE and SEND_TIME itself (src/loc.ts).
+// 3. No WebTransport subprotocol to read (Firefox ESR 153). @moq/net learns the MoQT version
+//    from `WebTransport.protocol` (the server's WT-Protocol). Firefox ESR 153 has no such
+//    attribute and sends no WT-Available-Protocols header at all, whatever `protocols` says;
+//    @moq/net then takes the session for a pre-draft-17 one and opens a bidi stream with a
+//    legacy CLIENT_SETUP (type 0x20) offering moq-lite-01/02 and draft-14, which a draft-18
+//    relay rejects ("unknown message type 0x20"): the viewer connects, the session ends, and
+//    it reconnects in a loop. Draft-18 negotiates its version only by ALPN / WT-Protocol (no
+//    version list in SETUP), and moqcast's relay speaks moqt-18 to a WebTransport client that
+//    offered no subprotocol; so when the browser's WebTransport cannot report a subprotocol,
+//    the viewer speaks moqt-18 too. A browser that has the attribute keeps @moq/net's
+//    behaviour (an empty `protocol` there means the server really chose none).
 //
 // Every patch names the exact text it replaces and how often it must occur: when a new
 // @moq/net version changes that text the build fails instead of shipping an unpatched client.
@@ -91,6 +102,15 @@ export const PATCHES = [
         count: 1,
         find: `producer.writeFrame({ payload: frame.payload, timestamp: frame.timestamp ?? Timestamp.now() });`,
         replace: `producer.writeFrame({ payload: frame.payload, timestamp: frame.timestamp ?? Timestamp.now(), properties: frame.properties });`,
+    },
+    {
+        file: "connection/connect.js",
+        why: "moqt-18 when the browser's WebTransport cannot report a subprotocol (Firefox ESR 153)",
+        count: 1,
+        find: `    const protocol = session.protocol || undefined;`,
+        replace: `    // moqcast patch: a native WebTransport without the \`protocol\` attribute (Firefox ESR 153)
+    // negotiated no subprotocol; moqcast's relay speaks moqt-18 then, and so do we.
+    const protocol = session.protocol || (!(session instanceof Session) && !("protocol" in session) ? Ietf.ALPN.DRAFT_18 : undefined);`,
     },
 ];
 

@@ -118,6 +118,9 @@ function main(): void {
     );
   };
 
+  // Leaving the page ends the relay session at once (not every browser does it by itself).
+  window.addEventListener("pagehide", () => viewer.disconnect());
+
   // Autoplay policies hold audio until the viewer interacts with the page.
   const audio = viewer.audio;
   const showUnmute = () => {

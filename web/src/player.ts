@@ -502,6 +502,16 @@ export class Viewer {
     this.clock.reset();
   }
 
+  /**
+   * Closes the relay connection now: call it when the page goes away. Firefox ESR 153 does not
+   * close a page's WebTransport session when the page is left (it kept it open until the browser
+   * exited), so the relay would hold the viewer's subscriptions until QUIC's idle timeout. A page
+   * that comes back from the back/forward cache reconnects as after any closed connection.
+   */
+  disconnect(): void {
+    this.#conn?.close();
+  }
+
   /** Chooses an audio track (by key) without reloading. */
   selectAudio(key: string): void {
     this.selectedAudio = key;

@@ -1,10 +1,12 @@
 // The build-time patches to @moq/net (build/patch-moq.mjs), tested on the bundled, patched
-// modules: SUBSCRIBE_OK with a draft-18 Location parameter, and object properties kept.
+// modules: SUBSCRIBE_OK with a draft-18 Location parameter, object properties kept, and moqt-18
+// when the browser cannot report a WebTransport subprotocol (Firefox ESR 153).
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
+import * as Connection from "../node_modules/@moq/net/connection/connect.js";
 import { Frame } from "../node_modules/@moq/net/ietf/object.js";
 import { SubscribeOk } from "../node_modules/@moq/net/ietf/subscribe.js";
 import { Version } from "../node_modules/@moq/net/ietf/version.js";
@@ -76,4 +78,57 @@ test("decoded objects keep their LOC property block", async () => {
 test("the subscriber passes properties through to readers", () => {
   const source = readFileSync(moqFile("ietf/subscriber.js"), "utf8");
   assert.match(applyPatches("ietf/subscriber.js", source), /properties: frame\.properties/);
+});
+
+// @moq/net's connect() uses Promise.withResolvers, which every browser the viewer supports has,
+// and Node only from 22 on: supply it under Node 20.
+if (!("withResolvers" in Promise)) {
+  Object.assign(Promise, {
+    withResolvers<T>() {
+      let resolve!: (v: T) => void;
+      let reject!: (e: unknown) => void;
+      const promise = new Promise<T>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      return { promise, resolve, reject };
+    },
+  });
+}
+
+/** A WebTransport stand-in that records which kind of stream the client opens first, then fails it. */
+function fakeTransport(protocol?: string) {
+  const opened: string[] = [];
+  const refuse = (kind: string) => () => {
+    opened.push(kind);
+    return Promise.reject(new Error(`fake transport: no ${kind} streams`));
+  };
+  const transport: Record<string, unknown> = {
+    ready: Promise.resolve(),
+    closed: new Promise(() => {}),
+    close() {},
+    createBidirectionalStream: refuse("bidi"),
+    createUnidirectionalStream: refuse("uni"),
+    incomingBidirectionalStreams: new ReadableStream(),
+    incomingUnidirectionalStreams: new ReadableStream(),
+  };
+  // Firefox ESR 153's WebTransport has no `protocol` attribute at all; Chromium's has one.
+  if (protocol !== undefined) transport.protocol = protocol;
+  return { transport: transport as unknown as WebTransport, opened };
+}
+
+test("a WebTransport without a `protocol` attribute (Firefox ESR 153) speaks moqt-18: SETUP on a uni stream", async () => {
+  const { transport, opened } = fakeTransport();
+  await assert.rejects(Connection.connect(new URL("https://relay.example:4443/"), { transport }), /fake transport/);
+  assert.deepEqual(opened, ["uni"], "draft-18 SETUP opens a unidirectional stream (type 0x2F00)");
+});
+
+test("a WebTransport that negotiated moqt-18 speaks it; one whose server chose none keeps @moq/net's legacy SETUP", async () => {
+  const chosen = fakeTransport("moqt-18");
+  await assert.rejects(Connection.connect(new URL("https://relay.example:4443/"), { transport: chosen.transport }), /fake transport/);
+  assert.deepEqual(chosen.opened, ["uni"]);
+  // An empty `protocol` is a browser that could tell, and the server chose none: unchanged.
+  const none = fakeTransport("");
+  await assert.rejects(Connection.connect(new URL("https://relay.example:4443/"), { transport: none.transport }), /fake transport/);
+  assert.deepEqual(none.opened, ["bidi"], "the pre-draft-17 CLIENT_SETUP goes on a bidirectional stream");
 });
