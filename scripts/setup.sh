@@ -19,7 +19,8 @@
 #     `npm --prefix web ci` when web/node_modules is missing or older than the lock file, and
 #     `npm --prefix web run build` (into web/dist, which the relay serves) when the build is
 #     missing or older than the viewer's sources.
-#   * Test tools: Debian's chromium and firefox-esr (the browser tests), cargo-nextest, the nightly toolchain
+#   * Test tools: Debian's chromium and firefox-esr (the browser tests), redis-server (the
+#     cluster test), cargo-nextest, the nightly toolchain
 #     that scripts/fuzz.sh uses, and the independent draft-18 MoQ peers that the interop tests
 #     run against (moq-relay-ietf, moq-clock-ietf, moq-test-client; built from source by
 #     `cargo install`, which is slow).
@@ -166,6 +167,10 @@ fi
 apt_install chromium fonts-dejavu-core firefox-esr
 say "chromium: $(chromium --version 2>/dev/null | head -n1 || echo installed)"
 say "firefox: $(firefox-esr --version 2>/dev/null | head -n1 || echo installed)"
+
+# The cluster test (tests/tests/cluster.rs) starts its own Redis, the relays' registry.
+apt_install redis-server
+say "redis: $(redis-server --version 2>/dev/null | head -n1 || echo installed)"
 
 if cargo nextest --version >/dev/null 2>&1; then
     say "cargo-nextest: $(cargo nextest --version 2>/dev/null | head -n1)"

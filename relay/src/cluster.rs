@@ -49,7 +49,15 @@ use crate::{ingest::IngestRoutes, origin::Upstream, OwnedTask, RelayState};
 
 /// What a relay does in its cluster.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterRole {
@@ -169,14 +177,24 @@ impl Registry {
     }
 
     /// Sets every path's key to `owner` for `ttl`.
-    async fn register(&self, paths: &[String], owner: &str, ttl: Duration) -> Result<(), ClusterError> {
+    async fn register(
+        &self,
+        paths: &[String],
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<(), ClusterError> {
         if paths.is_empty() {
             return Ok(());
         }
         let ms = ttl.as_millis().max(1) as u64;
         let mut pipe = redis::pipe();
         for p in paths {
-            pipe.cmd("SET").arg(key(p)).arg(owner).arg("PX").arg(ms).ignore();
+            pipe.cmd("SET")
+                .arg(key(p))
+                .arg(owner)
+                .arg("PX")
+                .arg(ms)
+                .ignore();
         }
         self.with(|mut c| async move { pipe.query_async::<()>(&mut c).await })
             .await
@@ -510,7 +528,12 @@ impl Cluster {
 
     /// Serves `path` from `owner`: announces it in the origin on `owner`'s link (handing the
     /// watched tracks over when another upstream had it).
-    async fn adopt(&self, state: &Arc<RelayState>, path: &str, owner: &str) -> Result<(), ClusterError> {
+    async fn adopt(
+        &self,
+        state: &Arc<RelayState>,
+        path: &str,
+        owner: &str,
+    ) -> Result<(), ClusterError> {
         let link = self.link(owner).await?;
         let replaced = self
             .remote
@@ -630,7 +653,9 @@ impl Cluster {
         let state = self.relay()?;
         let url: Url = peer.parse().map_err(|e| err(format!("bad URL: {e}")))?;
         if url.scheme() != "moqt" {
-            return Err(err("links use raw QUIC: the advertise URL must be moqt://".into()));
+            return Err(err(
+                "links use raw QUIC: the advertise URL must be moqt://".into()
+            ));
         }
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.client.connect_quic(&url))
             .await
@@ -731,7 +756,11 @@ impl Cluster {
             state.origin.park(path, until);
         }
         if !parked.is_empty() {
-            tracing::info!(peer, broadcasts = parked.len(), "cluster: broadcasts parked until the registry says where they went");
+            tracing::info!(
+                peer,
+                broadcasts = parked.len(),
+                "cluster: broadcasts parked until the registry says where they went"
+            );
         }
         self.wake.notify_one();
     }
@@ -754,24 +783,48 @@ impl Cluster {
         let _ = writeln!(out, "# HELP moqcast_cluster_remote_broadcasts Broadcasts served from other relays.\n# TYPE moqcast_cluster_remote_broadcasts gauge\nmoqcast_cluster_remote_broadcasts {remote}");
         for (name, help, v) in [
             ("link_connects_total", "Links set up.", &m.link_connects),
-            ("link_failures_total", "Links that could not be set up.", &m.link_failures),
+            (
+                "link_failures_total",
+                "Links that could not be set up.",
+                &m.link_failures,
+            ),
             ("link_closes_total", "Links that closed.", &m.link_closes),
-            ("registry_errors_total", "Registry (Redis) requests that failed.", &m.registry_errors),
-            ("handovers_total", "Broadcasts moved to another relay's link.", &m.handovers),
+            (
+                "registry_errors_total",
+                "Registry (Redis) requests that failed.",
+                &m.registry_errors,
+            ),
+            (
+                "handovers_total",
+                "Broadcasts moved to another relay's link.",
+                &m.handovers,
+            ),
         ] {
             let _ = writeln!(out, "# HELP moqcast_cluster_{name} {help}\n# TYPE moqcast_cluster_{name} counter\nmoqcast_cluster_{name} {}", v.load(Ordering::Relaxed));
         }
         let _ = writeln!(out, "# HELP moqcast_cluster_link_tracks Tracks subscribed upstream over a link.\n# TYPE moqcast_cluster_link_tracks gauge");
         for (peer, l) in &links {
-            let _ = writeln!(out, "moqcast_cluster_link_tracks{{peer=\"{peer}\"}} {}", l.upstream.ingest.len());
+            let _ = writeln!(
+                out,
+                "moqcast_cluster_link_tracks{{peer=\"{peer}\"}} {}",
+                l.upstream.ingest.len()
+            );
         }
         let _ = writeln!(out, "# HELP moqcast_cluster_link_received_bytes_total Bytes received over a link.\n# TYPE moqcast_cluster_link_received_bytes_total counter");
         for (peer, l) in &links {
-            let _ = writeln!(out, "moqcast_cluster_link_received_bytes_total{{peer=\"{peer}\"}} {}", l.conn.stats().udp_rx.bytes);
+            let _ = writeln!(
+                out,
+                "moqcast_cluster_link_received_bytes_total{{peer=\"{peer}\"}} {}",
+                l.conn.stats().udp_rx.bytes
+            );
         }
         let _ = writeln!(out, "# HELP moqcast_cluster_link_rtt_seconds A link's smoothed round-trip time.\n# TYPE moqcast_cluster_link_rtt_seconds gauge");
         for (peer, l) in &links {
-            let _ = writeln!(out, "moqcast_cluster_link_rtt_seconds{{peer=\"{peer}\"}} {:.6}", l.conn.rtt().as_secs_f64());
+            let _ = writeln!(
+                out,
+                "moqcast_cluster_link_rtt_seconds{{peer=\"{peer}\"}} {:.6}",
+                l.conn.rtt().as_secs_f64()
+            );
         }
         out
     }

@@ -766,9 +766,151 @@ pub fn default_web_dir() -> PathBuf {
     relative
 }
 
+/// The `--cluster-*` flags (taken out of [`Args`] before it is consumed).
+struct ClusterArgs {
+    registry: Option<String>,
+    advertise: Option<String>,
+    role: Option<crate::cluster::ClusterRole>,
+    token_file: Option<PathBuf>,
+    ttl_ms: Option<u64>,
+    fingerprints: Option<Vec<String>>,
+}
+
+/// `--cluster-*` flags over the file's keys; `None` without a registry.
+fn cluster_config(
+    args: &ClusterArgs,
+    file: &FileConfig,
+) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
+    let registry = args.registry.clone().or(file.cluster_registry.clone());
+    let advertise = args.advertise.clone().or(file.cluster_advertise.clone());
+    let role = args.role.or(file.cluster_role);
+    let token_file = args.token_file.clone().or(file.cluster_token_file.clone());
+    let Some(registry) = registry else {
+        if advertise.is_some() || role.is_some() || token_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "--cluster-advertise, --cluster-role and --cluster-token-file need --cluster-registry".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if !registry.starts_with("redis://") {
+        return Err(ConfigError::Invalid(format!(
+            "--cluster-registry {registry:?}: expected redis://HOST:PORT"
+        )));
+    }
+    let advertise = advertise.ok_or_else(|| {
+        ConfigError::Invalid(
+            "--cluster-registry needs --cluster-advertise moqt://HOST:PORT (how the other relays reach this one)".into(),
+        )
+    })?;
+    let advertise: url::Url = advertise
+        .parse()
+        .ok()
+        .filter(|u: &url::Url| u.scheme() == "moqt" && u.host_str().is_some() && u.port().is_some())
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "--cluster-advertise {advertise:?}: expected moqt://HOST:PORT"
+            ))
+        })?;
+    let token = match token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| {
+                    ConfigError::Invalid(format!("--cluster-token-file {}: {e}", path.display()))
+                })?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let ttl = args.ttl_ms.or(file.cluster_ttl_ms).map_or(
+        crate::cluster::ClusterConfig::DEFAULT_TTL,
+        Duration::from_millis,
+    );
+    if ttl < Duration::from_millis(500) {
+        return Err(ConfigError::Invalid(
+            "--cluster-ttl-ms must be at least 500".into(),
+        ));
+    }
+    Ok(Some(crate::cluster::ClusterConfig {
+        registry,
+        advertise,
+        role: role.unwrap_or_default(),
+        token,
+        ttl,
+        fingerprints: args
+            .fingerprints
+            .clone()
+            .or(file.cluster_tls_fingerprint.clone())
+            .unwrap_or_default(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cluster(flags: &[&str]) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
+        let mut argv = vec!["moqcast-relay", "--tls-generate", "localhost"];
+        argv.extend_from_slice(flags);
+        Config::resolve(Args::parse_from(argv)).map(|c| c.cluster)
+    }
+
+    #[test]
+    fn cluster_flags_are_checked() {
+        let ok = cluster(&[
+            "--cluster-registry",
+            "redis://127.0.0.1:6379",
+            "--cluster-advertise",
+            "moqt://relay-a.example:4443",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(ok.role, crate::cluster::ClusterRole::Origin);
+        assert_eq!(ok.ttl, crate::cluster::ClusterConfig::DEFAULT_TTL);
+        assert!(cluster(&[]).unwrap().is_none());
+        for (flags, says) in [
+            (
+                &["--cluster-registry", "redis://h:1"][..],
+                "--cluster-advertise",
+            ),
+            (
+                &[
+                    "--cluster-registry",
+                    "http://h:1",
+                    "--cluster-advertise",
+                    "moqt://a:1",
+                ][..],
+                "redis://",
+            ),
+            (
+                &[
+                    "--cluster-registry",
+                    "redis://h:1",
+                    "--cluster-advertise",
+                    "https://a:1/",
+                ][..],
+                "moqt://HOST:PORT",
+            ),
+            (&["--cluster-role", "edge"][..], "need --cluster-registry"),
+            (
+                &[
+                    "--cluster-registry",
+                    "redis://h:1",
+                    "--cluster-advertise",
+                    "moqt://a:1",
+                    "--cluster-role",
+                    "edge",
+                    "--rtmp-bind",
+                    "127.0.0.1:1935",
+                ][..],
+                "takes no publishers",
+            ),
+        ] {
+            let e = cluster(flags).unwrap_err().to_string();
+            assert!(e.contains(says), "{flags:?}: {e}");
+        }
+    }
 
     #[test]
     fn flags_override_file() {
@@ -969,87 +1111,4 @@ mod tests {
         let err = Config::resolve(Args::parse_from(["moqcast-relay"])).unwrap_err();
         assert!(matches!(err, ConfigError::NoTls));
     }
-}
-
-/// The `--cluster-*` flags (taken out of [`Args`] before it is consumed).
-struct ClusterArgs {
-    registry: Option<String>,
-    advertise: Option<String>,
-    role: Option<crate::cluster::ClusterRole>,
-    token_file: Option<PathBuf>,
-    ttl_ms: Option<u64>,
-    fingerprints: Option<Vec<String>>,
-}
-
-/// `--cluster-*` flags over the file's keys; `None` without a registry.
-fn cluster_config(
-    args: &ClusterArgs,
-    file: &FileConfig,
-) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
-    let registry = args.registry.clone().or(file.cluster_registry.clone());
-    let advertise = args.advertise.clone().or(file.cluster_advertise.clone());
-    let role = args.role.or(file.cluster_role);
-    let token_file = args.token_file.clone().or(file.cluster_token_file.clone());
-    let Some(registry) = registry else {
-        if advertise.is_some() || role.is_some() || token_file.is_some() {
-            return Err(ConfigError::Invalid(
-                "--cluster-advertise, --cluster-role and --cluster-token-file need --cluster-registry".into(),
-            ));
-        }
-        return Ok(None);
-    };
-    if !registry.starts_with("redis://") {
-        return Err(ConfigError::Invalid(format!(
-            "--cluster-registry {registry:?}: expected redis://HOST:PORT"
-        )));
-    }
-    let advertise = advertise.ok_or_else(|| {
-        ConfigError::Invalid(
-            "--cluster-registry needs --cluster-advertise moqt://HOST:PORT (how the other relays reach this one)".into(),
-        )
-    })?;
-    let advertise: url::Url = advertise
-        .parse()
-        .ok()
-        .filter(|u: &url::Url| u.scheme() == "moqt" && u.host_str().is_some() && u.port().is_some())
-        .ok_or_else(|| {
-            ConfigError::Invalid(format!(
-                "--cluster-advertise {advertise:?}: expected moqt://HOST:PORT"
-            ))
-        })?;
-    let token = match token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(&path)
-                .map_err(|e| {
-                    ConfigError::Invalid(format!(
-                        "--cluster-token-file {}: {e}",
-                        path.display()
-                    ))
-                })?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
-    let ttl = args
-        .ttl_ms
-        .or(file.cluster_ttl_ms)
-        .map_or(crate::cluster::ClusterConfig::DEFAULT_TTL, Duration::from_millis);
-    if ttl < Duration::from_millis(500) {
-        return Err(ConfigError::Invalid(
-            "--cluster-ttl-ms must be at least 500".into(),
-        ));
-    }
-    Ok(Some(crate::cluster::ClusterConfig {
-        registry,
-        advertise,
-        role: role.unwrap_or_default(),
-        token,
-        ttl,
-        fingerprints: args
-            .fingerprints
-            .clone()
-            .or(file.cluster_tls_fingerprint.clone())
-            .unwrap_or_default(),
-    }))
 }

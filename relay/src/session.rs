@@ -226,7 +226,10 @@ fn authorized(ctx: &Ctx, name: &str, publish: bool) -> Result<(), String> {
         .as_ref()
         .is_some_and(|c| c.config.role == crate::cluster::ClusterRole::Edge);
     if publish && edge {
-        tracing::info!(broadcast = name, "publisher refused: this relay is a cluster edge");
+        tracing::info!(
+            broadcast = name,
+            "publisher refused: this relay is a cluster edge"
+        );
         return Err(format!(
             "this relay is a cluster edge and takes no publishers: publish {name:?} to an origin relay"
         ));
@@ -426,23 +429,22 @@ async fn serve_subscription(ctx: Ctx, sub: moqt::SubscribeRequest, _slot: Slot) 
     let name = sub.msg.track_name.to_string_lossy().into_owned();
     let namespace = sub.msg.track_namespace.clone();
     let mut window = window_of(&sub.msg.params);
-    let (cache, waited) =
-        match resolve(
-            state,
-            &namespace,
-            &name,
-            rendezvous_of(&sub.msg.params),
-            !ctx.peer_link,
-        )
-        .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(error = %e, "subscription refused");
-                sub.reject(e.request_error_code(), &e.to_string());
-                return;
-            }
-        };
+    let (cache, waited) = match resolve(
+        state,
+        &namespace,
+        &name,
+        rendezvous_of(&sub.msg.params),
+        !ctx.peer_link,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "subscription refused");
+            sub.reject(e.request_error_code(), &e.to_string());
+            return;
+        }
+    };
     if waited && window.start == Start::Newest {
         // The subscription was waiting before the track existed: everything cached is new.
         window.start = Start::Oldest;
@@ -570,7 +572,15 @@ async fn serve_namespaces(state: Arc<RelayState>, req: moqt::NamespaceSubscripti
 async fn serve_track_status(state: Arc<RelayState>, req: moqt::TrackStatusRequest) {
     let namespace = req.msg.track_namespace.clone();
     let name = req.msg.track_name.to_string_lossy().into_owned();
-    let cache = match resolve(&state, &namespace, &name, rendezvous_of(&req.msg.params), true).await {
+    let cache = match resolve(
+        &state,
+        &namespace,
+        &name,
+        rendezvous_of(&req.msg.params),
+        true,
+    )
+    .await
+    {
         Ok((c, _)) => c,
         Err(e) => {
             req.reject(RequestErrorCode::DoesNotExist as u64, &e.to_string());
