@@ -92,11 +92,12 @@ fn publish(relay: &TestRelay, seconds: u32, dir: &Path, name: &str) -> ChildGuar
 }
 
 /// A WebTransport subscriber printing its statistics as JSON at the end.
-fn watch_wt(relay: &TestRelay, seconds: u32, dir: &Path, name: &str) -> ChildGuard {
+fn watch_wt(relay: &TestRelay, seconds: u32, wait: u32, dir: &Path, name: &str) -> ChildGuard {
     let mut cmd = command("moqcast-subscribe");
     cmd.args(["--url", &relay.url("https"), "--broadcast", "demo"])
         .args(["--tls-fingerprint", &relay.fingerprint])
-        .args(["--duration", &seconds.to_string(), "--wait", "20", "--json"]);
+        .args(["--duration", &seconds.to_string()])
+        .args(["--wait", &wait.to_string(), "--json"]);
     ChildGuard::spawn(name, &mut cmd, dir)
 }
 
@@ -168,9 +169,9 @@ async fn three_relays_act_as_one() {
         record(&c, "demo", &rec_c, seconds, &dir.0),
     ];
     let mut viewers = vec![
-        watch_wt(&b, 14, &dir.0, "wt-b"),
-        watch_wt(&c, 14, &dir.0, "wt-c1"),
-        watch_wt(&c, 14, &dir.0, "wt-c2"),
+        watch_wt(&b, 14, 20, &dir.0, "wt-b"),
+        watch_wt(&c, 14, 20, &dir.0, "wt-c1"),
+        watch_wt(&c, 14, 20, &dir.0, "wt-c2"),
     ];
     let peer_a = format!("moqcast_cluster_link_tracks{{peer=\"moqt://127.0.0.1:{pa}\"}}");
     // Catalog, video and audio: one upstream subscription each, however many subscribers.
@@ -262,4 +263,74 @@ async fn three_relays_act_as_one() {
     eprintln!("cluster: C link failures {link_failures}");
     b.stop().await;
     c.stop().await;
+}
+
+/// Links present relay tokens: an origin that lets anonymous clients publish but not watch
+/// serves a relay whose `--cluster-token-file` may watch everything, and refuses one whose
+/// token it cannot verify (that relay's subscribers get nothing, the refusal is counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_present_relay_tokens() {
+    use moq_token::{Algorithm, Claims, Key, KeyId};
+    init_tracing();
+    let dir = TempDir::new("cluster-auth");
+    let redis = Redis::start(free_tcp_port(), &dir.0);
+    let keys = dir.path("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let key = Key::generate(Algorithm::HS256, Some(KeyId::decode("cluster").unwrap())).unwrap();
+    key.to_file(keys.join("cluster.jwk")).unwrap();
+    let stranger =
+        Key::generate(Algorithm::HS256, Some(KeyId::decode("cluster").unwrap())).unwrap();
+    let relay_claims = || Claims::default().with_root("").with_subscribe([""]);
+    let good = dir.path("good.jwt");
+    std::fs::write(&good, key.sign(&relay_claims()).unwrap()).unwrap();
+    let bad = dir.path("bad.jwt");
+    std::fs::write(&bad, stranger.sign(&relay_claims()).unwrap()).unwrap();
+
+    let (cert, key_pem) = write_test_certificate(&dir.0);
+    let (cert, key_pem) = (cert.to_str().unwrap(), key_pem.to_str().unwrap());
+    let probe = TestRelay::start(&["--tls-cert", cert, "--tls-key", key_pem]).await;
+    let fp = probe.fingerprint.clone();
+    probe.stop().await;
+    let keys = keys.to_str().unwrap();
+    let auth = ["--tls-cert", cert, "--tls-key", key_pem, "--auth-key", keys];
+    let (pa, pb, pc) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let mut a_args = auth.to_vec();
+    a_args.extend_from_slice(&["--auth-public-publish", "demo"]);
+    let a = relay(pa, "origin", &redis.url(), &a_args, &fp).await;
+    let edge = |token: String| {
+        let mut v: Vec<String> = auth.iter().map(|s| s.to_string()).collect();
+        v.extend(["--auth-public-subscribe".into(), "demo".into()]);
+        v.extend(["--cluster-token-file".into(), token]);
+        v
+    };
+    let b_args = edge(good.to_str().unwrap().to_string());
+    let c_args = edge(bad.to_str().unwrap().to_string());
+    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
+    let c_args: Vec<&str> = c_args.iter().map(String::as_str).collect();
+    let b = relay(pb, "edge", &redis.url(), &b_args, &fp).await;
+    let c = relay(pc, "edge", &redis.url(), &c_args, &fp).await;
+
+    let mut publisher = publish(&a, 20, &dir.0, "publish-a");
+    let mut on_b = watch_wt(&b, 4, 10, &dir.0, "wt-b");
+    let mut on_c = watch_wt(&c, 4, 4, &dir.0, "wt-c");
+    let (b_out, c_ok) = tokio::task::spawn_blocking(move || {
+        finish(&mut on_b, Duration::from_secs(30));
+        let c_status = on_c.wait_timeout(Duration::from_secs(30));
+        (on_b.stdout(), c_status.is_some_and(|s| s.success()))
+    })
+    .await
+    .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(b_out.trim()).unwrap();
+    let video = stats["tracks"]["video"]["objects"].as_u64().unwrap_or(0);
+    assert!(
+        video > 60,
+        "B (valid relay token) got {video} video objects: {stats}"
+    );
+    assert!(!c_ok, "C (a token A cannot verify) got the broadcast");
+    assert!(sample(&c, "moqcast_cluster_link_failures_total").unwrap_or(0.0) >= 1.0);
+    assert!(sample(&a, "moqcast_auth_refused_sessions_total").unwrap_or(0.0) >= 1.0);
+    publisher.kill();
+    for r in [a, b, c] {
+        r.stop().await;
+    }
 }
