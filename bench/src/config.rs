@@ -68,6 +68,14 @@ pub struct BenchConfig {
     /// Measure this relay process: CPU over the window (/proc/PID/stat), peak memory.
     #[arg(long)]
     pub relay_pid: Option<u32>,
+    /// Publish to this relay instead of --url (an origin of a cluster, with the subscribers
+    /// on an edge at --url).
+    #[arg(long)]
+    #[serde(default, with = "moqcast_client::cli::url_text::option")]
+    pub publish_url: Option<url::Url>,
+    /// Measure this second relay process too (the origin feeding the edge), as --relay-pid.
+    #[arg(long)]
+    pub origin_pid: Option<u32>,
     /// The relay's Prometheus metrics (e.g. http://127.0.0.1:8080/metrics): report its cache
     /// size (largest sampled) and its counters' change over the window.
     #[arg(long)]
@@ -136,6 +144,8 @@ impl BenchConfig {
             endpoints,
             connect_concurrency: self.connect_concurrency,
             relay_pid: self.relay_pid,
+            publish_url: self.publish_url.clone(),
+            origin_pid: self.origin_pid,
             relay_metrics: self.relay_metrics.clone(),
             idle_sessions: self.idle_sessions,
             slow_subscribers: self.slow_subscribers,

@@ -154,6 +154,18 @@ pub fn build(opts: &Options, out: &Outcome) -> Value {
             json!(relay.rss_max_mb.map(|v| round(v, 1))),
         );
     }
+    // The origin feeding the relay under test: its CPU per Gbit/s the subscribers got.
+    if let Some(origin) = &out.origin {
+        put(
+            "origin_cpu_seconds",
+            json!(origin.cpu_seconds.map(|c| round(c, 3))),
+        );
+        put("origin_cpu_per_gbit", json!(per_gbit(origin.cpu_seconds)));
+        put(
+            "origin_peak_rss_mb",
+            json!(origin.peak_rss_mb.map(|v| round(v, 1))),
+        );
+    }
     put(
         "bench_cpu_seconds",
         json!(out.bench.cpu_seconds.map(|c| round(c, 3))),

@@ -54,6 +54,10 @@ const IDLE_SETTLE: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct Options {
     pub url: Url,
+    /// Where the publisher connects, when not `url`.
+    pub publish_url: Option<Url>,
+    /// A second relay measured like `relay_pid` (an origin feeding the relay under test).
+    pub origin_pid: Option<u32>,
     pub tls: ClientTls,
     pub subscribers: usize,
     pub bitrate: u64,
@@ -199,6 +203,8 @@ pub struct Outcome {
     pub idle: Option<Idle>,
     pub relay_metrics: Option<RelayMetrics>,
     pub relay: Option<Usage>,
+    /// The origin relay's usage (`--origin-pid`).
+    pub origin: Option<Usage>,
     pub bench: Usage,
     pub published: Published,
     pub udp_drops: Option<UdpDrops>,
@@ -299,6 +305,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
     // Resource samplers over the window.
     let relay_sampler = opts
         .relay_pid
+        .map(|pid| tokio::spawn(sample(Pid::Other(pid), window_start, window_end)));
+    let origin_sampler = opts
+        .origin_pid
         .map(|pid| tokio::spawn(sample(Pid::Other(pid), window_start, window_end)));
     let bench_sampler = tokio::spawn(sample(Pid::Myself, window_start, window_end));
     let host_sampler = tokio::spawn(sample_host(window_start, window_end));
@@ -428,6 +437,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         Some(h) => h.await.ok(),
         None => None,
     };
+    let origin = match origin_sampler {
+        Some(h) => h.await.ok(),
+        None => None,
+    };
     let bench = bench_sampler.await.unwrap_or_default();
     let host_steal = host_sampler.await.unwrap_or_default();
     let relay_metrics = match metrics_sampler {
@@ -447,6 +460,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         idle,
         relay_metrics,
         relay,
+        origin,
         bench,
         published,
         udp_drops,
@@ -468,10 +482,11 @@ async fn publish(
 ) -> Published {
     let setup = async {
         let client = Client::new(&opts.tls).context("publisher QUIC endpoint")?;
+        let url = opts.publish_url.as_ref().unwrap_or(&opts.url);
         let conn = client
-            .connect(&opts.url)
+            .connect(url)
             .await
-            .with_context(|| format!("publisher could not connect to {}", opts.url))?;
+            .with_context(|| format!("publisher could not connect to {url}"))?;
         let mut broadcasts = Vec::new();
         let mut writers = Vec::new();
         for b in 0..opts.broadcasts {
