@@ -83,22 +83,17 @@ pub async fn accept(conn: quinn::Connection) -> Result<First, Error> {
         .await?;
     let (send, mut recv) = conn.accept_bi().await?;
     let mut raw = BytesMut::new();
-    // The first frame that is not GREASE (RFC 9114 §7.2.8) must be HEADERS (§4.1).
+    // Exactly the bytes up to the end of the HEADERS frame are read: what follows stays in the
+    // stream for whoever serves the request.
     let headers = loop {
-        let start = raw.len();
-        let typ = read_varint(&mut recv, &mut raw).await?;
-        let len = read_varint(&mut recv, &mut raw).await?;
-        if len > MAX_HEADERS_BYTES {
-            return Err(Error::Malformed("frame larger than 16 KiB"));
+        match first_headers(&raw).map_err(Error::Malformed)? {
+            FirstFrame::NeedMore(n) => {
+                let at = raw.len();
+                raw.resize(at + n, 0);
+                recv.read_exact(&mut raw[at..]).await?;
+            }
+            FirstFrame::Headers(range) => break raw[range].to_vec(),
         }
-        let mut payload = vec![0; len as usize];
-        recv.read_exact(&mut payload).await?;
-        raw.extend_from_slice(&payload);
-        // Reserved frame types are 0x1f * N + 0x21.
-        if typ >= 0x21 && (typ - 0x21) % 0x1f == 0 {
-            continue;
-        }
-        break raw[start..].to_vec();
     };
     match web_transport_quinn::proto::ConnectRequest::decode(&mut headers.as_slice()) {
         Ok(request) => {
@@ -129,19 +124,67 @@ pub async fn accept(conn: quinn::Connection) -> Result<First, Error> {
     }
 }
 
-/// Reads a QUIC variable-length integer (RFC 9000 §16), appending its bytes to `raw`.
-async fn read_varint(recv: &mut quinn::RecvStream, raw: &mut BytesMut) -> Result<u64, Error> {
-    let mut first = [0u8; 1];
-    recv.read_exact(&mut first).await?;
-    let len = 1usize << (first[0] >> 6);
-    let mut bytes = [0u8; 8];
-    bytes[0] = first[0] & 0x3f;
-    recv.read_exact(&mut bytes[1..len]).await?;
-    raw.extend_from_slice(&first);
-    raw.extend_from_slice(&bytes[1..len]);
-    Ok(bytes[..len]
-        .iter()
-        .fold(0u64, |v, b| (v << 8) | u64::from(*b)))
+/// Most bytes read before the first HEADERS frame ends (GREASE frames included).
+pub const MAX_FIRST_BYTES: usize = 64 * 1024;
+
+/// What the first bytes of a request stream hold so far ([`first_headers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstFrame {
+    /// At least this many more bytes are needed, and no more than that may be read yet (a
+    /// reader that reads exactly this much never reads past the HEADERS frame).
+    NeedMore(usize),
+    /// The first frame that is not GREASE (HEADERS, unless the stream is malformed) is this
+    /// byte range, which ends the bytes given.
+    Headers(std::ops::Range<usize>),
+}
+
+/// Scans the start of a request stream (RFC 9114 §7.1 frames) for its first frame that is not
+/// GREASE (reserved types `0x1f * N + 0x21`, §7.2.8), which must be HEADERS (§4.1; another type
+/// is handed to `h3`, which answers it as the RFC says). Pure: the caller reads exactly the
+/// bytes asked for and calls again. Errors: a frame over 16 KiB, or more than
+/// [`MAX_FIRST_BYTES`] before the end of that frame.
+pub fn first_headers(buf: &[u8]) -> Result<FirstFrame, &'static str> {
+    /// A QUIC variable-length integer (RFC 9000 §16) at `at`, or how many bytes it lacks.
+    fn varint(buf: &[u8], at: usize) -> Result<(u64, usize), usize> {
+        let Some(&first) = buf.get(at) else {
+            return Err(1);
+        };
+        let len = 1usize << (first >> 6);
+        let Some(bytes) = buf.get(at..at + len) else {
+            return Err(at + len - buf.len());
+        };
+        let v = bytes[1..]
+            .iter()
+            .fold(u64::from(first & 0x3f), |v, b| (v << 8) | u64::from(*b));
+        Ok((v, at + len))
+    }
+    let mut at = 0;
+    loop {
+        let start = at;
+        let (typ, after_type) = match varint(buf, at) {
+            Ok(v) => v,
+            Err(n) => return Ok(FirstFrame::NeedMore(n)),
+        };
+        let (len, payload) = match varint(buf, after_type) {
+            Ok(v) => v,
+            Err(n) => return Ok(FirstFrame::NeedMore(n)),
+        };
+        if len > MAX_HEADERS_BYTES {
+            return Err("frame larger than 16 KiB");
+        }
+        let end = payload + len as usize;
+        if end > MAX_FIRST_BYTES {
+            return Err("more than 64 KiB before the first HEADERS frame");
+        }
+        if end > buf.len() {
+            return Ok(FirstFrame::NeedMore(end - buf.len()));
+        }
+        let grease = typ >= 0x21 && (typ - 0x21) % 0x1f == 0;
+        if !grease {
+            return Ok(FirstFrame::Headers(start..end));
+        }
+        at = end;
+    }
 }
 
 /// Serves the requests of an ordinary HTTP/3 connection with `app` until the client leaves
@@ -645,5 +688,54 @@ impl quic::RecvStream for BidiStream {
 
     fn recv_id(&self) -> StreamId {
         self.recv.recv_id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `stream` as a reader does: exactly the bytes [`first_headers`] asks for.
+    fn drive(stream: &[u8]) -> (Result<FirstFrame, &'static str>, usize) {
+        let mut buf = Vec::new();
+        loop {
+            match first_headers(&buf) {
+                Ok(FirstFrame::NeedMore(n)) if buf.len() + n <= stream.len() => {
+                    assert!(n > 0);
+                    buf.extend_from_slice(&stream[buf.len()..buf.len() + n]);
+                }
+                other => return (other, buf.len()),
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_headers_frame_is_found_without_reading_past_it() {
+        // GREASE (0x21, 2 bytes), then HEADERS (0x01, 3 bytes), then a DATA frame.
+        let stream = [0x21, 2, 0xaa, 0xbb, 0x01, 3, 1, 2, 3, 0x00, 1, 9];
+        let (res, read) = drive(&stream);
+        assert_eq!(res, Ok(FirstFrame::Headers(4..9)));
+        assert_eq!(read, 9);
+        assert_eq!(first_headers(&[]), Ok(FirstFrame::NeedMore(1)));
+        // A two-byte length whose second byte is missing.
+        assert_eq!(first_headers(&[0x01, 0x40]), Ok(FirstFrame::NeedMore(1)));
+        // A GREASE type with a two-byte varint (0x40 0x40 = 64 = 0x1f + 0x21).
+        let (res, _) = drive(&[0x40, 0x40, 0, 0x01, 0]);
+        assert_eq!(res, Ok(FirstFrame::Headers(3..5)));
+    }
+
+    #[test]
+    fn oversize_frames_and_endless_grease_are_malformed() {
+        // A HEADERS frame announcing 16 KiB + 1.
+        assert!(first_headers(&[0x01, 0x80, 0x00, 0x40, 0x01]).is_err());
+        // GREASE frames of 16 KiB, one after another.
+        let mut stream = Vec::new();
+        for _ in 0..5 {
+            stream.extend_from_slice(&[0x21, 0x80, 0x00, 0x40, 0x00]);
+            stream.extend(std::iter::repeat_n(0, 16 * 1024));
+        }
+        let (res, read) = drive(&stream);
+        assert!(res.is_err(), "{res:?}");
+        assert!(read <= MAX_FIRST_BYTES);
     }
 }
