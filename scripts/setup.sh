@@ -20,9 +20,10 @@
 #     `npm --prefix web run build` (into web/dist, which the relay serves) when the build is
 #     missing or older than the viewer's sources.
 #   * Test tools: Debian's chromium and firefox-esr (the browser tests), redis-server (the
-#     cluster test), cargo-nextest, the nightly toolchain
-#     that scripts/fuzz.sh uses, and the independent draft-18 MoQ peers that the interop tests
-#     run against (moq-relay-ietf, moq-clock-ietf, moq-test-client; built from source by
+#     cluster test), kubernetes-validate (PyPI, in the venv ~/.cache/moqcast/venv-deploy) and
+#     Debian's docker-compose (the deploy test), cargo-nextest, the nightly toolchain that
+#     scripts/fuzz.sh uses, and the independent draft-18 MoQ peers that the interop tests run
+#     against (moq-relay-ietf, moq-clock-ietf, moq-test-client; built from source by
 #     `cargo install`, which is slow).
 #
 # MOQCAST_SKIP_PEERS=1 skips the test tools, which the demo does not need. It is ignored when
@@ -157,7 +158,7 @@ if [ "${MOQCAST_SKIP_PEERS:-0}" = 1 ]; then
 fi
 
 if [ "$skip_test_tools" = 1 ]; then
-    say "MOQCAST_SKIP_PEERS=1: skipping test tools (chromium, firefox-esr, cargo-nextest, nightly, interop peers)"
+    say "MOQCAST_SKIP_PEERS=1: skipping test tools (chromium, firefox-esr, redis-server, kubernetes-validate, docker-compose, cargo-nextest, nightly, interop peers)"
     say "done"
     exit 0
 fi
@@ -171,6 +172,25 @@ say "firefox: $(firefox-esr --version 2>/dev/null | head -n1 || echo installed)"
 # The cluster test (tests/tests/cluster.rs) starts its own Redis, the relays' registry.
 apt_install redis-server
 say "redis: $(redis-server --version 2>/dev/null | head -n1 || echo installed)"
+
+# The deployment test (tests/tests/deploy.rs): kubernetes-validate (PyPI, pinned) checks the
+# Kubernetes manifests in deploy/k8s/; it lives in its own venv (its PyYAML also parses the compose
+# file). Debian's docker-compose (1.29) checks deploy/compose.yaml (`config -q`) where no
+# `docker compose` plugin is installed.
+apt_install docker-compose
+KUBERNETES_VALIDATE_VERSION=1.37.0
+DEPLOY_VENV="${MOQCAST_DEPLOY_VENV:-$HOME/.cache/moqcast/venv-deploy}"
+if [ "$("$DEPLOY_VENV/bin/kubernetes-validate" --version 2>/dev/null)" = "$KUBERNETES_VALIDATE_VERSION" ]; then
+    say "kubernetes-validate: $KUBERNETES_VALIDATE_VERSION present in $DEPLOY_VENV"
+else
+    if ! python3 -m venv --help >/dev/null 2>&1; then
+        apt_install python3-venv
+    fi
+    say "kubernetes-validate: installing $KUBERNETES_VALIDATE_VERSION into $DEPLOY_VENV"
+    [ -x "$DEPLOY_VENV/bin/pip" ] || python3 -m venv "$DEPLOY_VENV"
+    "$DEPLOY_VENV/bin/pip" install --quiet --disable-pip-version-check \
+        "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
     say "cargo-nextest: $(cargo nextest --version 2>/dev/null | head -n1)"
