@@ -311,6 +311,8 @@ pub struct Cluster {
     registered: Mutex<HashSet<String>>,
     /// Peers that could not be reached, and when.
     failed: Mutex<HashMap<String, Instant>>,
+    /// Links set up to each peer so far (more than one: it reconnected).
+    connects: Mutex<HashMap<String, u64>>,
     /// One link set up at a time.
     connecting: tokio::sync::Mutex<()>,
     /// Wakes the sync loop early (a link closed, a broadcast came or went).
@@ -341,6 +343,7 @@ impl Cluster {
             remote: Mutex::default(),
             registered: Mutex::default(),
             failed: Mutex::default(),
+            connects: Mutex::default(),
             connecting: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             metrics: ClusterMetrics::default(),
@@ -626,6 +629,12 @@ impl Cluster {
         match &res {
             Ok(link) => {
                 self.metrics.link_connects.fetch_add(1, Ordering::Relaxed);
+                *self
+                    .connects
+                    .lock()
+                    .expect("poisoned")
+                    .entry(peer.to_string())
+                    .or_default() += 1;
                 self.failed.lock().expect("poisoned").remove(peer);
                 self.links
                     .lock()
@@ -816,6 +825,21 @@ impl Cluster {
                 out,
                 "moqcast_cluster_link_received_bytes_total{{peer=\"{peer}\"}} {}",
                 l.conn.stats().udp_rx.bytes
+            );
+        }
+        let _ = writeln!(out, "# HELP moqcast_cluster_peer_connects_total Links set up to a peer (reconnections after the first).\n# TYPE moqcast_cluster_peer_connects_total counter");
+        let mut connects: Vec<(String, u64)> = self
+            .connects
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .map(|(p, n)| (p.clone(), *n))
+            .collect();
+        connects.sort();
+        for (peer, n) in &connects {
+            let _ = writeln!(
+                out,
+                "moqcast_cluster_peer_connects_total{{peer=\"{peer}\"}} {n}"
             );
         }
         let _ = writeln!(out, "# HELP moqcast_cluster_link_rtt_seconds A link's smoothed round-trip time.\n# TYPE moqcast_cluster_link_rtt_seconds gauge");

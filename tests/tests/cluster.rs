@@ -261,6 +261,12 @@ async fn three_relays_act_as_one() {
     check_recording(&rec_b, 10.0, 3.0, "recording on B across the move");
     let link_failures = sample(&c, "moqcast_cluster_link_failures_total").unwrap_or(-1.0);
     eprintln!("cluster: C link failures {link_failures}");
+    // Per peer: one link to A, one to B (no reconnection).
+    for port in [pa, pb] {
+        let connects =
+            format!("moqcast_cluster_peer_connects_total{{peer=\"moqt://127.0.0.1:{port}\"}}");
+        assert_eq!(sample(&c, &connects), Some(1.0), "{connects}");
+    }
     b.stop().await;
     c.stop().await;
 }
