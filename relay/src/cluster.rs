@@ -811,45 +811,48 @@ impl Cluster {
         ] {
             let _ = writeln!(out, "# HELP moqcast_cluster_{name} {help}\n# TYPE moqcast_cluster_{name} counter\nmoqcast_cluster_{name} {}", v.load(Ordering::Relaxed));
         }
-        let _ = writeln!(out, "# HELP moqcast_cluster_link_tracks Tracks subscribed upstream over a link.\n# TYPE moqcast_cluster_link_tracks gauge");
-        for (peer, l) in &links {
-            let _ = writeln!(
-                out,
-                "moqcast_cluster_link_tracks{{peer=\"{peer}\"}} {}",
-                l.upstream.ingest.len()
-            );
-        }
-        let _ = writeln!(out, "# HELP moqcast_cluster_link_received_bytes_total Bytes received over a link.\n# TYPE moqcast_cluster_link_received_bytes_total counter");
-        for (peer, l) in &links {
-            let _ = writeln!(
-                out,
-                "moqcast_cluster_link_received_bytes_total{{peer=\"{peer}\"}} {}",
-                l.conn.stats().udp_rx.bytes
-            );
-        }
-        let _ = writeln!(out, "# HELP moqcast_cluster_peer_connects_total Links set up to a peer (reconnections after the first).\n# TYPE moqcast_cluster_peer_connects_total counter");
-        let mut connects: Vec<(String, u64)> = self
+        // A labelled family: HELP, TYPE, then one sample per peer.
+        let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (peer, v) in samples {
+                let _ = writeln!(out, "{name}{{peer=\"{peer}\"}} {v}");
+            }
+        };
+        let per_link = |f: &dyn Fn(&Link) -> String| -> Vec<(String, String)> {
+            links.iter().map(|(p, l)| (p.clone(), f(l))).collect()
+        };
+        family(
+            "moqcast_cluster_link_tracks",
+            "gauge",
+            "Tracks subscribed upstream over a link.",
+            per_link(&|l| l.upstream.ingest.len().to_string()),
+        );
+        family(
+            "moqcast_cluster_link_received_bytes_total",
+            "counter",
+            "Bytes received over a link.",
+            per_link(&|l| l.conn.stats().udp_rx.bytes.to_string()),
+        );
+        let mut connects: Vec<(String, String)> = self
             .connects
             .lock()
             .expect("poisoned")
             .iter()
-            .map(|(p, n)| (p.clone(), *n))
+            .map(|(p, n)| (p.clone(), n.to_string()))
             .collect();
         connects.sort();
-        for (peer, n) in &connects {
-            let _ = writeln!(
-                out,
-                "moqcast_cluster_peer_connects_total{{peer=\"{peer}\"}} {n}"
-            );
-        }
-        let _ = writeln!(out, "# HELP moqcast_cluster_link_rtt_seconds A link's smoothed round-trip time.\n# TYPE moqcast_cluster_link_rtt_seconds gauge");
-        for (peer, l) in &links {
-            let _ = writeln!(
-                out,
-                "moqcast_cluster_link_rtt_seconds{{peer=\"{peer}\"}} {:.6}",
-                l.conn.rtt().as_secs_f64()
-            );
-        }
+        family(
+            "moqcast_cluster_peer_connects_total",
+            "counter",
+            "Links set up to a peer (reconnections after the first).",
+            connects,
+        );
+        family(
+            "moqcast_cluster_link_rtt_seconds",
+            "gauge",
+            "A link's smoothed round-trip time.",
+            per_link(&|l| format!("{:.6}", l.conn.rtt().as_secs_f64())),
+        );
         out
     }
 }
