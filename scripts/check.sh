@@ -15,10 +15,10 @@
 #   test    cargo nextest run --workspace --profile ci (.config/nextest.toml)
 #   fuzz    scripts/fuzz.sh, FUZZ_SECONDS per target
 #
-# MOQCAST_CHECK_LEAN=1 (set by .ci/run) keeps the disk footprint small on a fresh machine: no
-# incremental compilation (CARGO_INCREMENTAL=0), and the workspace's debug build (several GB) is
-# removed once the tests have passed, before the fuzz step builds its own. Each step prints the
-# free disk space, so a full disk shows in the log.
+# Lean by default, so that a fresh machine's small disk is enough: no incremental compilation
+# (CARGO_INCREMENTAL=0), and the workspace's debug build (several GB) is removed once the tests
+# have passed, before the fuzz step builds its own. MOQCAST_CHECK_LEAN=0 keeps both (faster
+# re-runs for a developer). Each step prints the free disk space, so a full disk shows in the log.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ if [ -d "$HOME/.cargo/bin" ]; then
 fi
 
 started=$SECONDS
-lean=${MOQCAST_CHECK_LEAN:-0}
+lean=${MOQCAST_CHECK_LEAN:-1}
 if [ "$lean" = 1 ]; then
     export CARGO_INCREMENTAL=0
 fi
