@@ -237,8 +237,12 @@ impl Ctx {
     }
 }
 
-/// The packet filter of each PID.
-enum Filter {
+/// The packet filter of each PID, boxed: the demultiplexer keeps a slot for every PID up to the
+/// highest one in use (8,192 at most), and a PMT may name any of them, so a slot is one pointer
+/// (64 KiB at most per connection, not 720 KiB).
+struct Filter(Box<Kind>);
+
+enum Kind {
     Pat(demultiplex::PatPacketFilter<Ctx>),
     Pmt(demultiplex::PmtPacketFilter<Ctx>),
     Pes(Collector),
@@ -249,11 +253,11 @@ impl demultiplex::PacketFilter for Filter {
     type Ctx = Ctx;
 
     fn consume(&mut self, ctx: &mut Ctx, pk: &packet::Packet<'_>) {
-        match self {
-            Filter::Pat(f) => f.consume(ctx, pk),
-            Filter::Pmt(f) => f.consume(ctx, pk),
-            Filter::Pes(f) => f.consume(ctx, pk),
-            Filter::Null(f) => f.consume(ctx, pk),
+        match &mut *self.0 {
+            Kind::Pat(f) => f.consume(ctx, pk),
+            Kind::Pmt(f) => f.consume(ctx, pk),
+            Kind::Pes(f) => f.consume(ctx, pk),
+            Kind::Null(f) => f.consume(ctx, pk),
         }
     }
 }
@@ -267,30 +271,26 @@ impl demultiplex::DemuxContext for Ctx {
 
     fn construct(&mut self, req: demultiplex::FilterRequest<'_, '_>) -> Filter {
         use demultiplex::FilterRequest;
-        match req {
-            FilterRequest::ByPid(packet::Pid::PAT) => Filter::Pat(Default::default()),
+        Filter(Box::new(match req {
+            FilterRequest::ByPid(packet::Pid::PAT) => Kind::Pat(Default::default()),
             FilterRequest::Pmt {
                 pid,
                 program_number,
-            } => Filter::Pmt(demultiplex::PmtPacketFilter::new(pid, program_number)),
+            } => Kind::Pmt(demultiplex::PmtPacketFilter::new(pid, program_number)),
             FilterRequest::ByStream {
                 stream_type,
                 stream_info,
                 ..
             } => self.stream_filter(stream_type, stream_info),
-            FilterRequest::ByPid(_) | FilterRequest::Nit { .. } => Filter::Null(Default::default()),
-        }
+            FilterRequest::ByPid(_) | FilterRequest::Nit { .. } => Kind::Null(Default::default()),
+        }))
     }
 }
 
 impl Ctx {
     /// The filter of a stream the PMT lists: the first H.264 and first AAC are collected.
-    fn stream_filter(
-        &mut self,
-        stream_type: StreamType,
-        info: &psi::pmt::StreamInfo<'_>,
-    ) -> Filter {
-        let collect = |codec| Filter::Pes(Collector::new(codec));
+    fn stream_filter(&mut self, stream_type: StreamType, info: &psi::pmt::StreamInfo<'_>) -> Kind {
+        let collect = |codec| Kind::Pes(Collector::new(codec));
         match stream_type {
             StreamType::H264 if !self.has_video => {
                 self.has_video = true;
@@ -300,7 +300,7 @@ impl Ctx {
                 self.has_audio = true;
                 collect(Codec::Adts)
             }
-            StreamType::H264 | StreamType::ADTS => Filter::Null(Default::default()),
+            StreamType::H264 | StreamType::ADTS => Kind::Null(Default::default()),
             StreamType(0x06) => match private_stream(info) {
                 Some(Ok(codec)) if !self.has_audio => {
                     self.has_audio = true;
@@ -308,10 +308,10 @@ impl Ctx {
                 }
                 Some(Err(e)) => {
                     self.fail(e);
-                    Filter::Null(Default::default())
+                    Kind::Null(Default::default())
                 }
                 // A second audio stream, or data (subtitles, metadata).
-                _ => Filter::Null(Default::default()),
+                _ => Kind::Null(Default::default()),
             },
             other => {
                 let name = match other.0 {
@@ -328,7 +328,7 @@ impl Ctx {
                 if let Some(name) = name {
                     self.fail(TsError::Unsupported(name.into()));
                 }
-                Filter::Null(Default::default())
+                Kind::Null(Default::default())
             }
         }
     }
