@@ -627,7 +627,15 @@ impl Demuxer {
 
     /// Demultiplexes whole packets and repackages the units they complete.
     fn run(&mut self, packets: &[u8], events: &mut Vec<Event>, first: &mut Option<TsError>) {
-        self.demux.push(&mut self.ctx, packets);
+        // One packet at a time: a PMT changes which tracks are awaited (`release`), so the units
+        // before it are handed on before it is read, however the packets were batched.
+        for packet in packets.chunks_exact(PACKET) {
+            self.run_packet(packet, events, first);
+        }
+    }
+
+    fn run_packet(&mut self, packet: &[u8], events: &mut Vec<Event>, first: &mut Option<TsError>) {
+        self.demux.push(&mut self.ctx, packet);
         if let Some(e) = self.ctx.error.take() {
             let unsupported = matches!(e, TsError::Unsupported(_));
             if !unsupported || !self.unsupported_reported {

@@ -60,6 +60,9 @@ pub struct Metrics {
     pub sessions_rejected_per_address: AtomicU64,
     /// QUIC Retry packets sent (address validation while handshakes pile up).
     pub quic_retries: AtomicU64,
+    /// First packets of new connections that failed authentication (garbage shaped as QUIC
+    /// Initials), dropped in the accept loop.
+    pub quic_initials_dropped: AtomicU64,
     /// The RTMP and RTMPS ingest (`--rtmp-bind`, `--rtmps-bind`).
     pub rtmp: IngestCounters,
     /// The SRT ingest (`--srt-bind`).
@@ -71,7 +74,7 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 35] = [
+        let rows: [(&'static str, MetricType, &'static str, &AtomicU64); 36] = [
             (
                 "moqcast_sessions",
                 MetricType::Gauge,
@@ -167,6 +170,12 @@ impl Metrics {
                 MetricType::Counter,
                 "QUIC Retry packets sent to validate addresses while handshakes pile up",
                 &self.quic_retries,
+            ),
+            (
+                "moqcast_quic_initials_dropped_total",
+                MetricType::Counter,
+                "First packets of new QUIC connections dropped because they failed authentication",
+                &self.quic_initials_dropped,
             ),
             (
                 "moqcast_broadcasts",
