@@ -137,6 +137,8 @@ pub struct Target {
     pub quic: SocketAddr,
     /// The plain HTTP port.
     pub http: SocketAddr,
+    /// Where `garbage-datagrams` sends: the QUIC port, or another socket for a control run.
+    pub datagrams_to: SocketAddr,
     /// A path on the HTTP side worth reading slowly (a large viewer file).
     pub slow_path: String,
 }
@@ -826,7 +828,7 @@ async fn garbage_datagrams(t: Arc<Target>, rate: usize, until: Instant, tally: A
                 datagram[5] = 8;
             }
             Tally::add(&tally.attempts);
-            let _ = senders[i % senders.len()].send_to(&datagram, t.quic).await;
+            let _ = senders[i % senders.len()].send_to(&datagram, t.datagrams_to).await;
         }
     }
 }

@@ -79,6 +79,12 @@ struct Args {
     /// A large file on the relay's HTTP side, for the slow readers.
     #[arg(long, default_value = "/assets/viewer.js.map")]
     slow_path: String,
+    /// Send the `garbage-datagrams` attack here instead of the relay's QUIC port: a control
+    /// run, where the machine pays for the same sends (and a reader of this socket for the
+    /// receives) but the relay sees none of them. On a machine whose cores the attacker shares
+    /// with the relay and the bystander, it tells the relay's share of a rise from the rest.
+    #[arg(long)]
+    datagrams_to: Option<SocketAddr>,
     /// The moqcast-bench binary (default: next to this one).
     #[arg(long)]
     bench: Option<PathBuf>,
@@ -161,6 +167,7 @@ async fn suite(args: &Args) -> anyhow::Result<Vec<Outcome>> {
     let target = Target {
         quic,
         http: args.http,
+        datagrams_to: args.datagrams_to.unwrap_or(quic),
         slow_path: args.slow_path.clone(),
     };
     let attacks = if args.attacks.is_empty() {
