@@ -160,6 +160,12 @@ pub struct SubscribeConfig {
     #[arg(long)]
     #[serde(default)]
     pub caption_lang: Option<String>,
+    /// Record the audio track in this language (BCP 47, for example `es` for the sidecar's
+    /// `--dub es` track) in place of the original: one of the broadcast's own audio tracks in
+    /// that language, else the dubbed track a sidecar publishes in `<broadcast>/ai`.
+    #[arg(long)]
+    #[serde(default)]
+    pub audio_lang: Option<String>,
     /// Seconds to keep trying to get back after losing the relay (a restart, the end of its
     /// drain after GOAWAY): reconnects with backoff and resubscribes, recording into the same
     /// file. 0: end at once.
@@ -195,6 +201,7 @@ impl SubscribeConfig {
             captions: self.captions.clone(),
             caption_latency: self.caption_latency,
             caption_lang: self.caption_lang.clone(),
+            audio_lang: self.audio_lang.clone(),
             reconnect_for: seconds(Some(self.reconnect_for), "reconnect-for")?.unwrap_or_default(),
         })
     }

@@ -9,8 +9,8 @@ use std::{
 
 use anyhow::Context;
 use moqcast_client::{
-    fetch_catalog, media_info, AudioInfo, Client, ClientTls, ReceivedObject, TrackSubscription,
-    VideoInfo,
+    audio_info, fetch_catalog, media_info, AudioInfo, Client, ClientTls, ReceivedObject,
+    TrackSubscription, VideoInfo,
 };
 use moqcast_media::{
     catalog::{self, Catalog},
@@ -43,6 +43,9 @@ pub struct SubscribeOptions {
     /// Caption language (BCP 47 primary tag match): only a track in that language is read.
     /// Without it, the first caption track.
     pub caption_lang: Option<String>,
+    /// Audio language (BCP 47 primary tag match): the audio track recorded is one in that
+    /// language (the broadcast's own, else a dub in `<broadcast>/ai`). Without it, the first.
+    pub audio_lang: Option<String>,
     /// How long to keep trying to get back after losing the relay (zero: give up at once).
     pub reconnect_for: Duration,
 }
@@ -249,13 +252,12 @@ impl ReaderEnd {
 /// One reader task per media track, sending objects to `tx`.
 fn read_tracks(
     subscriber: &Subscriber,
-    broadcast: &str,
-    tracks: &[(String, MediaKind)],
+    tracks: &[(String, String, MediaKind)],
     tx: &mpsc::Sender<(String, MediaKind, ReceivedObject)>,
 ) -> tokio::task::JoinSet<ReaderEnd> {
     let mut readers = tokio::task::JoinSet::new();
-    for (name, kind) in tracks {
-        let (mut sub, driver) = TrackSubscription::new(subscriber, broadcast, name);
+    for (namespace, name, kind) in tracks {
+        let (mut sub, driver) = TrackSubscription::new(subscriber, namespace, name);
         let (tx, name, kind) = (tx.clone(), name.clone(), *kind);
         readers.spawn(async move {
             let read = async {
@@ -392,14 +394,24 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
         }
     }
 
-    // 2. The media tracks.
-    let (video, audio) = media_info(&catalog)?;
-    let mut tracks: Vec<(String, MediaKind)> = Vec::new();
+    // 2. The media tracks: (namespace, track, kind).
+    let (video, mut audio) = media_info(&catalog)?;
+    let mut tracks: Vec<(String, String, MediaKind)> = Vec::new();
     if let Some(t) = catalog.video_tracks().next() {
-        tracks.push((t.name.clone(), MediaKind::Video));
+        tracks.push((opts.broadcast.clone(), t.name.clone(), MediaKind::Video));
     }
-    if let Some(t) = catalog.audio_tracks().next() {
-        tracks.push((t.name.clone(), MediaKind::Audio));
+    if let Some(lang) = &opts.audio_lang {
+        let find = find_audio_track(&link.subscriber, &opts.broadcast, &catalog, opts.wait, lang);
+        let (namespace, track, info) = tokio::select! {
+            res = &mut link.session => anyhow::bail!("session ended before the dub's catalog arrived: {res:?}"),
+            () = &mut deadline => anyhow::bail!("no {lang:?} audio track for {} within the duration", opts.broadcast),
+            found = find => found?,
+        };
+        tracing::info!(namespace = %namespace, track = %track, codec = %info.codec, "recording the {lang} audio track");
+        tracks.push((namespace, track, MediaKind::Audio));
+        audio = Some(info);
+    } else if let Some(t) = catalog.audio_tracks().next() {
+        tracks.push((opts.broadcast.clone(), t.name.clone(), MediaKind::Audio));
     }
     if tracks.is_empty() {
         anyhow::bail!(
@@ -414,7 +426,7 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
     };
     // Kept here across reconnections: the channel closes only when this function returns.
     let (obj_tx, mut obj_rx) = mpsc::channel::<(String, MediaKind, ReceivedObject)>(256);
-    let mut readers = read_tracks(&link.subscriber, &opts.broadcast, &tracks, &obj_tx);
+    let mut readers = read_tracks(&link.subscriber, &tracks, &obj_tx);
     let mut captions = tokio::task::JoinSet::new();
     let (cap_tx, mut cap_rx) = mpsc::channel::<Result<ReceivedObject, String>>(64);
     if opts.wants_captions() {
@@ -531,7 +543,7 @@ pub async fn run(opts: SubscribeOptions) -> anyhow::Result<Summary> {
                         if cat.tracks != catalog.tracks {
                             tracing::warn!("the broadcast's catalog changed; recording the same track names");
                         }
-                        readers = read_tracks(&l.subscriber, &opts.broadcast, &tracks, &obj_tx);
+                        readers = read_tracks(&l.subscriber, &tracks, &obj_tx);
                         link = Some(l);
                         summary.reconnects += 1;
                         tracing::info!(after = ?since.elapsed(), "resubscribed");
@@ -667,6 +679,51 @@ pub async fn find_caption_track(
                 "{broadcast:?} has no caption track, and no captioner published one in {ai:?} within {wait:?} (is moqcast-sidecar running?)"
             ),
         },
+    }
+}
+
+/// The primary subtag of a BCP 47 tag, lower case (`es-MX` -> `es`).
+fn primary_language(tag: &str) -> String {
+    tag.split('-').next().unwrap_or(tag).to_ascii_lowercase()
+}
+
+/// The audio track in `lang` to record, with its decoder configuration: one of the broadcast's
+/// own (a multi-language broadcast), else the dub a sidecar publishes in `<broadcast>/ai`
+/// (`moqcast-sidecar --dub LANG`), waited for up to `wait`.
+pub async fn find_audio_track(
+    subscriber: &Subscriber,
+    broadcast: &str,
+    own: &Catalog,
+    wait: Duration,
+    lang: &str,
+) -> anyhow::Result<(String, String, AudioInfo)> {
+    let wanted = primary_language(lang);
+    let pick = |cat: &Catalog| -> Option<anyhow::Result<(String, AudioInfo)>> {
+        let t = cat
+            .audio_tracks()
+            .find(|t| t.lang.as_deref().map(primary_language).as_deref() == Some(&wanted))?;
+        Some(
+            audio_info(cat, t)
+                .map(|info| (t.name.clone(), info))
+                .with_context(|| format!("the {lang:?} audio track {:?}", t.name)),
+        )
+    };
+    if let Some(found) = pick(own) {
+        let (track, info) = found?;
+        return Ok((broadcast.to_string(), track, info));
+    }
+    let ai = format!("{}/ai", broadcast.trim_end_matches('/'));
+    let cat = fetch_catalog(subscriber, &ai, wait).await.with_context(|| {
+        format!("{broadcast:?} has no {lang:?} audio track, and no sidecar published {ai:?} within {wait:?} (is moqcast-sidecar running with --dub {lang}?)")
+    })?;
+    match pick(&cat) {
+        Some(found) => {
+            let (track, info) = found?;
+            Ok((ai, track, info))
+        }
+        None => anyhow::bail!(
+            "neither {broadcast:?} nor {ai:?} has an audio track in {lang:?} (is moqcast-sidecar running with --dub {lang}?)"
+        ),
     }
 }
 
