@@ -25,6 +25,7 @@ export class PlayoutClock {
   #samples: { at: number; offset: number }[] = [];
   #offset: number | undefined;
   #jitter: number;
+  #delay = 0;
   #lastLate = -Infinity;
   #lastShrink = -Infinity;
   #lastGrow = -Infinity;
@@ -50,6 +51,24 @@ export class PlayoutClock {
 
   get jitterMs(): number {
     return this.#jitter;
+  }
+
+  /** The offset (ms) of the fastest recent arrivals: local time minus media time. */
+  get offsetMs(): number | undefined {
+    return this.#offset;
+  }
+
+  /**
+   * Extra playout delay (ms) on top of the jitter buffer: a track that arrives later than the
+   * rest (a dubbed audio track, made after the speech it replaces) is played in time with the
+   * picture by delaying everything by its lag.
+   */
+  get delayMs(): number {
+    return this.#delay;
+  }
+
+  setDelay(ms: number): void {
+    this.#delay = Math.max(0, ms);
   }
 
   /**
@@ -85,13 +104,13 @@ export class PlayoutClock {
   /** Local time (ms) at which media time `ptsUs` plays, or undefined before the first sample. */
   playTime(ptsUs: number): number | undefined {
     if (this.#offset === undefined) return undefined;
-    return ptsUs / 1000 + this.#offset + this.#jitter;
+    return ptsUs / 1000 + this.#offset + this.#jitter + this.#delay;
   }
 
   /** Media time (µs) playing at local time `nowMs`. */
   mediaTime(nowMs: number): number | undefined {
     if (this.#offset === undefined) return undefined;
-    return (nowMs - this.#offset - this.#jitter) * 1000;
+    return (nowMs - this.#offset - this.#jitter - this.#delay) * 1000;
   }
 
   /**
@@ -114,10 +133,51 @@ export class PlayoutClock {
   reset(): void {
     this.#samples = [];
     this.#offset = undefined;
+    this.#delay = 0;
     this.#jitter = this.opts.jitterMs;
     this.#lastLate = -Infinity;
     this.#lastShrink = -Infinity;
     this.#lastGrow = -Infinity;
     this.#settleUntil = -Infinity;
   }
+}
+
+/**
+ * How much later than the clock's fastest arrivals one track's objects arrive: the smallest
+ * `arrival - pts` of the track over a window, less the clock's offset. A dubbed audio track is
+ * made from final captions, seconds after the speech it replaces; its lag is what the whole
+ * playout must be delayed by for the voice to line up with the picture.
+ */
+export class LagMeter {
+  #samples: { at: number; offset: number }[] = [];
+  constructor(readonly windowMs = 10_000) {}
+
+  observe(ptsUs: number, nowMs: number): void {
+    this.#samples.push({ at: nowMs, offset: nowMs - ptsUs / 1000 });
+    while (this.#samples.length > 0 && this.#samples[0].at < nowMs - this.windowMs) this.#samples.shift();
+    if (this.#samples.length > 4000) this.#samples.splice(0, this.#samples.length - 4000);
+  }
+
+  /** The track's lag behind `clockOffsetMs` (ms), or undefined before a sample. */
+  lagMs(clockOffsetMs: number): number | undefined {
+    if (this.#samples.length === 0) return undefined;
+    let min = Infinity;
+    for (const s of this.#samples) min = Math.min(min, s.offset);
+    return Math.max(0, min - clockOffsetMs);
+  }
+
+  reset(): void {
+    this.#samples = [];
+  }
+}
+
+/**
+ * The playout delay for a lagging track: its lag plus a margin, raised at once when the lag
+ * grows (or the track's objects would miss their time) and lowered only when the lag has
+ * fallen by more than `stepMs` (each change moves the picture, so it should be rare).
+ */
+export function nextDelay(currentMs: number, lagMs: number, marginMs = 150, stepMs = 250): number {
+  const target = Math.ceil((lagMs + marginMs) / 50) * 50;
+  if (target > currentMs || currentMs - target > stepMs) return target;
+  return currentMs;
 }

@@ -140,7 +140,10 @@ function main(): void {
     lastTick = now;
     viewer.tick(now);
     const l = viewer.video.latencyMs;
-    const text = l === undefined ? "latency —" : `latency ${Math.round(l)} ms`;
+    const dub = viewer.dubDelayMs;
+    const text =
+      (l === undefined ? "latency —" : `latency ${Math.round(l)} ms`) +
+      (dub === undefined ? "" : ` (dub: picture delayed ${(dub / 1000).toFixed(1)} s)`);
     if (latency.textContent !== text) latency.textContent = text;
   };
   const frame = () => {

@@ -19,7 +19,7 @@ import {
   trackLabel,
 } from "./catalog";
 import { CueStore, parseTimeline } from "./captions";
-import { PlayoutClock } from "./clock";
+import { LagMeter, PlayoutClock, nextDelay } from "./clock";
 import { parseLocProperties } from "./loc";
 import { CodecUnsupported, VideoRenderer, videoConfig } from "./video";
 
@@ -48,6 +48,8 @@ export interface Stats {
   selectedAudio: string | null;
   selectedCaptions: string | null;
   latencyMs: number | null;
+  /** With a dub chosen: by how much (ms) the playout waits for it, else null. */
+  dubDelayMs: number | null;
   /** Media time (ms on the broadcast's timeline) playing now. */
   mediaTimeMs: number | null;
   jitterBufferMs: number;
@@ -187,6 +189,9 @@ export class Viewer {
   #lastObjectAt = 0;
   #userAudio = false;
   #userCaptions = false;
+  /** The chosen audio track's lag behind the picture, when it is a sidecar's dub. */
+  #dubLag = new LagMeter();
+  #dubbing = false;
   #relayConfig: { quicPort?: number | null; pinCertificate?: boolean } = {};
   #certificateHash: string | undefined;
   #pinned: string | null = null;
@@ -195,6 +200,7 @@ export class Viewer {
     this.#opts = opts;
     this.broadcast = opts.broadcast.replace(/^\/+|\/+$/g, "");
     this.video = new VideoRenderer(opts.canvas);
+    this.video.attach(this.clock);
     this.video.onError = (m) => console.warn(m);
     try {
       this.audio = new AudioPlayer(this.clock);
@@ -394,6 +400,10 @@ export class Viewer {
     if (this.#audioSub && this.#audioSub.key !== audio?.key) {
       this.#audioSub.stop();
       this.#audioSub = undefined;
+      // Back to an audio track that keeps up (the original): back to the live edge.
+      this.#dubLag.reset();
+      this.#dubbing = false;
+      this.clock.setDelay(0);
     }
     if (conn && audio && !this.#audioSub && this.audio) void this.#startAudio(conn, audio);
 
@@ -448,11 +458,16 @@ export class Viewer {
     }
     // Opus and AAC frames without a TIMESTAMP: 20 ms or 1024 samples each.
     const frameUs = ref.track.codec?.startsWith("opus") ? 20_000 : (1024 * 1e6) / (ref.track.samplerate || 48000);
+    // A sidecar's audio track (a dub, in `<broadcast>/ai`) is made from final captions, seconds
+    // after the speech it replaces: it does not move the clock; the clock waits for it instead.
+    const dub = ref.namespace !== this.broadcast;
+    this.#dubbing = dub;
     await this.#pump(s, (f) => {
       const props = parseLocProperties(f.frame.properties);
       const pts = props.timestampUs ?? this.#counters.audio * frameUs;
       this.#counters.audio++;
-      this.#observe(pts);
+      if (dub) this.#followDub(pts);
+      else this.#observe(pts);
       audio.decode(f.frame.payload, pts);
     });
   }
@@ -468,6 +483,27 @@ export class Viewer {
         console.warn(`caption object on ${ref.track.name}:`, e);
       }
     });
+  }
+
+  /** Delays the playout by the dub's lag, so that the voice lines up with the picture. */
+  #followDub(ptsUs: number): void {
+    const now = performance.now();
+    this.#dubLag.observe(ptsUs, now);
+    const offset = this.clock.offsetMs;
+    if (offset === undefined) return;
+    const lag = this.#dubLag.lagMs(offset);
+    if (lag === undefined) return;
+    const delay = nextDelay(this.clock.delayMs, lag);
+    if (delay !== this.clock.delayMs) {
+      console.info(`dub: ${Math.round(lag)} ms behind the picture; playout delayed by ${delay} ms`);
+      this.clock.setDelay(delay);
+      this.clock.settle(now + SETTLE_MS);
+    }
+  }
+
+  /** The playout delay for a dub (ms), or undefined when the chosen audio keeps up. */
+  get dubDelayMs(): number | undefined {
+    return this.#dubbing ? this.clock.delayMs : undefined;
   }
 
   #observe(ptsUs: number): void {
@@ -500,6 +536,7 @@ export class Viewer {
     this.audio?.close();
     this.cues.clear();
     this.clock.reset();
+    this.#dubLag.reset();
   }
 
   /**
@@ -586,6 +623,7 @@ export class Viewer {
       selectedAudio: this.selectedAudio ?? null,
       selectedCaptions: this.selectedCaptions ?? null,
       latencyMs: this.video.latencyMs === undefined ? null : Math.round(this.video.latencyMs),
+      dubDelayMs: this.dubDelayMs ?? null,
       mediaTimeMs: ((t) => (t === undefined ? null : t / 1000))(this.clock.mediaTime(performance.now())),
       jitterBufferMs: Math.round(this.clock.jitterMs),
       status: this.status.kind,

@@ -6,6 +6,17 @@ import type { TrackRef } from "./catalog";
 
 /** Most decoded frames held; decoders stall when too many frames stay open. */
 const MAX_QUEUED_FRAMES = 12;
+/** Encoded frames are decoded this long (ms) before their playout time, no sooner: a playout
+ * delay (a dubbed audio track's lag) is held as encoded frames, not decoded ones. */
+const DECODE_AHEAD_MS = 500;
+/** Most encoded frames held for a playout delay (30 s at 60 frames a second). */
+const MAX_PENDING = 1800;
+
+interface Pending {
+  payload: Uint8Array;
+  ptsUs: number;
+  key: boolean;
+}
 
 export class CodecUnsupported extends Error {}
 
@@ -29,6 +40,8 @@ export class VideoRenderer {
   #decoder: VideoDecoder | undefined;
   #config: VideoDecoderConfig | undefined;
   #queue: VideoFrame[] = [];
+  #pending: Pending[] = [];
+  #clock: PlayoutClock | undefined;
   #needKey = true;
   #sendTimes = new Map<number, number>();
   /** Frames out of the decoder. */
@@ -87,16 +100,44 @@ export class VideoRenderer {
     }
   }
 
+  /** The playout clock that says when held frames are due for decoding. */
+  attach(clock: PlayoutClock): void {
+    this.#clock = clock;
+  }
+
   /** Feeds one encoded frame; `key` marks the first object of a group (a keyframe). */
   decode(payload: Uint8Array, ptsUs: number, key: boolean, sendTimeUs: number | undefined): void {
+    if (sendTimeUs !== undefined) {
+      this.#sendTimes.set(ptsUs, sendTimeUs);
+      if (this.#sendTimes.size > 2000) this.#sendTimes.delete(this.#sendTimes.keys().next().value as number);
+    }
+    this.#pending.push({ payload, ptsUs, key });
+    if (this.#pending.length > MAX_PENDING) {
+      // Held too long: keep from the newest keyframe on.
+      let k = this.#pending.length - 1;
+      while (k > 0 && !this.#pending[k].key) k--;
+      this.dropped += k;
+      this.#pending.splice(0, k);
+    }
+    this.#feed(performance.now());
+  }
+
+  /** Decodes the held frames due within DECODE_AHEAD_MS. */
+  #feed(nowMs: number): void {
+    while (this.#pending.length > 0) {
+      const next = this.#pending[0];
+      const at = this.#clock?.playTime(next.ptsUs);
+      if (at !== undefined && at - nowMs > DECODE_AHEAD_MS) return;
+      this.#pending.shift();
+      this.#decodeNow(next);
+    }
+  }
+
+  #decodeNow({ payload, ptsUs, key }: Pending): void {
     const decoder = this.#decoder;
     if (!decoder || decoder.state !== "configured") return;
     if (this.#needKey && !key) return;
     this.#needKey = false;
-    if (sendTimeUs !== undefined) {
-      this.#sendTimes.set(ptsUs, sendTimeUs);
-      if (this.#sendTimes.size > 300) this.#sendTimes.delete(this.#sendTimes.keys().next().value as number);
-    }
     // Too far behind: drop to the next keyframe rather than decode frames nobody will see.
     if (decoder.decodeQueueSize > 30 && !key) {
       this.#needKey = true;
@@ -107,6 +148,7 @@ export class VideoRenderer {
 
   /** Draws the newest frame due at local time `nowMs`. */
   render(clock: PlayoutClock, nowMs: number): void {
+    this.#feed(nowMs);
     const media = clock.mediaTime(nowMs);
     if (media === undefined) return;
     let due: VideoFrame | undefined;
@@ -148,6 +190,7 @@ export class VideoRenderer {
   flush(): void {
     for (const f of this.#queue) f.close();
     this.#queue = [];
+    this.#pending = [];
     this.#sendTimes.clear();
     this.latencyMs = undefined;
     if (this.#config) this.#reset();
@@ -156,6 +199,7 @@ export class VideoRenderer {
   close(): void {
     for (const f of this.#queue) f.close();
     this.#queue = [];
+    this.#pending = [];
     if (this.#decoder && this.#decoder.state !== "closed") this.#decoder.close();
     this.#decoder = undefined;
   }

@@ -5,7 +5,7 @@ import { test } from "node:test";
 
 import { CueStore, lateHoldMs, parseTimeline } from "../src/captions";
 import { applyDelta, defaultAudio, defaultCaptions, isCaptionTrack, mergeCatalogs, parseCatalog, trackLabel } from "../src/catalog";
-import { PlayoutClock } from "../src/clock";
+import { LagMeter, PlayoutClock, nextDelay } from "../src/clock";
 
 const enc = (o: unknown) => new TextEncoder().encode(JSON.stringify(o));
 
@@ -105,4 +105,32 @@ test("the playout clock follows the fastest arrivals plus the jitter buffer", ()
   // A new timeline (publisher restarted at pts 0) resets the clock.
   clock.observe(0, 9000);
   assert.equal(clock.playTime(0), 9000 + clock.jitterMs);
+});
+
+test("a dub's lag delays the whole playout, and going back to the original returns to the live edge", () => {
+  const clock = new PlayoutClock({ jitterMs: 100 });
+  // The picture: media time t arrives at local 1000 + t.
+  for (let t = 0; t <= 2000; t += 40) clock.observe(t * 1000, 1000 + t);
+  assert.equal(clock.offsetMs, 1000);
+  assert.equal(clock.playTime(2_000_000), 3100);
+  // The dub's frames for media time t arrive 3.2 s later than the picture's.
+  const lag = new LagMeter(10_000);
+  assert.equal(lag.lagMs(1000), undefined);
+  for (let t = 0; t <= 2000; t += 20) lag.observe(t * 1000, 4200 + t + (t % 100 === 0 ? 300 : 0));
+  assert.equal(lag.lagMs(1000), 3200);
+  const delay = nextDelay(0, 3200);
+  assert.ok(delay >= 3350 && delay < 3450, `${delay}`);
+  clock.setDelay(delay);
+  // A dub frame now plays after it arrives, and the picture of the same instant with it.
+  assert.ok((clock.playTime(2_000_000) ?? 0) > 4200 + 2000);
+  assert.equal(clock.mediaTime(3100 + delay), 2_000_000);
+  // Small changes of the lag keep the delay; a rise raises it at once; a large fall lowers it.
+  assert.equal(nextDelay(delay, 3150), delay);
+  assert.ok(nextDelay(delay, 3400) > delay);
+  assert.ok(nextDelay(delay, 2000) < delay);
+  clock.setDelay(0);
+  assert.equal(clock.playTime(2_000_000), 3100);
+  clock.setDelay(5000);
+  clock.reset();
+  assert.equal(clock.delayMs, 0);
 });
