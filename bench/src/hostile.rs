@@ -828,7 +828,9 @@ async fn garbage_datagrams(t: Arc<Target>, rate: usize, until: Instant, tally: A
                 datagram[5] = 8;
             }
             Tally::add(&tally.attempts);
-            let _ = senders[i % senders.len()].send_to(&datagram, t.datagrams_to).await;
+            let _ = senders[i % senders.len()]
+                .send_to(&datagram, t.datagrams_to)
+                .await;
         }
     }
 }

@@ -195,7 +195,7 @@ async fn garbage_initials_are_dropped_without_a_session() {
         let rest = (datagram.len() - 26) as u16;
         datagram[24..26].copy_from_slice(&(0x4000 | rest).to_be_bytes());
         socket.send_to(&datagram, target).unwrap();
-        if x % 8 == 0 {
+        if x.is_multiple_of(8) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -210,7 +210,11 @@ async fn garbage_initials_are_dropped_without_a_session() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(m.session_errors.load(Ordering::Relaxed), 0, "no session for garbage");
+    assert_eq!(
+        m.session_errors.load(Ordering::Relaxed),
+        0,
+        "no session for garbage"
+    );
     assert_eq!(relay.state.sessions.in_use(), 0);
     // A real client still gets in.
     let client = Client::new(&insecure_tls()).unwrap();
