@@ -10,7 +10,7 @@
 //
 // Environment:
 //   MOQCAST_VIEWER_URL   the watch page (with ?relay=... when the relay's QUIC port is not in /viewer.json)
-//   MOQCAST_SCENARIO     basic | basic-https | captions | live-captions | reconnect
+//   MOQCAST_SCENARIO     basic | basic-https | captions | live-captions | dub | reconnect
 //   MOQCAST_BROWSER      chromium (default) | firefox (the basic scenario only)
 //   MOQCAST_EXPECT_NO_RECONNECT (basic, optional) 1: the viewer must play on its first
 //                        connection (no reconnect, status live)
@@ -22,6 +22,8 @@
 //   MOQCAST_EXPECT_TRANSLATED (live-captions, optional) "LANG<tab>MENU LABEL<tab>WORDS": a translated
 //                        caption track of the sidecar, listed under that label, showing one of the
 //                        comma-separated words
+//   MOQCAST_EXPECT_DUB   (dub) "LANG<tab>MENU LABEL": the sidecar's dubbed audio track, listed
+//                        in the audio menu under that label
 //   MOQCAST_SCREENSHOT   where to save a PNG of the page (optional)
 //   MOQCAST_CONTROL      (reconnect) a file this script writes "restart" to, and waits for "restarted"
 //   MOQCAST_CHROMIUM_ARGS more Chromium flags, separated by spaces (e.g.
@@ -360,6 +362,61 @@ async function liveCaptionsScenario() {
   await screenshot();
 }
 
+/** The sidecar's dub: listed in the audio menu, chosen, the picture delayed by its lag (the
+ * latency readout says so) while dubbed audio keeps decoding and playing in time; the original
+ * chosen again, back to the live edge. */
+async function dubScenario() {
+  const [lang, label] = (process.env.MOQCAST_EXPECT_DUB ?? fail("MOQCAST_EXPECT_DUB is not set")).split("\t");
+  const live = await playsWithin10s();
+  const original = live.selectedAudio;
+  const s = await waitFor(
+    `the sidecar's ${lang} audio track`,
+    stats,
+    (s) => s.audioTracks.some((t) => t.namespace.endsWith("/ai") && t.lang === lang),
+    30_000,
+  );
+  const dub = s.audioTracks.find((t) => t.namespace.endsWith("/ai") && t.lang === lang);
+  log(`dub track: ${JSON.stringify(dub)}`);
+  const options = await page.locator("#audio-select option").allInnerTexts();
+  assert.ok(options.some((o) => o.startsWith(label)), `the audio menu lists "${label}": ${JSON.stringify(options)}`);
+  const liveLatency = (await waitFor("a latency readout", stats, (s) => s.latencyMs !== null, 5000)).latencyMs;
+  await page.selectOption("#audio-select", dub.key);
+  const d = await waitFor("the playout delayed for the dub", stats, (s) => (s.dubDelayMs ?? 0) > 0, 20_000);
+  log(`dub chosen: playout delayed by ${d.dubDelayMs} ms (latency live ${liveLatency} ms)`);
+  // Settle (the delay follows the dub's lag for a few seconds), then measure a stretch.
+  await sleep(4000);
+  const a = await stats();
+  await sleep(5000);
+  const b = await stats();
+  assert.equal(b.selectedAudio, dub.key);
+  const decoded = b.audioFramesDecoded - a.audioFramesDecoded;
+  const late = b.audioFramesLate - a.audioFramesLate;
+  const drawn = b.videoFramesRendered - a.videoFramesRendered;
+  log(`over 5 s with the dub: ${decoded} audio frames decoded, ${late} too late, ${drawn} video frames drawn; delay ${b.dubDelayMs} ms, latency ${b.latencyMs} ms`);
+  assert.ok(decoded >= 150, `the dub's audio keeps decoding: ${decoded} frames in 5 s`);
+  assert.ok(late <= decoded * 0.05, `the dub plays in time (at most 5% late): ${late} of ${decoded}`);
+  assert.ok(drawn >= 50, `the picture goes on: ${drawn} frames in 5 s`);
+  assert.ok(b.latencyMs >= liveLatency + b.dubDelayMs * 0.5, `the picture waits for the dub: latency ${b.latencyMs} ms, live ${liveLatency} ms, delay ${b.dubDelayMs} ms`);
+  // The picture on screen and the audio play the same media time: the clock is one.
+  const readout = await page.locator("#latency").innerText();
+  assert.match(readout, /dub/, `the latency readout says the picture waits for the dub: "${readout}"`);
+  log(`readout: "${readout}"`);
+  await screenshot();
+  // Back to the original: the delay goes, the latency comes back to the live edge.
+  await page.selectOption("#audio-select", original);
+  const back = await waitFor(
+    "the live edge again",
+    stats,
+    (s) => s.dubDelayMs === null && s.latencyMs !== null && s.latencyMs < liveLatency + 1000,
+    10_000,
+  );
+  const c = await stats();
+  await sleep(2000);
+  const e = await stats();
+  assert.ok(e.audioFramesDecoded - c.audioFramesDecoded >= 50, "the original audio decodes again");
+  log(`original again: latency ${back.latencyMs} ms, ${e.audioFramesDecoded - c.audioFramesDecoded} audio frames in 2 s`);
+}
+
 /** Leaves the page; the relay's count of open sessions (its /metrics) drops by one soon after. */
 async function leaveClosesSession() {
   const metrics = new URL("/metrics", url);
@@ -398,6 +455,8 @@ try {
     await captionsScenario();
   } else if (scenario === "live-captions") {
     await liveCaptionsScenario();
+  } else if (scenario === "dub") {
+    await dubScenario();
   } else if (scenario === "reconnect") {
     await reconnectScenario();
   } else {

@@ -530,6 +530,60 @@ async fn viewer_shows_live_sidecar_captions() {
     relay.stop().await;
 }
 
+/// The sidecar's Spanish dub (`--translate es --dub es`) in the viewer: listed in the audio menu
+/// as "Spanish (dubbed)", chosen without reloading; the picture waits for the dub's lag (the
+/// latency readout says so) while its audio decodes and plays in time; the original chosen
+/// again returns to the live edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_switches_to_the_dub_and_back() {
+    require_browser_tools();
+    moqcast_tests::speech::whisper_model_dir();
+    let _lock = tokio::task::spawn_blocking(BrowserLock::acquire)
+        .await
+        .unwrap();
+    init_tracing();
+    let web = web_dist();
+    let relay = TestRelay::start(&["--web-dir", web.to_str().unwrap()]).await;
+    let dir = TempDir::new("browser-dub");
+    let sentences = [
+        "This is a live broadcast with a Spanish voice.",
+        "The weather today is sunny and warm.",
+    ];
+    let wav = moqcast_tests::speech::speech_wav(&dir.0, "talk", &sentences, "en-us", 1.0, 1.0);
+    let media = moqcast_tests::speech::speech_video(&wav, &dir.path("talk.mp4"), "aac");
+    let extra = ["--loop", "--input", media.to_str().unwrap()];
+    let mut publish = publisher_of(
+        &relay.url("https"),
+        &relay.fingerprint,
+        "live/dub",
+        &extra,
+        &dir,
+    );
+    wait_announced(relay.http, "live/dub", &mut publish).await;
+    let mut sidecar = {
+        let extra = [
+            "--broadcast",
+            "live/dub",
+            "--translate",
+            "es",
+            "--dub",
+            "es",
+        ];
+        let mut cmd =
+            moqcast_tests::speech::sidecar_command(&relay.url("https"), &relay.fingerprint, &extra);
+        ChildGuard::spawn("sidecar", &mut cmd, &dir.0)
+    };
+    wait_announced(relay.http, "live/dub/ai", &mut sidecar).await;
+    let url = watch_url(relay.http, relay.port(), "live/dub");
+    let path = dir.0.clone();
+    let env = [("MOQCAST_EXPECT_DUB", "es\tSpanish (dubbed)".to_string())];
+    tokio::task::spawn_blocking(move || run_scenario("dub", &url, &env, &path))
+        .await
+        .unwrap();
+    drop(sidecar);
+    relay.stop().await;
+}
+
 /// A relay on fixed ports, so that a restarted one is found at the same address.
 struct FixedRelay {
     fingerprint: String,

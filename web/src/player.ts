@@ -42,6 +42,8 @@ export interface Stats {
   videoFramesDecoded: number;
   videoFramesRendered: number;
   audioFramesDecoded: number;
+  /** Decoded audio that came too late for its playout time and was not played. */
+  audioFramesLate: number;
   captionCuesShown: number;
   captionTracks: TrackInfo[];
   audioTracks: TrackInfo[];
@@ -617,6 +619,7 @@ export class Viewer {
       videoFramesDecoded: this.video.decoded,
       videoFramesRendered: this.video.rendered,
       audioFramesDecoded: this.audio?.decoded ?? 0,
+      audioFramesLate: this.audio?.late ?? 0,
       captionCuesShown: this.captionCuesShown,
       captionTracks: this.captionTracks,
       audioTracks: this.audioTracks,
