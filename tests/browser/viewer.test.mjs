@@ -11,7 +11,7 @@
 // Environment:
 //   MOQCAST_VIEWER_URL   the watch page (with ?relay=... when the relay's QUIC port is not in /viewer.json)
 //   MOQCAST_SCENARIO     basic | basic-https | captions | live-captions | dub | reconnect
-//   MOQCAST_BROWSER      chromium (default) | firefox (the basic scenario only)
+//   MOQCAST_BROWSER      chromium (default) | firefox (the basic and dub scenarios)
 //   MOQCAST_EXPECT_NO_RECONNECT (basic, optional) 1: the viewer must play on its first
 //                        connection (no reconnect, status live)
 //   MOQCAST_EXPECT_LEAVE_CLOSES (basic, optional) 1: leaving the page ends its relay session at
@@ -55,7 +55,7 @@ function fail(message) {
 const url = process.env.MOQCAST_VIEWER_URL ?? fail("MOQCAST_VIEWER_URL is not set");
 const scenario = process.env.MOQCAST_SCENARIO ?? "basic";
 if (BROWSER !== "chromium" && BROWSER !== "firefox") fail(`unknown MOQCAST_BROWSER ${BROWSER}`);
-if (BROWSER === "firefox" && scenario !== "basic") fail(`the ${scenario} scenario runs in chromium only`);
+if (BROWSER === "firefox" && !["basic", "dub"].includes(scenario)) fail(`the ${scenario} scenario runs in chromium only`);
 const started = Date.now();
 const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -377,10 +377,17 @@ async function dubScenario() {
   );
   const dub = s.audioTracks.find((t) => t.namespace.endsWith("/ai") && t.lang === lang);
   log(`dub track: ${JSON.stringify(dub)}`);
-  const options = await page.locator("#audio-select option").allInnerTexts();
+  // page.evaluate only: the same steps drive Chromium (playwright) and Firefox (puppeteer).
+  const options = await page.evaluate(() => [...document.querySelectorAll("#audio-select option")].map((o) => o.textContent));
+  const choose = (key) =>
+    page.evaluate((k) => {
+      const select = document.getElementById("audio-select");
+      select.value = k;
+      select.dispatchEvent(new Event("change"));
+    }, key);
   assert.ok(options.some((o) => o.startsWith(label)), `the audio menu lists "${label}": ${JSON.stringify(options)}`);
   const liveLatency = (await waitFor("a latency readout", stats, (s) => s.latencyMs !== null, 5000)).latencyMs;
-  await page.selectOption("#audio-select", dub.key);
+  await choose(dub.key);
   const d = await waitFor("the playout delayed for the dub", stats, (s) => (s.dubDelayMs ?? 0) > 0, 20_000);
   log(`dub chosen: playout delayed by ${d.dubDelayMs} ms (latency live ${liveLatency} ms)`);
   // Settle (the delay follows the dub's lag for a few seconds), then measure a stretch.
@@ -398,12 +405,12 @@ async function dubScenario() {
   assert.ok(drawn >= 50, `the picture goes on: ${drawn} frames in 5 s`);
   assert.ok(b.latencyMs >= liveLatency + b.dubDelayMs * 0.5, `the picture waits for the dub: latency ${b.latencyMs} ms, live ${liveLatency} ms, delay ${b.dubDelayMs} ms`);
   // The picture on screen and the audio play the same media time: the clock is one.
-  const readout = await page.locator("#latency").innerText();
+  const readout = await page.evaluate(() => document.getElementById("latency").textContent);
   assert.match(readout, /dub/, `the latency readout says the picture waits for the dub: "${readout}"`);
   log(`readout: "${readout}"`);
   await screenshot();
   // Back to the original: the delay goes, the latency comes back to the live edge.
-  await page.selectOption("#audio-select", original);
+  await choose(original);
   const back = await waitFor(
     "the live edge again",
     stats,

@@ -536,7 +536,21 @@ async fn viewer_shows_live_sidecar_captions() {
 /// again returns to the live edge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_switches_to_the_dub_and_back() {
-    require_browser_tools();
+    dub_scenario("chromium").await;
+}
+
+/// The same in Firefox ESR (puppeteer-core over WebDriver BiDi).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_switches_to_the_dub_and_back_in_firefox() {
+    dub_scenario("firefox").await;
+}
+
+async fn dub_scenario(browser: &'static str) {
+    require_browser(if browser == "firefox" {
+        Browser::Firefox
+    } else {
+        Browser::Chromium
+    });
     moqcast_tests::speech::whisper_model_dir();
     let _lock = tokio::task::spawn_blocking(BrowserLock::acquire)
         .await
@@ -544,7 +558,7 @@ async fn viewer_switches_to_the_dub_and_back() {
     init_tracing();
     let web = web_dist();
     let relay = TestRelay::start(&["--web-dir", web.to_str().unwrap()]).await;
-    let dir = TempDir::new("browser-dub");
+    let dir = TempDir::new(&format!("browser-dub-{browser}"));
     let sentences = [
         "This is a live broadcast with a Spanish voice.",
         "The weather today is sunny and warm.",
@@ -576,7 +590,10 @@ async fn viewer_switches_to_the_dub_and_back() {
     wait_announced(relay.http, "live/dub/ai", &mut sidecar).await;
     let url = watch_url(relay.http, relay.port(), "live/dub");
     let path = dir.0.clone();
-    let env = [("MOQCAST_EXPECT_DUB", "es\tSpanish (dubbed)".to_string())];
+    let env = [
+        ("MOQCAST_EXPECT_DUB", "es\tSpanish (dubbed)".to_string()),
+        ("MOQCAST_BROWSER", browser.to_string()),
+    ];
     tokio::task::spawn_blocking(move || run_scenario("dub", &url, &env, &path))
         .await
         .unwrap();
