@@ -8,7 +8,7 @@
 //!   is cut at the cue's end with a short fade (counted). A cue that starts where the previous
 //!   one still speaks cuts the previous one there.
 //! * A cue whose start the timeline has already passed (its speech came too late) starts at
-//!   once instead (counted, with how late).
+//!   once instead (counted, with how late); one whose end it has passed is skipped (counted).
 //! * Between cues, silence, or the original audio at `--dub-original-db`.
 //! * Frame `n` covers samples `[960 n, 960 (n + 1))` of the media timeline at 48 kHz, and its
 //!   timestamp is exactly `20 000 n` µs: timestamps never drift from the source's.
@@ -51,6 +51,60 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, String>
     Ok(out.take_data())
 }
 
+/// A streaming resampler for the original audio mixed under the dub: pieces of any length
+/// at `from` Hz in, 48 kHz pieces out with their media times.
+pub struct Upsampler {
+    resampler: Fft<f32>,
+    chunk: usize,
+    /// Input not yet resampled.
+    buffer: Vec<f32>,
+    /// Media time of the next output sample (before the resampler's delay), as a 48 kHz
+    /// sample index.
+    next_out: Option<u64>,
+}
+
+impl Upsampler {
+    pub fn new(from: u32) -> Result<Self, String> {
+        let chunk = (from / 50) as usize; // 20 ms
+        let resampler = Fft::<f32>::new(from as usize, RATE as usize, chunk, 1, FixedSync::Input)
+            .map_err(|e| format!("resampler {from} -> {RATE} Hz: {e}"))?;
+        Ok(Self {
+            resampler,
+            chunk,
+            buffer: Vec::new(),
+            next_out: None,
+        })
+    }
+
+    /// Takes a piece starting at `start_us` (pieces are contiguous; a gap restarts the
+    /// timing); returns `(start_us, samples)` pieces at 48 kHz.
+    pub fn push(&mut self, start_us: u64, samples: &[f32]) -> Vec<(u64, Vec<f32>)> {
+        let delay = self.resampler.output_delay() as u64;
+        if self.next_out.is_none() {
+            self.next_out = Some(sample_at(start_us));
+        }
+        self.buffer.extend_from_slice(samples);
+        let mut out = Vec::new();
+        while self.buffer.len() >= self.chunk {
+            let Ok(input) = InterleavedSlice::new(&self.buffer[..self.chunk], 1, self.chunk) else {
+                break;
+            };
+            let Ok(piece) = self.resampler.process(&input, None) else {
+                break;
+            };
+            let piece = piece.take_data();
+            let at = self.next_out.unwrap_or(0);
+            self.next_out = Some(at + piece.len() as u64);
+            // The resampler's output lags its input by `delay` samples.
+            if let Some(t) = at.checked_sub(delay) {
+                out.push((t * 1_000_000 / u64::from(RATE), piece));
+            }
+            self.buffer.drain(..self.chunk);
+        }
+        out
+    }
+}
+
 /// One 20 ms frame of the dub.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
@@ -85,6 +139,8 @@ pub struct Counters {
     pub late: u64,
     pub late_ms: u64,
     pub frames: u64,
+    /// Cues skipped because the timeline had passed their end when their speech came.
+    pub expired: u64,
     /// Gaps skipped because the horizon jumped by more than [`MAX_FRAMES_PER_PULL`] frames.
     pub skipped_gaps: u64,
 }
@@ -148,10 +204,15 @@ impl Timeline {
         self.next.map(|n| n * FRAME_US)
     }
 
-    /// Places a cue's speech (48 kHz mono) for the cue `[start_us, end_us)`.
-    pub fn place(&mut self, start_us: u64, end_us: u64, mut speech: Vec<f32>) -> Placement {
-        self.counters.cues += 1;
+    /// Places a cue's speech (48 kHz mono) for the cue `[start_us, end_us)`; `None` when the
+    /// timeline has passed the cue's end (skipped, counted).
+    pub fn place(&mut self, start_us: u64, end_us: u64, mut speech: Vec<f32>) -> Option<Placement> {
         let emitted = self.next.map_or(0, |n| n * FRAME as u64);
+        if sample_at(end_us) <= emitted {
+            self.counters.expired += 1;
+            return None;
+        }
+        self.counters.cues += 1;
         let mut start = sample_at(start_us);
         let mut late_ms = 0;
         if start < emitted {
@@ -191,12 +252,12 @@ impl Timeline {
                 gain: 1.0,
             },
         );
-        Placement {
+        Some(Placement {
             start_us: start * 1_000_000 / u64::from(RATE),
             factor,
             cut_ms,
             late_ms,
-        }
+        })
     }
 
     /// The original audio (48 kHz mono) from `start_us`, mixed under the dub when a level was
@@ -300,12 +361,12 @@ mod tests {
             "the first pull sets the start"
         );
         // A 1 s cue at 2.0 s with 0.8 s of speech, a 1 s cue at 3.5 s with 1.2 s of speech.
-        let p = t.place(2_000_000, 3_000_000, tone(0.8));
+        let p = t.place(2_000_000, 3_000_000, tone(0.8)).unwrap();
         assert_eq!(
             (p.start_us, p.factor, p.cut_ms, p.late_ms),
             (2_000_000, 1.0, 0, 0)
         );
-        let p = t.place(3_500_000, 4_500_000, tone(1.2));
+        let p = t.place(3_500_000, 4_500_000, tone(1.2)).unwrap();
         assert!((p.factor - 1.2).abs() < 0.01 && p.cut_ms == 0, "{p:?}");
         // The horizon moves in uneven steps, as audio objects arrive.
         let mut frames = Vec::new();
@@ -337,7 +398,7 @@ mod tests {
         let mut t = Timeline::new(None);
         t.pull(0);
         // 2 s of speech for a 1 s cue: sped up 1.3x (1.54 s), then cut at 1 s.
-        let p = t.place(500_000, 1_500_000, tone(2.0));
+        let p = t.place(500_000, 1_500_000, tone(2.0)).unwrap();
         assert!((p.factor - 1.3).abs() < 1e-6);
         assert!((530..=545).contains(&p.cut_ms), "{p:?}");
         let frames = t.pull(3_000_000);
@@ -345,8 +406,11 @@ mod tests {
         assert_eq!(spans.len(), 1);
         assert!(spans[0].1 < 1_500_000, "{spans:?}");
         // A cue that starts in the past (the timeline is at 3.0 s) starts now, counted.
-        let p = t.place(2_600_000, 3_600_000, tone(0.5));
+        let p = t.place(2_600_000, 3_600_000, tone(0.5)).unwrap();
         assert_eq!((p.start_us, p.late_ms), (3_000_000, 400));
+        // One whose end has passed is skipped.
+        assert!(t.place(1_000_000, 2_900_000, tone(0.5)).is_none());
+        assert_eq!(t.counters.expired, 1);
         let spans = voiced(&t.pull(4_000_000));
         assert!(spans[0].0.abs_diff(3_000_000) < 1_000, "{spans:?}");
         assert_eq!((t.counters.late, t.counters.cut), (1, 1));
@@ -363,8 +427,9 @@ mod tests {
         t.pull(0);
         t.push_original(0, vec![0.5; RATE as usize * 2]);
         // The first cue's slot is long, but the second starts at 0.5 s.
-        t.place(0, 2_000_000, tone(1.0));
-        t.place(500_000, 2_000_000, vec![0.0; RATE as usize / 2]);
+        t.place(0, 2_000_000, tone(1.0)).unwrap();
+        t.place(500_000, 2_000_000, vec![0.0; RATE as usize / 2])
+            .unwrap();
         let frames = t.pull(1_000_000);
         let at = |us: u64| {
             let f = &frames[(us / FRAME_US) as usize];
@@ -392,5 +457,41 @@ mod tests {
             .count();
         assert!(ups.abs_diff(300) <= 2, "{ups}");
         assert_eq!(resample(&x, 16_000, 16_000).unwrap(), x);
+    }
+
+    #[test]
+    fn the_upsampler_keeps_time() {
+        let mut u = Upsampler::new(16_000).unwrap();
+        let x: Vec<f32> = (0..16_000)
+            .map(|n| (2.0 * std::f32::consts::PI * 250.0 * n as f32 / 16_000.0).sin())
+            .collect();
+        let mut pieces = Vec::new();
+        for (i, c) in x.chunks(500).enumerate() {
+            pieces.extend(u.push(10_000_000 + i as u64 * 500 * 1_000_000 / 16_000, c));
+        }
+        // Contiguous pieces, from about the first input's time (less the resampler's startup,
+        // silence).
+        let first = pieces[0].0;
+        assert!((9_970_000..10_050_000).contains(&first), "{first}");
+        let mut at = first;
+        for (t, p) in &pieces {
+            assert!(t.abs_diff(at) <= 1, "{t} vs {at}");
+            at = t + p.len() as u64 * 1_000_000 / 48_000;
+        }
+        // The tone's phase lines up with the input's time (resampler delay removed): compare
+        // with the ideal 48 kHz tone in the middle.
+        let mut mono = Vec::new();
+        for (_, p) in &pieces {
+            mono.extend_from_slice(p);
+        }
+        let off = sample_at(first) as i64 - sample_at(10_000_000) as i64;
+        let err: f32 = (20_000..21_000)
+            .map(|i| {
+                let n = i as f32 + off as f32;
+                (mono[i] - (2.0 * std::f32::consts::PI * 250.0 * n / 48_000.0).sin()).abs()
+            })
+            .sum::<f32>()
+            / 1000.0;
+        assert!(err < 0.05, "mean error {err}");
     }
 }

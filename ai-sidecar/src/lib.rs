@@ -24,6 +24,7 @@ pub mod locate;
 pub mod marian;
 pub mod metrics;
 pub mod model;
+pub mod opus_out;
 pub mod providers;
 pub mod recognize;
 pub mod segment;
