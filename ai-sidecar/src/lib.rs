@@ -19,6 +19,7 @@ pub mod config;
 pub mod ct2;
 pub mod cues;
 pub mod dub;
+pub mod dubbing;
 pub mod lang;
 pub mod locate;
 pub mod marian;
