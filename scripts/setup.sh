@@ -14,6 +14,10 @@
 #     make the demo's and the tests' speech.
 #   * Apertium with its English <-> Spanish pair (`apertium`, `apertium-eng-spa`): the sidecar's
 #     default translator, run as a program (GPL-2; never linked).
+#   * SVOX Pico (`pico2wave`, Debian non-free `libttspico-utils`), the sidecar's preferred voice
+#     for dubbed es/fr/de/it audio: the `non-free` component is added for this one install in
+#     /etc/apt/sources.list.d/moqcast-non-free.sources; where that cannot be done, setup says so
+#     and goes on (the dubs then speak with espeak-ng).
 #   * A Rust toolchain (rustup, stable, with rustfmt and clippy) when no cargo is found.
 #   * The browser viewer, when web/ has one: node and npm (Debian's, when none is installed),
 #     `npm --prefix web ci` when web/node_modules is missing or older than the lock file, and
@@ -81,6 +85,38 @@ apt_install() {
 
 apt_install "${APT_PACKAGES[@]}"
 say "apt: all ${#APT_PACKAGES[@]} build packages present"
+
+# SVOX Pico for the dubs (non-free): optional, so a failure here is reported, not fatal.
+pico_install() {
+    if installed libttspico-utils; then
+        say "pico: libttspico-utils present"
+        return 0
+    fi
+    if [ ! -f /etc/debian_version ] || ! grep -q '^ID=debian' /etc/os-release 2>/dev/null; then
+        say "pico: not Debian: install SVOX Pico's pico2wave by hand for natural dubbed voices (espeak-ng serves meanwhile)"
+        return 0
+    fi
+    local codename list=/etc/apt/sources.list.d/moqcast-non-free.sources
+    codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
+    if ! apt-cache policy 2>/dev/null | grep -q "$codename/non-free "; then
+        if [ -z "$codename" ] || ! printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" \
+            "Suites: $codename" "Components: non-free" \
+            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" \
+            | "${SUDO[@]}" tee "$list" >/dev/null; then
+            say "pico: cannot enable Debian's non-free component: dubs speak with espeak-ng (install libttspico-utils for SVOX Pico)"
+            return 0
+        fi
+        say "pico: enabled Debian's non-free component in $list"
+        "${SUDO[@]}" apt-get update >/dev/null || true
+        apt_updated=1
+    fi
+    if "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libttspico-utils; then
+        say "pico: libttspico-utils installed"
+    else
+        say "pico: libttspico-utils could not be installed from non-free: dubs speak with espeak-ng"
+    fi
+}
+pico_install
 
 # The sidecar's speech models (idempotent; each prints its directory).
 say "model: $(bash scripts/fetch-model.sh)"

@@ -88,6 +88,31 @@ pub struct Config {
         default_value = "apertium"
     )]
     pub translate_chain: Vec<String>,
+    /// Dubbed audio tracks (`audio-<lang>`, Opus) spoken from the translated captions of these
+    /// languages, comma-separated; each must also be in `--translate`.
+    #[arg(long, env = "MOQCAST_DUB", value_delimiter = ',')]
+    pub dub: Vec<String>,
+    /// Speech synthesis providers for the dubs, in order (those that lack a language are left
+    /// out of that language's chain).
+    #[arg(
+        long,
+        env = "MOQCAST_SYNTHESIZE_CHAIN",
+        value_delimiter = ',',
+        default_value = "pico,espeak-ng"
+    )]
+    pub synthesize_chain: Vec<String>,
+    /// Mix the original audio under the dubbed voice at this level, dB (for example -18); off
+    /// by default.
+    #[arg(long, env = "MOQCAST_DUB_ORIGINAL_DB", allow_hyphen_values = true)]
+    pub dub_original_db: Option<f32>,
+    /// How far the dub runs behind the source audio, ms: a cue's speech must be synthesized by
+    /// then to start at the cue's start (later ones start late, counted). Viewers delay their
+    /// playout by this much to keep the voice in step with the picture.
+    #[arg(long, env = "MOQCAST_DUB_DELAY_MS", default_value_t = 8_000)]
+    pub dub_delay_ms: u64,
+    /// Cues waiting for synthesis per dub; past it the oldest is skipped (counted).
+    #[arg(long, env = "MOQCAST_DUB_QUEUE", default_value_t = 4)]
+    pub dub_queue: usize,
     /// Final cues waiting for translation per broadcast and language; past it the oldest is
     /// skipped (counted), never the source captions delayed.
     #[arg(long, env = "MOQCAST_TRANSLATE_QUEUE", default_value_t = 8)]
@@ -275,6 +300,33 @@ impl Config {
                 return invalid(format!("--translate names {t} twice"));
             }
         }
+        for d in &self.dub {
+            if !self.translate.iter().any(|t| t.eq_ignore_ascii_case(d)) {
+                return invalid(format!(
+                    "--dub {d}: the dub speaks the translated captions: add {d} to --translate"
+                ));
+            }
+        }
+        if self.dub.len()
+            != self
+                .dub
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        {
+            return invalid("--dub names a language twice".into());
+        }
+        if self.dub_queue == 0 {
+            return invalid("--dub-queue must be at least 1".into());
+        }
+        if let Some(db) = self.dub_original_db {
+            if !(-120.0..=0.0).contains(&db) {
+                return invalid(format!(
+                    "--dub-original-db {db}: expected a level from -120 to 0 dB"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -359,6 +411,23 @@ mod tests {
         let e =
             Config::parse_from_args(["s", "--broadcast", "x", "--translate", "en"]).unwrap_err();
         assert!(e.to_string().contains("already in English"), "{e}");
+        let e = Config::parse_from_args(["s", "--broadcast", "x", "--dub", "es"]).unwrap_err();
+        assert!(e.to_string().contains("add es to --translate"), "{e}");
+        let c = Config::parse_from_args([
+            "s",
+            "--broadcast",
+            "x",
+            "--translate",
+            "es,fr",
+            "--dub",
+            "es",
+            "--dub-original-db",
+            "-18",
+        ])
+        .unwrap();
+        assert_eq!(c.dub, vec!["es"]);
+        assert_eq!(c.dub_original_db, Some(-18.0));
+        assert_eq!(c.synthesize_chain, vec!["pico", "espeak-ng"]);
         let e = Config::parse_from_args(["s"]).unwrap_err();
         assert!(e.to_string().contains("nothing to caption"), "{e}");
     }

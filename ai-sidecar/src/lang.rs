@@ -82,6 +82,11 @@ pub fn translated_label(tag: &str) -> String {
     }
 }
 
+/// The label of a dubbed audio track: `Spanish (dubbed)`.
+pub fn dubbed_label(tag: &str) -> String {
+    format!("{} (dubbed)", english_name(tag))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +106,6 @@ mod tests {
         assert_eq!(primary("pt_BR"), "pt");
         assert_eq!(from_name("Spanish"), "es");
         assert_eq!(from_name("es"), "es");
+        assert_eq!(dubbed_label("es-MX"), "Spanish (dubbed)");
     }
 }

@@ -21,7 +21,7 @@ use moqcast_sidecar::{
     providers::{ChainTranscriber, Kind, Providers},
     recognize::Recognizer,
     segment::SegmenterConfig,
-    service::{self, caption_track_name, Shared, Translations},
+    service::{self, caption_track_name, Dubs, Shared, Translations},
     transcriber::Whisper,
     vad::VadConfig,
 };
@@ -104,6 +104,11 @@ async fn main() -> anyhow::Result<()> {
     providers
         .check_names("translate", &config.translate_chain)
         .map_err(|e| anyhow::anyhow!("translate_chain: {e}"))?;
+    if !config.dub.is_empty() {
+        providers
+            .check_names("synthesize", &config.synthesize_chain)
+            .map_err(|e| anyhow::anyhow!("synthesize_chain: {e}"))?;
+    }
 
     // The local model, when a chain names it. Alone in the recognition chain, a model that
     // cannot load stops the sidecar here, before it connects.
@@ -144,6 +149,32 @@ async fn main() -> anyhow::Result<()> {
         metrics.add_chain(move || c.status());
     }
     let keep_audio = providers.needs_whisper(&[&config.translate_chain]);
+    let mut dubs = Dubs {
+        chains: Vec::new(),
+        original_db: config.dub_original_db,
+        delay: Duration::from_millis(config.dub_delay_ms),
+        queue: config.dub_queue,
+    };
+    for lang in &config.dub {
+        let (chain, missing) = providers.synthesis(&config.synthesize_chain, lang);
+        match chain {
+            Some(c) => {
+                for u in &missing {
+                    tracing::warn!(track = %format!("audio-{lang}"), provider = %u.provider, reason = %u.reason, "provider left out of the synthesis chain");
+                }
+                tracing::info!(track = %format!("audio-{lang}"), chain = ?c.providers(), delay_ms = config.dub_delay_ms, "dubbed audio");
+                let status = c.clone();
+                metrics.add_chain(move || status.status());
+                dubs.chains.push((lang.clone(), c));
+            }
+            None => tracing::warn!(
+                "cannot serve audio-{lang}: no provider of the synthesis chain {:?} speaks {lang} ({}); the other tracks are served",
+                config.synthesize_chain,
+                reasons(&missing)
+            ),
+        }
+        metrics.add_unavailable(missing);
+    }
     let translations = Translations::new(
         config.translate.clone(),
         config.translate_chain.clone(),
@@ -203,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
         translate_queue: config.translate_queue,
         translate_max_wait: Duration::from_millis(config.translate_max_wait_ms),
         catalog_wait: Duration::from_secs(30),
+        dubs,
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -82,6 +82,8 @@ pub struct BroadcastMetrics {
     pub final_delay_count: u64,
     /// Translated caption tracks by language.
     pub translations: BTreeMap<String, TranslationMetrics>,
+    /// Dubbed audio tracks by language.
+    pub dubs: BTreeMap<String, DubMetrics>,
 }
 
 impl Default for BroadcastMetrics {
@@ -100,6 +102,7 @@ impl Default for BroadcastMetrics {
             final_delay_ms_sum: 0,
             final_delay_count: 0,
             translations: BTreeMap::new(),
+            dubs: BTreeMap::new(),
         }
     }
 }
@@ -118,6 +121,32 @@ pub struct TranslationMetrics {
     /// Delay from the end of the utterance's audio to the translated cue being published.
     pub delay_ms_sum: u64,
     pub delay_count: u64,
+}
+
+/// One dubbed audio track of a broadcast.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DubMetrics {
+    /// Subscriptions to the track; speech is synthesized only while there are some.
+    pub subscribers: u64,
+    /// Cues spoken and placed on the dub's timeline.
+    pub spoken: u64,
+    /// Cues left unspoken because synthesis fell behind (queue full).
+    pub skipped: u64,
+    /// Cues left unspoken because every provider of the chain failed.
+    pub failed: u64,
+    /// Cues whose speech came after their end had been published (skipped).
+    pub expired: u64,
+    /// Cues whose speech started late (came after their start), and by how much in all.
+    pub late: u64,
+    pub late_ms: u64,
+    /// Cues sped up to fit, and cues cut at their end (too long even sped up 1.3x).
+    pub stretched: u64,
+    pub cut: u64,
+    /// Opus packets published.
+    pub packets: u64,
+    /// From a cue's translation to its speech being placed.
+    pub synth_ms_sum: u64,
+    pub synth_count: u64,
 }
 
 /// A provider that cannot serve, as found at start.
@@ -288,6 +317,13 @@ impl Metrics {
     ) {
         self.with(broadcast, |b| {
             f(b.translations.entry(lang.to_string()).or_default())
+        });
+    }
+
+    /// Updates one dub track's figures.
+    pub fn with_dub(&self, broadcast: &str, lang: &str, f: impl FnOnce(&mut DubMetrics)) {
+        self.with(broadcast, |b| {
+            f(b.dubs.entry(lang.to_string()).or_default())
         });
     }
 
@@ -638,6 +674,78 @@ impl Collector for Scrape {
             "translated_cue_delay_seconds_avg",
             "Mean delay from an utterance's end to its translated cue",
             per_lang(|t| t.delay_ms_sum as f64 / 1e3 / t.delay_count.max(1) as f64),
+        )?;
+        let per_dub = |f: fn(&DubMetrics) -> f64| {
+            map.iter()
+                .flat_map(move |(b, m)| {
+                    m.dubs.iter().map(move |(lang, d)| {
+                        (vec![("broadcast", b.clone()), ("lang", lang.clone())], f(d))
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        gauge(
+            &mut e,
+            "dub_subscribers",
+            "Subscriptions to a dubbed audio track (spoken only while above 0)",
+            per_dub(|d| d.subscribers as f64),
+        )?;
+        type DubField = fn(&DubMetrics) -> f64;
+        let dub_counters: [(&str, &str, DubField); 9] = [
+            (
+                "dub_cues_spoken",
+                "Cues spoken on a dubbed audio track",
+                |d| d.spoken as f64,
+            ),
+            (
+                "dub_cues_skipped",
+                "Cues left unspoken because synthesis fell behind (queue full)",
+                |d| d.skipped as f64,
+            ),
+            (
+                "dub_cues_failed",
+                "Cues left unspoken because every synthesis provider failed",
+                |d| d.failed as f64,
+            ),
+            (
+                "dub_cues_expired",
+                "Cues whose speech came after their end was published",
+                |d| d.expired as f64,
+            ),
+            (
+                "dub_cues_late",
+                "Cues whose speech started after their start",
+                |d| d.late as f64,
+            ),
+            (
+                "dub_late_seconds",
+                "How late late cues started, in all",
+                |d| d.late_ms as f64 / 1e3,
+            ),
+            (
+                "dub_cues_stretched",
+                "Cues sped up (at most 1.3x) to fit",
+                |d| d.stretched as f64,
+            ),
+            (
+                "dub_cues_cut",
+                "Cues cut at their end (too long even sped up)",
+                |d| d.cut as f64,
+            ),
+            (
+                "dub_packets",
+                "Opus packets published on dubbed audio tracks",
+                |d| d.packets as f64,
+            ),
+        ];
+        for (name, help, field) in dub_counters {
+            counter(&mut e, name, help, per_dub(field))?;
+        }
+        gauge(
+            &mut e,
+            "dub_synthesis_seconds_avg",
+            "Mean time from a translated cue to its speech being placed",
+            per_dub(|d| d.synth_ms_sum as f64 / 1e3 / d.synth_count.max(1) as f64),
         )?;
         Ok(())
     }

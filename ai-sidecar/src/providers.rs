@@ -8,6 +8,9 @@
 //! | `openai-chat` | translate | an LLM through an OpenAI-compatible `/v1/chat/completions` endpoint |
 //! | `marian` | translate | a Marian/opus-mt model from a local directory, on candle |
 //! | `whisper-translate` | translate | speech of any language into English: the local multilingual Whisper's translate task |
+//! | `pico` | synthesize | SVOX Pico, run as a program (`pico2wave`, Debian non-free `libttspico-utils`: en, es, fr, de, it) |
+//! | `espeak-ng` | synthesize | espeak-ng, run as a program (about 100 languages) |
+//! | `openai-speech` | synthesize | an OpenAI-compatible `/v1/audio/speech` endpoint |
 //!
 //! A chain names providers: a kind, or the name of a `[providers.NAME]` table of the
 //! configuration whose `kind` says which engine it is (two endpoints of one kind get two
@@ -18,6 +21,7 @@
 pub mod apertium;
 pub mod marian;
 pub mod openai;
+pub mod speech;
 pub mod whisper;
 
 use std::collections::BTreeMap;
@@ -30,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Unavailable;
 use crate::recognize::{Text, Transcriber};
 use crate::stage::{
-    Chain, ChainMetrics, Member, Provider, Recognition, SpeechRequest, Stage, TranslateRequest,
-    Translation,
+    Chain, ChainMetrics, Member, Provider, Recognition, SpeechRequest, Stage, SynthRequest,
+    Synthesis, TranslateRequest, Translation,
 };
 
 /// A provider's settings: a `[providers.NAME]` table of the configuration file.
@@ -39,13 +43,13 @@ use crate::stage::{
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// The engine (`whisper`, `openai-transcribe`, `apertium`, `openai-chat`, `marian`,
-    /// `whisper-translate`); default: the table's name.
+    /// `whisper-translate`, `pico`, `espeak-ng`, `openai-speech`); default: the table's name.
     pub kind: Option<String>,
     /// OpenAI-compatible API base, for example `http://127.0.0.1:8000/v1`. Default
     /// `https://api.openai.com/v1`.
     pub url: Option<String>,
     /// The model the endpoint should use. Default `gpt-4o-mini` (chat), `whisper-1`
-    /// (transcriptions).
+    /// (transcriptions), `tts-1` (speech).
     pub model: Option<String>,
     /// The environment variable that holds the API key (never the key itself). Default
     /// `OPENAI_API_KEY` when `url` is OpenAI's; none for another `url`.
@@ -63,6 +67,9 @@ pub struct ProviderConfig {
     /// The language pairs a Marian model serves (`["en-es"]`); default: from an `opus-mt-FROM-TO`
     /// directory name.
     pub pairs: Option<Vec<String>>,
+    /// The voice a synthesizer speaks with: an endpoint's voice name (`openai-speech`, default
+    /// `alloy`) or an espeak-ng voice (`es+f3`; default: the language's own).
+    pub voice: Option<String>,
 }
 
 /// The engines.
@@ -74,16 +81,22 @@ pub enum Kind {
     OpenAiChat,
     Marian,
     WhisperTranslate,
+    Pico,
+    Espeak,
+    OpenAiSpeech,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Whisper,
         Kind::OpenAiTranscribe,
         Kind::Apertium,
         Kind::OpenAiChat,
         Kind::Marian,
         Kind::WhisperTranslate,
+        Kind::Pico,
+        Kind::Espeak,
+        Kind::OpenAiSpeech,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +107,9 @@ impl Kind {
             Kind::OpenAiChat => "openai-chat",
             Kind::Marian => "marian",
             Kind::WhisperTranslate => "whisper-translate",
+            Kind::Pico => "pico",
+            Kind::Espeak => "espeak-ng",
+            Kind::OpenAiSpeech => "openai-speech",
         }
     }
 
@@ -113,6 +129,7 @@ impl Kind {
             Kind::Apertium | Kind::OpenAiChat | Kind::Marian | Kind::WhisperTranslate => {
                 Translation::NAME
             }
+            Kind::Pico | Kind::Espeak | Kind::OpenAiSpeech => Synthesis::NAME,
         }
     }
 
@@ -134,6 +151,8 @@ impl Kind {
             Kind::OpenAiChat => (10_000, 3_000),
             Kind::Marian => (10_000, 2_000),
             Kind::WhisperTranslate => (30_000, 5_000),
+            Kind::Pico | Kind::Espeak => (5_000, 1_000),
+            Kind::OpenAiSpeech => (15_000, 4_000),
         }
     }
 }
@@ -408,6 +427,55 @@ impl Providers {
     }
 }
 
+impl Providers {
+    /// The synthesis chain for speech in `language`: the providers of `chain` that speak it.
+    pub fn synthesis(
+        &self,
+        chain: &[String],
+        language: &str,
+    ) -> (Option<Chain<Synthesis>>, Vec<Unavailable>) {
+        let mut members = Vec::new();
+        let mut unavailable = Vec::new();
+        for name in chain {
+            let cfg = self.config(name);
+            let made: Result<Arc<dyn Provider<Synthesis>>, String> = match self.kind(name) {
+                Ok(Kind::Pico) => speech::Pico::new(name, language).map(|p| Arc::new(p) as _),
+                Ok(Kind::Espeak) => speech::Espeak::new(name, language, cfg.voice.as_deref())
+                    .map(|p| Arc::new(p) as _),
+                Ok(Kind::OpenAiSpeech) => self.endpoint(name, "tts-1").and_then(|e| {
+                    let voice = cfg.voice.as_deref().unwrap_or("alloy");
+                    Ok(Arc::new(speech::OpenAiSpeech::new(name, self.client()?, e, voice)) as _)
+                }),
+                Ok(k) => Err(format!("{} is not a synthesis provider", k.name())),
+                Err(e) => Err(e),
+            };
+            match made {
+                Ok(p) => {
+                    let kind = self.kind(name).expect("made");
+                    members.push(self.member(name, kind, p));
+                }
+                Err(reason) => unavailable.push(Unavailable {
+                    stage: format!("{} {language}", Synthesis::NAME),
+                    provider: name.clone(),
+                    reason,
+                }),
+            }
+        }
+        if members.is_empty() {
+            return (None, unavailable);
+        }
+        (
+            Some(Chain::new(
+                format!("speak-{language}"),
+                members,
+                SynthRequest::probe(language),
+                self.metrics.clone(),
+            )),
+            unavailable,
+        )
+    }
+}
+
 fn kinds() -> String {
     Kind::ALL.map(Kind::name).join(", ")
 }
@@ -563,5 +631,21 @@ mod tests {
             "{unavailable:?}"
         );
         assert_eq!(unavailable[1].reason, "no local model loaded");
+
+        // Synthesis: pico has no Japanese voice; espeak-ng (installed) has one.
+        assert!(p
+            .check_names(
+                "synthesize",
+                &names(&["pico", "espeak-ng", "openai-speech"])
+            )
+            .is_ok());
+        let (chain, unavailable) = p.synthesis(&names(&["pico", "espeak-ng"]), "ja");
+        assert_eq!(chain.expect("espeak-ng").providers(), vec!["espeak-ng"]);
+        assert!(
+            unavailable[0].reason.contains("no voice for ja"),
+            "{unavailable:?}"
+        );
+        let (chain, _) = p.synthesis(&names(&["apertium"]), "es");
+        assert!(chain.is_none());
     }
 }

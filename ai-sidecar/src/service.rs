@@ -30,12 +30,13 @@ use url::Url;
 
 use crate::audio_in::AudioDecoder;
 use crate::cues::CueWriter;
+use crate::dubbing::{dub_track_name, DubEvent, DubLane, DubOutput};
 use crate::lang;
 use crate::metrics::{Metrics, Status};
 use crate::providers::Providers;
 use crate::recognize::{Recognized, Recognizer};
 use crate::segment::{Segmenter, SegmenterConfig};
-use crate::stage::{Chain, Translation};
+use crate::stage::{Chain, Synthesis, Translation};
 use crate::translate::{LaneEvent, LanguageLane, Queue, SourceCue};
 
 /// Settings shared by every captioned broadcast.
@@ -55,7 +56,25 @@ pub struct Shared {
     pub translate_max_wait: Duration,
     /// How long to wait for a broadcast's catalog before reconnecting.
     pub catalog_wait: Duration,
+    /// The dubbed audio tracks.
+    pub dubs: Dubs,
 }
+
+/// The dubbed audio tracks (`--dub`): a language is dubbed where its captions are translated
+/// and its synthesis chain has a provider.
+#[derive(Clone, Default)]
+pub struct Dubs {
+    pub chains: Vec<(String, Chain<Synthesis>)>,
+    /// Level of the original audio mixed under the voice (`None`: not mixed).
+    pub original_db: Option<f32>,
+    /// How far the dub runs behind the source audio.
+    pub delay: Duration,
+    /// Cues waiting for synthesis per dub.
+    pub queue: usize,
+}
+
+/// The `altGroup` of the original audio and its dubs when the source catalog has none.
+pub const AUDIO_ALT_GROUP: u64 = 1;
 
 /// A target language and the chain that translates into it.
 pub struct TranslationTarget {
@@ -156,8 +175,16 @@ pub fn caption_track_name(language: &str) -> String {
 }
 
 /// The `<broadcast>/ai` catalog: the recognised captions in `language`, then one translated
-/// caption track per target, each depending on the broadcast's video tracks.
-pub fn ai_catalog(source: &Catalog, language: &str, targets: &[String]) -> Catalog {
+/// caption track per target, each depending on the broadcast's video tracks; then one dubbed
+/// audio track per language of `dubs` (Opus described by `opus`), in the `altGroup` of the
+/// source's audio (or [`AUDIO_ALT_GROUP`] where it has none).
+pub fn ai_catalog(
+    source: &Catalog,
+    language: &str,
+    targets: &[String],
+    dubs: &[String],
+    opus: &moqcast_media::info::AudioInfo,
+) -> Catalog {
     let mut cat = Catalog::new();
     let videos: Vec<String> = source.video_tracks().map(|t| t.name.clone()).collect();
     let labelled = std::iter::once((language, lang::recognised_label(language))).chain(
@@ -171,6 +198,30 @@ pub fn ai_catalog(source: &Catalog, language: &str, targets: &[String]) -> Catal
             track.depends = Some(videos.clone());
         }
         cat.tracks.push(track);
+    }
+    let alt_group = source
+        .audio_tracks()
+        .find_map(|t| t.alt_group)
+        .unwrap_or(AUDIO_ALT_GROUP);
+    for l in dubs {
+        let name = dub_track_name(l);
+        let mut t = catalog::Track::new(&name, catalog::packaging::LOC);
+        t.role = Some(catalog::role::AUDIO.into());
+        t.is_live = Some(true);
+        t.codec = Some(opus.codec.clone());
+        t.samplerate = Some(opus.sample_rate);
+        t.channel_config = Some(opus.channels.to_string());
+        t.bitrate = opus.bitrate;
+        t.timescale = Some(moqcast_media::loc::TIMESCALE_US);
+        t.render_group = Some(1);
+        t.lang = Some(l.clone());
+        t.label = Some(lang::dubbed_label(l));
+        t.alt_group = Some(alt_group);
+        if let Some(desc) = &opus.description {
+            t.init_ref = Some(name.clone());
+            cat.set_init_data(&name, desc);
+        }
+        cat.tracks.push(t);
     }
     cat
 }
@@ -274,12 +325,39 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
     let translations = shared.translations.from_source(&language);
     let ai = ai_namespace(broadcast);
     let targets: Vec<String> = translations.iter().map(|t| t.lang.clone()).collect();
+    let dubs: Vec<(String, Chain<Synthesis>)> = shared
+        .dubs
+        .chains
+        .iter()
+        .filter(|(l, _)| targets.contains(l))
+        .cloned()
+        .collect();
+    let dub_langs: Vec<String> = dubs.iter().map(|(l, _)| l.clone()).collect();
+    let opus = match dubs.is_empty() {
+        true => None,
+        false => Some(crate::opus_out::OpusEncoder::new()?.info()),
+    };
     let mut bp = BroadcastPublisher::new(&ai);
     let mut cat_track = bp.create_track(catalog::CATALOG_TRACK_NAME)?;
     cat_track.start_group()?;
     cat_track.write(
         Default::default(),
-        Bytes::from(ai_catalog(&source, &language, &targets).to_json()),
+        Bytes::from(
+            ai_catalog(
+                &source,
+                &language,
+                &targets,
+                &dub_langs,
+                opus.as_ref().unwrap_or(&moqcast_media::info::AudioInfo {
+                    codec: "opus".into(),
+                    sample_rate: 48_000,
+                    channels: 1,
+                    description: None,
+                    bitrate: None,
+                }),
+            )
+            .to_json(),
+        ),
     )?;
     let mut tracks = Tracks {
         source: CaptionTrack::create(&mut bp, &language)?,
@@ -287,10 +365,14 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
             .iter()
             .map(|l| CaptionTrack::create(&mut bp, l))
             .collect::<anyhow::Result<_>>()?,
+        dubs: dubs
+            .into_iter()
+            .map(|(l, chain)| DubTrack::create(&mut bp, &l, chain))
+            .collect::<anyhow::Result<_>>()?,
     };
     let announce = bp.announce(&mut publisher);
     tokio::pin!(announce);
-    tracing::info!(broadcast, namespace = %ai, source = %caption_track_name(&language), translated = ?targets, audio = %audio_track.name, codec = %info.codec, "caption tracks published");
+    tracing::info!(broadcast, namespace = %ai, source = %caption_track_name(&language), translated = ?targets, dubbed = ?dub_langs, audio = %audio_track.name, codec = %info.codec, "caption tracks published");
 
     loop {
         shared.metrics.set_status(broadcast, Status::Idle, None);
@@ -316,16 +398,23 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
             &mut tracks,
             &translations,
         );
-        tokio::select! {
+        let res = tokio::select! {
             res = &mut session => anyhow::bail!("relay session ended: {res:?}"),
             res = &mut announce => anyhow::bail!("publishing {ai} ended: {res:?}"),
-            res = run => match res? {
-                Captioned::Unsubscribed => tracing::info!(broadcast, "no caption subscribers left; recognition stopped"),
-                Captioned::AudioEnded => {
-                    tracing::info!(broadcast, "the broadcast's audio ended");
-                    return Ok(());
-                }
-            },
+            res = run => res,
+        };
+        tracks.stop_dubs();
+        match res? {
+            Captioned::Unsubscribed => {
+                tracing::info!(
+                    broadcast,
+                    "no caption subscribers left; recognition stopped"
+                )
+            }
+            Captioned::AudioEnded => {
+                tracing::info!(broadcast, "the broadcast's audio ended");
+                return Ok(());
+            }
         }
     }
 }
@@ -366,10 +455,74 @@ impl CaptionTrack {
     }
 }
 
-/// The source caption track and the translated ones.
+/// One published dub track, and its synthesis while it has subscribers.
+struct DubTrack {
+    lang: String,
+    chain: Chain<Synthesis>,
+    track: TrackPublisher,
+    subscribers: tokio::sync::watch::Receiver<usize>,
+    running: Option<(DubLane, DubOutput)>,
+}
+
+impl DubTrack {
+    fn create(
+        bp: &mut BroadcastPublisher,
+        lang: &str,
+        chain: Chain<Synthesis>,
+    ) -> anyhow::Result<Self> {
+        let name = dub_track_name(lang);
+        Ok(Self {
+            lang: lang.to_string(),
+            chain,
+            track: bp.create_track(&name)?,
+            subscribers: bp.watch_subscribers(&name),
+            running: None,
+        })
+    }
+
+    fn subscribers(&self) -> usize {
+        *self.subscribers.borrow()
+    }
+
+    /// Starts speaking when the track gained subscribers, stops when it lost them.
+    fn sync(
+        &mut self,
+        shared: &Shared,
+        broadcast: &str,
+        events: &tokio::sync::mpsc::Sender<DubEvent>,
+    ) {
+        match (self.subscribers() > 0, self.running.is_some()) {
+            (true, false) => {
+                match DubOutput::new(&self.lang, shared.dubs.original_db, shared.dubs.delay) {
+                    Ok(out) => {
+                        tracing::info!(broadcast, lang = %self.lang, provider = ?self.chain.serving(), delay_ms = shared.dubs.delay.as_millis() as u64, "dubbing");
+                        let lane = DubLane::start(
+                            self.chain.clone(),
+                            &self.lang,
+                            shared.dubs.queue,
+                            events.clone(),
+                        );
+                        self.running = Some((lane, out));
+                    }
+                    Err(e) => {
+                        tracing::error!(broadcast, lang = %self.lang, error = format!("{e:#}"), "cannot dub")
+                    }
+                }
+            }
+            (false, true) => {
+                tracing::info!(broadcast, lang = %self.lang, "no subscribers left; dubbing stopped");
+                self.running = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The source caption track, the translated ones and the dubs.
 struct Tracks {
     source: CaptionTrack,
     targets: Vec<CaptionTrack>,
+    dubs: Vec<DubTrack>,
 }
 
 impl Tracks {
@@ -377,15 +530,36 @@ impl Tracks {
         std::iter::once(&self.source).chain(&self.targets)
     }
 
-    /// Subscriptions to any caption track.
+    /// Subscriptions to any caption or dub track.
     fn subscribers(&self) -> usize {
-        self.all().map(CaptionTrack::subscribers).sum()
+        self.all().map(CaptionTrack::subscribers).sum::<usize>()
+            + self.dubs.iter().map(DubTrack::subscribers).sum::<usize>()
+    }
+
+    /// Whether `lang`'s translation is wanted: its caption track or its dub has subscribers.
+    fn wants_translation(&self, lang: &str) -> bool {
+        self.targets
+            .iter()
+            .any(|t| t.lang == lang && t.subscribers() > 0)
+            || self
+                .dubs
+                .iter()
+                .any(|d| d.lang == lang && d.subscribers() > 0)
+    }
+
+    fn stop_dubs(&mut self) {
+        for d in &mut self.dubs {
+            d.running = None;
+        }
     }
 
     /// Waits until a track's subscriber count changes.
     async fn changed(&mut self) -> anyhow::Result<()> {
-        let all = std::iter::once(&mut self.source).chain(&mut self.targets);
-        let waits = all.map(|t| Box::pin(t.subscribers.changed()));
+        let captions = std::iter::once(&mut self.source)
+            .chain(&mut self.targets)
+            .map(|t| &mut t.subscribers);
+        let dubs = self.dubs.iter_mut().map(|d| &mut d.subscribers);
+        let waits = captions.chain(dubs).map(|w| Box::pin(w.changed()));
         let (res, _, _) = futures::future::select_all(waits).await;
         res.context("caption track closed")
     }
@@ -398,6 +572,9 @@ impl Tracks {
                     .entry(t.lang.clone())
                     .or_default()
                     .subscribers = t.subscribers() as u64;
+            }
+            for d in &self.dubs {
+                b.dubs.entry(d.lang.clone()).or_default().subscribers = d.subscribers() as u64;
             }
         });
     }
@@ -502,12 +679,19 @@ async fn caption(
     let (events_tx, mut events) = tokio::sync::mpsc::channel(32);
     let mut lanes = Lanes::default();
     lanes.sync(shared, broadcast, tracks, translations, &events_tx);
+    let (dub_tx, mut dub_events) = tokio::sync::mpsc::channel(16);
+    for d in &mut tracks.dubs {
+        d.sync(shared, broadcast, &dub_tx);
+    }
     loop {
         tracks.report(&shared.metrics, broadcast);
         tokio::select! {
             changed = tracks.changed() => {
                 changed?;
                 lanes.sync(shared, broadcast, tracks, translations, &events_tx);
+                for d in &mut tracks.dubs {
+                    d.sync(shared, broadcast, &dub_tx);
+                }
                 if tracks.subscribers() == 0 {
                     // Give a viewer that switches tracks a moment before stopping.
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -527,6 +711,14 @@ async fn caption(
                     match decoder.decode(&obj.payload) {
                         Ok(samples) => {
                             arrivals.push(ts + samples.len() as u64 * 1_000_000 / 16_000);
+                            for d in &mut tracks.dubs {
+                                if let Some((_, out)) = &mut d.running {
+                                    let n = out.source_audio(ts, &samples, &mut d.track)?;
+                                    if n > 0 {
+                                        shared.metrics.with_dub(broadcast, &d.lang, |m| m.packets += n);
+                                    }
+                                }
+                            }
                             shared.metrics.with(broadcast, |b| b.audio_ms += samples.len() as u64 / 16);
                             for u in segmenter.push(ts, &samples) {
                                 finals_pending += usize::from(u.is_final);
@@ -567,7 +759,17 @@ async fn caption(
                 }
             }
             Some(event) = events.recv() => {
+                if let LaneEvent::Translated(t) = &event {
+                    for d in &tracks.dubs {
+                        if let (true, Some((lane, _))) = (d.lang == t.lang, &d.running) {
+                            lane.submit(t.clone());
+                        }
+                    }
+                }
                 publish_translation(shared, broadcast, tracks, &arrivals, event)?;
+            }
+            Some(event) = dub_events.recv() => {
+                dub_event(shared, broadcast, tracks, event);
             }
         }
     }
@@ -587,9 +789,9 @@ impl Lanes {
         targets: &[TranslationTarget],
         events: &tokio::sync::mpsc::Sender<LaneEvent>,
     ) {
-        for (track, target) in tracks.targets.iter().zip(targets) {
+        for target in targets {
             let running = self.0.iter().position(|l| l.lang() == target.lang);
-            match (track.subscribers() > 0, running) {
+            match (tracks.wants_translation(&target.lang), running) {
                 (true, None) => {
                     tracing::info!(broadcast, lang = %target.lang, provider = ?target.chain.serving(), "translating");
                     self.0.push(LanguageLane::start(
@@ -719,6 +921,58 @@ fn publish_translation(
     Ok(())
 }
 
+/// Places a dub lane's speech, or counts why there is none.
+fn dub_event(shared: &Shared, broadcast: &str, tracks: &mut Tracks, event: DubEvent) {
+    let m = &shared.metrics;
+    match event {
+        DubEvent::Spoken(cue) => {
+            let Some(d) = tracks.dubs.iter_mut().find(|d| d.lang == cue.lang) else {
+                return;
+            };
+            let Some((_, out)) = &mut d.running else {
+                return;
+            };
+            let (utterance, start_us, took) = (cue.utterance, cue.start_us, cue.took);
+            let speech_ms = cue.samples.len() as u64 / 48;
+            let placed = out.speech(cue);
+            let c = out.counters().clone();
+            match &placed {
+                Some(p) => tracing::info!(
+                    broadcast,
+                    lang = %d.lang,
+                    id = %format!("u{utterance}"),
+                    start_ms = start_us / 1000,
+                    placed_ms = p.start_us / 1000,
+                    speech_ms,
+                    factor = p.factor,
+                    cut_ms = p.cut_ms,
+                    late_ms = p.late_ms,
+                    synth_ms = took.as_millis() as u64,
+                    "dubbed cue"
+                ),
+                None => {
+                    tracing::info!(broadcast, lang = %d.lang, id = %format!("u{utterance}"), "dubbed cue came after its end; skipped")
+                }
+            }
+            m.with_dub(broadcast, &d.lang, |x| {
+                x.spoken += u64::from(placed.is_some());
+                x.expired = c.expired;
+                x.late = c.late;
+                x.late_ms = c.late_ms;
+                x.stretched = c.stretched;
+                x.cut = c.cut;
+                x.synth_ms_sum += took.as_millis() as u64;
+                x.synth_count += 1;
+            });
+        }
+        DubEvent::Skipped { lang, cues } => {
+            tracing::debug!(broadcast, %lang, cues, "synthesis fell behind; cues skipped");
+            m.with_dub(broadcast, &lang, |x| x.skipped += cues);
+        }
+        DubEvent::Failed { lang, .. } => m.with_dub(broadcast, &lang, |x| x.failed += 1),
+    }
+}
+
 struct AbortOnDrop(tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
@@ -737,7 +991,23 @@ mod tests {
         let mut v = catalog::Track::new("video", catalog::packaging::LOC);
         v.role = Some(catalog::role::VIDEO.into());
         source.tracks.push(v);
-        let cat = ai_catalog(&source, "en", &["es".to_string(), "fr".to_string()]);
+        let opus = moqcast_media::info::AudioInfo {
+            codec: "opus".into(),
+            sample_rate: 48_000,
+            channels: 1,
+            description: Some(moqcast_media::info::opus_head(1, 312, 48_000)),
+            bitrate: Some(32_000),
+        };
+        let mut a = catalog::Track::new("audio", catalog::packaging::LOC);
+        a.role = Some(catalog::role::AUDIO.into());
+        source.tracks.push(a);
+        let cat = ai_catalog(
+            &source,
+            "en",
+            &["es".to_string(), "fr".to_string()],
+            &["es".to_string()],
+            &opus,
+        );
         let parsed = Catalog::parse(&cat.to_json()).unwrap();
         let tracks: Vec<_> = parsed.caption_tracks().collect();
         let shown: Vec<_> = tracks
@@ -763,6 +1033,17 @@ mod tests {
             assert_eq!(t.role.as_deref(), Some(catalog::role::CAPTION));
             assert_eq!(t.depends.as_deref(), Some(&["video".to_string()][..]));
         }
+        let dub = parsed.track("audio-es").unwrap();
+        assert_eq!(dub.label.as_deref(), Some("Spanish (dubbed)"));
+        assert_eq!(dub.lang.as_deref(), Some("es"));
+        assert_eq!(dub.alt_group, Some(AUDIO_ALT_GROUP));
+        assert_eq!(dub.codec.as_deref(), Some("opus"));
+        assert_eq!(dub.samplerate, Some(48_000));
+        assert_eq!(
+            parsed.init_data_bytes(dub).unwrap().as_deref(),
+            opus.description.as_deref()
+        );
+        assert_eq!(parsed.audio_tracks().count(), 1);
         assert_eq!(ai_namespace("live/demo/"), "live/demo/ai");
     }
 }

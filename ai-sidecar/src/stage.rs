@@ -1,9 +1,8 @@
 //! Pluggable stages with ordered fallback chains.
 //!
-//! A **stage** is one step of the sidecar's pipeline: speech recognition ([`Recognition`]) and
-//! translation ([`Translation`]) today; speech synthesis for dubbed audio is the next one, and
-//! it is one more [`Stage`] with its own request and response types (text and language in,
-//! PCM out) and the same [`Chain`]. A **provider** ([`Provider`]) is one engine that serves a
+//! A **stage** is one step of the sidecar's pipeline: speech recognition ([`Recognition`]),
+//! translation ([`Translation`]) and speech synthesis for dubbed audio ([`Synthesis`]: text and
+//! language in, PCM out), each with its own request and response types and the same [`Chain`]. A **provider** ([`Provider`]) is one engine that serves a
 //! stage: local Whisper, an OpenAI-compatible endpoint, Apertium, Marian.
 //!
 //! A [`Chain`] is the ordered list of providers the configuration names for a stage, for
@@ -577,6 +576,47 @@ impl TranslateRequest {
             context: Vec::new(),
             audio: Some(vec![0.0; 8_000].into()),
         }
+    }
+}
+
+/// Speech synthesis: text in a language in, mono PCM out (dubbed audio).
+pub struct Synthesis;
+
+impl Stage for Synthesis {
+    const NAME: &'static str = "synthesize";
+    type Request = SynthRequest;
+    type Response = Speech;
+}
+
+/// One caption to speak.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthRequest {
+    pub text: String,
+    /// The language to speak (BCP 47).
+    pub language: String,
+}
+
+impl SynthRequest {
+    /// The request that probes a synthesizer out of the rotation.
+    pub fn probe(language: &str) -> Self {
+        Self {
+            text: "1".into(),
+            language: language.into(),
+        }
+    }
+}
+
+/// Mono PCM at a known rate, as a synthesizer made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Speech {
+    pub samples: Vec<f32>,
+    /// Samples per second.
+    pub rate: u32,
+}
+
+impl Speech {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.samples.len() as f64 / f64::from(self.rate.max(1)))
     }
 }
 

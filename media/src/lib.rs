@@ -27,5 +27,6 @@ pub mod moq;
 pub mod opus;
 pub mod time;
 pub mod ts;
+pub mod wav;
 
 pub use frame::{Frame, MediaKind};

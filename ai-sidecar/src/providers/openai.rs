@@ -28,7 +28,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/{path}", self.base.trim_end_matches('/'))
     }
 }
@@ -43,7 +43,7 @@ pub fn http_client() -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
 
-async fn post(
+pub(crate) async fn post(
     endpoint: &Endpoint,
     req: reqwest::RequestBuilder,
 ) -> Result<bytes::Bytes, ProviderError> {
