@@ -390,8 +390,15 @@ async function dubScenario() {
   await choose(dub.key);
   const d = await waitFor("the playout delayed for the dub", stats, (s) => (s.dubDelayMs ?? 0) > 0, 20_000);
   log(`dub chosen: playout delayed by ${d.dubDelayMs} ms (latency live ${liveLatency} ms)`);
-  // Settle (the delay follows the dub's lag for a few seconds), then measure a stretch.
-  await sleep(4000);
+  // The picture rewinds by the delay: it holds still until the delayed frames are due, then
+  // goes on. Wait for that, then measure a stretch.
+  const frozen = await stats();
+  await waitFor(
+    "the picture to go on, delayed",
+    stats,
+    (s) => s.videoFramesRendered >= frozen.videoFramesRendered + 30,
+    (frozen.dubDelayMs ?? 0) + 15_000,
+  );
   const a = await stats();
   await sleep(5000);
   const b = await stats();

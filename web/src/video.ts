@@ -8,7 +8,7 @@ import type { TrackRef } from "./catalog";
 const MAX_QUEUED_FRAMES = 12;
 /** Encoded frames are decoded this long (ms) before their playout time, no sooner: a playout
  * delay (a dubbed audio track's lag) is held as encoded frames, not decoded ones. */
-const DECODE_AHEAD_MS = 500;
+const DECODE_AHEAD_MS = 300;
 /** Most encoded frames held for a playout delay (30 s at 60 frames a second). */
 const MAX_PENDING = 1800;
 
@@ -122,12 +122,15 @@ export class VideoRenderer {
     this.#feed(performance.now());
   }
 
-  /** Decodes the held frames due within DECODE_AHEAD_MS. */
+  /** Decodes the held frames due within DECODE_AHEAD_MS, as many as the decoded queue takes
+   * (frames decoded past MAX_QUEUED_FRAMES would push out the ones due first). */
   #feed(nowMs: number): void {
     while (this.#pending.length > 0) {
       const next = this.#pending[0];
       const at = this.#clock?.playTime(next.ptsUs);
       if (at !== undefined && at - nowMs > DECODE_AHEAD_MS) return;
+      const inFlight = this.#queue.length + (this.#decoder?.decodeQueueSize ?? 0);
+      if (at !== undefined && at > nowMs && inFlight >= MAX_QUEUED_FRAMES - 2) return;
       this.#pending.shift();
       this.#decodeNow(next);
     }
