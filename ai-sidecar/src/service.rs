@@ -932,7 +932,8 @@ fn dub_event(shared: &Shared, broadcast: &str, tracks: &mut Tracks, event: DubEv
             let Some((_, out)) = &mut d.running else {
                 return;
             };
-            let (utterance, start_us, took) = (cue.utterance, cue.start_us, cue.took);
+            let (utterance, start_us, end_us, took) =
+                (cue.utterance, cue.start_us, cue.end_us, cue.took);
             let speech_ms = cue.samples.len() as u64 / 48;
             let placed = out.speech(cue);
             let c = out.counters().clone();
@@ -942,6 +943,7 @@ fn dub_event(shared: &Shared, broadcast: &str, tracks: &mut Tracks, event: DubEv
                     lang = %d.lang,
                     id = %format!("u{utterance}"),
                     start_ms = start_us / 1000,
+                    end_ms = end_us / 1000,
                     placed_ms = p.start_us / 1000,
                     speech_ms,
                     factor = p.factor,
