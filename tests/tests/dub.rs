@@ -52,7 +52,7 @@ async fn dub_speaks_translated_cues_at_their_start() {
     let talk = speech_video(&wav, &dir.path("talk.mp4"), "aac");
     let relay = TestRelay::start(&[]).await;
     let delay = DELAY_MS.to_string();
-    let mut sidecar = {
+    let sidecar = {
         let extra = [
             "--broadcast",
             "live/dub",
