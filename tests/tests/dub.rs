@@ -44,6 +44,34 @@ fn dubbed_cues(log: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// A counter or gauge from the sidecar's /metrics (0 when absent or not yet listening).
+fn metric(addr: std::net::SocketAddr, line_prefix: &str) -> f64 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return 0.0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn metric_async(addr: std::net::SocketAddr, line_prefix: &'static str) -> f64 {
+    tokio::task::spawn_blocking(move || metric(addr, line_prefix))
+        .await
+        .unwrap()
+}
+
+const SYNTH_CALLS: &str = "moqcast_sidecar_provider_calls_total{stage=\"synthesize\",provider=\"";
+const DUB_SUBSCRIBERS: &str =
+    "moqcast_sidecar_dub_subscribers{broadcast=\"live/dub\",lang=\"es\"} ";
+const DUB_SPOKEN: &str =
+    "moqcast_sidecar_dub_cues_spoken_total{broadcast=\"live/dub\",lang=\"es\"} ";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dub_speaks_translated_cues_at_their_start() {
     moqcast_tests::init_tracing();
@@ -52,8 +80,15 @@ async fn dub_speaks_translated_cues_at_their_start() {
     let talk = speech_video(&wav, &dir.path("talk.mp4"), "aac");
     let relay = TestRelay::start(&[]).await;
     let delay = DELAY_MS.to_string();
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let metrics_arg = metrics_addr.to_string();
     let sidecar = {
         let extra = [
+            "--metrics-addr",
+            &metrics_arg,
             "--broadcast",
             "live/dub",
             "--translate",
@@ -103,6 +138,33 @@ async fn dub_speaks_translated_cues_at_their_start() {
     assert_eq!(track.label.as_deref(), Some("Spanish (dubbed)"));
     assert_eq!(track.codec.as_deref(), Some("opus"));
     assert!(track.alt_group.is_some());
+    // Published, not yet listened to: nothing is spoken.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let synth_calls = |text: &str| -> f64 {
+        without_colours(text)
+            .lines()
+            .filter_map(|l| l.strip_prefix(SYNTH_CALLS))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    };
+    let all_metrics = |addr: std::net::SocketAddr| async move {
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                .expect("the sidecar's metrics endpoint");
+            write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        synth_calls(&all_metrics(metrics_addr).await),
+        0.0,
+        "no speech synthesized before anyone listens"
+    );
     let info = moqcast_client::audio_info(&cat, &track).unwrap();
     let mut decoder = AudioDecoder::new(&info).unwrap();
     let (mut sub, driver) = TrackSubscription::new(&conn.subscriber, "live/dub/ai", "audio-es");
@@ -139,6 +201,25 @@ async fn dub_speaks_translated_cues_at_their_start() {
         objects += 1;
     }
     let (first_ts, last_ts) = (first_ts.unwrap(), last_ts.unwrap());
+    assert!(metric_async(metrics_addr, DUB_SPOKEN).await >= 2.0);
+    // The listener leaves: the dub stops speaking.
+    drop(sub);
+    drop(_driver);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric_async(metrics_addr, DUB_SUBSCRIBERS).await > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the dub's subscription did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let calls = synth_calls(&all_metrics(metrics_addr).await);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        synth_calls(&all_metrics(metrics_addr).await),
+        calls,
+        "nothing spoken once the last listener left"
+    );
     assert!(objects >= 1_000, "{objects} objects in {record:?}");
 
     // Speech segments by voice activity (a pause of 400 ms ends one), in media time.
