@@ -73,8 +73,9 @@ pub struct Dubs {
     pub queue: usize,
 }
 
-/// The `altGroup` of the original audio and its dubs when the source catalog has none.
-pub const AUDIO_ALT_GROUP: u64 = 1;
+/// The `altGroup` of the original audio and its dubs when the source catalog has none (the
+/// one moqcast-publish sets).
+pub use moqcast_media::info::AUDIO_ALT_GROUP;
 
 /// A target language and the chain that translates into it.
 pub struct TranslationTarget {
