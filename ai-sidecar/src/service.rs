@@ -333,11 +333,19 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
         .filter(|(l, _)| targets.contains(l))
         .cloned()
         .collect();
-    let dub_langs: Vec<String> = dubs.iter().map(|(l, _)| l.clone()).collect();
     let opus = match dubs.is_empty() {
         true => None,
-        false => Some(crate::opus_out::OpusEncoder::new()?.info()),
+        false => match crate::opus_out::OpusEncoder::new() {
+            Ok(e) => Some(e.info()),
+            Err(e) => {
+                // Without an encoder there is no dub; the captions are served all the same.
+                tracing::error!(broadcast, error = %e, "cannot publish dubbed audio");
+                None
+            }
+        },
     };
+    let dubs = if opus.is_some() { dubs } else { Vec::new() };
+    let dub_langs: Vec<String> = dubs.iter().map(|(l, _)| l.clone()).collect();
     let mut bp = BroadcastPublisher::new(&ai);
     let mut cat_track = bp.create_track(catalog::CATALOG_TRACK_NAME)?;
     cat_track.start_group()?;
