@@ -51,6 +51,26 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, String>
     Ok(out.take_data())
 }
 
+/// Level below which a synthesizer's leading and trailing audio counts as silence (dBFS).
+const SILENCE_DBFS: f32 = -45.0;
+
+/// `samples` at `rate` without the silence a synthesizer leaves before and after the speech
+/// (a leading "." makes some pause first), keeping 10 ms on each side: the speech then starts
+/// where it is placed. All silence: empty.
+pub fn trim_silence(samples: &[f32], rate: u32) -> &[f32] {
+    let win = (rate / 100).max(1) as usize;
+    let floor = 10f32.powf(SILENCE_DBFS / 20.0);
+    let loud = |w: &[f32]| (w.iter().map(|s| s * s).sum::<f32>() / w.len() as f32).sqrt() > floor;
+    let windows: Vec<bool> = samples.chunks(win).map(loud).collect();
+    let Some(first) = windows.iter().position(|&l| l) else {
+        return &[];
+    };
+    let last = windows.iter().rposition(|&l| l).unwrap_or(first);
+    let start = first.saturating_sub(1) * win;
+    let end = ((last + 2) * win).min(samples.len());
+    &samples[start..end]
+}
+
 /// A streaming resampler for the original audio mixed under the dub: pieces of any length
 /// at `from` Hz in, 48 kHz pieces out with their media times.
 pub struct Upsampler {
@@ -493,5 +513,20 @@ mod tests {
             .sum::<f32>()
             / 1000.0;
         assert!(err < 0.05, "mean error {err}");
+    }
+
+    #[test]
+    fn silence_around_speech_is_trimmed() {
+        let mut x = vec![0.0005f32; 24_000]; // 0.5 s near-silence
+        x.extend(tone(0.3));
+        x.extend(vec![0.0; 4_800]);
+        let y = trim_silence(&x, RATE);
+        assert!(y.len().abs_diff(14_400 + 2 * 480) <= 480, "{}", y.len());
+        assert!(
+            y[..480].iter().all(|s| s.abs() < 0.001),
+            "10 ms kept before"
+        );
+        assert!(trim_silence(&[0.0; 1000], RATE).is_empty());
+        assert!(trim_silence(&[], RATE).is_empty());
     }
 }

@@ -141,12 +141,25 @@ async fn run(
             shared.wake.notified().await;
             continue;
         };
+        // A cue that continues a sentence may start with its punctuation (". El tiempo"):
+        // some voices pause for it.
+        let text = cue
+            .text
+            .trim_start_matches(|c: char| c.is_whitespace() || c.is_ascii_punctuation())
+            .to_string();
+        if text.is_empty() {
+            continue;
+        }
         let request = SynthRequest {
-            text: cue.text.clone(),
+            text,
             language: lang.clone(),
         };
         let event = match chain.call(request).await {
-            Ok(speech) => match dub::resample(&speech.samples, speech.rate, dub::RATE) {
+            Ok(speech) => match dub::resample(
+                dub::trim_silence(&speech.samples, speech.rate),
+                speech.rate,
+                dub::RATE,
+            ) {
                 Ok(samples) => DubEvent::Spoken(SpokenCue {
                     utterance: cue.utterance,
                     start_us: cue.start_us,

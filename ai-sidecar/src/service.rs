@@ -73,8 +73,9 @@ pub struct Dubs {
     pub queue: usize,
 }
 
-/// The `altGroup` of the original audio and its dubs when the source catalog has none.
-pub const AUDIO_ALT_GROUP: u64 = 1;
+/// The `altGroup` of the original audio and its dubs when the source catalog has none (the
+/// one moqcast-publish sets).
+pub use moqcast_media::info::AUDIO_ALT_GROUP;
 
 /// A target language and the chain that translates into it.
 pub struct TranslationTarget {
@@ -332,11 +333,19 @@ async fn session_once(shared: &Shared, broadcast: &str) -> anyhow::Result<()> {
         .filter(|(l, _)| targets.contains(l))
         .cloned()
         .collect();
-    let dub_langs: Vec<String> = dubs.iter().map(|(l, _)| l.clone()).collect();
     let opus = match dubs.is_empty() {
         true => None,
-        false => Some(crate::opus_out::OpusEncoder::new()?.info()),
+        false => match crate::opus_out::OpusEncoder::new() {
+            Ok(e) => Some(e.info()),
+            Err(e) => {
+                // Without an encoder there is no dub; the captions are served all the same.
+                tracing::error!(broadcast, error = %e, "cannot publish dubbed audio");
+                None
+            }
+        },
     };
+    let dubs = if opus.is_some() { dubs } else { Vec::new() };
+    let dub_langs: Vec<String> = dubs.iter().map(|(l, _)| l.clone()).collect();
     let mut bp = BroadcastPublisher::new(&ai);
     let mut cat_track = bp.create_track(catalog::CATALOG_TRACK_NAME)?;
     cat_track.start_group()?;
@@ -932,7 +941,8 @@ fn dub_event(shared: &Shared, broadcast: &str, tracks: &mut Tracks, event: DubEv
             let Some((_, out)) = &mut d.running else {
                 return;
             };
-            let (utterance, start_us, took) = (cue.utterance, cue.start_us, cue.took);
+            let (utterance, start_us, end_us, took) =
+                (cue.utterance, cue.start_us, cue.end_us, cue.took);
             let speech_ms = cue.samples.len() as u64 / 48;
             let placed = out.speech(cue);
             let c = out.counters().clone();
@@ -942,6 +952,7 @@ fn dub_event(shared: &Shared, broadcast: &str, tracks: &mut Tracks, event: DubEv
                     lang = %d.lang,
                     id = %format!("u{utterance}"),
                     start_ms = start_us / 1000,
+                    end_ms = end_us / 1000,
                     placed_ms = p.start_us / 1000,
                     speech_ms,
                     factor = p.factor,

@@ -37,6 +37,11 @@ pub struct AudioInfo {
     pub bitrate: Option<u64>,
 }
 
+/// The `altGroup` of a broadcast's audio track, which dubbed audio tracks (`audio-<lang>`,
+/// published by the AI sidecar in `<broadcast>/ai`) share, so that a viewer offers them in its
+/// place.
+pub const AUDIO_ALT_GROUP: u64 = 1;
+
 /// The MSF catalog of a broadcast with (at most) one video track [`VIDEO_TRACK`] and one audio
 /// track [`AUDIO_TRACK`], both LOC with microsecond timestamps, their decoder configurations
 /// inline (`initData`). `generated_at_ms` is the wall clock in milliseconds since the epoch.
@@ -74,6 +79,7 @@ pub fn catalog(
         t.render_group = Some(1);
         t.lang = Some("und".into());
         t.label = Some("Original".into());
+        t.alt_group = Some(AUDIO_ALT_GROUP);
         if let Some(desc) = &a.description {
             t.init_ref = Some(AUDIO_TRACK.into());
             cat.set_init_data(AUDIO_TRACK, desc);
@@ -124,6 +130,7 @@ mod tests {
         assert_eq!(parsed.init_data_bytes(v).unwrap(), Some(video.avcc.clone()));
         let a = parsed.track(AUDIO_TRACK).unwrap();
         assert_eq!(a.samplerate, Some(48_000));
+        assert_eq!(a.alt_group, Some(AUDIO_ALT_GROUP));
         assert_eq!(parsed.init_data_bytes(a).unwrap(), Some(vec![0x11, 0x90]));
         assert_eq!(catalog(None, Some(&audio), 7).tracks.len(), 1);
     }

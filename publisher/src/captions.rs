@@ -28,8 +28,9 @@ pub const MAX_WEBVTT_BYTES: usize = 8 * 1024 * 1024;
 /// Most earlier cues repeated at the start of a caption group (see [`CueSchedule::due`]).
 pub const MAX_REPEATED_CUES: usize = 16;
 
-/// The `altGroup` that the original audio and its test dub share.
-pub const AUDIO_ALT_GROUP: u64 = 1;
+/// The `altGroup` that the original audio and its test dub share (the catalog sets it on the
+/// audio already; another source's catalog may not).
+pub use moqcast_media::info::AUDIO_ALT_GROUP;
 
 /// Why a WebVTT file was rejected. Line numbers count from 1.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
