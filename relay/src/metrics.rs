@@ -609,9 +609,9 @@ mod tests {
              moqcast_sessions_total 0\n"
         ));
         assert!(!text.contains("_total_total"));
-        // Every family once, in order, each with one sample: 35 of the relay, 7 of each ingest.
+        // Every family once, in order, each with one sample: 36 of the relay, 7 of each ingest.
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 49);
-        assert_eq!(text.lines().count(), 3 * 49);
+        assert_eq!(types, 50);
+        assert_eq!(text.lines().count(), 3 * 50);
     }
 }
