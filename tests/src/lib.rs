@@ -712,3 +712,34 @@ pub fn insecure_tls() -> moqcast_client::ClientTls {
         ..Default::default()
     }
 }
+
+/// Waits until the relay at `http` lists `broadcast` at `/broadcasts`, for at most `within`;
+/// panics if `child` (what should announce it) exits first.
+pub async fn wait_announced(
+    http: std::net::SocketAddr,
+    broadcast: &str,
+    child: &mut ChildGuard,
+    within: Duration,
+) {
+    let needle = format!("\"broadcast\":\"{broadcast}\"");
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let list = tokio::task::spawn_blocking(move || http_get(http, "/broadcasts"))
+            .await
+            .unwrap();
+        if list.contains(&needle) {
+            return;
+        }
+        assert!(
+            child.try_wait().is_none(),
+            "{} exited: {}",
+            child.name(),
+            child.stderr_tail(20)
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{broadcast} was not announced within {within:?}: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -198,29 +198,9 @@ fn publisher_of(
     )
 }
 
-/// Waits until the relay lists `broadcast` at `/broadcasts`.
+/// Waits until the relay lists `broadcast` at `/broadcasts` (15 s at most).
 async fn wait_announced(http: SocketAddr, broadcast: &str, publisher: &mut ChildGuard) {
-    let needle = format!("\"broadcast\":\"{broadcast}\"");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let list =
-            tokio::task::spawn_blocking(move || moqcast_tests::http_get(http, "/broadcasts"))
-                .await
-                .unwrap();
-        if list.contains(&needle) {
-            return;
-        }
-        assert!(
-            publisher.try_wait().is_none(),
-            "the publisher exited: {}",
-            publisher.stderr_tail(20)
-        );
-        assert!(
-            Instant::now() < deadline,
-            "{broadcast} was not announced within 15 s: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    moqcast_tests::wait_announced(http, broadcast, publisher, Duration::from_secs(15)).await;
 }
 
 /// Runs tests/browser/viewer.test.mjs; panics with its output unless it passes.

@@ -2,35 +2,13 @@
 //! Spanish dub (`<broadcast>/ai` `audio-es`, Opus) in place of its original audio (AAC): the file
 //! has the broadcast's H.264 picture and the dub's Opus sound, which decodes and speaks.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use moqcast_tests::{command, init_tracing, probe, ChildGuard, TempDir, TestRelay};
 
-/// Waits until the relay lists `broadcast` at `/broadcasts`, while `child` runs.
+/// Waits until the relay lists `broadcast`, while `child` runs.
 async fn wait_announced(relay: &TestRelay, broadcast: &str, child: &mut ChildGuard) {
-    let needle = format!("\"broadcast\":\"{broadcast}\"");
-    let http = relay.http;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let list =
-            tokio::task::spawn_blocking(move || moqcast_tests::http_get(http, "/broadcasts"))
-                .await
-                .unwrap();
-        if list.contains(&needle) {
-            return;
-        }
-        assert!(
-            child.try_wait().is_none(),
-            "{} exited: {}",
-            child.name(),
-            child.stderr_tail(20)
-        );
-        assert!(
-            Instant::now() < deadline,
-            "{broadcast} was not announced within 30 s: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    moqcast_tests::wait_announced(relay.http, broadcast, child, Duration::from_secs(30)).await;
 }
 
 /// Mono 16 kHz samples of a file's audio, decoded by FFmpeg.
