@@ -149,25 +149,32 @@ export class PlayoutClock {
  * playout must be delayed by for the voice to line up with the picture.
  */
 export class LagMeter {
-  #samples: { at: number; offset: number }[] = [];
+  // The window's candidates for the minimum, oldest first, offsets increasing: a sample makes
+  // every larger one before it useless, so each is pushed and dropped once (O(1) per object).
+  #mins: { at: number; offset: number }[] = [];
+  #head = 0;
   constructor(readonly windowMs = 10_000) {}
 
   observe(ptsUs: number, nowMs: number): void {
-    this.#samples.push({ at: nowMs, offset: nowMs - ptsUs / 1000 });
-    while (this.#samples.length > 0 && this.#samples[0].at < nowMs - this.windowMs) this.#samples.shift();
-    if (this.#samples.length > 4000) this.#samples.splice(0, this.#samples.length - 4000);
+    const offset = nowMs - ptsUs / 1000;
+    while (this.#mins.length > this.#head && this.#mins[this.#mins.length - 1].offset >= offset) this.#mins.pop();
+    this.#mins.push({ at: nowMs, offset });
+    while (this.#mins[this.#head].at < nowMs - this.windowMs) this.#head++;
+    if (this.#head > 1024) {
+      this.#mins = this.#mins.slice(this.#head);
+      this.#head = 0;
+    }
   }
 
   /** The track's lag behind `clockOffsetMs` (ms), or undefined before a sample. */
   lagMs(clockOffsetMs: number): number | undefined {
-    if (this.#samples.length === 0) return undefined;
-    let min = Infinity;
-    for (const s of this.#samples) min = Math.min(min, s.offset);
-    return Math.max(0, min - clockOffsetMs);
+    if (this.#mins.length <= this.#head) return undefined;
+    return Math.max(0, this.#mins[this.#head].offset - clockOffsetMs);
   }
 
   reset(): void {
-    this.#samples = [];
+    this.#mins = [];
+    this.#head = 0;
   }
 }
 
