@@ -1,5 +1,6 @@
 // Builds the viewer into dist/ (served by the relay: dist/watch.html at /watch/<broadcast>,
-// dist/assets/ at /assets/), applying the @moq/net patches of build/patch-moq.mjs.
+// dist/publish.html at /publish/<broadcast>, dist/assets/ at /assets/), applying the @moq/net
+// patches of build/patch-moq.mjs.
 //
 //   node build.mjs            # the viewer
 //   node build.mjs --tests    # only the unit tests, into dist/test/ (run by `npm test`);
@@ -54,7 +55,21 @@ const result = await esbuild.build({
   logLevel: "warning",
   plugins: [moqPatchPlugin()],
 });
+const publish = await esbuild.build({
+  entryPoints: [join(root, "src/publish.ts")],
+  outfile: join(dist, "assets/publish.js"),
+  bundle: true,
+  format: "esm",
+  target: ["chrome114", "firefox115"],
+  minify: true,
+  sourcemap: "linked",
+  metafile: true,
+  logLevel: "warning",
+});
 await copyFile(join(root, "static/watch.html"), join(dist, "watch.html"));
+await copyFile(join(root, "static/publish.html"), join(dist, "publish.html"));
 await copyFile(join(root, "static/viewer.css"), join(dist, "assets/viewer.css"));
 const bytes = Object.values(result.metafile.outputs).reduce((n, o) => (o.entryPoint ? n + o.bytes : n), 0);
 console.log(`viewer: dist/watch.html, dist/assets/viewer.js (${(bytes / 1024).toFixed(0)} KiB), dist/assets/viewer.css`);
+const publishBytes = Object.values(publish.metafile.outputs).reduce((n, o) => (o.entryPoint ? n + o.bytes : n), 0);
+console.log(`publish page: dist/publish.html, dist/assets/publish.js (${(publishBytes / 1024).toFixed(0)} KiB)`);

@@ -37,7 +37,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use moqcast_sidecar::model::{
-    DecodeOptions, EncoderWindow, LoadOptions, Precision, Transcript, WhisperModel,
+    DecodeOptions, EncoderWindow, Language, LoadOptions, Precision, Transcript, WhisperModel,
 };
 use moqcast_sidecar::transcriber::{
     transcribe_recording, RecordingOptions, Whisper, DEFAULT_AUDIO_CONTEXT_MS,
@@ -73,6 +73,10 @@ struct Args {
     /// fit:PAD_MS, fit:PAD_MS:nofallback (no retry over the full window when unsure).
     #[arg(long, value_parser = parse_window)]
     window: Option<EncoderWindow>,
+    /// The spoken language (BCP-47, e.g. `es`), or `auto` to detect it (multilingual models;
+    /// `DecodeOptions::language`). English-only models take only `en`.
+    #[arg(long, default_value = "en")]
+    language: String,
     /// Text prompt given before each clip (`DecodeOptions::prompt`).
     #[arg(long)]
     prompt: Option<String>,
@@ -264,6 +268,7 @@ fn main() -> anyhow::Result<()> {
     let opts = DecodeOptions {
         beam_size: args.beam,
         prompt: args.prompt.clone(),
+        language: Language::parse(&args.language),
         window: args.window.unwrap_or(defaults.window),
         ..defaults
     };
@@ -279,7 +284,10 @@ fn main() -> anyhow::Result<()> {
         };
         recording.segmenter.pre_roll_ms = args.pre_roll_ms;
         recording.segmenter.vad.hangover_frames = (args.pause_ms / 20).max(1) as u32;
-        Engine::Live(Box::new(Whisper::new(model, opts.clone(), "en")), recording)
+        Engine::Live(
+            Box::new(Whisper::new(model, opts.clone(), &args.language)),
+            recording,
+        )
     } else {
         Engine::Whole(Box::new(model), opts.clone())
     };

@@ -68,6 +68,16 @@ def normalise(text):
     return [w for w in s.split() if w not in FILLERS]
 
 
+def normalise_plain(text):
+    """Language-neutral normalisation (for Spanish and other non-English text): lowercase,
+    bracketed asides dropped, punctuation (including inverted marks) removed, accents kept."""
+    s = text.lower()
+    s = re.sub(r"[<\[][^>\]]*[>\]]", " ", s)
+    s = re.sub(r"\([^)]*\)", " ", s)
+    s = re.sub(r"[^\w\s]|_", " ", s)
+    return s.split()
+
+
 def edit_distance(ref, hyp):
     """Levenshtein distance between two word lists (substitutions, deletions, insertions)."""
     prev = list(range(len(hyp) + 1))

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /` | an HTML index of the live broadcasts, linking to their viewer pages |
 //! | `GET /watch/{broadcast}` | the viewer page (`watch.html` of the web dir); names may contain `/` |
+//! | `GET /publish/{broadcast}` | the publish page (`publish.html`): camera and microphone over WHIP |
 //! | `GET /assets/{file}` | the viewer's static assets |
 //! | `GET /viewer.json` | what the viewer needs to reach this relay: QUIC port, whether to pin |
 //! | `GET /certificate.sha256` | hex SHA-256 of the TLS certificate (for `serverCertificateHashes`) |
@@ -36,6 +37,8 @@ const BUILD_HINT: &str = "npm --prefix web ci && npm --prefix web run build";
 
 /// The viewer page inside the web dir.
 const WATCH_PAGE: &str = "watch.html";
+/// The publish page in the web directory.
+const PUBLISH_PAGE: &str = "publish.html";
 
 /// Concurrent requests on one HTTP/2 connection.
 const MAX_HTTP2_STREAMS: u32 = 64;
@@ -73,6 +76,7 @@ fn routes() -> Router<Arc<RelayState>> {
     Router::new()
         .route("/", get(index))
         .route("/watch/{*broadcast}", get(watch))
+        .route("/publish/{*broadcast}", get(publish))
         .route("/assets/{*file}", get(asset))
         .route("/viewer.json", get(viewer_config))
         .route("/certificate.sha256", get(fingerprint))
@@ -220,7 +224,21 @@ async fn index(State(s): State<Arc<RelayState>>) -> impl IntoResponse {
 
 /// `GET /watch/{broadcast}`: the viewer page; it reads the broadcast name from its own URL.
 async fn watch(State(s): State<Arc<RelayState>>, UrlPath(_broadcast): UrlPath<String>) -> Response {
-    let page = s.config.web_dir.join(WATCH_PAGE);
+    page(&s, WATCH_PAGE, "browser viewer").await
+}
+
+/// `GET /publish/{broadcast}`: the publish page (camera and microphone over WHIP); it reads the
+/// broadcast name from its own URL.
+async fn publish(
+    State(s): State<Arc<RelayState>>,
+    UrlPath(_broadcast): UrlPath<String>,
+) -> Response {
+    page(&s, PUBLISH_PAGE, "publish page").await
+}
+
+/// A page of the web directory, or 503 saying how to build it.
+async fn page(s: &RelayState, name: &str, what: &str) -> Response {
+    let page = s.config.web_dir.join(name);
     match tokio::fs::read(&page).await {
         Ok(bytes) => (
             [
@@ -234,7 +252,7 @@ async fn watch(State(s): State<Arc<RelayState>>, UrlPath(_broadcast): UrlPath<St
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!(
-                "The browser viewer is not built ({} is missing).\nBuild it with: {BUILD_HINT}\n\
+                "The {what} is not built ({} is missing).\nBuild it with: {BUILD_HINT}\n\
                  or point the relay at a built viewer with --web-dir.\n",
                 page.display()
             ),

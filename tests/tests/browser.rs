@@ -707,6 +707,8 @@ async fn relay_serves_the_viewer_pages() {
         "{page}"
     );
     assert!(missing.http_get("/").contains("The viewer is not built"));
+    let page = missing.http_get("/publish/demo");
+    assert!(page.contains("The publish page is not built"), "{page}");
     missing.stop().await;
 
     // A stand-in viewer directory, so this test needs no npm build.
@@ -718,12 +720,20 @@ async fn relay_serves_the_viewer_pages() {
     )
     .unwrap();
     std::fs::write(dir.path("assets/viewer.js"), "console.log('viewer')").unwrap();
+    std::fs::write(
+        dir.path("publish.html"),
+        "<!doctype html><title>publish</title>",
+    )
+    .unwrap();
     std::fs::write(dir.path("secret.txt"), "not an asset").unwrap();
     let relay = TestRelay::start(&["--web-dir", dir.0.to_str().unwrap()]).await;
     assert!(relay
         .http_get("/watch/live/demo")
         .contains("<title>viewer</title>"));
     assert_eq!(relay.http_get("/assets/viewer.js"), "console.log('viewer')");
+    assert!(relay
+        .http_get("/publish/live/demo")
+        .contains("<title>publish</title>"));
     assert!(!relay
         .http_get("/assets/../secret.txt")
         .contains("not an asset"));

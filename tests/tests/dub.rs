@@ -72,69 +72,176 @@ const DUB_SUBSCRIBERS: &str =
 const DUB_SPOKEN: &str =
     "moqcast_sidecar_dub_cues_spoken_total{broadcast=\"live/dub\",lang=\"es\"} ";
 
+/// A relay, `moqcast-publish` of looped English speech as `broadcast`, and `moqcast-sidecar
+/// --translate es --dub es` with `extra` flags, its metrics on `metrics_addr`; `ai` is the
+/// sidecar's catalog (with `audio-es` in it), read over `subscriber`.
+struct Rig {
+    // Dropped in this order: the session, the processes, the relay, the directory.
+    _session: AbortOnDrop,
+    subscriber: moqcast_media::moq::Subscriber,
+    ai: moqcast_media::catalog::Catalog,
+    metrics_addr: std::net::SocketAddr,
+    _publisher: ChildGuard,
+    sidecar: ChildGuard,
+    _relay: TestRelay,
+    _dir: TempDir,
+}
+
+impl Rig {
+    async fn start(name: &str, broadcast: &str, extra: &[&str]) -> Rig {
+        let dir = TempDir::new(name);
+        let wav = speech_wav(&dir.0, "talk", &SENTENCES, "en-us", 2.0, 1.5);
+        let talk = speech_video(&wav, &dir.path("talk.mp4"), "aac");
+        let relay = TestRelay::start(&[]).await;
+        let delay = DELAY_MS.to_string();
+        let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let metrics_arg = metrics_addr.to_string();
+        let sidecar = {
+            let mut args = vec![
+                "--metrics-addr",
+                &metrics_arg,
+                "--broadcast",
+                broadcast,
+                "--translate",
+                "es",
+                "--dub",
+                "es",
+                "--dub-delay-ms",
+                &delay,
+            ];
+            args.extend_from_slice(extra);
+            let mut cmd = sidecar_command(&relay.url("https"), &relay.fingerprint, &args);
+            cmd.env("RUST_LOG", "info,moq_transport=off,quinn=warn");
+            ChildGuard::spawn("sidecar", &mut cmd, &dir.0)
+        };
+        let _publisher = {
+            let mut cmd = command("moqcast-publish");
+            cmd.args([
+                "--url",
+                &relay.url("https"),
+                "--tls-fingerprint",
+                &relay.fingerprint,
+                "--broadcast",
+                broadcast,
+                "--loop",
+                "--input",
+            ])
+            .arg(&talk);
+            ChildGuard::spawn("publish", &mut cmd, &dir.0)
+        };
+
+        // The dub's catalog entry, on the client library.
+        let client = Client::new(&moqcast_tests::insecure_tls()).unwrap();
+        let url: url::Url = relay.url("https").parse().unwrap();
+        let conn = client.connect(&url).await.unwrap();
+        let _session = AbortOnDrop(tokio::spawn(conn.session.run()).abort_handle());
+        let ai_name = format!("{broadcast}/ai");
+        let ai = tokio::time::timeout(
+            Duration::from_secs(40),
+            moqcast_client::fetch_catalog(&conn.subscriber, &ai_name, Duration::from_secs(40)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no ai catalog: {}", sidecar.stderr_tail(30)))
+        .unwrap_or_else(|e| panic!("no ai catalog ({e}): {}", sidecar.stderr_tail(30)));
+        Rig {
+            _dir: dir,
+            _relay: relay,
+            sidecar,
+            _publisher,
+            subscriber: conn.subscriber,
+            _session,
+            ai,
+            metrics_addr,
+        }
+    }
+
+    /// `audio-es` of the sidecar's catalog.
+    fn dub_track(&self) -> moqcast_media::catalog::Track {
+        self.ai
+            .track("audio-es")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no audio-es in {}",
+                    String::from_utf8_lossy(&self.ai.to_json())
+                )
+            })
+            .clone()
+    }
+}
+
+/// 16 kHz audio of a track by media time, as it arrived over `record`.
+struct Recording {
+    first_ts: u64,
+    last_ts: u64,
+    audio: Vec<f32>,
+    objects: u64,
+}
+
+/// Subscribes to `track` of `broadcast` and decodes what arrives for `record`. With
+/// `steps_us`, every object must follow the last by that much (a continuous track).
+async fn record_audio(
+    rig: &Rig,
+    cat: &moqcast_media::catalog::Catalog,
+    broadcast: &str,
+    track: &moqcast_media::catalog::Track,
+    record: Duration,
+    steps_us: Option<u64>,
+) -> Recording {
+    let info = moqcast_client::audio_info(cat, track).unwrap();
+    let mut decoder = AudioDecoder::new(&info).unwrap();
+    let (mut sub, driver) = TrackSubscription::new(&rig.subscriber, broadcast, &track.name);
+    let _driver = AbortOnDrop(tokio::spawn(driver).abort_handle());
+    let mut first_ts: Option<u64> = None;
+    let mut last_ts: Option<u64> = None;
+    let mut audio: Vec<f32> = Vec::new();
+    let mut objects = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < record {
+        let obj = match tokio::time::timeout(Duration::from_secs(15), sub.next()).await {
+            Ok(Ok(Some(o))) => o,
+            other => panic!(
+                "{broadcast} {} stopped ({:?}) after {objects} objects: {}",
+                track.name,
+                other.map(|r| r.map(|o| o.is_some())),
+                rig.sidecar.stderr_tail(40)
+            ),
+        };
+        let props = LocProperties::from_extension_headers(&obj.properties).unwrap_or_default();
+        let ts = props.timestamp_us().expect("a LOC timestamp");
+        if let (Some(last), Some(step)) = (last_ts, steps_us) {
+            assert_eq!(ts, last + step, "continuous {step} us frames");
+        }
+        first_ts.get_or_insert(ts);
+        last_ts = Some(ts);
+        let pcm = decoder.decode(&obj.payload).expect("the audio decodes");
+        // Each object's 16 kHz samples at its time; the first Opus packet gives less (the
+        // decoder's pre-skip), AAC frames give 341 or 342.
+        let at = ((ts - first_ts.unwrap()) * 16 / 1000) as usize;
+        audio.resize(at, 0.0);
+        let per_object = match steps_us {
+            Some(step) => (step * 16 / 1000) as usize,
+            None => pcm.len(),
+        };
+        audio.extend_from_slice(&pcm[pcm.len().saturating_sub(per_object)..]);
+        objects += 1;
+    }
+    Recording {
+        first_ts: first_ts.unwrap(),
+        last_ts: last_ts.unwrap(),
+        audio,
+        objects,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dub_speaks_translated_cues_at_their_start() {
     moqcast_tests::init_tracing();
-    let dir = TempDir::new("dub");
-    let wav = speech_wav(&dir.0, "talk", &SENTENCES, "en-us", 2.0, 1.5);
-    let talk = speech_video(&wav, &dir.path("talk.mp4"), "aac");
-    let relay = TestRelay::start(&[]).await;
-    let delay = DELAY_MS.to_string();
-    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let metrics_arg = metrics_addr.to_string();
-    let sidecar = {
-        let extra = [
-            "--metrics-addr",
-            &metrics_arg,
-            "--broadcast",
-            "live/dub",
-            "--translate",
-            "es",
-            "--dub",
-            "es",
-            "--dub-delay-ms",
-            &delay,
-        ];
-        let mut cmd = sidecar_command(&relay.url("https"), &relay.fingerprint, &extra);
-        cmd.env("RUST_LOG", "info,moq_transport=off,quinn=warn");
-        ChildGuard::spawn("sidecar", &mut cmd, &dir.0)
-    };
-    let _publisher = {
-        let mut cmd = command("moqcast-publish");
-        cmd.args([
-            "--url",
-            &relay.url("https"),
-            "--tls-fingerprint",
-            &relay.fingerprint,
-            "--broadcast",
-            "live/dub",
-            "--loop",
-            "--input",
-        ])
-        .arg(&talk);
-        ChildGuard::spawn("publish", &mut cmd, &dir.0)
-    };
-
-    // The dub's catalog entry, then its audio, on the client library.
-    let client = Client::new(&moqcast_tests::insecure_tls()).unwrap();
-    let url: url::Url = relay.url("https").parse().unwrap();
-    let conn = client.connect(&url).await.unwrap();
-    let session = tokio::spawn(conn.session.run());
-    let _session = AbortOnDrop(session.abort_handle());
-    let cat = tokio::time::timeout(
-        Duration::from_secs(40),
-        moqcast_client::fetch_catalog(&conn.subscriber, "live/dub/ai", Duration::from_secs(40)),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("no ai catalog: {}", sidecar.stderr_tail(30)))
-    .unwrap_or_else(|e| panic!("no ai catalog ({e}): {}", sidecar.stderr_tail(30)));
-    let track = cat
-        .track("audio-es")
-        .unwrap_or_else(|| panic!("no audio-es in {}", String::from_utf8_lossy(&cat.to_json())))
-        .clone();
+    let rig = Rig::start("dub", "live/dub", &[]).await;
+    let (sidecar, metrics_addr) = (&rig.sidecar, rig.metrics_addr);
+    let track = rig.dub_track();
     assert_eq!(track.label.as_deref(), Some("Spanish (dubbed)"));
     assert_eq!(track.codec.as_deref(), Some("opus"));
     assert!(track.alt_group.is_some());
@@ -165,46 +272,15 @@ async fn dub_speaks_translated_cues_at_their_start() {
         0.0,
         "no speech synthesized before anyone listens"
     );
-    let info = moqcast_client::audio_info(&cat, &track).unwrap();
-    let mut decoder = AudioDecoder::new(&info).unwrap();
-    let (mut sub, driver) = TrackSubscription::new(&conn.subscriber, "live/dub/ai", "audio-es");
-    let _driver = AbortOnDrop(tokio::spawn(driver).abort_handle());
-
-    // 16 kHz audio of the dub by media time, 20 ms per object.
-    let mut first_ts: Option<u64> = None;
-    let mut last_ts: Option<u64> = None;
-    let mut audio: Vec<f32> = Vec::new();
-    let mut objects = 0u64;
-    let started = Instant::now();
     let record = Duration::from_secs(30);
-    while started.elapsed() < record {
-        let obj = match tokio::time::timeout(Duration::from_secs(15), sub.next()).await {
-            Ok(Ok(Some(o))) => o,
-            other => panic!(
-                "the dub stopped ({:?}) after {objects} objects: {}",
-                other.map(|r| r.map(|o| o.is_some())),
-                sidecar.stderr_tail(40)
-            ),
-        };
-        let props = LocProperties::from_extension_headers(&obj.properties).unwrap_or_default();
-        let ts = props.timestamp_us().expect("a LOC timestamp");
-        if let Some(last) = last_ts {
-            assert_eq!(ts, last + 20_000, "continuous 20 ms frames");
-        }
-        first_ts.get_or_insert(ts);
-        last_ts = Some(ts);
-        let pcm = decoder.decode(&obj.payload).expect("the dub decodes");
-        // The first packet gives less (the decoder's pre-skip); place each at its time.
-        let at = ((ts - first_ts.unwrap()) * 16 / 1000) as usize;
-        audio.resize(at, 0.0);
-        audio.extend_from_slice(&pcm[pcm.len().saturating_sub(320)..]);
-        objects += 1;
-    }
-    let (first_ts, last_ts) = (first_ts.unwrap(), last_ts.unwrap());
+    let Recording {
+        first_ts,
+        last_ts,
+        audio,
+        objects,
+    } = record_audio(&rig, &rig.ai, "live/dub/ai", &track, record, Some(20_000)).await;
     assert!(metric_async(metrics_addr, DUB_SPOKEN).await >= 2.0);
-    // The listener leaves: the dub stops speaking.
-    drop(sub);
-    drop(_driver);
+    // The listener left when the recording ended: the dub stops speaking.
     let deadline = Instant::now() + Duration::from_secs(15);
     while metric_async(metrics_addr, DUB_SUBSCRIBERS).await > 0.0 {
         assert!(
@@ -274,6 +350,88 @@ async fn dub_speaks_translated_cues_at_their_start() {
             "speech at {s} us is in no cue: {cues:?}"
         );
     }
+}
+
+/// `--dub-original-db -20`: the original audio runs under the voice at a tenth of its
+/// amplitude. Both tracks are recorded over the same stretch of media time; the gain of the
+/// original found in the dub (the median of its least-squares gain over the source's loud
+/// frames, at the best alignment within 100 ms) is -20 dB within the codecs' error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dub_mixes_the_original_underneath_at_its_level() {
+    moqcast_tests::init_tracing();
+    let rig = Rig::start("dub-mix", "live/mix", &["--dub-original-db", "-20"]).await;
+    let dub = rig.dub_track();
+    let cat = moqcast_client::fetch_catalog(&rig.subscriber, "live/mix", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let source = cat.audio_tracks().next().expect("an audio track").clone();
+    // The dub runs DELAY_MS behind: 25 s of both share about 16 s of media time.
+    let record = Duration::from_secs(25);
+    let (src, dubbed) = tokio::join!(
+        record_audio(&rig, &cat, "live/mix", &source, record, None),
+        record_audio(&rig, &rig.ai, "live/mix/ai", &dub, record, Some(20_000)),
+    );
+    let from = src.first_ts.max(dubbed.first_ts);
+    let to = src.last_ts.min(dubbed.last_ts);
+    assert!(
+        to > from + 8_000_000,
+        "too little media time in both: source {}..{}, dub {}..{}",
+        src.first_ts,
+        src.last_ts,
+        dubbed.first_ts,
+        dubbed.last_ts
+    );
+    let at = |r: &Recording, ts: u64| ((ts - r.first_ts) * 16 / 1000) as usize;
+    let margin = 1_600; // 100 ms
+    let n = at(&dubbed, to) - at(&dubbed, from) - 2 * margin;
+    let d = &dubbed.audio[at(&dubbed, from) + margin..][..n];
+    let s0 = at(&src, from) + margin;
+    let dot = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum::<f64>()
+    };
+    // The alignment with the strongest normalised correlation.
+    let (offset, corr) = (-(margin as i64)..=margin as i64)
+        .step_by(2)
+        .map(|o| {
+            let s = &src.audio[(s0 as i64 + o) as usize..][..n];
+            (
+                o,
+                dot(d, s) / (dot(s, s).sqrt() * dot(d, d).sqrt()).max(1e-9),
+            )
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+    let s = &src.audio[(s0 as i64 + offset) as usize..][..n];
+    // The gain per 40 ms frame where the source is loud, and its median: where the dub's voice
+    // is silent the frame holds only the original (its gain exactly); where it speaks the
+    // voice scatters the ratio both ways.
+    let frames: Vec<(&[f32], &[f32])> = d.chunks_exact(640).zip(s.chunks_exact(640)).collect();
+    let mut energies: Vec<f64> = frames.iter().map(|(_, s)| dot(s, s)).collect();
+    energies.sort_by(f64::total_cmp);
+    let loud = energies[energies.len() / 2].max(1e-6);
+    let mut ratios: Vec<f64> = frames
+        .iter()
+        .filter(|(_, s)| dot(s, s) >= loud)
+        .map(|(d, s)| dot(d, s) / dot(s, s))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let gain = ratios[ratios.len() / 2];
+    let db = 20.0 * gain.max(1e-6).log10();
+    println!(
+        "{:.1} s of media time in both ({} source, {} dub objects): the original is in the dub at {db:.1} dB (gain {gain:.3}, correlation {corr:.3}, offset {:.1} ms)",
+        n as f64 / 16_000.0,
+        src.objects,
+        dubbed.objects,
+        offset as f64 / 16.0
+    );
+    assert!(
+        (-25.0..=-16.0).contains(&db),
+        "the original should be mixed in at -20 dB, found {db:.1} dB (correlation {corr:.3}): {}",
+        rig.sidecar.stderr_tail(20)
+    );
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);

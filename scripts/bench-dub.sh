@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Dubbed audio end to end, as a viewer gets it: a relay, `moqcast-publish` of English espeak-ng
+# speech (one of ai-sidecar/bench/long.py's recordings, looped, H.264 + AAC), and for each voice
+# `moqcast-sidecar --translate es --dub es --synthesize-chain VOICE` with `moqcast-dub-bench`
+# listening for SECONDS. All release builds on this machine. For each voice it prints:
+#
+#   - the dub's lag behind the source audio as received (p50/p95/p99/max) and its continuity
+#     (frames missing, objects out of order);
+#   - its intelligibility: the multilingual Whisper base (scripts/fetch-model.sh base, beam 5,
+#     language fixed to Spanish) transcribes the dub cue by cue (`moqcast-caption-bench`), and the
+#     word error rate is taken against the Spanish cue text the sidecar published;
+#   - as a ceiling for the voice alone, the same WER on the cue texts spoken by the voice directly
+#     (no dub timeline, stretch or Opus), when the voice is pico or espeak-ng.
+#
+# and writes the tables to target/bench-dub/dub.md. See docs/BENCHMARKS.md ("Dubbed audio").
+#
+#   bash scripts/bench-dub.sh
+#   VOICES="pico" SECONDS_PER_VOICE=300 bash scripts/bench-dub.sh
+#
+# Environment (all optional): VOICES (synthesis chains to measure, one provider each; default
+# "pico espeak-ng"), SECONDS_PER_VOICE (150), RECORDING (news, panel, sport or science; news),
+# DELAY_MS (the sidecar's --dub-delay-ms; its default), THREADS (sidecar inference threads, 2),
+# OUT (target/bench-dub), SKIP_BUILD=1.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+VOICES=${VOICES:-pico espeak-ng}
+SECONDS_PER_VOICE=${SECONDS_PER_VOICE:-150}
+RECORDING=${RECORDING:-news}
+THREADS=${THREADS:-2}
+OUT=${OUT:-target/bench-dub}
+QUIC_PORT=${QUIC_PORT:-24453}
+HTTP_PORT=${HTTP_PORT:-28090}
+METRICS_PORT=${METRICS_PORT:-29475}
+BIN=target/release
+
+log() { echo "bench-dub: $*" >&2; }
+
+tiny=$(bash scripts/fetch-model.sh)
+base=$(bash scripts/fetch-model.sh base)
+export MOQCAST_WHISPER_MODEL=$tiny
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+    log "building release binaries"
+    cargo build --release -p moqcast-relay -p moqcast-publisher -p moqcast-sidecar
+fi
+
+mkdir -p "$OUT"
+python3 ai-sidecar/bench/long.py --out target/bench-captions/long >&2
+rec=$(python3 - target/bench-captions/long/manifest.json "$RECORDING" <<'EOF'
+import json, os, sys
+m = json.load(open(sys.argv[1]))
+c = [c for c in m["clips"] if c["id"] == sys.argv[2]]
+if not c:
+    sys.exit(f"bench-dub: no recording {sys.argv[2]!r} (news, panel, sport, science)")
+print(os.path.join(os.path.dirname(sys.argv[1]), c[0]["file"]))
+EOF
+)
+sox -n -r 16000 -c 1 -b 16 "$OUT/lead.wav" trim 0 2
+sox "$OUT/lead.wav" "$rec" -r 16000 -c 1 -b 16 "$OUT/speech.wav"
+ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=640x360:rate=30 -i "$OUT/speech.wav" \
+    -shortest -c:v libx264 -preset veryfast -g 30 -pix_fmt yuv420p -c:a aac -b:a 64k -ar 48000 "$OUT/speech.mp4"
+log "speech: recording $RECORDING, $(printf %.1f "$(soxi -D "$OUT/speech.wav")") s, looped"
+
+pids=()
+sidecar_pid=
+cleanup() { [ "${#pids[@]}" -gt 0 ] && kill "${pids[@]}" $sidecar_pid 2>/dev/null; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+"$BIN/moqcast-relay" --bind "[::]:$QUIC_PORT" --http-bind "127.0.0.1:$HTTP_PORT" --tls-generate localhost \
+    >"$OUT/relay.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do curl -sf -o /dev/null "http://127.0.0.1:$HTTP_PORT/healthz" && break; sleep 0.2; done
+fp=$(curl -sf "http://127.0.0.1:$HTTP_PORT/certificate.sha256")
+url="https://localhost:$QUIC_PORT/"
+"$BIN/moqcast-publish" --url "$url" --tls-fingerprint "$fp" --broadcast bench --loop --input "$OUT/speech.mp4" \
+    >"$OUT/publish.log" 2>&1 &
+pids+=($!)
+
+delay_args=()
+[ -n "${DELAY_MS:-}" ] && delay_args=(--dub-delay-ms "$DELAY_MS")
+for voice in $VOICES; do
+    dir=$OUT/$voice
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    log "$voice: sidecar --translate es --dub es --synthesize-chain $voice; listening ${SECONDS_PER_VOICE} s"
+    "$BIN/moqcast-sidecar" --url "$url" --tls-fingerprint "$fp" --broadcast bench --threads "$THREADS" \
+        --metrics-addr "127.0.0.1:$METRICS_PORT" --translate es --dub es --synthesize-chain "$voice" \
+        "${delay_args[@]}" >"$dir/sidecar.log" 2>&1 &
+    sidecar_pid=$!
+    "$BIN/moqcast-dub-bench" --url "$url" --tls-fingerprint "$fp" --broadcast bench --lang es \
+        --seconds "$SECONDS_PER_VOICE" --out "$dir" >"$dir/dub-bench.txt" 2>"$dir/dub-bench.log" ||
+        { log "$voice: moqcast-dub-bench failed"; tail -n 20 "$dir/dub-bench.log" "$dir/sidecar.log" >&2; exit 1; }
+    curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" >"$dir/sidecar-metrics.txt" || true
+    kill "$sidecar_pid" 2>/dev/null || true
+    wait "$sidecar_pid" 2>/dev/null || true
+    sidecar_pid=
+    cat "$dir/dub-bench.txt" >&2
+
+    # The ceiling: the same cue texts spoken by the voice alone, 16 kHz.
+    python3 - "$dir" "$voice" <<'EOF'
+import json, os, subprocess, sys, tempfile
+d, voice = sys.argv[1], sys.argv[2]
+m = json.load(open(os.path.join(d, "manifest.json")))
+os.makedirs(os.path.join(d, "direct"), exist_ok=True)
+clips = []
+for c in m["clips"]:
+    f = os.path.join("direct", c["id"] + ".wav")
+    with tempfile.TemporaryDirectory() as t:
+        raw = os.path.join(t, "raw.wav")
+        if voice == "pico":
+            cmd = ["pico2wave", "-l", "es-ES", "-w", raw, c["text"]]
+        elif voice == "espeak-ng":
+            cmd = ["espeak-ng", "-v", "es", "-w", raw, c["text"]]
+        else:
+            sys.exit(0)
+        subprocess.run(cmd, check=True, capture_output=True)
+        subprocess.run(["sox", raw, "-r", "16000", "-c", "1", "-b", "16", os.path.join(d, f)], check=True)
+    clips.append({"id": c["id"], "file": f, "text": c["text"]})
+json.dump({"lang": "es", "clips": clips}, open(os.path.join(d, "direct.json"), "w"), indent=1)
+EOF
+    log "$voice: Whisper base (es, beam 5) on $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["clips"]))' "$dir/manifest.json") dubbed cues"
+    "$BIN/moqcast-caption-bench" --model "$base" --manifest "$dir/manifest.json" --language es --beam 5 \
+        --threads "$THREADS" --out "$dir/whisper-dub.jsonl"
+    if [ -f "$dir/direct.json" ]; then
+        "$BIN/moqcast-caption-bench" --model "$base" --manifest "$dir/direct.json" --language es --beam 5 \
+            --threads "$THREADS" --out "$dir/whisper-direct.jsonl"
+    fi
+done
+
+python3 - "$OUT" "$RECORDING" "$SECONDS_PER_VOICE" $VOICES <<'EOF' | tee "$OUT/dub.md"
+import json, os, sys
+sys.path.insert(0, "ai-sidecar/bench")
+from score import normalise_plain, edit_distance
+out, recording, seconds, voices = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+
+def wer(manifest, jsonl):
+    if not os.path.exists(jsonl):
+        return None
+    refs = {c["id"]: c["text"] for c in json.load(open(manifest))["clips"]}
+    hyps = {}
+    for line in open(jsonl):
+        o = json.loads(line)
+        hyps[o["id"]] = o["text"]
+    edits = words = 0
+    for cid, ref in refs.items():
+        r = normalise_plain(ref)
+        edits += edit_distance(r, normalise_plain(hyps.get(cid, "")))
+        words += len(r)
+    return 100.0 * edits / max(1, words), len(refs), words
+
+print(f"Recording `{recording}` looped; {seconds} s of dub per voice; Whisper base, language es, beam 5.\n")
+print("| voice | dub objects | missing | out of order | lag p50 | lag p95 | lag p99 | cues scored | words | WER dubbed | WER voice alone |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for v in voices:
+    d = os.path.join(out, v)
+    s = json.loads(open(os.path.join(d, "dub-bench.txt")).read().strip().splitlines()[-1])
+    dub = wer(os.path.join(d, "manifest.json"), os.path.join(d, "whisper-dub.jsonl"))
+    direct = wer(os.path.join(d, "direct.json"), os.path.join(d, "whisper-direct.jsonl")) if os.path.exists(os.path.join(d, "direct.json")) else None
+    lag = s["lag_ms"]
+    print(f"| {v} | {s['objects']} | {s['missing']} | {s['reordered']} | {lag['p50']:.0f} ms | {lag['p95']:.0f} ms | {lag['p99']:.0f} ms "
+          f"| {dub[1]} | {dub[2]} | {dub[0]:.1f}% | {'%.1f%%' % direct[0] if direct else 'n/a'} |")
+EOF
