@@ -101,6 +101,16 @@ pub struct Config {
         default_value = "pico,espeak-ng"
     )]
     pub synthesize_chain: Vec<String>,
+    /// Directory of Piper voices (`NAME.onnx` + `NAME.onnx.json`) for the `piper` synthesis
+    /// provider; the voice for a dub is the one whose `language.code` matches. Default:
+    /// `~/.cache/moqcast/piper-voices`, where scripts/setup.sh installs the English voice.
+    #[arg(long, env = "MOQCAST_PIPER_VOICES")]
+    pub piper_voices: Option<PathBuf>,
+    /// ONNX Runtime's shared library, which the `piper` provider loads at run time. Default:
+    /// `~/.cache/moqcast/onnxruntime/libonnxruntime.so` (scripts/setup.sh, from the PyPI
+    /// `onnxruntime` wheel).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_dylib_path: Option<PathBuf>,
     /// Mix the original audio under the dubbed voice at this level, dB (for example -18); off
     /// by default.
     #[arg(long, env = "MOQCAST_DUB_ORIGINAL_DB", allow_hyphen_values = true)]
