@@ -136,9 +136,6 @@ async fn main() -> anyhow::Result<()> {
         if let Some(lib) = &config.ort_dylib_path {
             piper.ort_dylib = lib.clone();
         }
-        if let Some(n) = config.threads {
-            piper.threads = n;
-        }
         providers = providers.with_piper(piper);
     }
 

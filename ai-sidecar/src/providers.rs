@@ -74,6 +74,9 @@ pub struct ProviderConfig {
     /// `alloy`), an espeak-ng voice (`es+f3`; default: the language's own) or a Piper voice's
     /// file name without `.onnx` (`en_US-joe-medium`; default: the one for the language).
     pub voice: Option<String>,
+    /// ONNX Runtime threads of a `piper` provider (default 1: it shares the cores with Whisper,
+    /// and one thread was the faster on a loaded 2-core machine; docs/BENCHMARKS.md).
+    pub threads: Option<usize>,
 }
 
 /// The engines.
@@ -195,7 +198,7 @@ pub struct PiperSettings {
     pub voices: PathBuf,
     /// `libonnxruntime.so` (`ORT_DYLIB_PATH`).
     pub ort_dylib: PathBuf,
-    /// Inference threads.
+    /// ONNX Runtime threads, unless the provider's table sets `threads`.
     pub threads: usize,
 }
 
@@ -204,7 +207,7 @@ impl Default for PiperSettings {
         Self {
             voices: piper::default_voices_dir(),
             ort_dylib: piper::default_ort_dylib(),
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: 1,
         }
     }
 }
@@ -241,7 +244,7 @@ impl Providers {
                     &dir,
                     cfg.voice.as_deref(),
                     &self.piper.ort_dylib,
-                    self.piper.threads,
+                    cfg.threads.unwrap_or(self.piper.threads),
                 )
                 .map(Arc::new)
             })

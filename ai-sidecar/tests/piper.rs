@@ -13,7 +13,7 @@ use candle_core::Device;
 use moqcast_sidecar::model::WhisperModel;
 use moqcast_sidecar::providers::piper::{self, Engine, Piper};
 use moqcast_sidecar::providers::speech::Espeak;
-use moqcast_sidecar::providers::{PiperSettings, Providers};
+use moqcast_sidecar::providers::{PiperSettings, ProviderConfig, Providers};
 use moqcast_sidecar::stage::{
     Chain, ChainMetrics, Failure, Member, Provider, ProviderError, Speech, SynthRequest, Synthesis,
 };
@@ -282,6 +282,29 @@ async fn the_configured_chain_leaves_piper_out_where_it_has_no_voice() {
         missing[0].reason.contains("no Piper voice for es"),
         "{missing:?}"
     );
+
+    // A [providers.NAME] table of kind piper, restricted to one voice, with its threads.
+    let configs = BTreeMap::from([(
+        "joe".to_string(),
+        ProviderConfig {
+            kind: Some("piper".into()),
+            voice: Some("en_US-joe-medium".into()),
+            threads: Some(1),
+            ..Default::default()
+        },
+    )]);
+    let providers =
+        Providers::new(configs, Arc::new(moqcast_sidecar::stage::NoMetrics)).with_piper(s.clone());
+    providers
+        .check_names("synthesize", &["joe".to_string()])
+        .unwrap();
+    let (en, _) = providers.synthesis(&["joe".to_string()], "en-US");
+    let speech = en
+        .unwrap()
+        .call(request("Good evening.", "en-US"))
+        .await
+        .unwrap();
+    assert_eq!(speech.rate, 22_050);
 
     // No voice directory, or no ONNX Runtime: unavailable, with the reason.
     let gone = std::env::temp_dir().join(format!("moqcast-no-voices-{}", std::process::id()));
