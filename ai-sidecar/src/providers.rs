@@ -524,7 +524,7 @@ impl Providers {
                                 .join(", ")
                         ));
                     }
-                    Ok(Arc::new(piper::Piper::new(name, engine)) as _)
+                    Ok(Arc::new(piper::Piper::new(name, engine).for_language(language)) as _)
                 }),
                 Ok(k) => Err(format!("{} is not a synthesis provider", k.name())),
                 Err(e) => Err(e),

@@ -371,3 +371,76 @@ async fn piper_is_faster_than_real_time() {
         );
     }
 }
+
+/// English cues through the sidecar's dub lane with `synthesize_chain = ["piper", "espeak-ng"]`:
+/// Piper speaks each one (its voice loaded by the lane's warm-up), resampled to 48 kHz;
+/// espeak-ng is never called.
+#[tokio::test]
+async fn the_dub_lane_speaks_english_cues_with_piper() {
+    use moqcast_sidecar::dubbing::{DubEvent, DubLane};
+    use moqcast_sidecar::metrics::Metrics;
+    use moqcast_sidecar::translate::TranslatedCue;
+
+    let metrics = Arc::new(Metrics::new());
+    // A budget for a loaded CI machine, where two tests share the two cores: past it the
+    // chain would start espeak-ng beside Piper.
+    let configs = BTreeMap::from([(
+        "piper".to_string(),
+        ProviderConfig {
+            budget_ms: Some(8_000),
+            ..Default::default()
+        },
+    )]);
+    let providers = Providers::new(configs, metrics.clone()).with_piper(settings());
+    let (chain, missing) =
+        providers.synthesis(&["piper".to_string(), "espeak-ng".to_string()], "en");
+    assert!(missing.is_empty(), "{missing:?}");
+    let (tx, mut events) = tokio::sync::mpsc::channel(8);
+    let lane = DubLane::start(chain.unwrap(), "en", 4, tx);
+    for (id, text) in HEARD.iter().enumerate() {
+        let id = id as u64;
+        lane.submit(TranslatedCue {
+            utterance: id,
+            start_us: id * 5_000_000,
+            end_us: id * 5_000_000 + 4_000_000,
+            lang: "en".into(),
+            text: text.to_string(),
+            took: Duration::ZERO,
+        });
+        let event = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("the cue is spoken")
+            .unwrap();
+        let DubEvent::Spoken(s) = event else {
+            panic!("cue {id}: {event:?}");
+        };
+        assert_eq!(s.utterance, id);
+        let secs = s.samples.len() as f64 / 48_000.0;
+        let words = text.split_whitespace().count() as f64;
+        // 2-5 words a second at 48 kHz.
+        assert!(
+            (words / 5.0..words / 2.0).contains(&secs),
+            "cue {id}: {secs:.2} s for {words} words"
+        );
+        assert!(rms(&s.samples) > 0.03, "cue {id}: silence");
+    }
+    let text = metrics.render();
+    assert!(
+        text.contains(
+            "moqcast_sidecar_provider_calls_total{stage=\"synthesize\",provider=\"piper\"} 3"
+        ),
+        "{text}"
+    );
+    let espeak_calls = text
+        .lines()
+        .filter(|l| {
+            l.starts_with(
+                "moqcast_sidecar_provider_calls_total{stage=\"synthesize\",provider=\"espeak-ng\"}",
+            )
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        espeak_calls.iter().all(|l| l.ends_with(" 0")),
+        "espeak-ng was not needed: {espeak_calls:?}"
+    );
+}

@@ -477,8 +477,8 @@ pub fn init_ort(dylib: &Path) -> Result<(), String> {
 
 /// What the inference thread does.
 enum Job {
-    /// Load a voice's session (warm-up).
-    Load(usize),
+    /// Load a voice's session (warm-up); answered when it is loaded (or failed).
+    Load(usize, oneshot::Sender<()>),
     Speak {
         voice: usize,
         sentences: Vec<Vec<i64>>,
@@ -602,11 +602,18 @@ impl Engine {
         })
     }
 
-    /// Loads the session of `language`'s voice now (off the runtime).
-    pub fn warm(&self, language: &str) {
-        if let Some(i) = self.index_for(language) {
-            let _ = self.jobs.try_send(Job::Load(i));
-        }
+    /// Loads the session of `language`'s voice now (off the runtime); ready when it is loaded.
+    pub fn warm(&self, language: &str) -> BoxFuture<()> {
+        let Some(i) = self.index_for(language) else {
+            return Box::pin(async {});
+        };
+        let (done, loaded) = oneshot::channel();
+        let sent = self.jobs.try_send(Job::Load(i, done)).is_ok();
+        Box::pin(async move {
+            if sent {
+                let _ = loaded.await;
+            }
+        })
     }
 }
 
@@ -615,10 +622,11 @@ fn worker(voices: &[Voice], jobs: &mpsc::Receiver<Job>, threads: usize) {
     let mut sessions: HashMap<usize, ort::session::Session> = HashMap::new();
     while let Ok(job) = jobs.recv() {
         let (index, sentences, reply) = match job {
-            Job::Load(i) => {
+            Job::Load(i, done) => {
                 if let Err(e) = session(&mut sessions, voices, i, threads) {
                     tracing::warn!(voice = %voices[i].name, error = %e, "Piper voice did not load");
                 }
+                let _ = done.send(());
                 continue;
             }
             Job::Speak {
@@ -729,6 +737,8 @@ pub fn normalise(audio: &mut [f32]) {
 pub struct Piper {
     name: String,
     engine: Arc<Engine>,
+    /// The language of the chain it serves: the voice a warm-up loads.
+    language: Option<String>,
 }
 
 impl Piper {
@@ -736,7 +746,14 @@ impl Piper {
         Self {
             name: name.to_string(),
             engine,
+            language: None,
         }
+    }
+
+    /// For a chain of `language`: its warm-up loads only that language's voice.
+    pub fn for_language(mut self, language: &str) -> Self {
+        self.language = Some(language.to_string());
+        self
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -756,14 +773,23 @@ impl Provider<Synthesis> for Piper {
         }
     }
 
+    /// Loads the voice of the chain's language ([`Piper::for_language`]), or every voice.
     fn warm(&self) -> BoxFuture<()> {
-        // The chain does not say which language: warm every voice (one, usually).
-        for v in self.engine.voices() {
-            if let Some(l) = v.tags().first() {
-                self.engine.warm(l);
+        let languages: Vec<String> = match &self.language {
+            Some(l) => vec![l.clone()],
+            None => self
+                .engine
+                .voices()
+                .iter()
+                .filter_map(|v| v.tags().into_iter().next())
+                .collect(),
+        };
+        let loads: Vec<_> = languages.iter().map(|l| self.engine.warm(l)).collect();
+        Box::pin(async move {
+            for l in loads {
+                l.await;
             }
-        }
-        Box::pin(async {})
+        })
     }
 }
 
