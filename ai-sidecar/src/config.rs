@@ -400,6 +400,49 @@ mod tests {
     }
 
     #[test]
+    fn piper_settings_from_the_file_and_flags() {
+        let path = write(
+            "piper",
+            r#"
+            broadcast = ["demo"]
+            synthesize_chain = ["joe", "espeak-ng"]
+            piper_voices = "/srv/voices"
+            ort_dylib_path = "/opt/ort/libonnxruntime.so"
+            [providers.joe]
+            kind = "piper"
+            voice = "en_US-joe-medium"
+            threads = 2
+            "#,
+        );
+        let c = Config::parse_from_args(["s", "--config", path.to_str().unwrap()]).unwrap();
+        // (An environment variable would win over the file.)
+        if std::env::var_os("MOQCAST_PIPER_VOICES").is_none() {
+            assert_eq!(c.piper_voices, Some(PathBuf::from("/srv/voices")));
+        }
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            assert_eq!(
+                c.ort_dylib_path,
+                Some(PathBuf::from("/opt/ort/libonnxruntime.so"))
+            );
+        }
+        assert_eq!(c.providers["joe"].threads, Some(2));
+        let c = Config::parse_from_args([
+            "s",
+            "--config",
+            path.to_str().unwrap(),
+            "--piper-voices",
+            "/tmp/v",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.piper_voices,
+            Some(PathBuf::from("/tmp/v")),
+            "the flag wins"
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_errors() {
         let path = write(
             "typo",
