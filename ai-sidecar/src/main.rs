@@ -18,7 +18,7 @@ use moqcast_sidecar::{
     metrics::{Metrics, Unavailable},
     model::{DecodeOptions, WhisperModel},
     providers::whisper::SharedWhisper,
-    providers::{ChainTranscriber, Kind, Providers},
+    providers::{ChainTranscriber, Kind, PiperSettings, Providers},
     recognize::Recognizer,
     segment::SegmenterConfig,
     service::{self, caption_track_name, Dubs, Shared, Translations},
@@ -128,6 +128,16 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     providers = providers.with_device(device(&config.device)?);
+    {
+        let mut piper = PiperSettings::default();
+        if let Some(dir) = &config.piper_voices {
+            piper.voices = dir.clone();
+        }
+        if let Some(lib) = &config.ort_dylib_path {
+            piper.ort_dylib = lib.clone();
+        }
+        providers = providers.with_piper(piper);
+    }
 
     let auto = config.language.eq_ignore_ascii_case("auto");
     let source_language = (!auto).then(|| config.language.clone());

@@ -11,6 +11,7 @@
 //! | `pico` | synthesize | SVOX Pico, run as a program (`pico2wave`, Debian non-free `libttspico-utils`: en, es, fr, de, it) |
 //! | `espeak-ng` | synthesize | espeak-ng, run as a program (about 100 languages) |
 //! | `openai-speech` | synthesize | an OpenAI-compatible `/v1/audio/speech` endpoint |
+//! | `piper` | synthesize | Piper voices (ONNX) from a local directory (`--piper-voices`), through ONNX Runtime |
 //!
 //! A chain names providers: a kind, or the name of a `[providers.NAME]` table of the
 //! configuration whose `kind` says which engine it is (two endpoints of one kind get two
@@ -21,6 +22,7 @@
 pub mod apertium;
 pub mod marian;
 pub mod openai;
+pub mod piper;
 pub mod speech;
 pub mod whisper;
 
@@ -43,7 +45,7 @@ use crate::stage::{
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// The engine (`whisper`, `openai-transcribe`, `apertium`, `openai-chat`, `marian`,
-    /// `whisper-translate`, `pico`, `espeak-ng`, `openai-speech`); default: the table's name.
+    /// `whisper-translate`, `pico`, `espeak-ng`, `openai-speech`, `piper`); default: the table's name.
     pub kind: Option<String>,
     /// OpenAI-compatible API base, for example `http://127.0.0.1:8000/v1`. Default
     /// `https://api.openai.com/v1`.
@@ -62,14 +64,19 @@ pub struct ProviderConfig {
     pub probe_every_ms: Option<u64>,
     /// Apertium's data directory (default `$APERTIUM_DATADIR`, else `/usr/share/apertium`).
     pub datadir: Option<PathBuf>,
-    /// A Marian model directory (config.json, *.safetensors, the tokenizer).
+    /// A Marian model directory (config.json, *.safetensors, the tokenizer); for `piper`, a
+    /// voice directory other than `--piper-voices`.
     pub dir: Option<PathBuf>,
     /// The language pairs a Marian model serves (`["en-es"]`); default: from an `opus-mt-FROM-TO`
     /// directory name.
     pub pairs: Option<Vec<String>>,
     /// The voice a synthesizer speaks with: an endpoint's voice name (`openai-speech`, default
-    /// `alloy`) or an espeak-ng voice (`es+f3`; default: the language's own).
+    /// `alloy`), an espeak-ng voice (`es+f3`; default: the language's own) or a Piper voice's
+    /// file name without `.onnx` (`en_US-joe-medium`; default: the one for the language).
     pub voice: Option<String>,
+    /// ONNX Runtime threads of a `piper` provider (default 1: it shares the cores with Whisper,
+    /// and one thread was the faster on a loaded 2-core machine; docs/BENCHMARKS.md).
+    pub threads: Option<usize>,
 }
 
 /// The engines.
@@ -84,10 +91,11 @@ pub enum Kind {
     Pico,
     Espeak,
     OpenAiSpeech,
+    Piper,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Whisper,
         Kind::OpenAiTranscribe,
         Kind::Apertium,
@@ -97,6 +105,7 @@ impl Kind {
         Kind::Pico,
         Kind::Espeak,
         Kind::OpenAiSpeech,
+        Kind::Piper,
     ];
 
     pub fn name(self) -> &'static str {
@@ -110,6 +119,7 @@ impl Kind {
             Kind::Pico => "pico",
             Kind::Espeak => "espeak-ng",
             Kind::OpenAiSpeech => "openai-speech",
+            Kind::Piper => "piper",
         }
     }
 
@@ -129,7 +139,7 @@ impl Kind {
             Kind::Apertium | Kind::OpenAiChat | Kind::Marian | Kind::WhisperTranslate => {
                 Translation::NAME
             }
-            Kind::Pico | Kind::Espeak | Kind::OpenAiSpeech => Synthesis::NAME,
+            Kind::Pico | Kind::Espeak | Kind::OpenAiSpeech | Kind::Piper => Synthesis::NAME,
         }
     }
 
@@ -137,7 +147,7 @@ impl Kind {
     fn probe_every(self) -> u64 {
         match self {
             Kind::Whisper | Kind::WhisperTranslate => 30_000,
-            Kind::Marian => 10_000,
+            Kind::Marian | Kind::Piper => 10_000,
             _ => PROBE_EVERY_MS,
         }
     }
@@ -153,6 +163,9 @@ impl Kind {
             Kind::WhisperTranslate => (30_000, 5_000),
             Kind::Pico | Kind::Espeak => (5_000, 1_000),
             Kind::OpenAiSpeech => (15_000, 4_000),
+            // About 0.1 s of inference per second of speech on 2 cores; the first call loads
+            // the voice (about 0.5 s) unless a warm-up did.
+            Kind::Piper => (10_000, 3_000),
         }
     }
 }
@@ -172,6 +185,31 @@ pub struct Providers {
     device: candle_core::Device,
     /// Marian models by provider name, loaded on first use.
     marian: Mutex<BTreeMap<String, Result<marian::SharedMarian, String>>>,
+    /// Where Piper voices and ONNX Runtime are.
+    piper: PiperSettings,
+    /// Piper engines by provider name, opened on first use.
+    piper_engines: Mutex<BTreeMap<String, Result<Arc<piper::Engine>, String>>>,
+}
+
+/// Where the `piper` provider finds its voices and ONNX Runtime.
+#[derive(Debug, Clone)]
+pub struct PiperSettings {
+    /// The voice directory (`--piper-voices`).
+    pub voices: PathBuf,
+    /// `libonnxruntime.so` (`ORT_DYLIB_PATH`).
+    pub ort_dylib: PathBuf,
+    /// ONNX Runtime threads, unless the provider's table sets `threads`.
+    pub threads: usize,
+}
+
+impl Default for PiperSettings {
+    fn default() -> Self {
+        Self {
+            voices: piper::default_voices_dir(),
+            ort_dylib: piper::default_ort_dylib(),
+            threads: 1,
+        }
+    }
 }
 
 impl Providers {
@@ -183,7 +221,34 @@ impl Providers {
             whisper: None,
             device: candle_core::Device::Cpu,
             marian: Mutex::new(BTreeMap::new()),
+            piper: PiperSettings::default(),
+            piper_engines: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Where Piper voices and ONNX Runtime are (default: where scripts/setup.sh puts them).
+    pub fn with_piper(mut self, settings: PiperSettings) -> Self {
+        self.piper = settings;
+        self
+    }
+
+    /// The Piper engine of provider `name`, opened once.
+    fn piper_engine(&self, name: &str) -> Result<Arc<piper::Engine>, String> {
+        let mut engines = self.piper_engines.lock().expect("piper lock");
+        engines
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                let cfg = self.config(name);
+                let dir = cfg.dir.unwrap_or_else(|| self.piper.voices.clone());
+                piper::Engine::open(
+                    &dir,
+                    cfg.voice.as_deref(),
+                    &self.piper.ort_dylib,
+                    cfg.threads.unwrap_or(self.piper.threads),
+                )
+                .map(Arc::new)
+            })
+            .clone()
     }
 
     /// The local Whisper model (`whisper` and `whisper-translate` in a chain), or why there is
@@ -445,6 +510,21 @@ impl Providers {
                 Ok(Kind::OpenAiSpeech) => self.endpoint(name, "tts-1").and_then(|e| {
                     let voice = cfg.voice.as_deref().unwrap_or("alloy");
                     Ok(Arc::new(speech::OpenAiSpeech::new(name, self.client()?, e, voice)) as _)
+                }),
+                Ok(Kind::Piper) => self.piper_engine(name).and_then(|engine| {
+                    if piper::voice_for(engine.voices(), language).is_none() {
+                        return Err(format!(
+                            "no Piper voice for {language} in {} (voices: {})",
+                            engine.dir().display(),
+                            engine
+                                .voices()
+                                .iter()
+                                .map(|v| v.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                    Ok(Arc::new(piper::Piper::new(name, engine).for_language(language)) as _)
                 }),
                 Ok(k) => Err(format!("{} is not a synthesis provider", k.name())),
                 Err(e) => Err(e),

@@ -19,7 +19,7 @@ use crate::stage::{BoxFuture, Provider, ProviderError, Speech, SynthRequest, Syn
 /// Longest text spoken in one request, in characters (a caption is far shorter).
 pub const MAX_TEXT_CHARS: usize = 2_000;
 
-fn check_text(r: &SynthRequest) -> Result<String, ProviderError> {
+pub(crate) fn check_text(r: &SynthRequest) -> Result<String, ProviderError> {
     let text: String = r
         .text
         .chars()
