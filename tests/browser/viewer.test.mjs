@@ -10,7 +10,7 @@
 //
 // Environment:
 //   MOQCAST_VIEWER_URL   the watch page (with ?relay=... when the relay's QUIC port is not in /viewer.json)
-//   MOQCAST_SCENARIO     basic | basic-https | captions | live-captions | dub | reconnect
+//   MOQCAST_SCENARIO     basic | basic-https | captions | live-captions | dub | reconnect | publish
 //   MOQCAST_BROWSER      chromium (default) | firefox (the basic and dub scenarios)
 //   MOQCAST_EXPECT_NO_RECONNECT (basic, optional) 1: the viewer must play on its first
 //                        connection (no reconnect, status live)
@@ -24,6 +24,11 @@
 //                        comma-separated words
 //   MOQCAST_EXPECT_DUB   (dub) "LANG<tab>MENU LABEL": the sidecar's dubbed audio track, listed
 //                        in the audio menu under that label
+//   MOQCAST_PUBLISH_URL  (publish) the publish page, /publish/<broadcast>?autostart=1[&token=...]: opened
+//                        in a second page (Chromium with --use-fake-device-for-media-stream
+//                        --use-fake-ui-for-media-stream), it must go live; then the viewer plays it
+//   MOQCAST_PUBLISH_REFUSED_URL (publish, optional) a publish page with a wrong token: it must
+//                        fail with the relay's 401 and say so
 //   MOQCAST_SCREENSHOT   where to save a PNG of the page (optional)
 //   MOQCAST_CONTROL      (reconnect) a file this script writes "restart" to, and waits for "restarted"
 //   MOQCAST_CHROMIUM_ARGS more Chromium flags, separated by spaces (e.g.
@@ -446,6 +451,72 @@ async function leaveClosesSession() {
   log(`left the page: the relay's open sessions went from ${before} to ${before - 1} in ${Date.now() - t0} ms`);
 }
 
+/** The publish page (camera and microphone over WHIP) goes live; the viewer plays what it sends;
+ * Stop ends the publication. A page with a wrong token fails and shows the relay's reason. */
+async function publishScenario() {
+  const publishUrl = process.env.MOQCAST_PUBLISH_URL ?? fail("MOQCAST_PUBLISH_URL is not set");
+  const publisher = await browser.newPage();
+  publisher.on("console", (m) => consoleLines.push(`publish page ${m.type()}: ${m.text()}`));
+  publisher.on("pageerror", (e) => consoleLines.push(`publish page error: ${e.message}`));
+  const publishState = () =>
+    publisher.evaluate(() => ({ state: window.moqcastPublish?.state(), error: window.moqcastPublish?.error() ?? null }));
+
+  const refused = process.env.MOQCAST_PUBLISH_REFUSED_URL;
+  if (refused) {
+    await publisher.goto(refused);
+    const r = await waitFor("the refused publication to fail", publishState, (s) => s.state === "failed", 15_000);
+    assert.match(r.error ?? "", /401/, `the page says why: ${JSON.stringify(r)}`);
+    const shown = await publisher.evaluate(() => document.getElementById("message").innerText);
+    assert.match(shown, /Not allowed to publish/, `the message on the page: ${shown}`);
+    log(`a wrong token: "${shown}"`);
+  }
+
+  const t0 = Date.now();
+  await publisher.goto(publishUrl);
+  const live = await waitFor(
+    "the publish page to go live",
+    publishState,
+    (s) => s.state === "live" || s.state === "failed",
+    20_000,
+  );
+  assert.equal(live.state, "live", `the publish page went live: ${JSON.stringify(live)}`);
+  log(`publish page live in ${Date.now() - t0} ms`);
+  const sent = await waitFor(
+    "30 video frames and 50 audio packets sent",
+    () => publisher.evaluate(() => window.moqcastPublish.sent()),
+    (s) => s.videoFrames >= 30 && s.audioPackets >= 50,
+    10_000,
+  );
+  log(`sent ${sent.videoFrames} video frames, ${sent.audioPackets} audio packets, ${sent.bytes} bytes`);
+
+  const t1 = Date.now();
+  await page.goto(url);
+  const s = await waitFor(
+    "100 video and 100 audio frames decoded",
+    stats,
+    (s) => s && s.videoFramesDecoded >= 100 && s.audioFramesDecoded >= 100,
+    15_000,
+  );
+  log(`viewer decoded ${s.videoFramesDecoded} video, ${s.audioFramesDecoded} audio frames in ${Date.now() - t1} ms`);
+  const px = await canvasPixels();
+  log(`canvas ${px.width}x${px.height}: luminance variance ${px.variance.toFixed(0)}, ${px.colours} colours`);
+  assert.ok(px.width >= 160 && px.height >= 90, `canvas has the video's size, got ${px.width}x${px.height}`);
+  assert.ok(px.colours >= 2, `the canvas shows the fake camera's picture: ${JSON.stringify(px)}`);
+  const withLatency = await waitFor("a latency readout", stats, (s) => typeof s.latencyMs === "number", 5000);
+  log(`latency ${withLatency.latencyMs} ms (publish page -> WHIP -> relay -> MoQ viewer)`);
+  await screenshot();
+
+  await publisher.evaluate(() => window.moqcastPublish.stop());
+  assert.equal((await publishState()).state, "stopped");
+  const frames = (await stats()).videoFramesDecoded;
+  await sleep(1500);
+  const after = (await stats()).videoFramesDecoded;
+  await sleep(1000);
+  assert.equal((await stats()).videoFramesDecoded, after, `no frames after Stop (${frames} -> ${after} -> more)`);
+  log("Stop ended the publication: the viewer gets no more frames");
+  await publisher.close();
+}
+
 let ok = false;
 try {
   if (scenario === "basic" || scenario === "basic-https") {
@@ -473,6 +544,8 @@ try {
     await dubScenario();
   } else if (scenario === "reconnect") {
     await reconnectScenario();
+  } else if (scenario === "publish") {
+    await publishScenario();
   } else {
     fail(`unknown scenario ${scenario}`);
   }
