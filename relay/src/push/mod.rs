@@ -51,6 +51,8 @@ pub enum Protocol {
     /// RTMP, and RTMPS (RTMP over TLS).
     Rtmp,
     Srt,
+    /// WebRTC over WHIP ([`crate::whip`]).
+    Whip,
 }
 
 impl Protocol {
@@ -59,6 +61,7 @@ impl Protocol {
         match self {
             Protocol::Rtmp => "rtmp",
             Protocol::Srt => "srt",
+            Protocol::Whip => "whip",
         }
     }
 
@@ -67,6 +70,7 @@ impl Protocol {
         match self {
             Protocol::Rtmp => "RTMP",
             Protocol::Srt => "SRT",
+            Protocol::Whip => "WHIP",
         }
     }
 
@@ -75,6 +79,7 @@ impl Protocol {
         match self {
             Protocol::Rtmp => &metrics.rtmp,
             Protocol::Srt => &metrics.srt,
+            Protocol::Whip => &metrics.whip,
         }
     }
 }
@@ -527,6 +532,8 @@ impl Ingests {
         match protocol {
             Protocol::Rtmp => self.resume_rtmp,
             Protocol::Srt => self.resume_srt,
+            // A WHIP session ends with DELETE or ICE failure; publishers start a new one.
+            Protocol::Whip => Duration::ZERO,
         }
     }
 
