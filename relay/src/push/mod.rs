@@ -1,5 +1,6 @@
-//! Push ingest: broadcasts that RTMP/RTMPS ([`crate::rtmp`]) and SRT ([`crate::srt`]) publishers
-//! push into the relay's origin, and who holds each of them. Both listeners share this core:
+//! Push ingest: broadcasts that RTMP/RTMPS ([`crate::rtmp`]), SRT ([`crate::srt`]) and WHIP
+//! ([`crate::whip`], with no resume window) publishers push into the relay's origin, and who
+//! holds each of them. The listeners share this core:
 //! they turn a stream key into a broadcast name ([`keys`]), claim the broadcast here, and hand
 //! it the track configurations and frames their demuxers make ([`moqcast_media::flv`],
 //! [`moqcast_media::ts`]).
