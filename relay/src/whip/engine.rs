@@ -110,7 +110,7 @@ impl Engine {
                     Some(Command::End { id }) => {
                         if let Some(mut s) = sessions.remove(&id) {
                             s.end = Some(End::Deleted);
-                            s.finish(&state);
+                            s.finish(&state, &self.socket);
                         }
                     }
                 },
@@ -147,14 +147,14 @@ impl Engine {
             for id in ended {
                 if let Some(s) = sessions.remove(&id) {
                     whip.forget(&id);
-                    s.finish(&state);
+                    s.finish(&state, &self.socket);
                 }
             }
         }
         for (id, mut s) in sessions.drain() {
             whip.forget(&id);
             s.end.get_or_insert(End::Shutdown);
-            s.finish(&state);
+            s.finish(&state, &self.socket);
         }
     }
 
@@ -349,21 +349,7 @@ impl Session {
                     self.wake = t.min(Instant::now() + Duration::from_secs(1));
                     break;
                 }
-                Ok(Output::Transmit(t)) => {
-                    let destination = match (socket_is_v6(socket), t.destination) {
-                        (true, SocketAddr::V4(v4)) => {
-                            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-                        }
-                        (_, d) => d,
-                    };
-                    if socket.try_send_to(&t.contents, destination).is_err() {
-                        state
-                            .metrics
-                            .webrtc
-                            .udp_send_dropped
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                Ok(Output::Transmit(t)) => send(socket, &t, state),
                 Ok(Output::Event(e)) => self.event(e, state),
                 Err(e) => {
                     tracing::debug!(error = %e, "WebRTC session failed");
@@ -506,7 +492,7 @@ impl Session {
 
     /// The session is over: its broadcast leaves the origin (the claim is dropped), its slot
     /// is freed.
-    fn finish(mut self, state: &RelayState) {
+    fn finish(mut self, state: &RelayState, socket: &UdpSocket) {
         let _span = self.span.clone().entered();
         let counters = push::Protocol::Whip.counters(&state.metrics);
         counters.connections.fetch_sub(1, Ordering::Relaxed);
@@ -530,10 +516,34 @@ impl Session {
                 "WHIP session ended"
             ),
         }
-        let _ = self.rtc.close();
+        // Tell the publisher (RTCP BYE, DTLS close_notify): what is ready now, at most a few.
+        if self.rtc.close().is_ok() {
+            for _ in 0..16 {
+                match self.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => send(socket, &t, state),
+                    Ok(Output::Event(_)) => {}
+                    _ => break,
+                }
+            }
+        }
     }
 }
 
-fn socket_is_v6(socket: &UdpSocket) -> bool {
-    socket.local_addr().is_ok_and(|a| a.is_ipv6())
+/// Sends one datagram of a session now, or drops it (counted) when the socket is full.
+fn send(socket: &UdpSocket, t: &str0m::net::Transmit, state: &RelayState) {
+    let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+    let destination = match (v6, t.destination) {
+        // A dual-stack socket sends to IPv4 peers at their IPv4-mapped address.
+        (true, SocketAddr::V4(v4)) => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        (_, d) => d,
+    };
+    if socket.try_send_to(&t.contents, destination).is_err() {
+        state
+            .metrics
+            .webrtc
+            .udp_send_dropped
+            .fetch_add(1, Ordering::Relaxed);
+    }
 }
