@@ -538,3 +538,65 @@ async fn five_percent_loss_is_recovered_by_retransmission() {
     check_recording(&out, f64::from(seconds), 0.2, "WHIP recording with 5% loss");
     relay.stop().await;
 }
+
+/// The signalling alone (RFC 9725 §4): an offer gets `201 Created` with an answer that accepts
+/// both media with the relay's candidate, and a `Location`; PATCH takes trickled candidates
+/// (`204`), refuses an ICE restart (`501`) and other content types (`415`); DELETE ends the
+/// session (`200`, then `404`) and frees its broadcast name for the next offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_is_answered_and_its_session_patched_and_deleted() {
+    init_tracing();
+    let relay = TestRelay::start(&["--webrtc-addr", "127.0.0.1:0"]).await;
+    let media = relay.state.whip.as_ref().unwrap().local;
+    let http = relay.http;
+    let sdp = ("Content-Type", "application/sdp");
+    let r = request(http, "POST", "/whip/signalling", &[sdp], FFMPEG_OFFER);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/sdp"));
+    assert_eq!(
+        r.header("accept-patch"),
+        Some("application/trickle-ice-sdpfrag")
+    );
+    let location = r.header("location").expect("a Location").to_string();
+    assert!(location.starts_with("/whip-session/"), "{location}");
+    // Both media accepted, the relay's host candidate, and the DTLS role FFmpeg's passive asks.
+    let answer = &r.body;
+    assert!(
+        answer.contains("m=audio 9 ") && answer.contains("m=video 9 "),
+        "{answer}"
+    );
+    assert!(
+        answer.contains(&format!("127.0.0.1 {} typ host", media.port())),
+        "{answer}"
+    );
+    assert!(answer.contains("a=setup:active"), "{answer}");
+    assert!(answer.contains("a=ice-lite"), "{answer}");
+    assert_eq!(metric(&relay, "moqcast_whip_sessions"), 1);
+
+    let frag = ("Content-Type", "application/trickle-ice-sdpfrag");
+    let candidate = "a=ice-ufrag:2f1ef9da\r\na=ice-pwd:9157c23523decca0052ca8d49fd30a42\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                     a=candidate:1 1 udp 2113929471 127.0.0.1 50000 typ host\r\na=end-of-candidates\r\n";
+    let r = request(http, "PATCH", &location, &[frag], candidate);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let restart = candidate.replace("2f1ef9da", "0000ffff");
+    let r = request(http, "PATCH", &location, &[frag], &restart);
+    assert_eq!(r.status, 501, "{}", r.body);
+    let r = request(http, "PATCH", &location, &[sdp], candidate);
+    assert_eq!(r.status, 415, "{}", r.body);
+
+    // The name is taken while the session lives, free once it is deleted.
+    let r = request(http, "POST", "/whip/signalling", &[sdp], FFMPEG_OFFER);
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = request(http, "DELETE", &location, &[], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = request(http, "DELETE", &location, &[], "");
+    assert_eq!(r.status, 404, "{}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&relay, "moqcast_whip_sessions") != 0 {
+        assert!(Instant::now() < deadline, "the deleted session stayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = request(http, "POST", "/whip/signalling", &[sdp], FFMPEG_OFFER);
+    assert_eq!(r.status, 201, "{}", r.body);
+    relay.stop().await;
+}
