@@ -509,12 +509,17 @@ impl Session {
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::info!("WHIP session ended: ICE connectivity lost");
             }
-            end => tracing::info!(
-                ?end,
-                dropped = self.media.dropped,
-                video_skipped = self.video_skipped,
-                "WHIP session ended"
-            ),
+            end => {
+                let (video, audio) = self.media.anchors();
+                tracing::info!(
+                    ?end,
+                    dropped = self.media.dropped,
+                    video_skipped = self.video_skipped,
+                    video_anchored_by_sender_report = ?video,
+                    audio_anchored_by_sender_report = ?audio,
+                    "WHIP session ended"
+                )
+            }
         }
         // Tell the publisher (RTCP BYE, DTLS close_notify): what is ready now, at most a few.
         if self.rtc.close().is_ok() {

@@ -67,6 +67,8 @@ pub struct TrackClock {
     rate: u32,
     /// The RTP time of the first frame, and its place on the timeline (microseconds).
     base: Option<(u64, i128)>,
+    /// Whether the anchor came from a sender report (else from the arrival time).
+    by_report: bool,
 }
 
 impl TrackClock {
@@ -75,7 +77,14 @@ impl TrackClock {
         Self {
             rate: rate.max(1),
             base: None,
+            by_report: false,
         }
+    }
+
+    /// How the track was anchored: `Some(true)` by a sender report, `Some(false)` by arrival,
+    /// `None` not yet.
+    pub fn anchored_by_report(&self) -> Option<bool> {
+        self.base.map(|_| self.by_report)
     }
 
     fn micros(&self, ticks: i128) -> i128 {
@@ -101,7 +110,10 @@ impl TrackClock {
                     ntp_us: wall,
                 });
                 let us = match (wall, origin.ntp_us) {
-                    (Some(w), Some(o)) => w - o,
+                    (Some(w), Some(o)) => {
+                        self.by_report = true;
+                        w - o
+                    }
                     _ => arrival
                         .saturating_duration_since(origin.arrival)
                         .as_micros() as i128,
@@ -182,6 +194,14 @@ impl Depacketizer {
             held: Vec::new(),
             dropped: 0,
         }
+    }
+
+    /// How the video and audio tracks were anchored ([`TrackClock::anchored_by_report`]).
+    pub fn anchors(&self) -> (Option<bool>, Option<bool>) {
+        (
+            self.video_clock.anchored_by_report(),
+            self.audio_clock.anchored_by_report(),
+        )
     }
 
     /// Whether the video configuration (SPS and PPS) has arrived.
@@ -308,7 +328,9 @@ mod tests {
             ntp: wall,
             rtp: 900_000,
         };
+        assert_eq!(video.anchored_by_report(), None);
         assert_eq!(video.map(&mut line, 909_000, t0, Some(vr)), Some(0));
+        assert_eq!(video.anchored_by_report(), Some(true));
         // Audio's report: RTP 48_000 at `wall`; its first frame was captured 120 ms after it,
         // i.e. 20 ms after the first video frame, but arrives 300 ms later.
         let ar = SenderClock {
@@ -341,6 +363,7 @@ mod tests {
         let mut video = TrackClock::new(90_000);
         let mut audio = TrackClock::new(48_000);
         assert_eq!(video.map(&mut line, 123_456_789, t0, None), Some(0));
+        assert_eq!(video.anchored_by_report(), Some(false));
         let at = t0 + Duration::from_millis(50);
         assert_eq!(audio.map(&mut line, 7, at, None), Some(50_000));
         assert_eq!(audio.map(&mut line, 7 + 48_000, at, None), Some(1_050_000));
