@@ -382,6 +382,12 @@ async fn bad_requests_are_refused_and_leave_the_running_broadcast_alone() {
     })
     .await
     .unwrap();
+    println!(
+        "beside refusals: the relay took {} video frames; subscriber skips {}, groups dropped {}",
+        metric(&relay, "moqcast_whip_ingest_video_frames_total"),
+        metric(&relay, "moqcast_slow_subscriber_skips_total"),
+        metric(&relay, "moqcast_groups_dropped_total"),
+    );
     check_recording(
         &out,
         f64::from(seconds),
