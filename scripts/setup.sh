@@ -27,7 +27,8 @@
 #     missing or older than the viewer's sources.
 #   * Test tools: Debian's chromium and firefox-esr (the browser tests), redis-server (the
 #     cluster test), kubernetes-validate (PyPI, in the venv ~/.cache/moqcast/venv-deploy) and
-#     Debian's docker-compose (the deploy test), cargo-nextest, the nightly toolchain that
+#     Debian's docker-compose (the deploy test), FFmpeg 9 with the `whip` muxer (PyPI
+#     `imageio-ffmpeg`, hash pinned, in ~/.cache/moqcast/imageio-ffmpeg: the WHIP test), cargo-nextest, the nightly toolchain that
 #     scripts/fuzz.sh uses, and the independent draft-18 MoQ peers that the interop tests run
 #     against (moq-relay-ietf, moq-clock-ietf, moq-test-client; built from source by
 #     `cargo install`, which is slow).
@@ -236,6 +237,25 @@ else
     [ -x "$DEPLOY_VENV/bin/pip" ] || python3 -m venv "$DEPLOY_VENV"
     "$DEPLOY_VENV/bin/pip" install --quiet --disable-pip-version-check \
         "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+
+# The WHIP test (tests/tests/whip.rs): FFmpeg 9 with the `whip` muxer, a static build shipped in
+# the PyPI wheel imageio-ffmpeg 0.8.1 (Debian's FFmpeg 5.1 has no WHIP). pip --require-hashes
+# checks the wheel against its pinned sha256; --no-deps: only the binary is needed.
+IMAGEIO_FFMPEG_VERSION=0.8.1
+IMAGEIO_FFMPEG_SHA256=050d6850601c3b3890bd2b28306f3b842b3daea390a561101174375a1c460bda
+WHIP_FFMPEG_DIR="${MOQCAST_WHIP_FFMPEG_DIR:-$HOME/.cache/moqcast/imageio-ffmpeg}"
+if [ -f "$WHIP_FFMPEG_DIR/.moqcast-imageio-ffmpeg-$IMAGEIO_FFMPEG_VERSION" ]; then
+    say "ffmpeg (whip): imageio-ffmpeg $IMAGEIO_FFMPEG_VERSION present in $WHIP_FFMPEG_DIR"
+else
+    say "ffmpeg (whip): installing imageio-ffmpeg $IMAGEIO_FFMPEG_VERSION into $WHIP_FFMPEG_DIR"
+    mkdir -p "$WHIP_FFMPEG_DIR"
+    whip_req=$(mktemp)
+    echo "imageio-ffmpeg==$IMAGEIO_FFMPEG_VERSION --hash=sha256:$IMAGEIO_FFMPEG_SHA256" >"$whip_req"
+    python3 -m pip install --quiet --disable-pip-version-check --no-deps --no-compile \
+        --only-binary=:all: --require-hashes --upgrade --target "$WHIP_FFMPEG_DIR" -r "$whip_req"
+    rm -f "$whip_req"
+    touch "$WHIP_FFMPEG_DIR/.moqcast-imageio-ffmpeg-$IMAGEIO_FFMPEG_VERSION"
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -199,6 +199,24 @@ pub struct Args {
     /// both sides'); the time SRT has to recover lost packets. Default 120, libsrt's.
     #[arg(long, env = "MOQCAST_SRT_LATENCY_MS")]
     pub srt_latency_ms: Option<u64>,
+    /// UDP address of the WebRTC media socket of the WHIP ingest (`POST /whip/BROADCAST` on
+    /// the HTTP side; OBS's WHIP output, FFmpeg's `-f whip`). Off unless given; e.g.
+    /// `0.0.0.0:4445`.
+    #[arg(long, env = "MOQCAST_WEBRTC_ADDR")]
+    pub webrtc_addr: Option<SocketAddr>,
+    /// The address WHIP answers give publishers for the WebRTC socket (ICE host candidate),
+    /// `IP` or `IP:PORT`: the public address behind NAT or a load balancer, with the public
+    /// port where it differs from `--webrtc-addr`'s. Default: `--webrtc-addr`'s address when
+    /// it is a specific one, else the address the publisher reached the HTTP side at.
+    #[arg(long, env = "MOQCAST_WEBRTC_HOST", value_name = "IP[:PORT]")]
+    pub webrtc_host: Option<String>,
+    /// Concurrent WHIP (WebRTC) sessions; more are refused with 503. Default 32.
+    #[arg(long, env = "MOQCAST_WEBRTC_MAX_SESSIONS")]
+    pub webrtc_max_sessions: Option<usize>,
+    /// A WHIP session that does not connect, or sends no media, this long is ended, ms.
+    /// Default 10000.
+    #[arg(long, env = "MOQCAST_WEBRTC_TIMEOUT_MS")]
+    pub webrtc_timeout_ms: Option<u64>,
     /// Joins a cluster whose registry is this Redis server (`redis://HOST:PORT`): the relay
     /// registers the broadcasts published to it and serves every broadcast of the cluster.
     #[arg(long, env = "MOQCAST_CLUSTER_REGISTRY")]
@@ -278,6 +296,10 @@ pub struct FileConfig {
     pub srt_resume_ms: Option<u64>,
     pub srt_max_connections: Option<usize>,
     pub srt_latency_ms: Option<u64>,
+    pub webrtc_addr: Option<SocketAddr>,
+    pub webrtc_host: Option<String>,
+    pub webrtc_max_sessions: Option<usize>,
+    pub webrtc_timeout_ms: Option<u64>,
     pub cluster_registry: Option<String>,
     pub cluster_advertise: Option<String>,
     pub cluster_role: Option<crate::cluster::ClusterRole>,
@@ -355,6 +377,8 @@ pub struct Config {
     pub rtmp: Option<crate::rtmp::RtmpConfig>,
     /// The SRT ingest, when `--srt-bind` is given.
     pub srt: Option<crate::srt::SrtConfig>,
+    /// The WHIP ingest, when `--webrtc-addr` is given.
+    pub whip: Option<crate::whip::WhipConfig>,
     /// The cluster this relay joins (`--cluster-registry`).
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Stream keys of the RTMP and SRT ingests (`--rtmp-keys`).
@@ -432,6 +456,7 @@ impl Default for Config {
             drain: Duration::from_secs(2),
             rtmp: None,
             srt: None,
+            whip: None,
             cluster: None,
             ingest_keys: None,
         }
@@ -679,24 +704,55 @@ impl Config {
             }
             None => None,
         };
-        if ingest_keys.is_some() && rtmp.is_none() && srt.is_none() {
+        let whip = match args.webrtc_addr.or(file.webrtc_addr) {
+            Some(bind) => {
+                let advertised = match args.webrtc_host.or(file.webrtc_host) {
+                    Some(text) => Some(crate::whip::parse_advertised(&text).map_err(|e| {
+                        ConfigError::Invalid(format!("--webrtc-host {text:?}: {e}"))
+                    })?),
+                    None => None,
+                };
+                let config = crate::whip::WhipConfig {
+                    bind,
+                    host: advertised.map(|(ip, _)| ip),
+                    port: advertised.and_then(|(_, port)| port),
+                    max_sessions: args
+                        .webrtc_max_sessions
+                        .or(file.webrtc_max_sessions)
+                        .unwrap_or(crate::whip::WhipConfig::DEFAULT_MAX_SESSIONS),
+                    timeout: args.webrtc_timeout_ms.or(file.webrtc_timeout_ms).map_or(
+                        crate::whip::WhipConfig::DEFAULT_TIMEOUT,
+                        Duration::from_millis,
+                    ),
+                };
+                if config.timeout.is_zero() || config.max_sessions == 0 {
+                    return Err(ConfigError::Invalid(
+                        "--webrtc-timeout-ms and --webrtc-max-sessions must be positive".into(),
+                    ));
+                }
+                Some(config)
+            }
+            None => None,
+        };
+        if ingest_keys.is_some() && rtmp.is_none() && srt.is_none() && whip.is_none() {
             return Err(ConfigError::Invalid(
-                "--rtmp-keys needs --rtmp-bind, --rtmps-bind or --srt-bind (the ingests are off without them)".into(),
+                "--rtmp-keys needs --rtmp-bind, --rtmps-bind, --srt-bind or --webrtc-addr (the ingests are off without them)".into(),
             ));
         }
         if cluster
             .as_ref()
             .is_some_and(|c| c.role == crate::cluster::ClusterRole::Edge)
-            && (rtmp.is_some() || srt.is_some())
+            && (rtmp.is_some() || srt.is_some() || whip.is_some())
         {
             return Err(ConfigError::Invalid(
-                "an edge relay (--cluster-role edge) takes no publishers: drop --rtmp-bind, --rtmps-bind and --srt-bind".into(),
+                "an edge relay (--cluster-role edge) takes no publishers: drop --rtmp-bind, --rtmps-bind, --srt-bind and --webrtc-addr".into(),
             ));
         }
         Ok(Self {
             cluster,
             rtmp,
             srt,
+            whip,
             ingest_keys,
             bind: args.bind.or(file.bind).unwrap_or(d.bind),
             http_bind: args.http_bind.or(file.http_bind).unwrap_or(d.http_bind),

@@ -10,6 +10,7 @@
 //! | `GET /certificate.sha256` | hex SHA-256 of the TLS certificate (for `serverCertificateHashes`) |
 //! | `GET /broadcasts` | the live broadcasts and their cached tracks, as JSON |
 //! | `GET /healthz`, `GET /metrics` | health and Prometheus metrics |
+//! | `POST /whip/{broadcast}`, `PATCH`/`DELETE /whip-session/{id}` | WHIP ingest ([`crate::whip`]) |
 //!
 //! The public listeners (`--https-bind`, and HTTP/3 on the QUIC port) serve the same routes but
 //! `/metrics`, which stays on the plain listener (`--http-bind`, keep it private).
@@ -82,6 +83,16 @@ fn routes() -> Router<Arc<RelayState>> {
         .route("/certificate.sha256", get(fingerprint))
         .route("/healthz", get(healthz))
         .route("/broadcasts", get(broadcasts))
+        .route(
+            "/whip/{*broadcast}",
+            axum::routing::post(crate::whip::post).options(crate::whip::options),
+        )
+        .route(
+            "/whip-session/{id}",
+            axum::routing::patch(crate::whip::patch)
+                .delete(crate::whip::delete)
+                .options(crate::whip::options),
+        )
 }
 
 async fn fingerprint(State(s): State<Arc<RelayState>>) -> impl IntoResponse {

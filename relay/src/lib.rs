@@ -26,6 +26,7 @@ pub mod srt;
 pub mod tls;
 pub mod track;
 pub mod udp;
+pub mod whip;
 pub mod writer;
 
 use std::{
@@ -69,6 +70,8 @@ pub struct RelayState {
     pub ingests: Arc<push::Ingests>,
     /// The relay's part in a cluster (`--cluster-registry`).
     pub cluster: Option<Arc<cluster::Cluster>>,
+    /// The WHIP ingest, with `--webrtc-addr`.
+    pub whip: Option<Arc<whip::Whip>>,
     next_session: AtomicU64,
 }
 
@@ -96,6 +99,8 @@ pub struct Relay {
     rtmp: Option<rtmp::Listener>,
     rtmps: Option<rtmp::Listener>,
     srt: Option<srt::Listener>,
+    /// The WHIP ingest's media engine, with `--webrtc-addr`.
+    whip: Option<whip::engine::Engine>,
 }
 
 /// The relay's QUIC side, by `--runtime`.
@@ -249,6 +254,13 @@ impl Relay {
             Some(c) => Some(srt::Listener::bind(c).await?),
             None => None,
         };
+        let (whip, whip_engine) = match &config.whip {
+            Some(c) => {
+                let (handle, engine) = whip::Whip::bind(c.clone()).await?;
+                (Some(handle), Some(engine))
+            }
+            None => (None, None),
+        };
         let keys = push::keys::Keys::new(match &config.ingest_keys {
             Some(path) => Some(push::keys::KeyFile::open(path)?),
             None => None,
@@ -287,6 +299,7 @@ impl Relay {
             draining: Default::default(),
             ingests,
             cluster,
+            whip,
             config,
             auth,
             next_session: AtomicU64::new(1),
@@ -303,6 +316,7 @@ impl Relay {
             rtmp,
             rtmps,
             srt,
+            whip: whip_engine,
         })
     }
 
@@ -334,6 +348,11 @@ impl Relay {
         self.srt.as_ref().map(srt::Listener::local_addr)
     }
 
+    /// The WHIP ingest's WebRTC (UDP) address, with `--webrtc-addr`.
+    pub fn webrtc_addr(&self) -> Option<SocketAddr> {
+        self.state.whip.as_ref().map(|w| w.local)
+    }
+
     pub fn state(&self) -> Arc<RelayState> {
         self.state.clone()
     }
@@ -349,6 +368,7 @@ impl Relay {
             rtmp,
             rtmps,
             srt,
+            whip,
             ..
         } = self;
         let cancel = CancellationToken::default();
@@ -399,6 +419,13 @@ impl Relay {
                     cancel.clone(),
                 )));
             }
+        }
+        if let (Some(engine), Some(handle)) = (whip, state.whip.clone()) {
+            ingest_tasks.push(tokio::spawn(engine.run(
+                state.clone(),
+                handle,
+                cancel.clone(),
+            )));
         }
         if let (Some(listener), Some(config)) = (srt, state.config.srt.clone()) {
             ingest_tasks.push(tokio::spawn(listener.serve(

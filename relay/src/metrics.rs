@@ -67,6 +67,10 @@ pub struct Metrics {
     pub rtmp: IngestCounters,
     /// The SRT ingest (`--srt-bind`).
     pub srt: IngestCounters,
+    /// The WHIP ingest (`--webrtc-addr`): its sessions as connections, and their frames.
+    pub whip: IngestCounters,
+    /// The WHIP ingest's WebRTC transport.
+    pub webrtc: WebRtcCounters,
     /// Requests the session layer refused by itself, shared by every session.
     pub refusals: std::sync::Arc<moqcast_session::io::Counters>,
 }
@@ -296,6 +300,8 @@ impl Metrics {
             .into_iter()
             .chain(self.rtmp.rows(Protocol::Rtmp))
             .chain(self.srt.rows(Protocol::Srt))
+            .chain(self.whip.rows(Protocol::Whip))
+            .chain(self.webrtc.rows())
             .map(|(name, kind, help, value)| Family {
                 name,
                 kind,
@@ -351,6 +357,15 @@ impl IngestCounters {
                 ("moqcast_srt_ingest_bytes_total", "Media payload bytes SRT publishers sent into the origin"),
                 ("moqcast_srt_ingest_reconnects_total", "SRT connections that resumed a broadcast within the resume window"),
             ],
+            Protocol::Whip => [
+                ("moqcast_whip_sessions", "Open WHIP (WebRTC) ingest sessions"),
+                ("moqcast_whip_refused_total", "WHIP requests refused (token, busy name, malformed or unsupported offer, session limit)"),
+                ("moqcast_whip_timeouts_total", "WHIP sessions ended for not connecting or sending no media"),
+                ("moqcast_whip_ingest_video_frames_total", "Video frames WHIP publishers sent into the origin"),
+                ("moqcast_whip_ingest_audio_frames_total", "Audio frames WHIP publishers sent into the origin"),
+                ("moqcast_whip_ingest_bytes_total", "Media payload bytes WHIP publishers sent into the origin"),
+                ("moqcast_whip_ingest_reconnects_total", "Always 0: a WHIP publisher that comes back starts a new broadcast"),
+            ],
         };
         let values = [
             (Gauge, &self.connections),
@@ -403,12 +418,111 @@ pub fn render_shards(p: &crate::shard::Placement) -> String {
     ])
 }
 
+/// Counters of the WHIP ingest's WebRTC transport ([`crate::whip::engine`]).
+#[derive(Debug, Default)]
+pub struct WebRtcCounters {
+    /// WHIP sessions created (answered offers).
+    pub sessions_total: AtomicU64,
+    /// UDP datagrams and bytes received on the WebRTC socket (STUN, DTLS, SRTP, SRTCP).
+    pub udp_packets_in: AtomicU64,
+    pub udp_bytes_in: AtomicU64,
+    /// Datagrams no session took (unknown peers, stray packets).
+    pub udp_unknown: AtomicU64,
+    /// Datagrams the socket could not send at once (dropped, as a full link would).
+    pub udp_send_dropped: AtomicU64,
+    /// RTP packets received, retransmissions included.
+    pub rtp_packets: AtomicU64,
+    /// RTP packets never recovered (sequence numbers missing between delivered frames).
+    pub packets_lost: AtomicU64,
+    /// Retransmission requests (NACK), picture loss indications (PLI) and full intra requests
+    /// (FIR) sent to publishers.
+    pub nacks: AtomicU64,
+    pub plis: AtomicU64,
+    pub firs: AtomicU64,
+    /// Sessions that ended because ICE connectivity was lost.
+    pub ice_failures: AtomicU64,
+}
+
+impl WebRtcCounters {
+    fn rows(&self) -> [(&'static str, MetricType, &'static str, &AtomicU64); 11] {
+        use MetricType::Counter;
+        [
+            (
+                "moqcast_whip_sessions_total",
+                Counter,
+                "WHIP sessions created (offers answered)",
+                &self.sessions_total,
+            ),
+            (
+                "moqcast_webrtc_udp_packets_in_total",
+                Counter,
+                "Datagrams received on the WebRTC socket",
+                &self.udp_packets_in,
+            ),
+            (
+                "moqcast_webrtc_udp_bytes_in_total",
+                Counter,
+                "Bytes received on the WebRTC socket (STUN, DTLS, SRTP, SRTCP)",
+                &self.udp_bytes_in,
+            ),
+            (
+                "moqcast_webrtc_udp_unknown_total",
+                Counter,
+                "Datagrams on the WebRTC socket that no session took",
+                &self.udp_unknown,
+            ),
+            (
+                "moqcast_webrtc_udp_send_dropped_total",
+                Counter,
+                "Datagrams the WebRTC socket could not send at once (dropped)",
+                &self.udp_send_dropped,
+            ),
+            (
+                "moqcast_webrtc_rtp_packets_total",
+                Counter,
+                "RTP packets WHIP publishers sent, retransmissions included",
+                &self.rtp_packets,
+            ),
+            (
+                "moqcast_webrtc_packets_lost_total",
+                Counter,
+                "RTP packets of WHIP publishers never recovered (after NACK retransmission)",
+                &self.packets_lost,
+            ),
+            (
+                "moqcast_webrtc_nacks_total",
+                Counter,
+                "Retransmission requests (NACK) sent to WHIP publishers",
+                &self.nacks,
+            ),
+            (
+                "moqcast_webrtc_plis_total",
+                Counter,
+                "Keyframe requests (PLI) sent to WHIP publishers",
+                &self.plis,
+            ),
+            (
+                "moqcast_webrtc_firs_total",
+                Counter,
+                "Keyframe requests (FIR) sent to WHIP publishers",
+                &self.firs,
+            ),
+            (
+                "moqcast_webrtc_ice_failures_total",
+                Counter,
+                "WHIP sessions ended because ICE connectivity was lost",
+                &self.ice_failures,
+            ),
+        ]
+    }
+}
+
 /// Per-broadcast gauges of the push ingests, labelled `broadcast="NAME"`, one set of families
 /// per protocol (`moqcast_rtmp_ingest_*`, `moqcast_srt_ingest_*`): whether a publisher is
 /// connected, its bitrate, frames and reconnections.
 pub fn render_ingests(ingests: &[crate::push::Listed]) -> String {
     let mut out = String::new();
-    for protocol in [Protocol::Rtmp, Protocol::Srt] {
+    for protocol in [Protocol::Rtmp, Protocol::Srt, Protocol::Whip] {
         let listed: Vec<&crate::push::Listed> =
             ingests.iter().filter(|l| l.protocol == protocol).collect();
         if listed.is_empty() {
@@ -432,6 +546,12 @@ pub fn render_ingests(ingests: &[crate::push::Listed]) -> String {
                 ("moqcast_srt_ingest_bitrate_bps", "Media bits per second an SRT publisher sent over the last whole second"),
                 ("moqcast_srt_ingest_frames", "Frames (video and audio) of an SRT-published broadcast so far"),
                 ("moqcast_srt_ingest_reconnects", "Reconnections that resumed an SRT-published broadcast so far"),
+            ],
+            Protocol::Whip => [
+                ("moqcast_whip_ingest_connected", "1 while a WHIP session publishes the broadcast"),
+                ("moqcast_whip_ingest_bitrate_bps", "Media bits per second a WHIP publisher sent over the last whole second"),
+                ("moqcast_whip_ingest_frames", "Frames (video and audio) of a WHIP-published broadcast so far"),
+                ("moqcast_whip_ingest_reconnects", "Always 0: a WHIP publisher that comes back starts a new broadcast"),
             ],
         };
         out += &encode(vec![
@@ -609,9 +729,11 @@ mod tests {
              moqcast_sessions_total 0\n"
         ));
         assert!(!text.contains("_total_total"));
-        // Every family once, in order, each with one sample: 36 of the relay, 7 of each ingest.
+        // Every family once, in order, each with one sample: 36 of the relay, 7 of each of the
+        // three push ingests (RTMP, SRT, WHIP), 11 of WHIP's WebRTC transport.
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, 50);
-        assert_eq!(text.lines().count(), 3 * 50);
+        assert_eq!(types, 68);
+        assert_eq!(text.lines().count(), 3 * 68);
+        assert!(text.contains("# TYPE moqcast_webrtc_nacks_total counter"));
     }
 }

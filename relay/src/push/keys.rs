@@ -151,6 +151,11 @@ impl Keys {
         Self { file }
     }
 
+    /// Whether a key file (`--rtmp-keys`) is configured.
+    pub fn has_file(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// The broadcast `key` may publish, or why not. `auth` is the relay's token auth.
     pub fn resolve(&self, key: &str, auth: &Auth) -> Result<String, KeyError> {
         if key.is_empty() {

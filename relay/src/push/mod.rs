@@ -1,5 +1,6 @@
-//! Push ingest: broadcasts that RTMP/RTMPS ([`crate::rtmp`]) and SRT ([`crate::srt`]) publishers
-//! push into the relay's origin, and who holds each of them. Both listeners share this core:
+//! Push ingest: broadcasts that RTMP/RTMPS ([`crate::rtmp`]), SRT ([`crate::srt`]) and WHIP
+//! ([`crate::whip`], with no resume window) publishers push into the relay's origin, and who
+//! holds each of them. The listeners share this core:
 //! they turn a stream key into a broadcast name ([`keys`]), claim the broadcast here, and hand
 //! it the track configurations and frames their demuxers make ([`moqcast_media::flv`],
 //! [`moqcast_media::ts`]).
@@ -51,6 +52,8 @@ pub enum Protocol {
     /// RTMP, and RTMPS (RTMP over TLS).
     Rtmp,
     Srt,
+    /// WebRTC over WHIP ([`crate::whip`]).
+    Whip,
 }
 
 impl Protocol {
@@ -59,6 +62,7 @@ impl Protocol {
         match self {
             Protocol::Rtmp => "rtmp",
             Protocol::Srt => "srt",
+            Protocol::Whip => "whip",
         }
     }
 
@@ -67,6 +71,7 @@ impl Protocol {
         match self {
             Protocol::Rtmp => "RTMP",
             Protocol::Srt => "SRT",
+            Protocol::Whip => "WHIP",
         }
     }
 
@@ -75,6 +80,7 @@ impl Protocol {
         match self {
             Protocol::Rtmp => &metrics.rtmp,
             Protocol::Srt => &metrics.srt,
+            Protocol::Whip => &metrics.whip,
         }
     }
 }
@@ -527,6 +533,8 @@ impl Ingests {
         match protocol {
             Protocol::Rtmp => self.resume_rtmp,
             Protocol::Srt => self.resume_srt,
+            // A WHIP session ends with DELETE or ICE failure; publishers start a new one.
+            Protocol::Whip => Duration::ZERO,
         }
     }
 
