@@ -821,3 +821,65 @@ async fn viewer_plays_an_rtmp_published_broadcast() {
     );
     relay.stop().await;
 }
+
+/// The publish page (`/publish/{broadcast}`, WHIP from the browser) in headless Chromium with a
+/// fake camera and microphone, against a relay with tokens: a wrong token fails with the
+/// relay's 401 shown on the page; the right one goes live, and the viewer in another page
+/// plays it (100 video and 100 audio frames decoded, a picture on the canvas); Stop ends the
+/// publication (a DELETE) and the viewer gets no more frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_page_goes_live_and_the_viewer_plays_it() {
+    use moq_token::{Algorithm, Claims, Key, KeyId};
+    require_browser_tools();
+    let _lock = tokio::task::spawn_blocking(BrowserLock::acquire)
+        .await
+        .unwrap();
+    init_tracing();
+    let dir = TempDir::new("browser-publish");
+    let keys = dir.path("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let key = Key::generate(Algorithm::HS256, Some(KeyId::decode("page").unwrap())).unwrap();
+    key.to_file(keys.join("page.jwk")).unwrap();
+    let stranger = Key::generate(Algorithm::HS256, Some(KeyId::decode("page").unwrap())).unwrap();
+    let sign = |k: &Key| {
+        k.sign(
+            &Claims::default()
+                .with_root("live")
+                .with_publish(["cam"])
+                .with_expires(Some(SystemTime::now() + Duration::from_secs(600))),
+        )
+        .unwrap()
+    };
+    let web = web_dist();
+    let relay = TestRelay::start(&[
+        "--web-dir",
+        web.to_str().unwrap(),
+        "--auth-key",
+        keys.to_str().unwrap(),
+        "--auth-public-subscribe",
+        "live",
+        "--webrtc-addr",
+        "127.0.0.1:0",
+    ])
+    .await;
+    let publish_url = |token: &str| {
+        format!(
+            "http://{}/publish/live/cam?autostart=1&token={token}",
+            relay.http
+        )
+    };
+    let env = [
+        ("MOQCAST_PUBLISH_URL", publish_url(&sign(&key))),
+        ("MOQCAST_PUBLISH_REFUSED_URL", publish_url(&sign(&stranger))),
+        (
+            "MOQCAST_CHROMIUM_ARGS",
+            "--use-fake-device-for-media-stream --use-fake-ui-for-media-stream".to_string(),
+        ),
+    ];
+    let url = watch_url(relay.http, relay.port(), "live/cam");
+    let path = dir.0.clone();
+    tokio::task::spawn_blocking(move || run_scenario("publish", &url, &env, &path))
+        .await
+        .unwrap();
+    relay.stop().await;
+}
