@@ -256,7 +256,7 @@ impl Relay {
         };
         let (whip, whip_engine) = match &config.whip {
             Some(c) => {
-                let (handle, engine) = whip::Whip::bind(c.clone()).await?;
+                let (handle, engine) = whip::Whip::bind(c.clone(), config.udp_buffer_bytes).await?;
                 (Some(handle), Some(engine))
             }
             None => (None, None),

@@ -49,6 +49,11 @@ use crate::{
     RelayState,
 };
 
+/// The media socket's receive buffer when `--udp-buffer-bytes` is 0 (the system's default,
+/// about 208 KiB, holds well under a second of a 2.5 Mbit/s publication plus its keyframes):
+/// 1 MiB, past `net.core.rmem_max` where the relay may (`SO_RCVBUFFORCE`).
+pub const MEDIA_RECV_BUFFER: usize = 1 << 20;
+
 /// Settings of the WHIP ingest (`--webrtc-*`).
 #[derive(Debug, Clone)]
 pub struct WhipConfig {
@@ -147,11 +152,25 @@ impl std::fmt::Debug for Whip {
 }
 
 impl Whip {
-    /// Binds the media socket: the handle, and the engine to run ([`engine::Engine::run`]).
-    pub async fn bind(config: WhipConfig) -> anyhow::Result<(Arc<Self>, engine::Engine)> {
+    /// Binds the media socket, with a receive buffer of `buffer` bytes as the QUIC socket gets
+    /// (`--udp-buffer-bytes`), or [`MEDIA_RECV_BUFFER`] where that is 0: a publisher's keyframe
+    /// burst then survives the engine task being kept off the CPU for a while. Returns the
+    /// handle, and the engine to run ([`engine::Engine::run`]).
+    pub async fn bind(
+        config: WhipConfig,
+        buffer: usize,
+    ) -> anyhow::Result<(Arc<Self>, engine::Engine)> {
         use anyhow::Context;
-        let socket = tokio::net::UdpSocket::bind(config.bind)
-            .await
+        let buffer = if buffer == 0 {
+            MEDIA_RECV_BUFFER
+        } else {
+            buffer
+        };
+        let bound = crate::udp::bind(config.bind, buffer).and_then(|(socket, _)| {
+            socket.set_nonblocking(true)?;
+            tokio::net::UdpSocket::from_std(socket)
+        });
+        let socket = bound
             .with_context(|| format!("could not bind the WebRTC socket on UDP {}", config.bind))?;
         let local = socket.local_addr()?;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
