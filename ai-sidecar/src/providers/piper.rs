@@ -30,8 +30,6 @@ use std::process::Stdio;
 use std::sync::{mpsc, Arc, OnceLock};
 
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 use tokio::sync::oneshot;
 use unicode_normalization::UnicodeNormalization;
 
@@ -388,35 +386,8 @@ pub fn phoneme_ids(
 
 /// Runs `espeak-ng -q --ipa` on `input` (one line per clause expected).
 async fn espeak_ipa(voice: &str, input: &str) -> Result<Vec<String>, ProviderError> {
-    let mut child = Command::new("espeak-ng")
-        .args(["-q", "--ipa", "-b", "1", "-v", voice])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| ProviderError::Failed(format!("starting espeak-ng: {e}")))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    stdin
-        .write_all(input.as_bytes())
-        .await
-        .map_err(|e| ProviderError::Failed(format!("writing to espeak-ng: {e}")))?;
-    drop(stdin);
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| ProviderError::Failed(format!("espeak-ng: {e}")))?;
-    if !out.status.success() {
-        let err: String = String::from_utf8_lossy(&out.stderr)
-            .chars()
-            .take(200)
-            .collect();
-        return Err(ProviderError::Failed(format!(
-            "espeak-ng --ipa exited with {}: {err}",
-            out.status
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    let out = super::speech::run_espeak(&["-q", "--ipa", "-b", "1", "-v", voice], input).await?;
+    Ok(String::from_utf8_lossy(&out)
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())

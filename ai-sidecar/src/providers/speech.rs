@@ -96,37 +96,45 @@ impl Provider<Synthesis> for Espeak {
         let voice = self.voice.clone();
         Box::pin(async move {
             let text = check_text(&request)?;
-            let mut child = Command::new("espeak-ng")
-                .args(["-v", &voice, "--stdout"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| ProviderError::Failed(format!("starting espeak-ng: {e}")))?;
-            let mut stdin = child.stdin.take().expect("piped");
-            stdin
-                .write_all(text.as_bytes())
-                .await
-                .map_err(|e| ProviderError::Failed(format!("writing to espeak-ng: {e}")))?;
-            drop(stdin);
-            let out = child
-                .wait_with_output()
-                .await
-                .map_err(|e| ProviderError::Failed(format!("espeak-ng: {e}")))?;
-            if !out.status.success() {
-                let err: String = String::from_utf8_lossy(&out.stderr)
-                    .chars()
-                    .take(200)
-                    .collect();
-                return Err(ProviderError::Failed(format!(
-                    "espeak-ng exited with {}: {err}",
-                    out.status
-                )));
-            }
-            from_wav(&out.stdout, "espeak-ng")
+            let out = run_espeak(&["-v", &voice, "--stdout"], &text).await?;
+            from_wav(&out, "espeak-ng")
         })
     }
+}
+
+/// Runs the `espeak-ng` program with `args`, `input` on its stdin: its stdout, or why it failed
+/// (its exit status and the start of its stderr).
+pub(crate) async fn run_espeak(args: &[&str], input: &str) -> Result<Vec<u8>, ProviderError> {
+    let mut child = Command::new("espeak-ng")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| ProviderError::Failed(format!("starting espeak-ng: {e}")))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin
+        .write_all(input.as_bytes())
+        .await
+        .map_err(|e| ProviderError::Failed(format!("writing to espeak-ng: {e}")))?;
+    drop(stdin);
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| ProviderError::Failed(format!("espeak-ng: {e}")))?;
+    if !out.status.success() {
+        let err: String = String::from_utf8_lossy(&out.stderr)
+            .chars()
+            .take(200)
+            .collect();
+        return Err(ProviderError::Failed(format!(
+            "espeak-ng {} exited with {}: {err}",
+            args.join(" "),
+            out.status
+        )));
+    }
+    Ok(out.stdout)
 }
 
 /// SVOX Pico's voices: (language tag prefix, pico2wave's name).
