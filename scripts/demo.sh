@@ -8,14 +8,17 @@
 # release binaries, starts a relay with a generated development certificate, publishes a test
 # pattern with spoken English (espeak-ng, looping) as the broadcast "demo", starts the AI
 # sidecar, which captions the speech live with Whisper tiny.en (caption track "captions-en" in
-# the namespace "demo/ai") and translates the captions into Spanish with Apertium
-# ("captions-es"), and prints how to watch it. Ctrl-C stops all. Logs go to target/demo/.
+# the namespace "demo/ai"), translates the captions into Spanish with Apertium ("captions-es")
+# and speaks them as a dubbed audio track ("audio-es": SVOX Pico where setup could install it,
+# else espeak-ng), and prints how to watch it and how to publish from a browser or FFmpeg over
+# WHIP. Ctrl-C stops all. Logs go to target/demo/.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 QUIC_PORT="${MOQCAST_QUIC_PORT:-4443}"
 HTTP_PORT="${MOQCAST_HTTP_PORT:-8080}"
+WEBRTC_PORT="${MOQCAST_WEBRTC_PORT:-4445}"
 BROADCAST=demo
 BIN=target/release
 LOGS=target/demo
@@ -71,6 +74,7 @@ fi
 
 say "starting moqcast-relay on UDP [::]:$QUIC_PORT and HTTP 127.0.0.1:$HTTP_PORT (log: $LOGS/relay.log)"
 "$BIN/moqcast-relay" --bind "[::]:$QUIC_PORT" --http-bind "127.0.0.1:$HTTP_PORT" \
+    --webrtc-addr "127.0.0.1:$WEBRTC_PORT" \
     --tls-generate localhost,127.0.0.1,::1 >"$LOGS/relay.log" 2>&1 &
 relay_pid=$!
 pids+=("$relay_pid")
@@ -116,8 +120,8 @@ publish_pid=$!
 pids+=("$publish_pid")
 
 METRICS_ADDR="127.0.0.1:${MOQCAST_SIDECAR_PORT:-9465}"
-say "starting moqcast-sidecar: live captions of \"$BROADCAST\", and in Spanish (log: $LOGS/sidecar.log)"
-"$BIN/moqcast-sidecar" --url "https://localhost:$QUIC_PORT/" --broadcast "$BROADCAST" --translate es \
+say "starting moqcast-sidecar: live captions of \"$BROADCAST\", in Spanish, and a Spanish dub (log: $LOGS/sidecar.log)"
+"$BIN/moqcast-sidecar" --url "https://localhost:$QUIC_PORT/" --broadcast "$BROADCAST" --translate es --dub es \
     --metrics-addr "$METRICS_ADDR" --tls-fingerprint "$FINGERPRINT" >"$LOGS/sidecar.log" 2>&1 &
 sidecar_pid=$!
 pids+=("$sidecar_pid")
@@ -141,10 +145,14 @@ for _ in $(seq 1 100); do
 done
 
 if [ -f web/dist/watch.html ]; then
-    VIEWER_NOTE="Open it in Chromium (it pins the certificate itself); live captions show under the picture (caption menu: English (automatic), or Español (traducción automática))."
+    VIEWER_NOTE="Open it in Chromium or Firefox (it pins the certificate itself); live captions show under the picture (caption menu: English (automatic), or Español (traducción automática)); the audio menu has \"Spanish (dubbed)\" (the picture then waits for the dub, about 8 s)."
 else
     VIEWER_NOTE="Not built: run scripts/setup.sh to build the browser viewer."
 fi
+
+# An FFmpeg with the whip muxer: the one scripts/setup.sh installs for the tests, if it did.
+WHIP_FFMPEG="$(ls "$HOME"/.cache/moqcast/imageio-ffmpeg/imageio_ffmpeg/binaries/ffmpeg-* 2>/dev/null | head -n 1 || true)"
+WHIP_FFMPEG="${WHIP_FFMPEG:-ffmpeg}"
 
 cat <<EOF
 
@@ -177,6 +185,14 @@ cat <<EOF
  The same in Spanish (Apertium; translated only while someone subscribes to it): add
    --caption-lang es
  Sidecar status and metrics: http://$METRICS_ADDR/status  http://$METRICS_ADDR/metrics
+
+ Publish from this machine's browser (camera and microphone over WHIP; media on UDP $WEBRTC_PORT):
+   $HTTP/publish/mycam     then watch it at $HTTP/watch/mycam
+ or from FFmpeg 7.1+ (it has the whip muxer; OBS: Settings > Stream > WHIP, server
+ $HTTP/whip/mycam, keyframe interval 1 s):
+   $WHIP_FFMPEG -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=f=440:r=48000 \
+       -c:v libx264 -preset veryfast -tune zerolatency -g 30 -bf 0 -c:a libopus -ar 48000 -ac 2 \
+       -f whip $HTTP/whip/mycam
 
  Logs: $LOGS/relay.log  $LOGS/publish.log  $LOGS/sidecar.log
  Ctrl-C stops the relay, the publisher and the sidecar.
