@@ -180,8 +180,9 @@ struct Recording {
     objects: u64,
 }
 
-/// Subscribes to `track` of `broadcast` and decodes what arrives for `record`. With
-/// `steps_us`, every object must follow the last by that much (a continuous track).
+/// Subscribes to `track` of `broadcast` and decodes what arrives for `record`, each object
+/// placed at its timestamp. With `steps_us`, the objects must be that far apart with none
+/// missing (a continuous track), in whatever order they arrived.
 async fn record_audio(
     rig: &Rig,
     cat: &moqcast_media::catalog::Catalog,
@@ -196,6 +197,8 @@ async fn record_audio(
     let _driver = AbortOnDrop(tokio::spawn(driver).abort_handle());
     let mut first_ts: Option<u64> = None;
     let mut last_ts: Option<u64> = None;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut reordered = 0u64;
     let mut audio: Vec<f32> = Vec::new();
     let mut objects = 0u64;
     let started = Instant::now();
@@ -211,26 +214,50 @@ async fn record_audio(
         };
         let props = LocProperties::from_extension_headers(&obj.properties).unwrap_or_default();
         let ts = props.timestamp_us().expect("a LOC timestamp");
-        if let (Some(last), Some(step)) = (last_ts, steps_us) {
-            assert_eq!(ts, last + step, "continuous {step} us frames");
+        // Each group is its own stream: the first objects of a group may overtake the last
+        // ones of the group before. Audio is placed by its timestamp, whatever the order.
+        if first_ts.is_some_and(|first| ts < first) || !seen.insert(ts) {
+            continue;
         }
-        first_ts.get_or_insert(ts);
-        last_ts = Some(ts);
+        if last_ts.is_some_and(|last| ts < last) {
+            reordered += 1;
+        }
+        let first = *first_ts.get_or_insert(ts);
+        last_ts = Some(last_ts.map_or(ts, |last| last.max(ts)));
         let pcm = decoder.decode(&obj.payload).expect("the audio decodes");
         // Each object's 16 kHz samples at its time; the first Opus packet gives less (the
         // decoder's pre-skip), AAC frames give 341 or 342.
-        let at = ((ts - first_ts.unwrap()) * 16 / 1000) as usize;
-        audio.resize(at, 0.0);
         let per_object = match steps_us {
             Some(step) => (step * 16 / 1000) as usize,
             None => pcm.len(),
         };
-        audio.extend_from_slice(&pcm[pcm.len().saturating_sub(per_object)..]);
+        let pcm = &pcm[pcm.len().saturating_sub(per_object)..];
+        let at = ((ts - first) * 16 / 1000) as usize;
+        if audio.len() < at + pcm.len() {
+            audio.resize(at + pcm.len(), 0.0);
+        }
+        audio[at..at + pcm.len()].copy_from_slice(pcm);
         objects += 1;
     }
+    let (first, last) = (first_ts.unwrap(), last_ts.unwrap());
+    if let Some(step) = steps_us {
+        // Continuous: every frame between the first and the last (less the last 200 ms, which
+        // may still be on their way when the recording stopped) arrived.
+        let end = last.saturating_sub(200_000).max(first);
+        let expected = (end - first) / step + 1;
+        let got = seen.range(first..=end).count() as u64;
+        assert!(
+            got == expected && seen.range(first..=end).all(|t| (t - first) % step == 0),
+            "continuous {step} us frames from {first} to {end} us: {got} of {expected} ({reordered} out of order)"
+        );
+        println!(
+            "{broadcast} {}: {objects} objects, continuous, {reordered} arrived out of order",
+            track.name
+        );
+    }
     Recording {
-        first_ts: first_ts.unwrap(),
-        last_ts: last_ts.unwrap(),
+        first_ts: first,
+        last_ts: last,
         audio,
         objects,
     }
