@@ -190,8 +190,8 @@ cat <<EOF
    $HTTP/publish/mycam     then watch it at $HTTP/watch/mycam
  or from FFmpeg 7.1+ (it has the whip muxer; OBS: Settings > Stream > WHIP, server
  $HTTP/whip/mycam, keyframe interval 1 s):
-   $WHIP_FFMPEG -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=f=440:r=48000 \
-       -c:v libx264 -preset veryfast -tune zerolatency -g 30 -bf 0 -c:a libopus -ar 48000 -ac 2 \
+   $WHIP_FFMPEG -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=f=440:r=48000 \\
+       -c:v libx264 -preset veryfast -tune zerolatency -g 30 -bf 0 -c:a libopus -ar 48000 -ac 2 \\
        -f whip $HTTP/whip/mycam
 
  Logs: $LOGS/relay.log  $LOGS/publish.log  $LOGS/sidecar.log
