@@ -83,26 +83,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-/// 16-bit PCM mono WAV.
+/// 16-bit PCM mono WAV at 16 kHz.
 fn write_wav(path: &Path, samples: &[f32]) -> anyhow::Result<()> {
-    let data_len = (samples.len() * 2) as u32;
-    let mut b = Vec::with_capacity(44 + data_len as usize);
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data_len).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    b.extend_from_slice(&1u16.to_le_bytes()); // mono
-    b.extend_from_slice(&(RATE as u32).to_le_bytes());
-    b.extend_from_slice(&(RATE as u32 * 2).to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        b.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes());
-    }
-    std::fs::write(path, b).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, moqcast_media::wav::write_pcm16(samples, RATE as u32))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -210,7 +194,12 @@ async fn main() -> anyhow::Result<()> {
                 if let Some(ts) = props.timestamp_us() {
                     arrivals.insert(ts, now);
                     let keep_from = ts.saturating_sub(SOURCE_WINDOW_US);
-                    arrivals = arrivals.split_off(&keep_from);
+                    while let Some(e) = arrivals.first_entry() {
+                        if *e.key() >= keep_from {
+                            break;
+                        }
+                        e.remove();
+                    }
                 }
             }
             o = dub.next() => {

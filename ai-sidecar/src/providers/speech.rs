@@ -124,17 +124,18 @@ pub(crate) async fn run_espeak(args: &[&str], input: &str) -> Result<Vec<u8>, Pr
         .await
         .map_err(|e| ProviderError::Failed(format!("espeak-ng: {e}")))?;
     if !out.status.success() {
-        let err: String = String::from_utf8_lossy(&out.stderr)
-            .chars()
-            .take(200)
-            .collect();
-        return Err(ProviderError::Failed(format!(
-            "espeak-ng {} exited with {}: {err}",
-            args.join(" "),
-            out.status
-        )));
+        return Err(exited(&format!("espeak-ng {}", args.join(" ")), &out));
     }
     Ok(out.stdout)
+}
+
+/// Why a program failed: its exit status and the start of its stderr.
+fn exited(program: &str, out: &std::process::Output) -> ProviderError {
+    let err: String = String::from_utf8_lossy(&out.stderr)
+        .chars()
+        .take(200)
+        .collect();
+    ProviderError::Failed(format!("{program} exited with {}: {err}", out.status))
 }
 
 /// SVOX Pico's voices: (language tag prefix, pico2wave's name).
@@ -225,14 +226,7 @@ impl Provider<Synthesis> for Pico {
                 .await
                 .map_err(|e| ProviderError::Failed(format!("starting pico2wave: {e}")))?;
             if !out.status.success() {
-                let err: String = String::from_utf8_lossy(&out.stderr)
-                    .chars()
-                    .take(200)
-                    .collect();
-                return Err(ProviderError::Failed(format!(
-                    "pico2wave exited with {}: {err}",
-                    out.status
-                )));
+                return Err(exited("pico2wave", &out));
             }
             let bytes = tokio::fs::read(&file.0)
                 .await
