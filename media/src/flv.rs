@@ -343,9 +343,6 @@ pub struct Repackager {
     dropped: u64,
 }
 
-/// Frame rate assumed when neither the SPS nor the stream metadata gives one.
-const DEFAULT_FRAMERATE: f64 = 30.0;
-
 impl Repackager {
     pub fn new() -> Self {
         Self::default()
@@ -469,30 +466,12 @@ impl Repackager {
     }
 }
 
-/// The SPS's frame rate when it has a usable one, else the stream metadata's, else 30.
-fn pick_framerate(sps: Option<f64>, hint: Option<f64>) -> f64 {
-    sps.filter(|f| f.is_finite() && *f > 0.0 && *f <= 1000.0)
-        .or(hint)
-        .unwrap_or(DEFAULT_FRAMERATE)
-}
-
-/// The video track configuration of an `avcC` record (any NAL length size: tracks carry 4-byte
-/// lengths, so the record says 4). `framerate_hint` fills in for an SPS without timing info.
+/// The video track configuration of an `avcC` record ([`crate::info::avc_video_info`]).
 pub(crate) fn video_info(
     config: &AvcConfig,
     framerate_hint: Option<f64>,
 ) -> Result<VideoInfo, FlvError> {
-    let sps = config.sps_info()?;
-    let mut record = config.clone();
-    record.length_size = 4;
-    Ok(VideoInfo {
-        codec: config.codec_string(),
-        width: sps.width,
-        height: sps.height,
-        framerate: pick_framerate(sps.framerate, framerate_hint),
-        avcc: record.to_bytes(),
-        bitrate: None,
-    })
+    Ok(crate::info::avc_video_info(config, framerate_hint)?)
 }
 
 /// The track configuration of an AAC `AudioSpecificConfig`.
@@ -728,7 +707,5 @@ mod tests {
             panic!("no config");
         };
         assert_eq!(info.framerate, 30.0);
-        assert_eq!(pick_framerate(None, Some(25.0)), 25.0);
-        assert_eq!(pick_framerate(Some(f64::INFINITY), None), DEFAULT_FRAMERATE);
     }
 }

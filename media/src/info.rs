@@ -3,7 +3,38 @@
 //! listener) produces, and what recorders and decoders read back (`moqcast_client::info`).
 
 use crate::catalog::{self, Catalog, Track};
+use crate::h264::{AvcConfig, H264Error};
 use crate::loc::TIMESCALE_US;
+
+/// Frame rate assumed when neither the SPS nor the stream's metadata gives one.
+pub const DEFAULT_FRAMERATE: f64 = 30.0;
+
+/// The SPS's frame rate when it has a usable one, else the stream metadata's, else 30.
+fn pick_framerate(sps: Option<f64>, hint: Option<f64>) -> f64 {
+    sps.filter(|f| f.is_finite() && *f > 0.0 && *f <= 1000.0)
+        .or(hint)
+        .unwrap_or(DEFAULT_FRAMERATE)
+}
+
+/// The video track configuration of an H.264 `avcC` record, as every ingest (RTMP, SRT, WHIP)
+/// makes it: any NAL length size in, 4-byte lengths on the track (so the record says 4).
+/// `framerate_hint` (the container's metadata) fills in for an SPS without timing info.
+pub fn avc_video_info(
+    config: &AvcConfig,
+    framerate_hint: Option<f64>,
+) -> Result<VideoInfo, H264Error> {
+    let sps = config.sps_info()?;
+    let mut record = config.clone();
+    record.length_size = 4;
+    Ok(VideoInfo {
+        codec: config.codec_string(),
+        width: sps.width,
+        height: sps.height,
+        framerate: pick_framerate(sps.framerate, framerate_hint),
+        avcc: record.to_bytes(),
+        bitrate: None,
+    })
+}
 
 /// Name of the video track of a broadcast made by one of moqcast's ingests.
 pub const VIDEO_TRACK: &str = "video";
@@ -103,6 +134,14 @@ pub fn opus_head(channels: u32, pre_skip: u16, input_rate: u32) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn framerate_from_the_sps_else_the_hint_else_30() {
+        use super::{pick_framerate, DEFAULT_FRAMERATE};
+        assert_eq!(pick_framerate(Some(25.0), Some(50.0)), 25.0);
+        assert_eq!(pick_framerate(None, Some(25.0)), 25.0);
+        assert_eq!(pick_framerate(Some(f64::INFINITY), None), DEFAULT_FRAMERATE);
+    }
+
     use super::*;
 
     #[test]

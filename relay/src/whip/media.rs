@@ -24,15 +24,12 @@ use bytes::Bytes;
 use moqcast_media::{
     flv::Event,
     h264::{self, AvcConfig, H264Error},
-    info::{self, AudioInfo, VideoInfo},
+    info::{self, AudioInfo},
     Frame, MediaKind,
 };
 
 /// Most frames held back while the video configuration is awaited (about 2 s of Opus).
 pub const MAX_HELD: usize = 100;
-
-/// A frame rate for an SPS without timing information (WebRTC encoders rarely send one).
-const DEFAULT_FRAMERATE: f64 = 30.0;
 
 /// What the sender's most recent RTCP sender report says: this RTP time was this wall time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,24 +123,6 @@ impl TrackClock {
     }
 }
 
-/// The video track configuration of H.264 parameter sets.
-pub fn video_info(config: &AvcConfig) -> Result<VideoInfo, H264Error> {
-    let sps = config.sps_info()?;
-    let mut record = config.clone();
-    record.length_size = 4;
-    Ok(VideoInfo {
-        codec: config.codec_string(),
-        width: sps.width,
-        height: sps.height,
-        framerate: sps
-            .framerate
-            .filter(|f| f.is_finite() && *f > 0.0 && *f <= 1000.0)
-            .unwrap_or(DEFAULT_FRAMERATE),
-        avcc: record.to_bytes(),
-        bitrate: None,
-    })
-}
-
 /// The audio track configuration of WebRTC Opus (`opus/48000/2`).
 pub fn opus_info() -> AudioInfo {
     AudioInfo {
@@ -223,7 +202,7 @@ impl Depacketizer {
             .filter(|n| matches!(h264::nal_type(n), Some(h264::NAL_SPS | h264::NAL_PPS)));
         match AvcConfig::from_parameter_sets(sets) {
             Ok(config) if self.avc.as_ref() != Some(&config) => {
-                let info = video_info(&config)?;
+                let info = info::avc_video_info(&config, None)?;
                 self.avc = Some(config);
                 events.push(Event::VideoConfig(info));
             }
