@@ -115,9 +115,7 @@ impl Engine {
                     }
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((n, source)) => {
-                        touched = self.receive(&buf[..n], source, &mut sessions, &state);
-                    }
+                    Ok((n, source)) => self.receive(&buf[..n], source, &mut sessions, &state),
                     Err(e) => {
                         tracing::debug!(error = %e, "WebRTC socket receive failed");
                     }
@@ -242,14 +240,14 @@ impl Engine {
         Ok((rtc, answer, addr))
     }
 
-    /// Hands a datagram to the session it belongs to; returns that session's id.
+    /// Hands a datagram to the session it belongs to, and drives that session.
     fn receive(
         &self,
         data: &[u8],
         source: SocketAddr,
         sessions: &mut HashMap<String, Session>,
         state: &RelayState,
-    ) -> Option<String> {
+    ) {
         let webrtc = &state.metrics.webrtc;
         webrtc
             .udp_bytes_in
@@ -271,18 +269,21 @@ impl Engine {
         };
         let Some(input) = probe(self.local) else {
             webrtc.udp_unknown.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return;
         };
         let Some((id, session)) = sessions.iter_mut().find(|(_, s)| s.rtc.accepts(&input)) else {
             webrtc.udp_unknown.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return;
         };
         // Destination: the session's own candidate (the socket may be bound to a wildcard).
-        let input = probe(session.local)?;
+        let Some(input) = probe(session.local) else {
+            return;
+        };
         if let Err(e) = session.rtc.handle_input(input) {
             tracing::debug!(session = %id, error = %e, "WebRTC input refused");
         }
-        Some(id.clone())
+        // Driven here, where the session is at hand: no id to copy for every datagram.
+        session.drive(&self.socket, state);
     }
 }
 
