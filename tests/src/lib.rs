@@ -743,3 +743,28 @@ pub async fn wait_announced(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Relay tokens for tests: an HS256 key written where `--auth-key DIR` reads it, and the
+/// tokens it signs.
+pub mod tokens {
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
+
+    use moq_token::{Algorithm, Claims, Key, KeyId};
+
+    /// A new HS256 key with id `id`, written to `dir/<id>.jwk`.
+    pub fn key(dir: &Path, id: &str) -> Key {
+        let key = Key::generate(Algorithm::HS256, Some(KeyId::decode(id).unwrap())).unwrap();
+        key.to_file(dir.join(format!("{id}.jwk"))).unwrap();
+        key
+    }
+
+    /// A token of `key` that may publish `put` under `root`, valid for 10 minutes.
+    pub fn publish_token(key: &Key, root: &str, put: &[&str]) -> String {
+        let claims = Claims::default()
+            .with_root(root)
+            .with_publish(put.iter().copied())
+            .with_expires(Some(SystemTime::now() + Duration::from_secs(600)));
+        key.sign(&claims).unwrap()
+    }
+}

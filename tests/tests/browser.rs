@@ -829,7 +829,8 @@ async fn viewer_plays_an_rtmp_published_broadcast() {
 /// publication (a DELETE) and the viewer gets no more frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_page_goes_live_and_the_viewer_plays_it() {
-    use moq_token::{Algorithm, Claims, Key, KeyId};
+    use moq_token::{Algorithm, Key, KeyId};
+    use moqcast_tests::tokens::{key, publish_token};
     require_browser_tools();
     let _lock = tokio::task::spawn_blocking(BrowserLock::acquire)
         .await
@@ -838,18 +839,10 @@ async fn publish_page_goes_live_and_the_viewer_plays_it() {
     let dir = TempDir::new("browser-publish");
     let keys = dir.path("keys");
     std::fs::create_dir_all(&keys).unwrap();
-    let key = Key::generate(Algorithm::HS256, Some(KeyId::decode("page").unwrap())).unwrap();
-    key.to_file(keys.join("page.jwk")).unwrap();
+    let page = key(&keys, "page");
+    // Same key id, another secret: its tokens do not verify.
     let stranger = Key::generate(Algorithm::HS256, Some(KeyId::decode("page").unwrap())).unwrap();
-    let sign = |k: &Key| {
-        k.sign(
-            &Claims::default()
-                .with_root("live")
-                .with_publish(["cam"])
-                .with_expires(Some(SystemTime::now() + Duration::from_secs(600))),
-        )
-        .unwrap()
-    };
+    let sign = |k: &Key| publish_token(k, "live", &["cam"]);
     let web = web_dist();
     let relay = TestRelay::start(&[
         "--web-dir",
@@ -869,7 +862,7 @@ async fn publish_page_goes_live_and_the_viewer_plays_it() {
         )
     };
     let env = [
-        ("MOQCAST_PUBLISH_URL", publish_url(&sign(&key))),
+        ("MOQCAST_PUBLISH_URL", publish_url(&sign(&page))),
         ("MOQCAST_PUBLISH_REFUSED_URL", publish_url(&sign(&stranger))),
         (
             "MOQCAST_CHROMIUM_ARGS",

@@ -13,13 +13,14 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
-use moq_token::{Algorithm, Claims, Key, KeyId};
+use moq_token::{Algorithm, Key, KeyId};
 use moqcast_tests::ingest::{
     audio_frame_times, check_recording, finish, metric, record, video_frame_times,
 };
+use moqcast_tests::tokens::{key, publish_token as token};
 use moqcast_tests::{init_tracing, ChildGuard, TempDir, TestRelay};
 
 /// The FFmpeg with the `whip` muxer.
@@ -247,20 +248,6 @@ a=setup:passive\r\na=mid:1\r\na=sendonly\r\na=msid:FFmpeg video\r\na=rtcp-mux\r\
 a=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64000d\r\na=rtcp-fb:106 nack\r\n\
 a=rtpmap:105 rtx/90000\r\na=fmtp:105 apt=106\r\na=ssrc-group:FID 3755938625 3755938626\r\n\
 a=ssrc:3755938625 cname:FFmpeg\r\na=ssrc:3755938625 msid:FFmpeg video\r\n";
-
-fn key(dir: &Path, id: &str) -> Key {
-    let key = Key::generate(Algorithm::HS256, Some(KeyId::decode(id).unwrap())).unwrap();
-    key.to_file(dir.join(format!("{id}.jwk"))).unwrap();
-    key
-}
-
-fn token(key: &Key, root: &str, put: &[&str]) -> String {
-    let claims = Claims::default()
-        .with_root(root)
-        .with_publish(put.iter().copied())
-        .with_expires(Some(SystemTime::now() + Duration::from_secs(600)));
-    key.sign(&claims).unwrap()
-}
 
 /// With tokens (`--auth-key`): FFmpeg publishes `live/alice` with its Bearer token; meanwhile
 /// requests with no token, a token of another key, a token for another broadcast, a malformed
